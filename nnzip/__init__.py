@@ -1,0 +1,3 @@
+"""nnzip: compress trained neural-network weight files and check they still work."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,323 @@
+"""The public operations: compress, decompress, inspect.
+
+The CLI is a thin layer over these; library users call them directly
+(``import nnzip; nnzip.compress("model.h5")``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__, io
+from .container import open_container, write_container
+from .errors import ConfigError, FormatError, NnzipError
+from .io import hdf5_tree
+from .model import Model
+from .outputs import atomic_output
+from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor
+from .plan import PlanRules, Settings, lossless_plan, tensor_plan
+
+NNZ_SUFFIX = ".nnz"
+
+#: Called with (done, total, tensor name) as tensors are processed.
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class TensorReport:
+    """What happened to one tensor during compression."""
+
+    name: str
+    shape: tuple[int, ...]
+    method: str
+    original_bytes: int
+    stored_bytes: int
+    error: float
+    note: str = ""
+
+
+@dataclass
+class CompressReport:
+    """Summary of a compression run."""
+
+    output: Path
+    original_bytes: int
+    file_bytes: int
+    tensors: list[TensorReport] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """Source tensor bytes (kept tensors) / output file bytes."""
+        return self.original_bytes / max(self.file_bytes, 1)
+
+
+def default_output(source: Path) -> Path:
+    """``model.h5`` -> ``model.nnz`` (gzip/zstd habit: beside the source)."""
+    return source.with_suffix(NNZ_SUFFIX)
+
+
+def relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
+    """``||original - rebuilt||_F / ||original||_F`` (0 for exact copies, also of zeros)."""
+    a = np.asarray(original, dtype=np.float64)
+    b = np.asarray(rebuilt, dtype=np.float64)
+    diff = float(np.linalg.norm((a - b).ravel())) if a.size else 0.0
+    if diff == 0.0:
+        return 0.0
+    norm = float(np.linalg.norm(a.ravel()))
+    return diff / norm if norm else math.inf
+
+
+def describe_chain(entry: dict) -> str:
+    """Human form of a tensor's chain, e.g. ``csr(prune=0.8) > kmeans(bits=4)``."""
+    transform = entry["transform"]
+    text = _stage_text(transform)
+    value_ids = {"kmeans", "cast", "delta"}
+    values = []
+    for part in entry["parts"]:
+        for codec in part["codecs"]:
+            if codec["name"] in value_ids:
+                values.append(_stage_text(codec))
+    for value in dict.fromkeys(values):
+        text += f" > {value}"
+    return text
+
+
+def _stage_text(ref: dict) -> str:
+    config = ref.get("configuration", {})
+    shown = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and not (isinstance(v, str) and len(v) > 16)}
+    inner = ",".join(f"{k}={v}" for k, v in shown.items())
+    return f"{ref['name']}({inner})" if inner else ref["name"]
+
+
+# --- compress ---------------------------------------------------------------------------
+
+
+def compress(
+    source: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    rules: PlanRules | None = None,
+    keep_optimizer: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+    plans: dict[str, TensorPlan] | None = None,
+) -> CompressReport:
+    """Compress a model file into a ``.nnz`` container.
+
+    *rules* gives per-tensor settings (default: lossless); *plans*, when given,
+    fixes the exact stage chain of named tensors and wins over *rules* (the
+    budget search uses it).
+    """
+    source = Path(source)
+    output = Path(output) if output is not None else default_output(source)
+    if output.resolve() == source.resolve():
+        raise NnzipError(f"output {output} would overwrite the input")
+    model = io.read_model(source, keep_optimizer=keep_optimizer)
+    header, blobs, reports = encode_model(model, source.name, rules, plans, progress)
+    with atomic_output(output, force) as temporary:
+        with open(temporary, "wb") as handle:
+            size = write_container(handle, header, blobs)
+    return CompressReport(output, model.nbytes, size, reports)
+
+
+def encode_model(
+    model: Model,
+    filename: str,
+    rules: PlanRules | None = None,
+    plans: dict[str, TensorPlan] | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict, list[bytes], list[TensorReport]]:
+    """Encode every tensor of *model*; returns (header without blob table, blobs, reports)."""
+    rules = rules or PlanRules(Settings(lossless=True), [])
+    encoded, reports = _encode_model(model, rules, plans or {}, progress)
+    header = _header(model, filename, encoded, rules)
+    return header, [blob for item in encoded for blob in item.blobs], reports
+
+
+def _encode_model(model: Model, rules: PlanRules, plans: dict, progress) -> tuple[list[EncodedTensor], list[TensorReport]]:
+    encoded, reports = [], []
+    total = len(model.tensors)
+    for index, (name, array) in enumerate(model.tensors.items()):
+        if progress:
+            progress(index, total, name)
+        settings = rules.settings_for(name)
+        plan = plans.get(name) or tensor_plan(array, settings)
+        item, note = _encode_with_fallback(name, array, plan)
+        error = relative_error(array, item.reconstruction)
+        stored = sum(len(b) for b in item.blobs)
+        item.entry["stats"] = {"error": round(error, 8), "bytes": stored}
+        encoded.append(item)
+        reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, note))
+    if progress:
+        progress(total, total, "")
+    return encoded, reports
+
+
+def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan) -> tuple[EncodedTensor, str]:
+    """Encode by *plan*; a transform that would not save space falls back to dense storage."""
+    try:
+        return encode_tensor(name, array, plan), ""
+    except ConfigError as exc:
+        if plan.transform == "dense":
+            raise ConfigError(f"tensor {name}: {exc}") from None
+        fallback = TensorPlan("dense", {}, plan.value_stages) if plan.value_stages else lossless_plan(array)
+        return encode_tensor(name, array, fallback), f"{plan.transform} skipped: {exc}"
+
+
+def _header(model: Model, filename: str, encoded: list[EncodedTensor], rules: PlanRules) -> dict:
+    entries, blob_index = [], 0
+    for item in encoded:
+        entry = dict(item.entry)
+        parts = []
+        for part in entry["parts"]:
+            parts.append({**part, "blob": blob_index})
+            blob_index += 1
+        entry["parts"] = parts
+        entries.append(entry)
+    return {
+        "format": "nnzip",
+        "writer": f"nnzip {__version__}",
+        "source": {
+            "format": model.source_format,
+            "filename": filename,
+            "structure": model.structure,
+            "dropped": [d.to_json() for d in model.dropped],
+        },
+        "plan": rules.to_json(),
+        "tensors": entries,
+    }
+
+
+# --- decompress -------------------------------------------------------------------------
+
+
+def check_header(header: dict) -> None:
+    """Container-level header checks (spec/container.md §3) beyond the blob table."""
+    if header.get("format") != "nnzip":
+        raise FormatError("rule 3.1: header 'format' must be \"nnzip\"")
+    source = header.get("source")
+    if not isinstance(source, dict) or source.get("format") not in io.WRITERS:
+        raise FormatError(f"rule 3.2: unknown source format {source.get('format') if isinstance(source, dict) else source!r}")
+    hdf5_tree.check_tree(source.get("structure"))
+    tensors = header.get("tensors")
+    if not isinstance(tensors, list):
+        raise FormatError("rule 3.3: header 'tensors' must be a list")
+    names = [t.get("name") if isinstance(t, dict) else None for t in tensors]
+    paths = list(hdf5_tree.dataset_paths(source["structure"]))
+    if names != paths:
+        raise FormatError("rule 3.3: the tensors must be exactly the structure's datasets, in order")
+    referenced = [p.get("blob") for t in tensors for p in (t.get("parts") or []) if isinstance(p, dict)]
+    if any(type(b) is not int for b in referenced) or sorted(referenced) != list(range(len(header["blobs"]))):
+        raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
+    sizes = blob_sizes(header)
+    for entry in tensors:
+        check_tensor_entry(entry, sizes)
+
+
+def blob_sizes(header: dict) -> list[int]:
+    """The size of every blob, from the (already checked) blob table."""
+    return [entry["size"] for entry in header["blobs"]]
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Decode every tensor of a ``.nnz`` file; returns (header, name -> array)."""
+    with open_container(path) as container:
+        header = container.header
+        check_header(header)
+        sizes = blob_sizes(header)
+        tensors = {entry["name"]: decode_tensor(entry, container.blob, sizes) for entry in header["tensors"]}
+    return header, tensors
+
+
+def decompress(source: str | os.PathLike, output: str | os.PathLike | None = None, *, force: bool = False, progress: Progress | None = None) -> Path:
+    """Rebuild the source-format file from a ``.nnz``; returns the path written."""
+    source = Path(source)
+    with open_container(source) as container:
+        header = container.header
+        check_header(header)
+        output = Path(output) if output is not None else default_decompressed(source, header)
+        entries = {entry["name"]: entry for entry in header["tensors"]}
+        sizes, total = blob_sizes(header), len(entries)
+        done = 0
+
+        def tensor(name: str) -> np.ndarray:
+            nonlocal done
+            if progress:
+                progress(done, total, name)
+            done += 1
+            return decode_tensor(entries[name], container.blob, sizes)
+
+        with atomic_output(output, force) as temporary:
+            io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
+    if progress:
+        progress(total, total, "")
+    return output
+
+
+def default_decompressed(source: Path, header: dict) -> Path:
+    """``model.nnz`` -> ``model`` + the source file's suffix (``.h5``), beside the ``.nnz``."""
+    filename = header["source"].get("filename")
+    suffix = Path(filename).suffix if isinstance(filename, str) and Path(filename).suffix else ".h5"
+    stem = source.name[: -len(NNZ_SUFFIX)] if source.name.endswith(NNZ_SUFFIX) else source.name
+    return source.with_name(stem + suffix)
+
+
+# --- inspect ----------------------------------------------------------------------------
+
+
+def inspect(path: str | os.PathLike) -> dict:
+    """A JSON-able summary of a ``.nnz``: source, sizes, and per tensor chain, bytes, bits per weight, error."""
+    with open_container(path) as container:
+        header = container.header
+        check_header(header)
+        container.verify_blobs()
+        file_size, version, header_size = container.file_size, container.version, container.header_stored_size
+    tensors, original = [], 0
+    for entry in header["tensors"]:
+        size = math.prod(entry["shape"])
+        nbytes = size * np.dtype(entry["dtype"]).itemsize
+        original += nbytes
+        stored = sum(header["blobs"][p["blob"]]["size"] for p in entry["parts"])
+        stats = entry.get("stats", {})
+        tensors.append({
+            "name": entry["name"],
+            "shape": entry["shape"],
+            "dtype": np.dtype(entry["dtype"]).name,
+            "method": describe_chain(entry),
+            "parts": [_part_summary(p, header["blobs"][p["blob"]]) for p in entry["parts"]],
+            "original_bytes": nbytes,
+            "stored_bytes": stored,
+            "bits_per_weight": round(8 * stored / size, 4) if size else 0.0,
+            "error": stats.get("error"),
+        })
+    return {
+        "file": os.fspath(path),
+        "format_version": f"{version[0]}.{version[1]}",
+        "writer": header.get("writer"),
+        "source_format": header["source"]["format"],
+        "source_filename": header["source"].get("filename"),
+        "file_bytes": file_size,
+        "header_bytes": header_size,
+        "tensor_bytes_original": original,
+        "ratio": round(original / max(file_size, 1), 4),
+        "optimizer": "dropped" if header["source"].get("dropped") else "kept or absent",
+        "dropped": header["source"].get("dropped", []),
+        "plan": header.get("plan"),
+        "tensors": tensors,
+    }
+
+
+def _part_summary(part: dict, blob: dict) -> dict:
+    codecs = [c["name"] for c in part["codecs"]]
+    stats = part.get("stats", {})
+    summary = {"name": part["name"], "codecs": codecs, "bytes": blob["size"]}
+    if "entropy_bytes" in stats:
+        summary["entropy_bytes"] = stats["entropy_bytes"]
+        summary["serialized_bytes"] = stats["serialized_bytes"]
+    return summary

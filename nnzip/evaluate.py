@@ -1,0 +1,235 @@
+"""Scoring weights on data: the accuracy check behind ``verify`` and the budget search.
+
+An :class:`Evaluator` scores a full set of tensors (name -> array, as in a
+:class:`nnzip.model.Model`) on a data set.  Two kinds exist:
+
+* :class:`KerasEvaluator` runs the model itself with numpy (:mod:`nnzip.infer`)
+  from the Keras ``model_config`` stored in a legacy ``.h5`` file.  The metric is
+  top-1 accuracy when the data has labels ``y`` and the output is not shaped like
+  the input, else the reconstruction mean squared error (autoencoders).
+* :class:`HookEvaluator` calls a user function ``package.module:function`` with
+  the weights and the data, for files without an architecture.
+
+A *score* is always "higher is better" (accuracy, or minus the MSE); the
+*drop* between two scores is absolute for accuracy and relative for MSE, as
+``--max-drop`` documents.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .io import keras_h5
+from .model import Model
+
+
+@dataclass
+class Dataset:
+    """Inputs ``x`` and optional labels ``y``."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """Two disjoint random subsets, the first with *fraction* of the samples."""
+        order = np.random.default_rng(seed).permutation(len(self.x))
+        cut = int(round(fraction * len(order)))
+        pick = lambda idx: Dataset(self.x[idx], None if self.y is None else self.y[idx])  # noqa: E731
+        return pick(np.sort(order[:cut])), pick(np.sort(order[cut:]))
+
+
+def load_data(path: str | os.PathLike) -> Dataset:
+    """Read ``x`` (and ``y`` if present) from a ``.npz`` or HDF5 file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(8)
+    except OSError as exc:
+        raise InputError(f"cannot open data file {path}: {exc.strerror}") from None
+    try:
+        if magic == b"\x89HDF\r\n\x1a\n":
+            with h5py.File(path, "r") as h5:
+                arrays = {k: np.asarray(h5[k][()]) for k in ("x", "y") if k in h5 and isinstance(h5[k], h5py.Dataset)}
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in ("x", "y") if k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read data file {path} (expected .npz or .h5 with arrays x and y): {exc}") from None
+    if "x" not in arrays:
+        raise InputError(f"data file {path} has no array 'x'")
+    x, y = arrays["x"].astype(np.float32, copy=False), arrays.get("y")
+    if y is not None and len(y) != len(x):
+        raise InputError(f"data file {path}: x has {len(x)} samples but y has {len(y)}")
+    if len(x) == 0:
+        raise InputError(f"data file {path} holds no samples")
+    return Dataset(x, None if y is None else _labels(y))
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    """Integer class labels from labels of shape (N,), (N, 1) or one-hot (N, C)."""
+    if y.ndim == 2:
+        y = y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)
+    return y.astype(np.int64, copy=False)
+
+
+@dataclass
+class Comparison:
+    """Original vs rebuilt weights on one data set."""
+
+    metric: str
+    original: float
+    rebuilt: float
+    agreement: float | None
+    layer_errors: dict[str, float]
+
+    @property
+    def drop(self) -> float:
+        """Loss of quality: absolute for accuracy, relative for MSE (positive = worse)."""
+        if self.metric == "mse":
+            return (self.rebuilt - self.original) / max(self.original, 1e-12)
+        return self.original - self.rebuilt
+
+    def to_json(self) -> dict:
+        """JSON form for ``verify --json``."""
+        return {
+            "metric": self.metric,
+            "original": self.original,
+            "rebuilt": self.rebuilt,
+            "drop": self.drop,
+            "top1_agreement": self.agreement,
+            "layer_output_errors": self.layer_errors,
+        }
+
+
+class Evaluator:
+    """Scores tensor sets on a data set; subclasses know how to run the model."""
+
+    metric: str = "score"
+
+    def measure(self, tensors: dict[str, np.ndarray]) -> float:
+        """The metric (accuracy, MSE or hook score) of *tensors* on the data."""
+        raise NotImplementedError
+
+    def score(self, tensors: dict[str, np.ndarray]) -> float:
+        """Higher-is-better form of :meth:`measure`."""
+        value = self.measure(tensors)
+        return -value if self.metric == "mse" else value
+
+    def drop(self, reference: float, value: float) -> float:
+        """Quality lost going from metric *reference* to *value* (as :attr:`Comparison.drop`)."""
+        if self.metric == "mse":
+            return (value - reference) / max(reference, 1e-12)
+        return reference - value
+
+    def compare(self, original: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray]) -> Comparison:
+        """Run both weight sets and compare them."""
+        return Comparison(self.metric, self.measure(original), self.measure(rebuilt), None, {})
+
+
+class KerasEvaluator(Evaluator):
+    """Numpy inference of a legacy Keras ``.h5`` model's architecture."""
+
+    def __init__(self, model: Model, data: Dataset, metric: str | None = None, batch_size: int = 512):
+        config = keras_h5.model_config(model) if model.source_format == keras_h5.LEGACY else None
+        if config is None:
+            raise ConfigError("this file has no Keras model_config (weights only): give --eval module:function to score it")
+        self.model, self.config, self.data, self.batch_size = model, config, data, batch_size
+        self.keras_version = _string_attr(model.structure, "keras_version")
+        self.metric = metric or self._default_metric()
+
+    def _default_metric(self) -> str:
+        output = self.predict(self.model.tensors, self.data.x[:2])
+        if output.shape == self.data.x[:2].shape or self.data.y is None:
+            if output.shape != self.data.x[:2].shape:
+                raise ConfigError("the data has no labels y and the model's output is not shaped like its input")
+            return "mse"
+        return "accuracy"
+
+    def network(self, tensors: dict[str, np.ndarray]):
+        """The numpy model with *tensors* as weights."""
+        from .infer import build_model
+
+        return build_model(self.config, keras_h5.layer_weights(self.model, tensors), keras_version=self.keras_version)
+
+    def predict(self, tensors: dict[str, np.ndarray], x: np.ndarray | None = None) -> np.ndarray:
+        """Model output for *x* (default: the data set's inputs)."""
+        return np.asarray(self.network(tensors).predict(self.data.x if x is None else x, batch_size=self.batch_size))
+
+    def measure(self, tensors: dict[str, np.ndarray]) -> float:
+        """Accuracy, or reconstruction MSE, of *tensors* on the data."""
+        return self._metric_of(self.predict(tensors))
+
+    def _metric_of(self, output: np.ndarray) -> float:
+        if self.metric == "mse":
+            return float(np.mean((output.astype(np.float64) - self.data.x.reshape(output.shape)) ** 2))
+        return float(np.mean(np.argmax(output.reshape(len(output), -1), axis=1) == self.data.y))
+
+    def compare(self, original: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray]) -> Comparison:
+        """Both models' metric, top-1 agreement and every layer's relative output error."""
+        net_a, net_b = self.network(original), self.network(rebuilt)
+        outs_a = net_a.layer_outputs(self.data.x, batch_size=self.batch_size)
+        outs_b = net_b.layer_outputs(self.data.x, batch_size=self.batch_size)
+        final_a = np.asarray(net_a.predict(self.data.x, batch_size=self.batch_size))
+        final_b = np.asarray(net_b.predict(self.data.x, batch_size=self.batch_size))
+        errors = {}
+        for name, value in outs_a.items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                norm = float(np.linalg.norm(value))
+                errors[name] = float(np.linalg.norm(value - outs_b[name])) / norm if norm else 0.0
+        agreement = None
+        if self.metric == "accuracy":
+            flat_a, flat_b = final_a.reshape(len(final_a), -1), final_b.reshape(len(final_b), -1)
+            agreement = float(np.mean(np.argmax(flat_a, axis=1) == np.argmax(flat_b, axis=1)))
+        return Comparison(self.metric, self._metric_of(final_a), self._metric_of(final_b), agreement, errors)
+
+
+class HookEvaluator(Evaluator):
+    """``--eval package.module:function``: ``function(weights, x, y) -> score`` (higher is better).
+
+    *weights* maps tensor names to arrays; ``x``/``y`` are the data arrays (``y``
+    may be None).  The function may also take only ``weights``.
+    """
+
+    metric = "score"
+
+    def __init__(self, spec: str, data: Dataset | None):
+        self.function = load_hook(spec)
+        self.data = data
+        self.arity = len(inspect.signature(self.function).parameters)
+
+    def measure(self, tensors: dict[str, np.ndarray]) -> float:
+        """The hook's score."""
+        if self.data is None or self.arity == 1:
+            return float(self.function(tensors))
+        return float(self.function(tensors, self.data.x, self.data.y))
+
+
+def load_hook(spec: str) -> Callable:
+    """Import ``package.module:function``."""
+    module_name, sep, function_name = spec.partition(":")
+    if not sep or not module_name or not function_name:
+        raise ConfigError(f"--eval {spec!r}: expected package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--eval {spec!r}: cannot import {module_name}: {exc}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"--eval {spec!r}: {module_name} has no function {function_name}")
+    return function
+
+
+def _string_attr(structure: dict, name: str) -> str | None:
+    for record in structure["attrs"]:
+        if record["name"] == name and record["kind"] == "string" and record["value"]:
+            return record["value"][0]
+    return None

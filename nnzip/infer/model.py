@@ -1,0 +1,168 @@
+"""The public face of numpy inference: :func:`build_model` and :class:`NumpyModel`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nnzip.errors import NnzipError
+from nnzip.infer.config import KERAS2, KERAS3, detect_flavour, load_config, parse_model
+from nnzip.infer.errors import UnsupportedModelError
+from nnzip.infer.graph import Graph
+from nnzip.infer.registry import Shape, one_line
+
+
+def build_model(
+    model_config: dict | str,
+    layer_weights: Mapping[str, Any],
+    keras_version: str | None = None,
+) -> "NumpyModel":
+    """Build a numpy model from a Keras ``model_config`` and per-layer weights.
+
+    model_config: the Keras ``model_config`` JSON (the root attribute ``model_config`` of a
+    legacy .h5 file, i.e. ``{"class_name": "Sequential"|"Functional"|"Model", "config": {...}}``),
+    as dict or JSON string; Keras 2 / tf.keras and Keras 3 forms are both accepted.
+    layer_weights: layer name -> that layer's weight arrays in Keras ``layer.get_weights()`` order
+    (e.g. Dense: [kernel, bias]; BatchNormalization: [gamma, beta, moving_mean, moving_variance]
+    minus those disabled by center/scale). Layers without weights may be left out. A nested
+    model takes either its flat ``get_weights()`` list or a dict inner layer -> arrays.
+    keras_version: the Keras version that wrote the config (e.g. the ``keras_version``
+    attribute of the .h5 file); only the major version is used, to pick semantics that
+    changed between Keras 2 and 3 (``hard_sigmoid``). Guessed from the config when None.
+
+    Raises UnsupportedModelError for layers or options that are not implemented and
+    ModelWeightsError when the weights do not fit the config.
+    """
+    config = load_config(model_config)
+    flavour = _flavour(keras_version) or detect_flavour(config)
+    try:
+        graph = Graph(parse_model(config), flavour)
+    except NnzipError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
+        # the config is untrusted JSON: a shape we did not foresee is a bad input, not a crash
+        raise UnsupportedModelError(f"malformed model_config ({one_line(exc)})") from None
+    graph.bind(layer_weights)
+    return NumpyModel(graph)
+
+
+def _flavour(keras_version: str | None) -> str | None:
+    if not keras_version:
+        return None
+    major = str(keras_version).strip().split(".")[0]
+    return KERAS2 if major in ("1", "2") else KERAS3
+
+
+def _with_batch(shape: Shape) -> tuple[int | None, ...]:
+    return (None,) + tuple(shape)
+
+
+class NumpyModel:
+    """A Keras model evaluated with numpy in float32, in batches.
+
+    Built by :func:`build_model`. Inputs are cast to float32; models with several inputs
+    take a list (in input order) or a dict keyed by input layer name.
+    """
+
+    def __init__(self, graph: Graph):
+        """Wrap a graph whose weights are already bound (use :func:`build_model`)."""
+        self._graph = graph
+
+    @property
+    def input_shape(self) -> tuple | list[tuple]:
+        """Input shape with None for the batch axis (a list of shapes for multi-input models)."""
+        shapes = [_with_batch(s) for s in self._graph.input_shapes]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self) -> tuple | list[tuple]:
+        """Output shape with None for the batch axis (a list of shapes for multi-output models)."""
+        shapes = [_with_batch(s) for s in self._graph.output_shapes]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def input_names(self) -> list[str]:
+        """Names of the input layers, in input order."""
+        return self._graph.input_names
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of the model's layers in config order (input layers excluded)."""
+        return self._graph.layer_names()
+
+    def weight_layout(self) -> dict[str, list[str]]:
+        """Layer name -> names of its expected weights in order, e.g. ``["kernel", "bias"]``.
+
+        Every layer is listed, weightless ones with an empty list; a nested model lists
+        its inner weights as ``inner_layer/weight``.
+        """
+        return self._graph.weight_layout()
+
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray | list[np.ndarray]:
+        """Model output for ``x`` (a list of outputs for multi-output models)."""
+        inputs = self._inputs(x)
+        parts = [self._graph.run(batch) for batch in _batches(inputs, batch_size)]
+        outputs = [np.concatenate([p[i] for p in parts]) for i in range(len(self._graph.outputs))]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def layer_outputs(self, x: Any, layers: Sequence[str] | None = None,
+                      batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Output of every layer (or of the named ``layers``) for ``x``, for per-layer error reports.
+
+        Keys are layer names; a layer called more than once also reports ``name:i`` for its
+        i-th call, and layers inside a nested model are reported as ``outer/inner``.
+        """
+        known = self._graph.labels()
+        wanted = set(known) if layers is None else set(layers)
+        missing = sorted(wanted - set(known))
+        if missing:
+            raise KeyError(f"no such layer output: {', '.join(missing[:5])}")
+        parts: dict[str, list[Any]] = {}
+
+        def record(label: str, value: Any) -> None:
+            if label in wanted:
+                parts.setdefault(label, []).append(value)
+
+        for batch in _batches(self._inputs(x), batch_size):
+            self._graph.run(batch, record)
+        order = [label for label in known if label in wanted]
+        return {label: _concat(parts[label]) for label in order}
+
+    def _inputs(self, x: Any) -> list[np.ndarray]:
+        names, shapes = self._graph.input_names, self._graph.input_shapes
+        if isinstance(x, Mapping):
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise ValueError(f"missing model inputs: {', '.join(missing)}")
+            arrays = [x[n] for n in names]
+        elif len(names) > 1 or (isinstance(x, (list, tuple)) and len(x) == 1
+                                and isinstance(x[0], np.ndarray)):
+            arrays = list(x)
+        else:
+            arrays = [x]
+        if len(arrays) != len(names):
+            raise ValueError(f"model takes {len(names)} inputs, got {len(arrays)}")
+        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+        for name, array, shape in zip(names, arrays, shapes):
+            if array.ndim != len(shape) + 1 or any(
+                    d is not None and d != a for d, a in zip(shape, array.shape[1:])):
+                raise ValueError(f"input {name!r} has shape {array.shape}, expected {_with_batch(shape)}")
+        if len({a.shape[0] for a in arrays}) > 1:
+            raise ValueError("model inputs have different batch sizes")
+        return arrays
+
+
+def _batches(inputs: list[np.ndarray], batch_size: int):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = inputs[0].shape[0]
+    for start in range(0, max(n, 1), batch_size):
+        yield [a[start:start + batch_size] for a in inputs]
+
+
+def _concat(values: list[Any]) -> Any:
+    if isinstance(values[0], list):  # nested multi-output model: a list of outputs
+        return [np.concatenate([v[i] for v in values]) for i in range(len(values[0]))]
+    return np.concatenate(values)

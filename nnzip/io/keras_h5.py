@@ -1,0 +1,143 @@
+"""Keras weight files in HDF5: legacy ``.h5`` and Keras 3 ``.weights.h5``.
+
+Source formats (ids stored in the ``.nnz`` header, see spec/container.md §5):
+
+``keras-h5``
+    The legacy HDF5 format as written by tf.keras, Keras 2 and Keras 3's
+    ``model.save("x.h5")`` (root attributes ``model_config``, ``keras_version``,
+    ``backend``, ``training_config``; group ``model_weights`` whose ``layer_names``
+    attribute (chunked as ``layer_names0..N`` when large) lists the layers and
+    each layer group's ``weight_names`` its weights) and by legacy
+    ``save_weights("x.h5")`` (the same layer groups at the root).  Optimizer
+    state lives in ``optimizer_weights``.
+``keras-weights-h5``
+    Keras 3 ``save_weights("x.weights.h5")``: ``layers/<name>/vars/<i>``, a
+    top-level ``vars`` group, optimizer state in ``optimizer``.
+
+Both are carried by the generic lossless tree of :mod:`nnzip.io.hdf5_tree`;
+this module only recognises the formats, knows where optimizer state lives,
+and maps weights to layers for inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+
+from ..errors import InputError
+from ..model import DroppedGroup, Model
+from . import hdf5_tree
+
+LEGACY = "keras-h5"
+WEIGHTS_V3 = "keras-weights-h5"
+
+#: Top-level group holding optimizer state, per source format.
+OPTIMIZER_GROUP = {LEGACY: "optimizer_weights", WEIGHTS_V3: "optimizer"}
+
+
+def detect(h5: h5py.File) -> str:
+    """The Keras format of an open HDF5 file, or InputError when it is not a Keras file."""
+    if isinstance(h5.get("model_weights"), h5py.Group) or "layer_names" in h5.attrs:
+        return LEGACY
+    if isinstance(h5.get("layers"), h5py.Group) or isinstance(h5.get("vars"), h5py.Group):
+        return WEIGHTS_V3
+    raise InputError(
+        f"{os.path.basename(h5.filename)} is an HDF5 file but not a Keras model or weights file "
+        "(no model_weights group, layer_names attribute or layers group)"
+    )
+
+
+def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
+    """Read a Keras HDF5 file; optimizer state is dropped unless *keep_optimizer*."""
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"cannot read {os.fspath(path)} as HDF5: {exc}") from None
+    with h5:
+        source_format = detect(h5)
+        optimizer = OPTIMIZER_GROUP[source_format]
+        dropped = []
+        if optimizer in h5 and not keep_optimizer:
+            dropped.append(_measure_group(h5[optimizer], optimizer))
+        skip = (lambda p: p == optimizer) if dropped else (lambda p: False)
+        structure, tensors = hdf5_tree.read_tree(h5, skip)
+    return Model(source_format, structure, tensors, dropped)
+
+
+def write(path: str | os.PathLike, structure: dict, tensor) -> None:
+    """Write a Keras HDF5 file from *structure*, pulling values from ``tensor(name)``."""
+    hdf5_tree.write_tree(path, structure, tensor)
+
+
+def _measure_group(group: h5py.Group, path: str) -> DroppedGroup:
+    count, nbytes = 0, 0
+
+    def visit(_name, obj):
+        nonlocal count, nbytes
+        if isinstance(obj, h5py.Dataset):
+            count += 1
+            nbytes += int(obj.size) * obj.dtype.itemsize
+
+    group.visititems(visit)
+    return DroppedGroup(path, count, nbytes)
+
+
+# --- views used by inference ------------------------------------------------------------
+
+
+def model_config(model: Model) -> dict | None:
+    """The Keras ``model_config`` JSON of a legacy full-model file, or None."""
+    for record in model.structure["attrs"]:
+        if record["name"] == "model_config" and record["kind"] == "string" and record["value"]:
+            return json.loads(record["value"][0])
+    return None
+
+
+def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
+    """Layer name -> weights in Keras ``get_weights`` order, for a legacy ``keras-h5`` model.
+
+    *tensors* overrides the model's own values (e.g. rebuilt ones).  Follows the
+    ``layer_names``/``weight_names`` attributes exactly as Keras' loader does.
+    """
+    if model.source_format != LEGACY:
+        raise InputError("layer weights need a legacy Keras .h5 file (a .weights.h5 file has no architecture)")
+    values = model.tensors if tensors is None else tensors
+    root, prefix = _weights_root(model.structure)
+    result: dict[str, list[np.ndarray]] = {}
+    for layer in _string_list(root, "layer_names"):
+        layer_node = _child_group(root, layer)
+        names = _string_list(layer_node, "weight_names") if layer_node is not None else []
+        result[layer] = [values[f"{prefix}{layer}/{name}"] for name in names]
+    return result
+
+
+def _weights_root(structure: dict) -> tuple[dict, str]:
+    node = _child_group(structure, "model_weights")
+    return (node, "model_weights/") if node is not None else (structure, "")
+
+
+def _child_group(node: dict, name: str) -> dict | None:
+    for child in node["children"]:
+        if child["name"] == name and "group" in child:
+            return child["group"]
+    return None
+
+
+def _string_list(node: dict, name: str) -> list[str]:
+    """A string-list attribute, joining Keras' chunked ``name0``, ``name1``… form."""
+    attrs = {record["name"]: record for record in node["attrs"]}
+    if name in attrs:
+        return _attr_strings(attrs[name])
+    values, index = [], 0
+    while f"{name}{index}" in attrs:
+        values += _attr_strings(attrs[f"{name}{index}"])
+        index += 1
+    return values
+
+
+def _attr_strings(record: dict) -> list[str]:
+    # An empty list is written by Keras as a float64 array of shape (0,).
+    return list(record["value"]) if record["kind"] == "string" else []

@@ -1,0 +1,247 @@
+"""Runs stage chains on one tensor, both ways, and checks that a chain is valid.
+
+A tensor's encoding (stored as one entry of the header's ``tensors`` list) is::
+
+    transform (array -> named parts)
+      for each part:  ARRAY* -> SERIALIZE -> BYTES?   -> one blob
+
+The rules a chain must satisfy are numbered in ``spec/container.md`` §4.3 and
+each message below names its rule, so a user (or a test) knows which one broke.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .errors import ConfigError, FormatError
+from .stages import ArraySpec, BytesSpec, Kind, get_stage
+from .stages.base import TransformStage
+
+#: Slack allowed over a bytes stage's ``max_expansion`` bound, for its own header bytes.
+EXPANSION_SLACK = 64
+
+
+@dataclass
+class TensorPlan:
+    """How to encode one tensor: a transform and the value stages for its float parts."""
+
+    transform: str = "dense"
+    transform_params: dict = field(default_factory=dict)
+    #: ARRAY stages applied, in order, to every part the transform calls quantizable.
+    value_stages: list[tuple[str, dict]] = field(default_factory=list)
+    #: Try huffman/lzw on every blob and keep the smallest (raw bytes otherwise).
+    entropy: bool = True
+
+    def to_json(self) -> dict:
+        """The plan as recorded (informatively) in the header."""
+        out: dict = {"transform": {"name": self.transform, "parameters": _jsonable(self.transform_params)}}
+        if self.value_stages:
+            out["values"] = [{"name": n, "parameters": _jsonable(p)} for n, p in self.value_stages]
+        return out
+
+
+def _jsonable(params: Mapping[str, Any]) -> dict:
+    """Parameters minus the ones that are not JSON (e.g. importance weight arrays)."""
+    return {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+@dataclass
+class EncodedTensor:
+    """A header entry for one tensor and its blobs, in part order."""
+
+    entry: dict
+    blobs: list[bytes]
+    #: The tensor as the decoder will rebuild it (for error statistics).
+    reconstruction: np.ndarray
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan) -> EncodedTensor:
+    """Encode *array* by *plan*; parts reference blobs by position in ``EncodedTensor.blobs``."""
+    spec = ArraySpec.of(array)
+    transform = get_stage(plan.transform)
+    parts, transform_config = transform.encode(array, spec, plan.transform_params)
+    quantizable = set(transform.quantizable_parts(transform_config))
+    entries, blobs, rebuilt_parts = [], [], {}
+    for part_name, part_spec in transform.part_specs(spec, transform_config).items():
+        stages = plan.value_stages if part_name in quantizable else []
+        part_entry, blob, rebuilt = _encode_part(parts[part_name], part_spec, stages, plan.entropy)
+        part_entry = {"name": part_name, **part_entry, "blob": len(blobs)}
+        entries.append(part_entry)
+        blobs.append(blob)
+        rebuilt_parts[part_name] = rebuilt
+    reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
+    entry = {
+        "name": name,
+        **spec.to_json(),
+        "transform": {"name": transform.id, "configuration": transform_config},
+        "parts": entries,
+    }
+    return EncodedTensor(entry, blobs, reconstruction.reshape(spec.shape))
+
+
+def _encode_part(values: np.ndarray, spec: ArraySpec, value_stages, entropy: bool) -> tuple[dict, bytes, np.ndarray]:
+    """Run ARRAY stages, then the best serializer + bytes stage; return (entry, blob, rebuilt part)."""
+    values = np.asarray(values, dtype=spec.dtype).reshape(spec.shape)
+    codecs, applied = [], []
+    current, current_spec = values, spec
+    for stage_id, params in value_stages:
+        stage = get_stage(stage_id)
+        if stage.kind is not Kind.ARRAY:
+            raise ConfigError(f"rule 4.3.2: value stage {stage_id!r} is a {stage.kind.value} stage, not an array stage")
+        encoded, config = stage.encode(current, current_spec, params)
+        codecs.append({"name": stage.id, "configuration": config})
+        applied.append((stage, current_spec, config))
+        current, current_spec = encoded, stage.output_spec(current_spec, config)
+    tail, blob = _best_tail(current, current_spec, entropy)
+    rebuilt = current
+    for stage, input_spec, config in reversed(applied):
+        rebuilt = stage.decode(rebuilt, input_spec, config)
+    return {**spec.to_json(), "codecs": codecs + tail}, blob, rebuilt
+
+
+def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool) -> tuple[list[dict], bytes]:
+    """Serialize (raw, or bitpack for unsigned integers) and entropy-code; keep the smallest.
+
+    Ties keep the earlier candidate (raw before bitpack; none before huffman before lzw).
+    """
+    candidates = [("raw", {})]
+    if spec.dtype.kind == "u" and spec.size:
+        bits = max(1, int(array.max()).bit_length())
+        if bits < 8 * spec.dtype.itemsize:
+            candidates.append(("bitpack", {"bits": bits}))
+    best: tuple[list[dict], bytes] | None = None
+    for stage_id, params in candidates:
+        serializer = get_stage(stage_id)
+        data, config = serializer.encode(array, spec, params)
+        tail = [{"name": serializer.id, "configuration": config}]
+        if entropy:
+            bytes_id, coded, bytes_config = _best_bytes_stage(data)
+            if bytes_id is not None:
+                tail, data = tail + [{"name": bytes_id, "configuration": bytes_config}], coded
+        if best is None or len(data) < len(best[1]):
+            best = (tail, data)
+    return best
+
+
+def _best_bytes_stage(data: bytes) -> tuple[str | None, bytes, dict]:
+    from .stages.entropy import best_bytes_stage  # imported late: only encoders need it
+
+    return best_bytes_stage(data)
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+@dataclass
+class CheckedTensor:
+    """A tensor entry that passed every static rule, resolved for decoding."""
+
+    spec: ArraySpec
+    transform: type[TransformStage]
+    config: dict
+    #: Per part: (name, blob index, [(stage, input spec, configuration), ...]).
+    parts: list[tuple[str, int, list]]
+
+
+def check_tensor_entry(entry: Any, blob_sizes: list[int]) -> CheckedTensor:
+    """Validate one header tensor entry (spec/container.md §4.2) without reading any blob."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise FormatError("rule 4.1: a tensor entry must be an object with a string name")
+    name = entry["name"]
+    spec = _spec(entry, f"tensor {name!r}")
+    transform_ref = entry.get("transform")
+    transform = get_stage(_stage_name(transform_ref, name))
+    if transform.kind is not Kind.TRANSFORM:
+        raise FormatError(f"rule 4.3.1: tensor {name!r}: {transform.id!r} is not a transform stage")
+    config = transform_ref["configuration"]
+    transform.check_config(config, spec)
+    expected = transform.part_specs(spec, config)
+    parts = entry.get("parts")
+    if not isinstance(parts, list) or [p.get("name") if isinstance(p, dict) else None for p in parts] != list(expected):
+        raise FormatError(f"rule 4.2: tensor {name!r}: parts must be exactly {list(expected)} in that order")
+    checked = []
+    for part in parts:
+        where = f"tensor {name!r} part {part['name']!r}"
+        part_spec = _spec(part, where)
+        if part_spec != expected[part["name"]]:
+            raise FormatError(f"rule 4.2: {where} is {part_spec.to_json()}, its transform makes {expected[part['name']].to_json()}")
+        blob = part.get("blob")
+        if type(blob) is not int or not 0 <= blob < len(blob_sizes):
+            raise FormatError(f"rule 4.4: {where} names blob {blob!r}, the file has {len(blob_sizes)}")
+        resolved = _check_codecs(part.get("codecs"), part_spec, where)
+        _check_blob_size(resolved, blob_sizes[blob], where)
+        checked.append((part["name"], blob, resolved))
+    return CheckedTensor(spec, transform, config, checked)
+
+
+def _spec(obj: Mapping, where: str) -> ArraySpec:
+    try:
+        return ArraySpec.make(obj.get("dtype"), obj.get("shape"))
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+
+
+def _stage_name(ref: Any, where: str) -> str:
+    if not isinstance(ref, dict) or set(ref) != {"name", "configuration"}:
+        raise FormatError(f"rule 4.3: {where}: a stage must be an object with exactly 'name' and 'configuration'")
+    return ref["name"]
+
+
+def _check_codecs(codecs: Any, spec: ArraySpec, where: str) -> list:
+    """Check a part's codec list (rules 4.3.1-4.3.4, 4.5); return [(stage, input spec, config)]."""
+    if not isinstance(codecs, list) or not codecs:
+        raise FormatError(f"rule 4.3.3: {where}: codecs must be a non-empty list")
+    resolved, current = [], spec
+    for ref in codecs:
+        stage = get_stage(_stage_name(ref, where))
+        config = ref["configuration"]
+        previous = resolved[-1][0].kind if resolved else Kind.ARRAY
+        if stage.kind is Kind.TRANSFORM:
+            raise FormatError(f"rule 4.3.1: {where}: transform {stage.id!r} may only come first, once per tensor")
+        if stage.kind is Kind.ARRAY and previous is not Kind.ARRAY:
+            raise FormatError(f"rule 4.3.2: {where}: array stage {stage.id!r} after a {previous.value} stage")
+        if stage.kind is Kind.SERIALIZE and previous is not Kind.ARRAY:
+            raise FormatError(f"rule 4.3.3: {where}: a second serialize stage {stage.id!r}")
+        if stage.kind is Kind.BYTES and previous is not Kind.SERIALIZE:
+            raise FormatError(f"rule 4.3.4: {where}: bytes stage {stage.id!r} must follow the serialize stage, at most one")
+        stage.check_config(config, current)
+        resolved.append((stage, current, config))
+        if stage.kind is Kind.ARRAY:
+            current = stage.output_spec(current, config)
+        elif stage.kind is Kind.SERIALIZE:
+            current = BytesSpec(stage.encoded_size(current, config))
+    if not any(stage.kind is Kind.SERIALIZE for stage, _, _ in resolved):
+        raise FormatError(f"rule 4.3.3: {where}: no serialize stage")
+    return resolved
+
+
+def _check_blob_size(resolved: list, blob_size: int, where: str) -> None:
+    """Rule 4.6: the blob can plausibly decode to what the chain expects."""
+    stage, input_spec, config = resolved[-1]
+    if stage.kind is Kind.BYTES:
+        bound = blob_size * stage.max_expansion(config) + EXPANSION_SLACK
+        if input_spec.size > bound:
+            raise FormatError(f"rule 4.6: {where}: {stage.id} claims {input_spec.size} bytes from {blob_size}, beyond its bound")
+    elif blob_size != stage.encoded_size(input_spec, config):
+        raise FormatError(f"rule 4.6: {where}: {stage.id} needs {stage.encoded_size(input_spec, config)} bytes, the blob gives {blob_size}")
+
+
+def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[int]) -> np.ndarray:
+    """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``."""
+    checked = check_tensor_entry(entry, blob_sizes)
+    parts = {}
+    for part_name, index, resolved in checked.parts:
+        data = blob(index)
+        for stage, input_spec, config in reversed(resolved):
+            data = stage.decode(data, input_spec, config)
+        parts[part_name] = data
+    array = np.asarray(checked.transform.decode(parts, checked.spec, checked.config))
+    if array.shape != checked.spec.shape or array.dtype != checked.spec.dtype:
+        raise FormatError(f"tensor {entry['name']!r}: transform returned {array.dtype}{array.shape}, expected {checked.spec.dtype}{checked.spec.shape}")
+    return array

@@ -1,0 +1,255 @@
+"""The contract every stage keeps, and the checks stages share.
+
+A *stage* turns one representation of a tensor into another, both ways.  As in
+Zarr v3, a stage is stored as ``{"name": <id>, "configuration": {...}}`` and its
+decoder uses nothing but that configuration, the stored data and the *spec*
+(dtype and shape, or byte size) of what it must give back.
+
+Stage kinds, in the order a chain applies them (see ``spec/container.md``):
+
+===========  ====================  ==============================================
+kind         maps                  examples
+===========  ====================  ==============================================
+TRANSFORM    array -> named parts  dense, svd, csr, fft, byteplanes
+ARRAY        array -> array        kmeans, cast, delta
+SERIALIZE    array -> bytes        raw, bitpack
+BYTES        bytes -> bytes        huffman, lzw
+===========  ====================  ==============================================
+
+``encode(data, spec, params)`` returns ``(output, configuration)``: *params* are
+what the user or planner asked for (``{"bits": 3}``); the configuration is what
+the decoder needs (it may hold learned values such as a k-means codebook).
+``decode(data, spec, configuration)`` gets the spec of the stage's *input* (what
+it must return) and returns exactly that.  Before a decoder allocates, the
+pipeline calls ``check_config(configuration, spec)``, which must reject any
+configuration a hostile file could use to make the decoder misbehave.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from ..errors import FormatError
+
+#: Largest number of elements one tensor or part may declare (2**31, as in the
+#: safetensors and GGUF readers' sanity caps); bigger claims are rejected unread.
+MAX_ELEMENTS = 2**31
+#: Largest number of dimensions a tensor or part may declare.
+MAX_NDIM = 8
+
+#: Element types a tensor or part may have, as numpy dtype strings (little-endian).
+ALLOWED_DTYPES = (
+    "|b1", "|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8",
+)
+
+
+class Kind(enum.Enum):
+    """Where a stage sits in a chain; chains apply kinds in this order."""
+
+    TRANSFORM = "transform"
+    ARRAY = "array"
+    SERIALIZE = "serialize"
+    BYTES = "bytes"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """The dtype and shape of an array flowing through a chain."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Number of bytes of the array stored densely."""
+        return self.size * self.dtype.itemsize
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> "ArraySpec":
+        """The spec of an existing array."""
+        return cls(normalise_dtype(array.dtype), tuple(int(d) for d in array.shape))
+
+    @classmethod
+    def make(cls, dtype: Any, shape: Any) -> "ArraySpec":
+        """Build a spec from untrusted JSON values, checking them against the caps."""
+        return cls(parse_dtype(dtype), parse_shape(shape))
+
+    def to_json(self) -> dict:
+        """The spec as the container header stores it."""
+        return {"dtype": self.dtype.str, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class BytesSpec:
+    """A byte string of known length flowing through a chain."""
+
+    size: int
+
+
+def normalise_dtype(dtype: Any) -> np.dtype:
+    """Little-endian version of *dtype*; raises FormatError for unsupported types."""
+    dt = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
+    if dt.str not in ALLOWED_DTYPES:
+        raise FormatError(f"unsupported element type {np.dtype(dtype)}")
+    return dt
+
+
+def parse_dtype(value: Any) -> np.dtype:
+    """Parse a dtype string from a header; only :data:`ALLOWED_DTYPES` pass."""
+    if not isinstance(value, str) or value not in ALLOWED_DTYPES:
+        raise FormatError(f"unsupported dtype {value!r}")
+    return np.dtype(value)
+
+
+def parse_shape(value: Any) -> tuple[int, ...]:
+    """Parse a shape list from a header, enforcing :data:`MAX_NDIM` and :data:`MAX_ELEMENTS`."""
+    if not isinstance(value, list) or len(value) > MAX_NDIM:
+        raise FormatError(f"bad shape {value!r}: expected a list of at most {MAX_NDIM} sizes")
+    total = 1
+    for dim in value:
+        if type(dim) is not int or dim < 0 or dim > MAX_ELEMENTS:
+            raise FormatError(f"bad shape {value!r}: sizes must be integers in 0..{MAX_ELEMENTS}")
+        total *= dim
+    if total > MAX_ELEMENTS:
+        raise FormatError(f"shape {value!r} names {total} elements, more than the cap {MAX_ELEMENTS}")
+    return tuple(value)
+
+
+class Stage:
+    """Base class of all stages; subclasses set :attr:`id`, :attr:`kind` and :attr:`lossless`.
+
+    Stages are stateless: every method is a classmethod, so a stage is named by
+    its class and its stored configuration alone.
+    """
+
+    #: Stable lowercase identifier stored in files.  A changed byte layout needs a new id.
+    id: ClassVar[str]
+    #: Place in a chain.
+    kind: ClassVar[Kind]
+    #: True when decode(encode(x)) == x bit for bit for every input.
+    lossless: ClassVar[bool]
+
+    @classmethod
+    def encode(cls, data: Any, spec: Any, params: Mapping[str, Any]) -> tuple[Any, dict]:
+        """Encode *data* (described by *spec*) with user *params*; return ``(output, configuration)``."""
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, data: Any, spec: Any, config: Mapping[str, Any]) -> Any:
+        """Invert :meth:`encode`: return an object matching *spec* (the encoder's input spec)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any], spec: Any) -> None:
+        """Raise :class:`FormatError` unless *config* is valid for input *spec*.
+
+        Called before :meth:`decode` and before any spec derived from *config* is used.
+        """
+        raise NotImplementedError
+
+
+class TransformStage(Stage):
+    """array -> named parts.  ``encode`` returns ``({part: array}, config)``."""
+
+    kind = Kind.TRANSFORM
+
+    @classmethod
+    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+        """Specs of the parts, in storage order, for a tensor of *spec* (config already checked)."""
+        raise NotImplementedError
+
+    @classmethod
+    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """Names of the float parts that value stages (k-means, cast) may be applied to."""
+        return ()
+
+
+class ArrayStage(Stage):
+    """array -> array (same shape)."""
+
+    kind = Kind.ARRAY
+
+    @classmethod
+    def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
+        """Spec of the encoded array for input *spec* (config already checked)."""
+        raise NotImplementedError
+
+
+class SerializeStage(Stage):
+    """array -> bytes of a length known from spec and config."""
+
+    kind = Kind.SERIALIZE
+
+    @classmethod
+    def encoded_size(cls, spec: ArraySpec, config: Mapping[str, Any]) -> int:
+        """Exact byte length :meth:`encode` produces for *spec* (config already checked)."""
+        raise NotImplementedError
+
+
+class BytesStage(Stage):
+    """bytes -> bytes.  ``decode`` gets ``BytesSpec(expected_size)`` and must return exactly that many bytes."""
+
+    kind = Kind.BYTES
+
+    @classmethod
+    def max_expansion(cls, config: Mapping[str, Any]) -> float:
+        """Upper bound on decoded size / encoded size; the pipeline rejects a blob claiming more."""
+        raise NotImplementedError
+
+
+# --- configuration helpers shared by stages -------------------------------------------
+
+
+def config_int(config: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    """``config[key]`` as an int in ``lo..hi``, else FormatError naming the key."""
+    value = config.get(key) if isinstance(config, Mapping) else None
+    if type(value) is not int or not lo <= value <= hi:
+        raise FormatError(f"configuration field {key!r} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def config_choice(config: Mapping[str, Any], key: str, choices: tuple) -> Any:
+    """``config[key]`` if it is one of *choices*, else FormatError naming the key."""
+    value = config.get(key) if isinstance(config, Mapping) else None
+    if value not in choices or type(value) is not type(choices[0]):
+        raise FormatError(f"configuration field {key!r} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def config_keys(config: Any, allowed: set[str], stage_id: str) -> None:
+    """Reject a configuration that is not a JSON object or holds unknown keys."""
+    if not isinstance(config, Mapping):
+        raise FormatError(f"stage {stage_id!r}: configuration must be a JSON object")
+    unknown = set(config) - allowed
+    if unknown:
+        raise FormatError(f"stage {stage_id!r}: unknown configuration fields {sorted(unknown)}")
+
+
+def encode_floats(values: np.ndarray, dtype: str = "<f4") -> str:
+    """Exact text form of a small float vector for a configuration: base64 of its little-endian bytes."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode("ascii")
+
+
+def decode_floats(text: Any, dtype: str, count_max: int) -> np.ndarray:
+    """Inverse of :func:`encode_floats`; rejects non-strings and vectors over *count_max* entries."""
+    itemsize = np.dtype(dtype).itemsize
+    if not isinstance(text, str) or len(text) > 4 * ((count_max * itemsize + 2) // 3):
+        raise FormatError(f"bad float vector in configuration (expected base64 of at most {count_max} values)")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise FormatError(f"bad base64 float vector in configuration: {exc}") from None
+    if len(raw) % itemsize:
+        raise FormatError("float vector in configuration has a partial element")
+    return np.frombuffer(raw, dtype=dtype).copy()

@@ -1,0 +1,145 @@
+"""``byteplanes``: split a tensor into byte planes so each can be entropy-coded apart (lossless).
+
+The idea of ZipNN (Hershcovitch et al. 2024): in trained float weights the
+exponent byte is highly skewed (weights cluster within a few octaves) while the
+low mantissa bytes are close to uniform noise.  Coding the whole float stream
+with one byte model mixes the two; coding each byte position apart lets the
+exponent plane shrink to about a third and leaves the noise planes stored as
+they are.  The pipeline serializes every plane with ``raw`` and picks the best
+of none/huffman/lzw per plane.
+
+Two splits (configuration ``mode``):
+
+``split``
+    plane ``i`` = byte ``i`` of each element's little-endian representation
+    (plane 0 = least significant byte).
+``rotate`` (float types only)
+    as ``split``, after rotating each element's bits left by one, so the sign bit
+    becomes the lowest bit and the exponent starts at the top: for float32 the
+    highest plane is exactly the 8 exponent bits and the sign joins the lowest
+    mantissa byte -- ZipNN's "byte grouping" with the exponent in a plane of its own.
+
+The encoder's ``auto`` picks, per tensor, the split whose planes have the
+smaller summed order-0 entropy (each plane capped at its raw size, as the
+pipeline would store a plane that does not compress as it is); ties go to
+``rotate``.  Integer tensors are split into bytes (``split`` only); booleans are
+refused (one byte per element already, with no byte structure to exploit).
+
+See ``spec/stages/byteplanes.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import ConfigError, FormatError
+from .base import ArraySpec, TransformStage, config_choice, config_keys
+from .entropy import entropy_bound
+
+#: Stored split modes.
+MODES = ("split", "rotate")
+#: Element types the stage accepts; rotate needs one of FLOAT_DTYPES.
+FLOAT_DTYPES = ("<f2", "<f4", "<f8")
+INT_DTYPES = ("|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8")
+#: Unsigned type of each item size, used to move bits around.
+_UINT = {1: np.dtype("|u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+class BytePlanes(TransformStage):
+    """Split a float or integer tensor into one uint8 plane per byte of its elements.
+
+    Params: ``mode`` (``"auto"`` default, ``"split"`` or ``"rotate"``).
+    Configuration: ``{"mode": "split" | "rotate"}``.
+    Parts: ``plane0`` .. ``plane{itemsize-1}``, uint8, each of the tensor's shape.
+    """
+
+    id = "byteplanes"
+    lossless = True
+
+    @classmethod
+    def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
+        """``({"plane0": ..., ...}, {"mode": mode})``."""
+        unknown = set(params) - {"mode"}
+        if unknown:
+            raise ConfigError(f"byteplanes: unknown parameters {sorted(unknown)} (known: ['mode'])")
+        if spec.dtype.str not in FLOAT_DTYPES + INT_DTYPES:
+            raise ConfigError(f"byteplanes: input must be a float or integer tensor, got {spec.dtype}")
+        mode = params.get("mode", "auto")
+        allowed = ("auto",) + (MODES if spec.dtype.str in FLOAT_DTYPES else ("split",))
+        if mode not in allowed:
+            raise ConfigError(f"byteplanes: 'mode' must be one of {list(allowed)} for {spec.dtype}, got {mode!r}")
+        # (ascontiguousarray would turn a 0-d tensor into 1-d; reshape keeps the spec's shape.)
+        words = np.ascontiguousarray(data, dtype=spec.dtype).view(_UINT[spec.dtype.itemsize]).reshape(spec.shape)
+        if mode == "auto":
+            mode = _auto_mode(words, spec)
+        planes = _planes(_rotate_left(words) if mode == "rotate" else words)
+        return {f"plane{i}": plane for i, plane in enumerate(planes)}, {"mode": mode}
+
+    @classmethod
+    def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+        """Reassemble the tensor bit for bit from its planes."""
+        mode = config_choice(config, "mode", MODES)
+        itemsize = spec.dtype.itemsize
+        stacked = np.empty(spec.shape + (itemsize,), dtype=np.uint8)
+        for i, name in enumerate(cls.part_specs(spec, config)):
+            plane = np.asarray(parts[name]) if name in parts else None
+            if plane is None or plane.dtype != np.uint8 or plane.shape != spec.shape:
+                raise FormatError(f"byteplanes: part {name} must be uint8 of shape {spec.shape}")
+            stacked[..., i] = plane
+        words = stacked.view(_UINT[itemsize]).reshape(spec.shape)
+        if mode == "rotate":
+            words = _rotate_right(words)
+        return words.view(spec.dtype)
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
+        """``mode`` only; ``rotate`` only for floats; booleans and unknown types refused."""
+        config_keys(config, {"mode"}, cls.id)
+        mode = config_choice(config, "mode", MODES)
+        if spec.dtype.str not in FLOAT_DTYPES + INT_DTYPES:
+            raise FormatError(f"byteplanes: cannot rebuild a tensor of type {spec.dtype}")
+        if mode == "rotate" and spec.dtype.str not in FLOAT_DTYPES:
+            raise FormatError(f"byteplanes: mode 'rotate' needs a float tensor, not {spec.dtype}")
+
+    @classmethod
+    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+        """``plane0`` .. ``plane{itemsize-1}``: uint8, the tensor's shape."""
+        return {f"plane{i}": ArraySpec(np.dtype("|u1"), spec.shape) for i in range(spec.dtype.itemsize)}
+
+    @classmethod
+    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """None: the planes are bytes, not values."""
+        return ()
+
+
+def _planes(words: np.ndarray) -> list[np.ndarray]:
+    """Byte ``i`` of every element, for each ``i`` from least to most significant."""
+    as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(words.shape + (words.dtype.itemsize,))
+    return [as_bytes[..., i].copy() for i in range(words.dtype.itemsize)]
+
+
+def _rotate_left(words: np.ndarray) -> np.ndarray:
+    """Rotate each unsigned word left by one bit (the top bit wraps to bit 0)."""
+    top = words.dtype.itemsize * 8 - 1
+    return (words << words.dtype.type(1)) | (words >> words.dtype.type(top))
+
+
+def _rotate_right(words: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_rotate_left`."""
+    top = words.dtype.itemsize * 8 - 1
+    return (words >> words.dtype.type(1)) | (words << words.dtype.type(top))
+
+
+def _estimate(planes: list[np.ndarray]) -> float:
+    """Bits to store the planes if each is entropy-coded at its order-0 bound or kept raw."""
+    return sum(min(entropy_bound(np.bincount(p.reshape(-1), minlength=256)), 8.0 * p.size) for p in planes)
+
+
+def _auto_mode(words: np.ndarray, spec: ArraySpec) -> str:
+    """``rotate`` for floats unless ``split`` is estimated strictly smaller; ``split`` for integers."""
+    if spec.dtype.str not in FLOAT_DTYPES:
+        return "split"
+    rotated = _estimate(_planes(_rotate_left(words)))
+    return "split" if _estimate(_planes(words)) < rotated else "rotate"

@@ -1,0 +1,237 @@
+"""Helpers the entropy stages share, and the rule that picks a blob's bytes stage.
+
+* :func:`shannon_entropy` / :func:`entropy_bound` -- the order-0 bound a coder is
+  measured against;
+* :func:`limited_code_lengths` -- optimal length-limited prefix-code lengths
+  (package-merge), used by ``huffman``;
+* :func:`pack_lsb` / :func:`read_lsb` -- vectorised bit writing and reading in the
+  LSB-first order both ``huffman`` and ``lzw`` use (the order of DEFLATE);
+* :func:`best_bytes_stage` -- what the pipeline calls per blob.
+
+The choice rule of :func:`best_bytes_stage`: every candidate (no coding,
+``huffman``, ``lzw``) is run in full and the one with the fewest bytes wins; on
+equal sizes the simpler one wins, in the order none < huffman < lzw (simpler
+means faster to decode and less format to trust).  The rule is exact, not an
+estimate, so the chosen blob is never larger than the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Candidates of :func:`best_bytes_stage`, simplest first (ties go to the earlier one).
+BYTES_STAGES = ("huffman", "lzw")
+
+
+# --- measuring ------------------------------------------------------------------------
+
+
+def symbol_counts(data: Any, symbol_bits: int = 8) -> np.ndarray:
+    """Occurrences of each symbol of *data* read as ``symbol_bits``-bit little-endian symbols.
+
+    With 16-bit symbols a trailing odd byte is not counted (it is not a symbol).
+    """
+    raw = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
+    if symbol_bits == 8:
+        return np.bincount(raw, minlength=256)
+    if symbol_bits == 16:
+        return np.bincount(raw[: raw.size & ~1].view("<u2"), minlength=65536)
+    raise ValueError(f"symbol_bits must be 8 or 16, got {symbol_bits}")
+
+
+def entropy_bound(counts: np.ndarray) -> float:
+    """``n * H`` in bits: the order-0 Shannon bound for a sequence with these symbol counts."""
+    counts = np.asarray(counts, dtype=np.float64)
+    counts = counts[counts > 0]
+    n = counts.sum()
+    if n == 0:
+        return 0.0
+    return float(-(counts * np.log2(counts / n)).sum())
+
+
+def shannon_entropy(data: Any, symbol_bits: int = 8) -> float:
+    """Order-0 entropy of *data* in bits per symbol (0.0 for empty data)."""
+    counts = symbol_counts(data, symbol_bits)
+    n = counts.sum()
+    return entropy_bound(counts) / n if n else 0.0
+
+
+# --- code construction ------------------------------------------------------------------
+
+
+def limited_code_lengths(freqs: np.ndarray, limit: int) -> np.ndarray:
+    """Optimal prefix-code lengths, each at most *limit*, for positive frequencies *freqs*.
+
+    Package-merge (Larmore and Hirschberg 1990), vectorised per level: the list
+    of level ``d`` is the leaves merged with the pairwise sums ("packages") of
+    the list of level ``d + 1``; the ``2n - 2`` lightest items of level 1 are
+    chosen, and a leaf's length is the number of levels at which it is chosen.
+    Because every list is sorted, the chosen leaves of a level are always the
+    lightest ones, so one count per level is all the bookkeeping needed.
+
+    Ties are broken deterministically (leaves before packages, then by the
+    leaves' order in a stable sort of *freqs*), so the same input always gives
+    the same lengths.  One symbol gets length 1.  The result is a complete code
+    (Kraft sum exactly 1) whenever ``len(freqs) >= 2``.
+    """
+    freqs = np.asarray(freqs, dtype=np.int64)
+    n = freqs.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n == 1:
+        return np.ones(1, dtype=np.int64)
+    if n > 1 << limit:
+        raise ValueError(f"{n} symbols cannot have codes of at most {limit} bits")
+    order = np.argsort(freqs, kind="stable")
+    leaves = freqs[order]
+    # Build the lists from the deepest level up, keeping only "is this a leaf".
+    weights = leaves
+    leaf_flags = [np.ones(n, dtype=bool)]
+    for _ in range(limit - 1):
+        pairs = weights.size // 2
+        packages = weights[0 : 2 * pairs : 2] + weights[1 : 2 * pairs : 2]
+        merged = np.concatenate([leaves, packages])
+        sort = np.argsort(merged, kind="stable")  # leaves come first on equal weight
+        weights = merged[sort]
+        leaf_flags.append(sort < n)
+    # Walk back down from level 1, choosing prefixes.
+    sorted_lengths = np.zeros(n, dtype=np.int64)
+    chosen = 2 * n - 2
+    for flags in reversed(leaf_flags):
+        leaves_chosen = int(np.count_nonzero(flags[:chosen]))
+        sorted_lengths[:leaves_chosen] += 1
+        chosen = 2 * (chosen - leaves_chosen)
+        if chosen == 0:
+            break
+    lengths = np.empty(n, dtype=np.int64)
+    lengths[order] = sorted_lengths
+    return lengths
+
+
+def canonical_codes(lengths: np.ndarray) -> np.ndarray:
+    """Canonical code values (MSB-first integers) for code *lengths* (0 = unused symbol).
+
+    Codes are assigned in order of increasing length, and within one length in
+    increasing symbol order, each the previous plus one (shifted left when the
+    length grows) -- the rule of DEFLATE (RFC 1951 section 3.2.2).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    codes = np.zeros(lengths.size, dtype=np.int64)
+    used = np.flatnonzero(lengths)
+    if used.size == 0:
+        return codes
+    order = used[np.lexsort((used, lengths[used]))]  # by length, then symbol
+    sorted_lengths = lengths[order]
+    max_len = int(sorted_lengths[-1])
+    bl_count = np.bincount(sorted_lengths, minlength=max_len + 1)
+    bl_count[0] = 0
+    next_code = np.zeros(max_len + 1, dtype=np.int64)
+    code = 0
+    for bits in range(1, max_len + 1):  # at most 16 iterations
+        code = (code + int(bl_count[bits - 1])) << 1
+        next_code[bits] = code
+    first_index = np.searchsorted(sorted_lengths, np.arange(max_len + 1))
+    rank = np.arange(order.size) - first_index[sorted_lengths]
+    codes[order] = next_code[sorted_lengths] + rank
+    return codes
+
+
+def kraft_ok(lengths: np.ndarray, limit: int) -> bool:
+    """True when the nonzero *lengths* (each ``<= limit``) form a complete prefix code.
+
+    Complete means the Kraft sum is exactly 1; the one exception is a single
+    symbol of length 1 (a code with one unused codeword), which is accepted.
+    Integer arithmetic, so there is no rounding.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    used = lengths[lengths > 0]
+    if used.size == 0 or int(used.max()) > limit:
+        return False
+    if used.size == 1:
+        return int(used[0]) == 1
+    return int(np.sum(np.left_shift(np.int64(1), limit - used))) == 1 << limit
+
+
+def reverse_bits(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Each value's lowest ``width`` bits in reverse order (widths up to 16)."""
+    values = np.asarray(values, dtype=np.int64)
+    out = np.zeros_like(values)
+    for bit in range(16):
+        out |= ((values >> bit) & 1) << (15 - bit)
+    return out >> (16 - np.asarray(widths, dtype=np.int64))
+
+
+# --- bit packing ------------------------------------------------------------------------
+
+
+def pack_lsb(values: np.ndarray, widths: np.ndarray) -> bytes:
+    """Write each value in its width (<= 17 bits) one after another, LSB-first.
+
+    Bit ``k`` of the stream is bit ``k % 8`` of byte ``k // 8``; a value's lowest
+    bit is written first.  The last byte is padded with zero bits.  Vectorised:
+    each value, shifted by its bit offset within its first byte, is a word of at
+    most 24 bits; the words of values starting in the same byte are OR-ed
+    together (``bitwise_or.reduceat`` -- offsets only grow, so they are
+    neighbours), and each byte is the OR of the three words that can reach it.
+    """
+    widths = np.asarray(widths, dtype=np.int64)
+    ends = np.cumsum(widths)
+    total = int(ends[-1]) if ends.size else 0
+    nbytes = (total + 7) // 8
+    if nbytes == 0:
+        return b""
+    starts = ends - widths
+    shifted = np.asarray(values, dtype=np.uint32) << (starts & 7).astype(np.uint32)
+    index = starts >> 3
+    first = np.flatnonzero(np.diff(index, prepend=-1))
+    words = np.zeros(nbytes + 2, dtype=np.uint32)
+    words[index[first]] = np.bitwise_or.reduceat(shifted, first)
+    out = words[:nbytes] & 0xFF
+    out[1:] |= (words[: max(nbytes - 1, 0)] >> 8) & 0xFF
+    out[2:] |= (words[: max(nbytes - 2, 0)] >> 16) & 0xFF
+    return out.astype(np.uint8).tobytes()
+
+
+def read_lsb(buffer: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Read values of the given widths (<= 17 bits) at the given bit offsets of an LSB-first stream.
+
+    The caller guarantees every ``start + width <= 8 * len(buffer)``.
+    """
+    padded = np.zeros(len(buffer) + 3, dtype=np.uint32)
+    padded[: len(buffer)] = np.frombuffer(buffer, dtype=np.uint8)
+    starts = np.asarray(starts, dtype=np.int64)
+    index = starts >> 3
+    window = padded[index] | (padded[index + 1] << 8) | (padded[index + 2] << 16)
+    masks = (np.uint32(1) << np.asarray(widths, dtype=np.uint32)) - np.uint32(1)
+    return ((window >> (starts & 7).astype(np.uint32)) & masks).astype(np.int64)
+
+
+# --- the pipeline's choice --------------------------------------------------------------
+
+
+def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) -> tuple[str | None, bytes, dict]:
+    """The smallest coding of *data*: ``(stage id or None, encoded bytes, configuration)``.
+
+    Tries no coding and each stage of *candidates* (in :data:`BYTES_STAGES`
+    order, simplest first) with its default parameters; the strictly smallest
+    output wins, ties go to the simpler (none < huffman < lzw).  ``None`` means
+    "store the bytes as they are" (the returned bytes are then *data* itself and
+    the configuration is ``{}``).  Each stage's ``encode_below`` may give up as
+    soon as it knows it cannot beat the best size so far, which saves time but
+    never changes the answer.
+    """
+    from .huffman import encode_below as huffman_below
+    from .lzw import encode_below as lzw_below
+
+    coders = {"huffman": huffman_below, "lzw": lzw_below}
+    data = bytes(data)
+    best: tuple[str | None, bytes, dict] = (None, data, {})
+    for stage_id in BYTES_STAGES:
+        if stage_id not in candidates:
+            continue
+        result = coders[stage_id](data, len(best[1]))
+        if result is not None and len(result[0]) < len(best[1]):
+            best = (stage_id, result[0], result[1])
+    return best

@@ -1,0 +1,202 @@
+"""``fft``: keep a fraction of the coefficients of a real orthonormal 2-D transform.
+
+The tensor's ``(m, n)`` matrix view (:mod:`nnzip.stages.matrix`) is transformed to
+``N = m * n`` real coefficients by an orthonormal map, so reconstruction is real
+(the 2017 study kept a one-sided complex spectrum and got complex weights back) and
+the Frobenius error equals the norm of the dropped coefficients:
+
+``dct``
+    ``scipy.fft.dctn(A, type=2, norm="ortho")``; coefficient ``(k, l)`` has canonical
+    index ``k * n + l``.
+``rfft``
+    ``numpy.fft.rfft2(A, norm="ortho")``, a half spectrum ``F`` of shape
+    ``(m, n // 2 + 1)``.  Its independent real numbers (exactly ``m * n``; see
+    :func:`rfft_layout`) in row-major ``(k, l, re/im)`` order are the canonical
+    coefficients, each multiplied by ``sqrt(2)`` when it stands for itself and its
+    conjugate mirror.  That weighting makes the map orthonormal too, so "largest"
+    ranks coefficients by the energy they carry and the error rule holds.
+
+``select="low"`` keeps the first ``kept`` coefficients of a fixed low-frequency order
+(:func:`low_order`) and stores no positions; ``select="largest"`` keeps the largest
+magnitudes and stores their canonical positions in a ``positions`` part, coded as
+``gaps`` or ``mask`` exactly as in :mod:`nnzip.stages.csr`.
+
+See ``spec/stages/fft.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import scipy.fft
+
+from ..errors import ConfigError
+from .base import ArraySpec, TransformStage, config_choice, config_int, config_keys
+from .csr import check_index_config, decode_positions, encode_positions, index_param, index_specs
+from .matrix import (
+    as_matrix,
+    check_params,
+    check_parts,
+    float_part_dtype,
+    fraction_count,
+    matrix_shape,
+    param_fraction,
+    require_float_input,
+    require_float_spec,
+)
+
+TRANSFORMS = ("dct", "rfft")
+SELECTS = ("low", "largest")
+#: Position codings offered for ``select="largest"`` (the csr pair has no meaning here).
+POSITION_CODINGS = ("gaps", "mask")
+
+
+def rfft_layout(m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(independent, weight)``, both shaped ``(m, n // 2 + 1, 2)`` over ``(k, l, re/im)``.
+
+    Columns ``l`` with ``0 < 2 l < n`` are free: all rows, real and imaginary parts,
+    weight ``sqrt(2)`` (each also stands for its mirror ``(-k, -l)``).  Columns ``l = 0``
+    and, for even ``n``, ``l = n / 2`` are their own mirror, so row ``k`` there equals
+    the conjugate of row ``m - k``: only rows ``0 <= k <= m / 2`` are independent;
+    rows ``k = 0`` and (even ``m``) ``k = m / 2`` are real (real part only, weight 1),
+    rows ``0 < k < m / 2`` keep both parts with weight ``sqrt(2)``.
+    """
+    half = n // 2 + 1
+    independent = np.ones((m, half, 2), dtype=bool)
+    weight = np.full((m, half, 2), math.sqrt(2.0))
+    self_mirrored = [0] + ([n // 2] if n % 2 == 0 and n > 0 else [])
+    k = np.arange(m)
+    real_rows = (k == 0) | (2 * k == m)
+    for l in self_mirrored:
+        independent[:, l, :] = (2 * k <= m)[:, None]  # rows above m / 2 are mirrors
+        independent[real_rows, l, 1] = False
+        weight[real_rows, l, 0] = 1.0
+    return independent, weight
+
+
+def forward(matrix: np.ndarray, transform: str) -> np.ndarray:
+    """The ``m * n`` canonical coefficients of a float64 ``(m, n)`` matrix."""
+    m, n = matrix.shape
+    if matrix.size == 0:
+        return np.zeros(0)
+    if transform == "dct":
+        return scipy.fft.dctn(matrix, type=2, norm="ortho").reshape(-1)
+    spectrum = np.fft.rfft2(matrix, norm="ortho")
+    independent, weight = rfft_layout(m, n)
+    return (np.stack([spectrum.real, spectrum.imag], axis=-1) * weight)[independent]
+
+
+def inverse(coefficients: np.ndarray, m: int, n: int, transform: str) -> np.ndarray:
+    """The real float64 ``(m, n)`` matrix whose canonical coefficients are *coefficients*."""
+    if m * n == 0:
+        return np.zeros((m, n))
+    if transform == "dct":
+        return scipy.fft.idctn(coefficients.reshape(m, n), type=2, norm="ortho")
+    independent, weight = rfft_layout(m, n)
+    parts = np.zeros(independent.shape)
+    parts[independent] = coefficients
+    parts /= weight
+    spectrum = parts[..., 0] + 1j * parts[..., 1]
+    # Fill the mirrored rows of the self-mirrored columns with conjugates.
+    mirrored = np.flatnonzero(2 * np.arange(m) > m)
+    for l in [0] + ([n // 2] if n % 2 == 0 else []):
+        spectrum[mirrored, l] = np.conj(spectrum[m - mirrored, l])
+    return np.fft.irfft2(spectrum, s=(m, n), norm="ortho")
+
+
+def low_order(m: int, n: int, transform: str) -> np.ndarray:
+    """Canonical indices sorted lowest frequency first (a stable sort, ties by canonical index).
+
+    The key of a coefficient at spectrum index ``(k, l)`` is ``f * n + l * m``, the
+    L1 length of its frequency normalised by the matrix sides (``k/m + l/n``, times
+    ``m * n``), with ``f = k`` for ``dct`` and ``f = min(k, m - k)`` for ``rfft``.
+    The real and imaginary part of one rfft coefficient share a key.
+    """
+    if transform == "dct":
+        k, l = np.divmod(np.arange(m * n, dtype=np.int64), max(n, 1))
+    else:
+        independent, _ = rfft_layout(m, n)
+        k, l, _ = np.nonzero(independent)
+        k = np.minimum(k, m - k).astype(np.int64)
+    return np.argsort(k * n + l.astype(np.int64) * m, kind="stable")
+
+
+class FFT(TransformStage):
+    """Keep ``keep`` of the coefficients of a ``dct`` or ``rfft``; params ``transform``, ``keep``, ``select``."""
+
+    id = "fft"
+    lossless = False
+
+    @classmethod
+    def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
+        """Transform, select and store ``coeffs`` (and ``positions`` for ``largest``)."""
+        require_float_input(cls.id, spec)
+        check_params(cls.id, params, {"transform", "keep", "select", "index_coding", "index_bits"})
+        transform = _choice(params, "transform", TRANSFORMS)
+        select = _choice(params, "select", SELECTS)
+        if "keep" not in params:
+            raise ConfigError("fft: the parameter 'keep' (fraction of coefficients kept) is required")
+        m, n = matrix_shape(spec.shape)
+        kept = fraction_count(param_fraction(cls.id, params, "keep"), m * n)
+        coefficients = forward(as_matrix(data), transform)
+        config = {"transform": transform, "select": select, "kept": kept}
+        dtype = float_part_dtype(spec)
+        if select == "low":
+            if {"index_coding", "index_bits"} & set(params):
+                raise ConfigError("fft: 'index_coding' and 'index_bits' apply only to select='largest'")
+            return {"coeffs": coefficients[low_order(m, n, transform)[:kept]].astype(dtype)}, config
+        coding, bits = index_param(cls.id, params, "index_coding", POSITION_CODINGS)
+        positions = np.sort(np.argsort(-np.abs(coefficients), kind="stable")[:kept])
+        fields, arrays = encode_positions(positions, m, n, coding, bits, POSITION_CODINGS)
+        return {"coeffs": coefficients[positions].astype(dtype), "positions": arrays[0]}, {**config, **fields}
+
+    @classmethod
+    def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+        """Scatter the coefficients, invert the transform, reshape and cast."""
+        checked = check_parts(cls.id, parts, cls.part_specs(spec, config))
+        m, n = matrix_shape(spec.shape)
+        kept, transform = config["kept"], config["transform"]
+        if config["select"] == "low":
+            positions = low_order(m, n, transform)[:kept]
+        else:
+            positions = decode_positions(config, [checked["positions"]], kept, m, n)
+        coefficients = np.zeros(m * n)
+        coefficients[positions] = checked["coeffs"]
+        return inverse(coefficients, m, n, transform).reshape(spec.shape).astype(spec.dtype)
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
+        """Require a float tensor, known ``transform``/``select``, ``kept`` in ``0..size``, valid position fields."""
+        config_keys(config, {"transform", "select", "kept", "index_coding", "index_bits", "codes"}, cls.id)
+        require_float_spec(cls.id, spec)
+        config_choice(config, "transform", TRANSFORMS)
+        select = config_choice(config, "select", SELECTS)
+        kept = config_int(config, "kept", 0, spec.size)
+        if select == "largest":
+            check_index_config(cls.id, config, kept, spec.size, POSITION_CODINGS)
+        else:
+            config_keys(config, {"transform", "select", "kept"}, cls.id)
+
+    @classmethod
+    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+        """``coeffs`` (kept,), then ``positions`` for ``select="largest"``."""
+        specs = {"coeffs": ArraySpec(float_part_dtype(spec), (config["kept"],))}
+        if config["select"] == "largest":
+            m, n = matrix_shape(spec.shape)
+            specs["positions"] = index_specs(config, config["kept"], m, n)[0]
+        return specs
+
+    @classmethod
+    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The kept coefficients."""
+        return ("coeffs",)
+
+
+def _choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    """``params[key]`` (default: the first choice) if it is one of *choices*, else ConfigError."""
+    value = params.get(key, choices[0])
+    if value not in choices or not isinstance(value, str):
+        raise ConfigError(f"fft: parameter {key!r} must be one of {list(choices)}, got {value!r}")
+    return value

@@ -1,0 +1,17 @@
+"""Regenerate the golden stage fixtures in tests/fixtures/stages/ -- on purpose only.
+
+Run ``python tests/regen_fixtures.py`` after a deliberate change of a stage's byte
+layout (which also needs a new stage id or a format version bump), then review
+``git diff tests/fixtures``.  The golden container files are written by
+``tests/test_container.py`` the same way (``NNZIP_REGEN_FIXTURES=1``).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    env = dict(os.environ, NNZIP_REGEN_FIXTURES="1")
+    tests = Path(__file__).parent
+    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", str(tests), "-k", "golden"], env=env))
