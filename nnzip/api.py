@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .model import Model
 from .outputs import atomic_output
 from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor
 from .plan import PlanRules, Settings, lossless_plan, tensor_plan
+
+if TYPE_CHECKING:
+    from .evaluate import Comparison
 
 NNZ_SUFFIX = ".nnz"
 
@@ -98,11 +101,26 @@ def _stage_text(ref: dict) -> str:
 # --- compress ---------------------------------------------------------------------------
 
 
+@dataclass
+class Budget:
+    """``--data``/``--max-drop``: search for the smallest plan within an accuracy budget."""
+
+    data: str | os.PathLike
+    max_drop: float
+    #: ``package.module:function`` scoring a weight dict, for files without an architecture.
+    eval_hook: str | None = None
+    #: "accuracy" or "mse"; default: chosen from the data and the model's output.
+    metric: str | None = None
+    #: Called with one line of search progress at a time.
+    log: Callable[[str], None] | None = None
+
+
 def compress(
     source: str | os.PathLike,
     output: str | os.PathLike | None = None,
     *,
     rules: PlanRules | None = None,
+    budget: Budget | None = None,
     keep_optimizer: bool = False,
     force: bool = False,
     progress: Progress | None = None,
@@ -110,16 +128,21 @@ def compress(
 ) -> CompressReport:
     """Compress a model file into a ``.nnz`` container.
 
-    *rules* gives per-tensor settings (default: lossless); *plans*, when given,
-    fixes the exact stage chain of named tensors and wins over *rules* (the
-    budget search uses it).
+    *rules* gives per-tensor settings (default: lossless).  With *budget*, the
+    plan is searched on the budget's data instead (rules are then not used).
+    *plans*, when given, fixes the exact stage chain of named tensors.
     """
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
+    if output.exists() and not force:
+        raise NnzipError(f"{output} already exists (use -f to overwrite)")  # before a long search
     model = io.read_model(source, keep_optimizer=keep_optimizer)
-    header, blobs, reports = encode_model(model, source.name, rules, plans, progress)
+    if budget is not None:
+        header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
+    else:
+        header, blobs, reports = encode_model(model, source.name, rules, plans, progress)
     with atomic_output(output, force) as temporary:
         with open(temporary, "wb") as handle:
             size = write_container(handle, header, blobs)
@@ -135,28 +158,45 @@ def encode_model(
 ) -> tuple[dict, list[bytes], list[TensorReport]]:
     """Encode every tensor of *model*; returns (header without blob table, blobs, reports)."""
     rules = rules or PlanRules(Settings(lossless=True), [])
-    encoded, reports = _encode_model(model, rules, plans or {}, progress)
-    header = _header(model, filename, encoded, rules)
-    return header, [blob for item in encoded for blob in item.blobs], reports
-
-
-def _encode_model(model: Model, rules: PlanRules, plans: dict, progress) -> tuple[list[EncodedTensor], list[TensorReport]]:
-    encoded, reports = [], []
+    plans = plans or {}
+    encoded, notes = [], {}
     total = len(model.tensors)
     for index, (name, array) in enumerate(model.tensors.items()):
         if progress:
             progress(index, total, name)
-        settings = rules.settings_for(name)
-        plan = plans.get(name) or tensor_plan(array, settings)
-        item, note = _encode_with_fallback(name, array, plan)
+        plan = plans.get(name) or tensor_plan(array, rules.settings_for(name))
+        item, notes[name] = _encode_with_fallback(name, array, plan)
+        encoded.append(item)
+    if progress:
+        progress(total, total, "")
+    reports = _add_statistics(model, encoded, notes)
+    return _header(model, filename, encoded, rules.to_json()), [b for item in encoded for b in item.blobs], reports
+
+
+def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None) -> tuple[dict, list[bytes], list[TensorReport]]:
+    """Search the smallest plan within *budget* (see :mod:`nnzip.search`) and encode it."""
+    from .evaluate import load_data, make_evaluator
+    from .search import BudgetSearch
+
+    data = load_data(budget.data)
+    evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
+    result = BudgetSearch(model, evaluator, data, budget.log).run(budget.max_drop, progress)
+    encoded = [result.encoded[name] for name in model.tensors]
+    reports = _add_statistics(model, encoded, {})
+    return _header(model, filename, encoded, result.to_json(budget.max_drop)), [b for item in encoded for b in item.blobs], reports
+
+
+def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str, str]) -> list[TensorReport]:
+    """Record each tensor's error and bytes in its header entry; return the per-tensor reports."""
+    reports = []
+    for item in encoded:
+        name = item.entry["name"]
+        array = model.tensors[name]
         error = relative_error(array, item.reconstruction)
         stored = sum(len(b) for b in item.blobs)
         item.entry["stats"] = {"error": round(error, 8), "bytes": stored}
-        encoded.append(item)
-        reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, note))
-    if progress:
-        progress(total, total, "")
-    return encoded, reports
+        reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, notes.get(name, "")))
+    return reports
 
 
 def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan) -> tuple[EncodedTensor, str]:
@@ -170,7 +210,7 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan) -> tup
         return encode_tensor(name, array, fallback), f"{plan.transform} skipped: {exc}"
 
 
-def _header(model: Model, filename: str, encoded: list[EncodedTensor], rules: PlanRules) -> dict:
+def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dict) -> dict:
     entries, blob_index = [], 0
     for item in encoded:
         entry = dict(item.entry)
@@ -189,7 +229,7 @@ def _header(model: Model, filename: str, encoded: list[EncodedTensor], rules: Pl
             "structure": model.structure,
             "dropped": [d.to_json() for d in model.dropped],
         },
-        "plan": rules.to_json(),
+        "plan": plan,
         "tensors": entries,
     }
 
@@ -202,16 +242,16 @@ def check_header(header: dict) -> None:
     if header.get("format") != "nnzip":
         raise FormatError("rule 3.1: header 'format' must be \"nnzip\"")
     source = header.get("source")
-    if not isinstance(source, dict) or source.get("format") not in io.WRITERS:
+    source_format = io.get_format(source.get("format")) if isinstance(source, dict) else None
+    if source_format is None:
         raise FormatError(f"rule 3.2: unknown source format {source.get('format') if isinstance(source, dict) else source!r}")
-    hdf5_tree.check_tree(source.get("structure"))
+    source_format.check_structure(source.get("structure"))
     tensors = header.get("tensors")
     if not isinstance(tensors, list):
         raise FormatError("rule 3.3: header 'tensors' must be a list")
     names = [t.get("name") if isinstance(t, dict) else None for t in tensors]
-    paths = list(hdf5_tree.dataset_paths(source["structure"]))
-    if names != paths:
-        raise FormatError("rule 3.3: the tensors must be exactly the structure's datasets, in order")
+    if names != source_format.tensor_names(source["structure"]):
+        raise FormatError("rule 3.3: the tensors must be exactly the structure's tensors (§5), in order")
     referenced = [p.get("blob") for t in tensors for p in (t.get("parts") or []) if isinstance(p, dict)]
     if any(type(b) is not int for b in referenced) or sorted(referenced) != list(range(len(header["blobs"]))):
         raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
@@ -321,3 +361,65 @@ def _part_summary(part: dict, blob: dict) -> dict:
         summary["entropy_bytes"] = stats["entropy_bytes"]
         summary["serialized_bytes"] = stats["serialized_bytes"]
     return summary
+
+
+# --- verify -----------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """What ``nnzip verify`` measured."""
+
+    file: Path
+    original: Path | None
+    samples: int
+    #: Original vs rebuilt; None when no original was available.
+    comparison: Comparison | None
+    rebuilt_only: float | None = None
+    metric: str = ""
+
+    def to_json(self) -> dict:
+        """JSON form for ``verify --json``."""
+        out = {"file": os.fspath(self.file), "original_file": os.fspath(self.original) if self.original else None, "samples": self.samples}
+        if self.comparison is not None:
+            out.update(self.comparison.to_json())
+        else:
+            out.update(metric=self.metric, rebuilt=self.rebuilt_only)
+        return out
+
+
+def verify(
+    source: str | os.PathLike,
+    data: str | os.PathLike,
+    original: str | os.PathLike | None = None,
+    *,
+    eval_hook: str | None = None,
+    metric: str | None = None,
+) -> VerifyReport:
+    """Rebuild the weights of a ``.nnz`` and score them, and the original's, on *data*.
+
+    Without *original*, the source file named in the header is used when it
+    lies beside the ``.nnz``; otherwise only the rebuilt model is scored.
+    """
+    from .evaluate import load_data, make_evaluator
+
+    source = Path(source)
+    header, rebuilt = read_tensors(source)
+    dataset = load_data(data)
+    rebuilt_model = Model(header["source"]["format"], header["source"]["structure"], rebuilt)
+    evaluator = make_evaluator(rebuilt_model, dataset, eval_hook, metric)
+    original_path = Path(original) if original is not None else _original_beside(source, header)
+    if original_path is None:
+        return VerifyReport(source, None, len(dataset.x), None, evaluator.measure(rebuilt), evaluator.metric)
+    reference = io.read_model(original_path, keep_optimizer=not header["source"].get("dropped"))
+    if list(reference.tensors) != list(rebuilt):
+        raise NnzipError(f"{original_path} does not hold the same tensors as {source} (not the file it was made from?)")
+    return VerifyReport(source, original_path, len(dataset.x), evaluator.compare(reference.tensors, rebuilt), metric=evaluator.metric)
+
+
+def _original_beside(source: Path, header: dict) -> Path | None:
+    filename = header["source"].get("filename")
+    if not isinstance(filename, str) or Path(filename).name != filename:
+        return None
+    candidate = source.with_name(filename)
+    return candidate if candidate.exists() else None

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress(commands)
     _add_decompress(commands)
     _add_inspect(commands)
+    _add_verify(commands)
+    _add_sweep(commands)
     return parser
 
 
@@ -69,7 +71,16 @@ def _add_compress(commands) -> None:
     g.add_argument("--layer", action="append", default=[], metavar="NAME:K=V,...",
                    help="per-layer override, e.g. --layer dense_1:bits=2,prune=0.5 (NAME: a tensor name, a path component such as the layer name, or a glob); repeatable, last match wins")
     g.add_argument("--plan", type=Path, metavar="PLAN.json", help="JSON plan file with default settings and per-tensor overrides (spec/plan.md)")
+    b = p.add_argument_group("accuracy budget (search the smallest plan instead of fixed settings)")
+    b.add_argument("--data", type=Path, metavar="DATA", help="data set (.npz or .h5 with arrays x and y) to measure accuracy on; use a validation split, then 'nnzip verify' on another")
+    b.add_argument("--max-drop", type=float, metavar="D", help="largest accepted drop: absolute accuracy (0.005 = half a point), or relative MSE increase for autoencoders")
+    _add_scoring(b)
     p.set_defaults(run=_run_compress)
+
+
+def _add_scoring(group) -> None:
+    group.add_argument("--metric", choices=("accuracy", "mse"), help="what to measure (default: accuracy when the data has labels y and the output is not shaped like the input, else reconstruction MSE)")
+    group.add_argument("--eval", dest="eval_hook", metavar="MODULE:FUNCTION", help="score weights with your function(weights, x, y) -> higher-is-better, for files without an architecture")
 
 
 def _add_decompress(commands) -> None:
@@ -80,6 +91,38 @@ def _add_decompress(commands) -> None:
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(run=_run_decompress)
+
+
+def _add_verify(commands) -> None:
+    p = commands.add_parser("verify", help="check a .nnz's accuracy against the original on data",
+                            description="Rebuild the weights of a .nnz, run the original and the rebuilt model on DATA with "
+                            "numpy (from the Keras model_config), and report accuracy (or reconstruction MSE), the drop, "
+                            "top-1 agreement and each layer's relative output error.")
+    p.add_argument("file", type=Path, help="the .nnz file")
+    p.add_argument("--data", type=Path, required=True, help="data set: .npz or .h5 with arrays x (and y)")
+    p.add_argument("--original", type=Path, help="the model file the .nnz was made from (default: the source file name recorded in the .nnz, if it lies beside it)")
+    p.add_argument("--max-drop", type=float, metavar="D", help="exit with status 3 when the drop exceeds D")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    _add_scoring(p)
+    p.set_defaults(run=_run_verify)
+
+
+def _add_sweep(commands) -> None:
+    p = commands.add_parser("sweep", help="accuracy against one method's setting, with the real file size",
+                            description="The 2017 study's experiments: for each setting of one method (SVD rank, fraction "
+                            "pruned, k-means bits, fraction of DCT coefficients kept) compress the weight matrices "
+                            "(or one layer's), rebuild, run the model on DATA and record the accuracy (or MSE) and the "
+                            "size of the whole .nnz file.")
+    p.add_argument("model", type=Path, help="the model file (Keras legacy .h5)")
+    p.add_argument("--data", type=Path, required=True, help="data set: .npz or .h5 with arrays x (and y)")
+    p.add_argument("--method", choices=("svd", "prune", "kmeans", "fft"), required=True, help="the representation to sweep")
+    p.add_argument("--layer", metavar="NAME", help="change only the tensors matching NAME (a layer name, tensor name or glob)")
+    p.add_argument("--csv", type=Path, metavar="OUT.csv", help="write the points as CSV")
+    p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw quality and file size against the setting (needs nnzip[plot])")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing --csv/--plot files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    _add_scoring(p)
+    p.set_defaults(run=_run_sweep)
 
 
 def _add_inspect(commands) -> None:
@@ -125,9 +168,30 @@ def _progress(verb: str, quiet: bool):
     return show
 
 
+def budget_from_args(args: argparse.Namespace) -> api.Budget | None:
+    """The accuracy budget the compress flags describe, or None."""
+    if args.max_drop is None:
+        if args.data is not None:
+            raise NnzipError("--data needs --max-drop (the accuracy budget)")
+        return None
+    if args.data is None and args.eval_hook is None:
+        raise NnzipError("--max-drop needs --data (or --eval)")
+    if args.max_drop < 0:
+        raise NnzipError(f"--max-drop must be >= 0, got {args.max_drop}")
+    fixed = [flag for flag, value in (("--bits", args.bits), ("--prune", args.prune), ("--rank", args.rank), ("--energy", args.energy),
+                                      ("--fft-keep", args.fft_keep), ("--plan", args.plan)) if value is not None]
+    fixed += ["--layer"] * bool(args.layer) + ["--lossless"] * args.lossless + ["--float16"] * args.float16
+    if fixed:
+        raise NnzipError(f"--max-drop searches the settings itself; drop {fixed[0]}")
+    log = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
+    return api.Budget(args.data, args.max_drop, args.eval_hook, args.metric, log)
+
+
 def _run_compress(args: argparse.Namespace) -> int:
-    rules = rules_from_args(args)
-    report = api.compress(args.model, args.output, rules=rules, keep_optimizer=args.keep_optimizer, force=args.force, progress=_progress("compressing", args.quiet))
+    budget = budget_from_args(args)
+    rules = None if budget else rules_from_args(args)
+    report = api.compress(args.model, args.output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
+                          progress=_progress("searching" if budget else "compressing", args.quiet))
     if not args.quiet:
         for tensor in report.tensors:
             if tensor.note:
@@ -141,6 +205,70 @@ def _run_decompress(args: argparse.Namespace) -> int:
     written = api.decompress(args.file, args.output, force=args.force, progress=_progress("decoding", args.quiet))
     if not args.quiet:
         print(f"{args.file} -> {written}")
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    report = api.verify(args.file, args.data, args.original, eval_hook=args.eval_hook, metric=args.metric)
+    info = report.to_json()
+    exceeded = args.max_drop is not None and report.comparison is not None and report.comparison.drop > args.max_drop
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_verify(info))
+    if args.max_drop is not None and report.comparison is None:
+        raise NnzipError("--max-drop needs the original model (--original MODEL)")
+    if exceeded:
+        print(f"nnzip: drop {report.comparison.drop:.5f} exceeds --max-drop {args.max_drop}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def format_verify(info: dict) -> str:
+    """The human report printed by ``nnzip verify``."""
+    metric = info["metric"]
+    show = (lambda v: f"{v:.4f}") if metric == "accuracy" else (lambda v: f"{v:.6g}")
+    lines = [f"{info['file']}: {metric} on {info['samples']} samples"]
+    if info.get("original_file") is None:
+        lines.append(f"  rebuilt  {show(info['rebuilt'])}   (no original given: use --original MODEL to compare)")
+        return "\n".join(lines)
+    drop_text = f"{info['drop']:+.4f}" if metric == "accuracy" else f"{info['drop']:+.2%} (relative)"
+    lines.append(f"  original {show(info['original'])}   ({info['original_file']})")
+    lines.append(f"  rebuilt  {show(info['rebuilt'])}")
+    lines.append(f"  drop     {drop_text}")
+    if info.get("top1_agreement") is not None:
+        lines.append(f"  top-1 agreement {info['top1_agreement']:.4f}")
+    errors = info.get("layer_output_errors") or {}
+    if errors:
+        lines.append("  relative output error per layer:")
+        width = max(map(len, errors))
+        lines += [f"    {name.ljust(width)}  {value:.5f}" for name, value in errors.items()]
+    return "\n".join(lines)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from . import io as model_io
+    from .evaluate import load_data, make_evaluator
+    from .outputs import atomic_output, check_writable
+    from .sweep import plot, run_sweep, write_csv
+
+    for path in (args.csv, args.plot):
+        if path is not None:
+            check_writable(path, args.force)
+    model = model_io.read_model(args.model)
+    evaluator = make_evaluator(model, load_data(args.data), args.eval_hook, args.metric)
+    baseline = evaluator.measure(model.tensors)
+    points = run_sweep(model, args.model.name, evaluator, args.method, args.layer, _progress("sweeping", args.quiet))
+    print(f"{args.model} {args.method} sweep{' on ' + args.layer if args.layer else ''}: {evaluator.metric}, original {baseline:.6g}")
+    print(f"  {'setting':>8}  {evaluator.metric:>10}  {'.nnz bytes':>11}  {'weight error':>12}")
+    for p in points:
+        print(f"  {p.setting:>8g}  {p.value:>10.6g}  {p.file_bytes:>11,}  {p.tensor_error:>12.4f}")
+    if args.csv is not None:
+        with atomic_output(args.csv, args.force) as temporary:
+            write_csv(points, temporary)
+    if args.plot is not None and points:
+        with atomic_output(args.plot, args.force) as temporary:
+            plot(points, temporary, f"{args.model.name}: {args.method}{' (' + args.layer + ')' if args.layer else ''}", baseline)
     return 0
 
 

@@ -158,7 +158,7 @@ class KerasEvaluator(Evaluator):
         """The numpy model with *tensors* as weights."""
         from .infer import build_model
 
-        return build_model(self.config, keras_h5.layer_weights(self.model, tensors), keras_version=self.keras_version)
+        return build_model(self.config, keras_h5.layer_weights(self.model, tensors), keras_version=self.keras_version, weight_order="h5")
 
     def predict(self, tensors: dict[str, np.ndarray], x: np.ndarray | None = None) -> np.ndarray:
         """Model output for *x* (default: the data set's inputs)."""
@@ -233,3 +233,14 @@ def _string_attr(structure: dict, name: str) -> str | None:
         if record["name"] == name and record["kind"] == "string" and record["value"]:
             return record["value"][0]
     return None
+
+
+def make_evaluator(model: Model, data: Dataset | None, eval_hook: str | None = None, metric: str | None = None) -> Evaluator:
+    """The evaluator for *model*: the user's hook if given, else numpy inference of its architecture."""
+    if eval_hook:
+        return HookEvaluator(eval_hook, data)
+    if data is None:
+        raise ConfigError("a data set (--data) is needed to run the model")
+    if metric not in (None, "accuracy", "mse"):
+        raise ConfigError(f"unknown metric {metric!r} (accuracy or mse)")
+    return KerasEvaluator(model, data, metric)

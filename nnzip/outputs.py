@@ -28,7 +28,8 @@ def check_writable(path: Path, force: bool) -> None:
 def atomic_output(path: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary path beside *path*; on success rename it to *path*, else delete it."""
     check_writable(path, force)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Same directory (so the rename is atomic) and same suffix (writers pick formats by it).
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield temporary
         os.replace(temporary, path)

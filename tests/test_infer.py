@@ -411,6 +411,45 @@ def test_nested_model(keras):
     assert "base/base_bn" in nm.layer_outputs(data((8, 8, 3)))
 
 
+def _h5_layer_weights(h5py, path):
+    """layer name -> (weight_names, arrays) as stored in a legacy .h5 file."""
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"]
+        out = {}
+        for layer in group.attrs["layer_names"]:
+            names = [_text(w) for w in group[_text(layer)].attrs["weight_names"]]
+            out[_text(layer)] = (names, [np.asarray(group[_text(layer)][w]) for w in names])
+    return out
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("tail", ["dense", "bn"])
+def test_nested_model_from_legacy_h5(keras, tmp_path, frozen, tail):
+    """A legacy .h5 stores a nested model's weights trainable-first, not in get_weights() order."""
+    h5py = pytest.importorskip("h5py")
+    L = keras.layers
+    inp = keras.Input((6, 6, 3))
+    x = L.BatchNormalization(name="inner_bn1")(L.Conv2D(4, 3, name="inner_conv")(inp))
+    x = L.Dense(4, name="inner_dense")(x) if tail == "dense" else L.BatchNormalization(name="inner_bn2")(x)
+    base = keras.Model(inp, x, name="base")
+    model = keras.Sequential([keras.Input((6, 6, 3)), base, L.Flatten(), L.Dense(2)])
+    randomize(model, seed=7)
+    base.trainable = not frozen
+    path = tmp_path / "nested.h5"
+    model.save(path)
+    stored = _h5_layer_weights(h5py, path)
+    with h5py.File(path, "r") as f:
+        config = f.attrs["model_config"]
+    weights = {layer: arrays for layer, (_, arrays) in stored.items()}
+    x = data((6, 6, 3))
+    expected = keras_run(keras, model, x)
+    nm = build_model(config, weights, weight_order="h5")
+    assert nm.weight_layout(order="h5")["base"] == stored["base"][0]
+    np.testing.assert_allclose(nm.predict(x), expected, rtol=RTOL, atol=ATOL)
+    if tail == "dense":  # shapes tell the two orders apart: the default order falls back
+        np.testing.assert_allclose(build_model(config, weights).predict(x), expected, rtol=RTOL, atol=ATOL)
+
+
 def test_sequential_without_input_layer(keras):
     L = keras.layers
     model = keras.Sequential([L.Dense(4, activation="relu"), L.Dense(2)])

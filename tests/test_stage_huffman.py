@@ -67,37 +67,53 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("width", [None, 8, 16])
+@pytest.mark.parametrize("width", [None, 1, 3, 6, 8, 9, 12, 16])
 def test_roundtrip(name, width):
     check_roundtrip("huffman", CASES[name], {} if width is None else {"symbol_bits": width})
 
 
-@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("width", [1, 8, 13, 16])
 def test_roundtrip_empty(width):
     check_roundtrip("huffman", b"", {"symbol_bits": width})
     assert encode(b"", symbol_bits=width)[0] == b""
 
 
-def test_odd_length_keeps_trailing_byte_with_pairs():
+def test_leftover_bits_are_kept():
     data = b"\x01\x02" * 100 + b"\xff"
     stream, config = encode(data, symbol_bits=16)
     assert config == {"symbol_bits": 16}
     assert decode(stream, len(data), 16) == data
-    check_roundtrip("huffman", b"\x09", {"symbol_bits": 16})  # zero pairs, only the trailing byte
+    check_roundtrip("huffman", b"\x09", {"symbol_bits": 16})  # no symbol, only the leftover byte
+    for width in range(1, 17):  # every leftover length 0..15
+        for n in (1, 2, 3, 7):
+            check_roundtrip("huffman", bytes(range(100, 100 + n)), {"symbol_bits": width})
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.binary(max_size=3000), st.sampled_from([None, 8, 16]))
+def test_symbols_are_msb_first_fields():
+    # 0b101_110_01 0b1_000_111_0: 3-bit symbols 5, 6, 3, 0, 7 and 1 leftover bit.
+    assert entropy.msb_symbols(bytes([0b10111001, 0b10001110]), 3).tolist() == [5, 6, 3, 0, 7]
+    assert entropy.msb_symbols(b"\x12\x34\x56", 16).tolist() == [0x1234]
+    stream, _ = encode(bytes([0b10111001, 0b10001110]), symbol_bits=3)
+    assert decode(stream, 2, 3) == bytes([0b10111001, 0b10001110])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.sampled_from([None, 1, 2, 5, 7, 8, 11, 16]))
 def test_roundtrip_property(data, width):
     check_roundtrip("huffman", data, {} if width is None else {"symbol_bits": width})
 
 
-def test_zlib_and_bitarray_decoders_agree():
+@pytest.mark.parametrize("width", [1, 4, 6, 8])
+def test_zlib_and_bitarray_decoders_agree(width):
     for data in (skewed(30000, 5), CASES["random"], CASES["run"], b"xy"):
-        stream, _ = encode(data, symbol_bits=8)
-        lengths, offset = huffman._read_table(stream, 8)
-        via_bitarray = huffman._canonical(stream[offset:], lengths, len(data)).astype(np.uint8).tobytes()
-        assert via_bitarray == huffman._inflate(stream[offset:], lengths, len(data)) == data
+        stream, _ = encode(data, symbol_bits=width)
+        lengths, offset = huffman._read_table(stream, width)
+        count, leftover = divmod(8 * len(data), width)
+        _, offset = huffman._read_tail(stream, offset, leftover)
+        via_bitarray = huffman._canonical(stream[offset:], lengths, count)
+        via_zlib = np.frombuffer(huffman._inflate(stream[offset:], lengths, count), dtype=np.uint8)
+        assert (via_bitarray == via_zlib).all()
+        assert (via_zlib == entropy.msb_symbols(data, width)).all()
 
 
 # --- invariants ---------------------------------------------------------------------------
@@ -109,21 +125,24 @@ def test_one_symbol_costs_one_bit_per_byte_and_tiny_table():
 
 
 def test_auto_width_picks_the_shorter():
+    for data in CASES.values():
+        stream, config = encode(data)
+        assert len(stream) <= len(encode(data, symbol_bits=8)[0])
+        assert decode(stream, len(data), config["symbol_bits"]) == data
     sparse = CASES["sparse"]
-    s8, s16 = len(encode(sparse, symbol_bits=8)[0]), len(encode(sparse, symbol_bits=16)[0])
     stream, config = encode(sparse)
-    assert len(stream) == min(s8, s16) and s16 < s8 and config == {"symbol_bits": 16}
-    assert encode(CASES["random"])[1] == {"symbol_bits": 8}
+    assert config == {"symbol_bits": 16} and len(stream) < len(encode(sparse, symbol_bits=8)[0])
+    assert encode(skewed(20000))[1] == {"symbol_bits": 8}
 
 
-def test_sixteen_bit_needs_few_enough_pairs():
-    data = np.arange(40000, dtype="<u2").tobytes()  # 40000 distinct pairs > 32767
+def test_wide_symbols_need_few_enough_distinct_values():
+    data = np.arange(40000, dtype=">u2").tobytes()  # 40000 distinct 16-bit symbols > 32767
     with pytest.raises(ConfigError, match="32767"):
         encode(data, symbol_bits=16)
-    assert encode(data)[1] == {"symbol_bits": 8}
+    assert encode(data)[1]["symbol_bits"] != 16
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_within_three_percent_of_index_entropy(bits):
     rng = np.random.default_rng(bits)
     weights = rng.standard_normal(400_000 // bits)
@@ -137,7 +156,7 @@ def test_within_three_percent_of_index_entropy(bits):
 def test_max_expansion():
     assert Huffman.max_expansion({"symbol_bits": 8}) == 8
     assert Huffman.max_expansion({"symbol_bits": 16}) == 16
-    for width in (8, 16):
+    for width in (1, 5, 8, 16):
         data = b"\x00" * 4001
         stream, config = encode(data, symbol_bits=width)
         assert len(data) <= len(stream) * Huffman.max_expansion(config)
@@ -145,7 +164,7 @@ def test_max_expansion():
 
 def test_encoder_rejects_bad_params():
     with pytest.raises(ConfigError, match="symbol_bits"):
-        encode(b"abc", symbol_bits=12)
+        encode(b"abc", symbol_bits=17)
     with pytest.raises(ConfigError, match="unknown"):
         encode(b"abc", level=3)
 
@@ -170,10 +189,15 @@ def test_golden_pairs16():
     assert encode(data, symbol_bits=16)[0][0] == huffman.TABLE_SPARSE
 
 
+def test_golden_indices3():
+    data = bytes(((i * 2654435761) >> 9) % 256 & 0b11011011 for i in range(600))
+    check_golden("huffman", "indices3", data, {"symbol_bits": 6})
+
+
 # --- MUST-reject rules of spec/stages/huffman.md, in its order ------------------------------
 
 
-@pytest.mark.parametrize("config", [{"symbol_bits": 8, "x": 1}, {"symbol_bits": 12}, {}, {"symbol_bits": "8"}, {"symbol_bits": True}])
+@pytest.mark.parametrize("config", [{"symbol_bits": 8, "x": 1}, {"symbol_bits": 17}, {"symbol_bits": 0}, {}, {"symbol_bits": "8"}, {"symbol_bits": True}])
 def test_reject_1_bad_configuration(config):
     with pytest.raises(FormatError):
         Huffman.check_config(config, BytesSpec(10))
@@ -237,13 +261,19 @@ def test_reject_8_not_a_complete_code(lengths):
         decode(stream_with(lengths, []), 1)
 
 
-def test_reject_9_missing_trailing_byte():
+def test_reject_9_missing_or_bad_leftover_bits():
     table = huffman._table_bytes(np.array([0] * 65536 + [1]))
-    with pytest.raises(FormatError, match="trailing byte"):
-        decode(table, 1, 16)
+    with pytest.raises(FormatError, match="leftover"):
+        decode(table, 1, 16)  # 8 leftover bits, no byte for them
+    stream = bytearray(encode(b"\xff\xff", symbol_bits=5)[0])  # 3 symbols, 1 leftover bit: 0b1000_0000
+    table_end = len(huffman._table_bytes(huffman._read_table(bytes(stream), 5)[0]))
+    assert stream[table_end] == 0x80
+    stream[table_end] |= 0x01
+    with pytest.raises(FormatError, match="padding bits after the leftover"):
+        decode(bytes(stream), 2, 5)
 
 
-@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("width", [6, 8, 16])
 def test_reject_10_truncated(width):
     data = skewed(3000, 7)
     stream, _ = encode(data, symbol_bits=width)
@@ -259,22 +289,22 @@ def test_reject_10_before_allocating_a_huge_output():
         decode(stream, 2**31)  # would need 2**31 bits at least: rejected without decoding
 
 
-@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("width", [4, 8, 16])
 def test_reject_11_output_shorter_than_declared(width):
     stream = stream_with({1: 1, 1 << width: 1}, [1, 1, 1, 1 << width] + [1] * 5, width)  # END, then more bits
     with pytest.raises(FormatError, match="END after 3"):
-        decode(stream, 8 * (width // 8), width)
+        decode(stream, width, width)  # 8 symbols declared
 
 
-@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("width", [4, 8, 16])
 def test_reject_12_output_longer_than_declared(width):
     data = skewed(2000, 3)
     stream, _ = encode(data, symbol_bits=width)
     with pytest.raises(FormatError, match="more than the declared"):
-        decode(stream, len(data) - width // 8, width)
+        decode(stream, len(data) - 2, width)
 
 
-@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("width", [4, 8, 16])
 def test_reject_13_trailing_garbage(width):
     data = skewed(2000, 4)
     stream, _ = encode(data, symbol_bits=width)
@@ -282,13 +312,13 @@ def test_reject_13_trailing_garbage(width):
         decode(stream + b"\x00", len(data), width)
 
 
-@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("width", [4, 8, 16])
 def test_reject_14_nonzero_padding_bits(width):
     end = 1 << width
     stream = bytearray(stream_with({5: 1, end: 1}, [5, 5, end], width))  # 3 bits, 5 padding bits
     stream[-1] |= 0x80
-    with pytest.raises(FormatError, match="padding bits"):
-        decode(bytes(stream), 2 * (width // 8), width)
+    with pytest.raises(FormatError, match="padding bits after END"):
+        decode(bytes(stream), width // 4, width)  # two symbols
 
 
 # --- shared helpers (entropy.py) -----------------------------------------------------------
@@ -298,6 +328,7 @@ def test_shannon_entropy():
     assert shannon_entropy(bytes(range(256)) * 4) == pytest.approx(8.0)
     assert shannon_entropy(b"aaaa") == 0.0 and shannon_entropy(b"") == 0.0
     assert shannon_entropy(b"ab" * 8, 16) == 0.0
+    assert shannon_entropy(b"\xf0" * 8, 4) == pytest.approx(1.0)
 
 
 def test_package_merge_equals_huffman_when_the_limit_does_not_bind():

@@ -151,7 +151,7 @@ def build_separable_conv(ctx: LayerContext) -> LayerImpl:
     def core(x: np.ndarray, ws: list[np.ndarray]) -> np.ndarray:
         depthwise = ws[0].reshape(win.size2 + ws[0].shape[-2:])
         y = ops.depthwise_conv2d(x, depthwise, win.strides2, win.padding, win.dilation2)
-        return y @ ws[1].reshape(ws[1].shape[-2:])
+        return ops.matmul_last(y, ws[1].reshape(ws[1].shape[-2:]))
 
     def weight_shapes(in_shapes: list[Shape]) -> list[Shape]:
         cin = in_shapes[0][-1]

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from nnzip.infer import activations as act
+from nnzip.infer import ops
 from nnzip.infer.registry import LayerContext, LayerImpl, Shape, register
 
 
@@ -39,7 +40,7 @@ def build_dense(ctx: LayerContext) -> LayerImpl:
     activation = ctx.activation()
 
     def forward(xs: list[np.ndarray], ws: list[np.ndarray]) -> np.ndarray:
-        y = xs[0] @ ws[0]
+        y = ops.matmul_last(xs[0], ws[0])
         if use_bias:
             y += ws[1]
         return activation(y)
@@ -152,7 +153,8 @@ def build_batch_norm(ctx: LayerContext) -> LayerImpl:
         size = in_shapes[0][_axis(axis, len(in_shapes[0]) + 1) - 1]
         return [(size,)] * len(names)
 
-    return LayerImpl(forward, _same_shape, names, weight_shapes)
+    return LayerImpl(forward, _same_shape, names, weight_shapes,
+                     non_trainable=("moving_mean", "moving_variance"))
 
 
 @register("LayerNormalization")
@@ -221,7 +223,7 @@ def build_normalization(ctx: LayerContext) -> LayerImpl:
     def weight_shapes(in_shapes: list[Shape]) -> list[Shape]:
         return [None, None, None]  # shapes differ between Keras versions; checked by broadcasting
 
-    return LayerImpl(forward, _same_shape, names, weight_shapes)
+    return LayerImpl(forward, _same_shape, names, weight_shapes, non_trainable=names)
 
 
 @register("Rescaling")

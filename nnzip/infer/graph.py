@@ -59,16 +59,35 @@ def input_layer_shape(spec: LayerSpec) -> Shape:
     return shape
 
 
+WeightEntry = tuple[tuple[str, ...], str, bool]
+"""(layer path, weight name, trainable) of one weight; nested layers have longer paths."""
+
+GET_WEIGHTS, H5 = "get_weights", "h5"
+WEIGHT_ORDERS = (GET_WEIGHTS, H5)
+"""Orders of a nested model's flat weight list: ``model.get_weights()`` (layer by layer) or
+legacy .h5 (``weight_names``: trainable weights of all inner layers first, then the rest)."""
+
+
+def _trainable(config: dict) -> bool:
+    return config.get("trainable", True) is not False
+
+
 class _ImplLayer:
     """A built-in layer: its numpy implementation and bound weights."""
 
     def __init__(self, spec: LayerSpec, flavour: str):
         self.name = spec.name
         self.class_name = spec.class_name
+        self.trainable = _trainable(spec.config)
         self.impl = build_impl(LayerContext(spec.name, spec.class_name, flavour, spec.config))
         self.weights: list[np.ndarray] = []
 
-    def weight_names(self) -> list[str]:
+    def weight_entries(self, trainable: bool) -> list[WeightEntry]:
+        """This layer's weights in ``get_weights()`` order, with whether Keras trains them."""
+        trainable = trainable and self.trainable
+        return [((self.name,), w, trainable and w not in self.impl.non_trainable) for w in self.impl.weight_names]
+
+    def weight_names(self, order: str = GET_WEIGHTS) -> list[str]:
         """Names of the weights this layer expects, in ``get_weights()`` order."""
         return list(self.impl.weight_names)
 
@@ -93,7 +112,7 @@ class _ImplLayer:
                 f"{', '.join(map(_show, in_shapes))} ({one_line(exc)})"
             ) from None
 
-    def bind(self, weights: Any, in_shapes: list[Shape] | None) -> None:
+    def bind(self, weights: Any, in_shapes: list[Shape] | None, order: str = GET_WEIGHTS) -> None:
         """Store this layer's weights as float32 after checking their count and shapes."""
         names = self.impl.weight_names
         try:
@@ -129,11 +148,20 @@ class _ModelLayer:
     def __init__(self, spec: LayerSpec, flavour: str):
         self.name = spec.name
         self.class_name = spec.class_name
+        self.trainable = _trainable(spec.config.get("config") or {})
         self.graph = Graph(parse_model(spec.config), flavour)
 
-    def weight_names(self) -> list[str]:
-        """Inner weight names, ``inner_layer/weight``, in inner layer order."""
-        return [f"{layer}/{w}" for layer, names in self.graph.weight_layout().items() for w in names]
+    def weight_entries(self, trainable: bool) -> list[WeightEntry]:
+        """All inner weights, layer by layer, with paths starting at this model."""
+        return [((self.name, *path), w, t) for path, w, t in self.graph.weight_entries(trainable and self.trainable)]
+
+    def weight_names(self, order: str = GET_WEIGHTS) -> list[str]:
+        """Inner weight names, ``inner_layer/weight``, in the given flat-list order."""
+        return ["/".join(path[1:] + (w,)) for path, w, _ in self._ordered(order)]
+
+    def _ordered(self, order: str) -> list[WeightEntry]:
+        entries = self.weight_entries(True)
+        return sorted(entries, key=lambda e: not e[2]) if order == H5 else entries
 
     def output_shapes(self, in_shapes: list[Shape]) -> list[Shape]:
         """The nested model's own output shapes (checks the number of inputs)."""
@@ -144,23 +172,40 @@ class _ModelLayer:
             )
         return list(self.graph.output_shapes)
 
-    def bind(self, weights: Any, in_shapes: list[Shape] | None) -> None:
-        """Bind a dict (inner layer -> weights) or a flat list in inner layer order."""
+    def bind(self, weights: Any, in_shapes: list[Shape] | None, order: str = GET_WEIGHTS) -> None:
+        """Bind a dict (inner layer -> weights) or a flat list in ``order``.
+
+        A flat list whose shapes do not fit ``order`` but fit the other order is accepted
+        in that order (``get_weights()`` and legacy .h5 lists differ only for nested models).
+        """
         if isinstance(weights, Mapping):
-            self.graph.bind(weights)
+            self.graph.bind(weights, order)
             return
         flat = list(weights if weights is not None else [])
-        layout = self.graph.weight_layout()
-        total = sum(len(v) for v in layout.values())
-        if len(flat) != total:
+        orders = [order] + [o for o in WEIGHT_ORDERS if o != order]
+        first_error = None
+        for attempt in orders:
+            try:
+                self.graph.bind(self._nest(flat, self._ordered(attempt)), attempt)
+                return
+            except ModelWeightsError as exc:
+                first_error = first_error or exc
+        raise first_error
+
+    def _nest(self, flat: list, entries: list[WeightEntry]) -> dict:
+        """Flat arrays (matching ``entries``) as nested dicts of layer -> arrays in layer order."""
+        if len(flat) != len(entries):
             raise ModelWeightsError(
-                f"nested model {self.name!r}: expected {total} weight arrays, got {len(flat)}"
+                f"nested model {self.name!r}: expected {len(entries)} weight arrays, got {len(flat)}"
             )
-        split, start = {}, 0
-        for layer, names in layout.items():
-            split[layer] = flat[start:start + len(names)]
-            start += len(names)
-        self.graph.bind(split)
+        by_entry = {(path, w): array for (path, w, _), array in zip(entries, flat)}
+        nested: dict = {}
+        for path, w, _ in self.weight_entries(True):  # layer order
+            node = nested
+            for part in path[1:-1]:
+                node = node.setdefault(part, {})
+            node.setdefault(path[-1], []).append(by_entry[(path, w)])
+        return nested
 
     def call(self, inputs: list[np.ndarray], record: Record | None) -> list[np.ndarray]:
         """Run the nested model on one batch."""
@@ -275,12 +320,19 @@ class Graph:
             out.extend(f"{node.label}/{inner}" for inner in node.layer.labels())
         return out
 
-    def weight_layout(self) -> dict[str, list[str]]:
+    def weight_layout(self, order: str = GET_WEIGHTS) -> dict[str, list[str]]:
         """Layer name -> names of its expected weights in order (every non-input layer)."""
-        return {name: layer.weight_names() for name, layer in self.layers.items()}
+        return {name: layer.weight_names(order) for name, layer in self.layers.items()}
 
-    def bind(self, weights: Mapping[str, Any]) -> None:
-        """Attach weights (layer name -> arrays) to every layer, checking counts and shapes."""
+    def weight_entries(self, trainable: bool = True) -> list[WeightEntry]:
+        """Every weight of every layer (nested ones included), layer by layer."""
+        return [entry for layer in self.layers.values() for entry in layer.weight_entries(trainable)]
+
+    def bind(self, weights: Mapping[str, Any], order: str = GET_WEIGHTS) -> None:
+        """Attach weights (layer name -> arrays) to every layer, checking counts and shapes.
+
+        ``order`` is the order of nested models' flat weight lists (see WEIGHT_ORDERS).
+        """
         unknown = [k for k, v in weights.items()
                    if k not in self.layers and not (k in self.input_layer_shapes or _is_empty(v))]
         if unknown:
@@ -289,10 +341,15 @@ class Graph:
         for node in reversed(self.nodes):
             first_inputs[node.layer.name] = _input_shapes(self.shapes, node.inputs)
         for name, layer in self.layers.items():
-            layer.bind(weights.get(name), first_inputs.get(name))
+            layer.bind(weights.get(name), first_inputs.get(name), order)
 
-    def run(self, inputs: Sequence[np.ndarray], record: Record | None = None) -> list[np.ndarray]:
-        """Forward pass over one batch; ``record(label, output)`` is called for every node."""
+    def run(self, inputs: Sequence[np.ndarray], record: Record | None = None,
+            record_inputs: Record | None = None) -> list[np.ndarray]:
+        """Forward pass over one batch; ``record(label, output)`` is called for every node.
+
+        ``record_inputs(label, [inputs])`` is called with the inputs of every top-level node
+        (calibration needs what each layer multiplies its kernel with).
+        """
         values: dict[NodeKey, list[np.ndarray]] = {
             (name, 0): [x] for (name, _, _), x in zip(self.inputs, inputs)
         }
@@ -301,6 +358,8 @@ class Graph:
         for node in self.nodes:
             args = [np.asarray(item.value, dtype=np.float32) if isinstance(item, Constant)
                     else values[item[:2]][item[2]] for item in node.inputs]
+            if record_inputs is not None:
+                record_inputs(node.label, args)
             try:
                 outs = node.layer.call(args, _prefixed(record, node.label + "/"))
             except ValueError as exc:  # e.g. inputs whose unknown dims do not fit together

@@ -10,7 +10,7 @@ import numpy as np
 from nnzip.errors import NnzipError
 from nnzip.infer.config import KERAS2, KERAS3, detect_flavour, load_config, parse_model
 from nnzip.infer.errors import UnsupportedModelError
-from nnzip.infer.graph import Graph
+from nnzip.infer.graph import GET_WEIGHTS, WEIGHT_ORDERS, Graph
 from nnzip.infer.registry import Shape, one_line
 
 
@@ -18,6 +18,7 @@ def build_model(
     model_config: dict | str,
     layer_weights: Mapping[str, Any],
     keras_version: str | None = None,
+    weight_order: str = GET_WEIGHTS,
 ) -> "NumpyModel":
     """Build a numpy model from a Keras ``model_config`` and per-layer weights.
 
@@ -27,14 +28,20 @@ def build_model(
     layer_weights: layer name -> that layer's weight arrays in Keras ``layer.get_weights()`` order
     (e.g. Dense: [kernel, bias]; BatchNormalization: [gamma, beta, moving_mean, moving_variance]
     minus those disabled by center/scale). Layers without weights may be left out. A nested
-    model takes either its flat ``get_weights()`` list or a dict inner layer -> arrays.
+    model (a model used as a layer) takes a flat list or a dict inner layer -> arrays.
     keras_version: the Keras version that wrote the config (e.g. the ``keras_version``
     attribute of the .h5 file); only the major version is used, to pick semantics that
     changed between Keras 2 and 3 (``hard_sigmoid``). Guessed from the config when None.
+    weight_order: order of a nested model's flat list: ``"get_weights"`` (``model.get_weights()``,
+    layer by layer) or ``"h5"`` (a legacy .h5 group's ``weight_names``: trainable weights of
+    all inner layers first, then moving statistics etc.). A list that only fits the other
+    order is taken in that order. Only nested models are affected.
 
     Raises UnsupportedModelError for layers or options that are not implemented and
     ModelWeightsError when the weights do not fit the config.
     """
+    if weight_order not in WEIGHT_ORDERS:
+        raise ValueError(f"weight_order must be one of {WEIGHT_ORDERS}, got {weight_order!r}")
     config = load_config(model_config)
     flavour = _flavour(keras_version) or detect_flavour(config)
     try:
@@ -44,7 +51,7 @@ def build_model(
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
         # the config is untrusted JSON: a shape we did not foresee is a bad input, not a crash
         raise UnsupportedModelError(f"malformed model_config ({one_line(exc)})") from None
-    graph.bind(layer_weights)
+    graph.bind(layer_weights, weight_order)
     return NumpyModel(graph)
 
 
@@ -92,13 +99,15 @@ class NumpyModel:
         """Names of the model's layers in config order (input layers excluded)."""
         return self._graph.layer_names()
 
-    def weight_layout(self) -> dict[str, list[str]]:
+    def weight_layout(self, order: str = GET_WEIGHTS) -> dict[str, list[str]]:
         """Layer name -> names of its expected weights in order, e.g. ``["kernel", "bias"]``.
 
         Every layer is listed, weightless ones with an empty list; a nested model lists
-        its inner weights as ``inner_layer/weight``.
+        its inner weights as ``inner_layer/weight`` in ``order`` (see :func:`build_model`).
         """
-        return self._graph.weight_layout()
+        if order not in WEIGHT_ORDERS:
+            raise ValueError(f"order must be one of {WEIGHT_ORDERS}, got {order!r}")
+        return self._graph.weight_layout(order)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray | list[np.ndarray]:
         """Model output for ``x`` (a list of outputs for multi-output models)."""
@@ -129,6 +138,27 @@ class NumpyModel:
             self._graph.run(batch, record)
         order = [label for label in known if label in wanted]
         return {label: _concat(parts[label]) for label in order}
+
+    def layer_inputs(self, x: Any, layers: Sequence[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+        """The input of each named top-level, single-input layer for ``x`` (for calibration).
+
+        Keys are the requested labels (a layer name, or ``name:i`` for its i-th call).
+        """
+        wanted = set(layers)
+        missing = sorted(wanted - set(self._graph.labels()))
+        if missing:
+            raise KeyError(f"no such layer: {', '.join(missing[:5])}")
+        parts: dict[str, list[np.ndarray]] = {}
+
+        def record(label: str, args: list[np.ndarray]) -> None:
+            if label in wanted:
+                if len(args) != 1:
+                    raise UnsupportedModelError(f"layer {label!r} has {len(args)} inputs; calibration needs one")
+                parts.setdefault(label, []).append(args[0])
+
+        for batch in _batches(self._inputs(x), batch_size):
+            self._graph.run(batch, record_inputs=record)
+        return {label: np.concatenate(parts[label]) for label in layers if label in parts}
 
     def _inputs(self, x: Any) -> list[np.ndarray]:
         names, shapes = self._graph.input_names, self._graph.input_shapes

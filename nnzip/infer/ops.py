@@ -1,7 +1,8 @@
 """Numeric kernels for NHWC tensors: TensorFlow-style padding, im2col convolution, pooling.
 
-Convolutions build im2col patches with ``sliding_window_view`` and do one matmul per
-chunk of the batch (chunks cap the patch matrix at about :data:`PATCH_BYTES`).
+Convolutions take windows with ``sliding_window_view``; regular convolutions copy them
+into an im2col matrix and do one matmul per chunk of the batch (chunks cap the matrix at
+about :data:`PATCH_BYTES`); depthwise ones use one einsum over the window view.
 """
 
 from __future__ import annotations
@@ -74,12 +75,17 @@ def batch_chunks(n: int, bytes_per_item: int) -> Iterator[slice]:
         yield slice(start, start + step)
 
 
+def matmul_last(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` over the last axis of ``x`` as one 2D matmul (numpy's stacked matmul is slow)."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + (w.shape[-1],))
+
+
 def conv2d(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: str,
            dilation: Sequence[int], groups: int = 1) -> np.ndarray:
     """2D convolution (no bias) of NHWC ``x`` with an HWIO ``kernel`` (I = C / groups)."""
     kh, kw, cin_g, filters = kernel.shape
     if (kh, kw) == (1, 1) and tuple(strides) == (1, 1) and groups == 1:
-        return x @ kernel.reshape(cin_g, filters)
+        return matmul_last(x, kernel.reshape(cin_g, filters))
     x = pad_hw(x, window_pads(x.shape[1:3], (kh, kw), strides, dilation, padding))
     # kernel rows ordered (group, kh, kw, cin_g) to match the patch matrix columns below
     k = kernel.reshape(kh, kw, cin_g, groups, filters // groups).transpose(3, 0, 1, 2, 4)
@@ -99,19 +105,16 @@ def conv2d(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: s
 
 def depthwise_conv2d(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: str,
                      dilation: Sequence[int]) -> np.ndarray:
-    """Depthwise 2D convolution (no bias); ``kernel`` is (KH, KW, C, M), output has C*M channels."""
+    """Depthwise 2D convolution (no bias); ``kernel`` is (KH, KW, C, M), output has C*M channels.
+
+    One einsum over the strided window view: with a single channel per product there is
+    no matmul to hand to BLAS, and the view avoids copying patches.
+    """
     kh, kw, channels, mult = kernel.shape
     x = pad_hw(x, window_pads(x.shape[1:3], (kh, kw), strides, dilation, padding))
-    k = kernel.reshape(kh * kw, channels, mult).transpose(1, 0, 2)  # C, KH*KW, M
-    view = patches(x, (kh, kw), strides, dilation)
-    n, oh, ow = view.shape[:3]
-    out = np.empty((n, oh, ow, channels * mult), dtype=np.result_type(x, kernel))
-    for part in batch_chunks(n, oh * ow * kh * kw * channels * x.itemsize):
-        v = view[part]
-        cols = v.reshape(-1, channels, kh * kw).transpose(1, 0, 2)  # C, m, KH*KW
-        res = np.matmul(cols, k)  # C, m, M
-        out[part] = res.transpose(1, 0, 2).reshape(v.shape[:3] + (channels * mult,))
-    return out
+    view = patches(x, (kh, kw), strides, dilation)  # N, OH, OW, C, KH, KW
+    out = np.einsum("nhwcij,ijcm->nhwcm", view, kernel)
+    return out.reshape(out.shape[:3] + (channels * mult,))
 
 
 def max_pool2d(x: np.ndarray, pool: Sequence[int], strides: Sequence[int], padding: str) -> np.ndarray:

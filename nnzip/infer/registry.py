@@ -37,6 +37,7 @@ class LayerImpl:
     max_inputs: int | None = 1
     input_rank: int | None = None  # required rank of the input (without the batch axis)
     min_rank: int = 0
+    non_trainable: tuple[str, ...] = ()  # weights Keras never trains (e.g. moving statistics)
 
 
 @dataclass(frozen=True)

@@ -2,36 +2,89 @@
 
 :func:`read_model` recognises a file by its content, not its name, and returns a
 :class:`nnzip.model.Model`; :func:`write_model` writes the same format back.
+:data:`FORMATS` registers, per source format id (spec/container.md §5.2), how to
+read and write it and how to check a ``structure`` that came from an untrusted
+``.nnz`` header.  :func:`model_config` and :func:`layer_weights` are the views
+numpy inference needs, for the formats that know about Keras layers.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
 
 from ..errors import InputError
 from ..model import Model
-from . import keras_h5
+from . import hdf5_tree, keras_h5, keras_v3, npz, safetensors, zipmeta
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: A zip archive starts with a local file header, or (no members) the end-of-directory record.
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 
-#: Source format id -> writer; one entry per format nnzip can rebuild.
-WRITERS = {
-    keras_h5.LEGACY: keras_h5.write,
-    keras_h5.WEIGHTS_V3: keras_h5.write,
+
+@dataclass(frozen=True)
+class Format:
+    """One source format: its id, how to read and write it, and how to check its structure."""
+
+    #: The id stored as ``source.format`` in the ``.nnz`` header.
+    id: str
+    #: ``read(path, keep_optimizer=False) -> Model``.
+    read: Callable[..., Model]
+    #: ``write(path, structure, tensor)``; pulls each value with ``tensor(name)``.
+    write: Callable[[str | os.PathLike, dict, Callable[[str], np.ndarray]], None]
+    #: Raises FormatError unless an untrusted structure is well formed for this format.
+    check_structure: Callable[[object], None]
+    #: The tensor names a checked structure expects, in order (rule 3.3).
+    tensor_names: Callable[[dict], list[str]]
+    #: The usual file name suffix.
+    suffix: str
+
+
+def _hdf5_tensor_names(structure: dict) -> list[str]:
+    return list(hdf5_tree.dataset_paths(structure))
+
+
+#: Source format id -> :class:`Format`; one entry per format nnzip can rebuild.
+FORMATS: dict[str, Format] = {
+    f.id: f
+    for f in (
+        Format(keras_h5.LEGACY, keras_h5.read, keras_h5.write, hdf5_tree.check_tree, _hdf5_tensor_names, ".h5"),
+        Format(keras_h5.WEIGHTS_V3, keras_h5.read, keras_h5.write, hdf5_tree.check_tree, _hdf5_tensor_names, ".weights.h5"),
+        Format(keras_v3.FORMAT_ID, keras_v3.read, keras_v3.write, keras_v3.check_structure, keras_v3.tensor_names, keras_v3.SUFFIX),
+        Format(safetensors.FORMAT_ID, safetensors.read, safetensors.write, safetensors.check_structure,
+               safetensors.tensor_names, safetensors.SUFFIX),
+        Format(npz.FORMAT_ID, npz.read, npz.write, npz.check_structure, npz.tensor_names, npz.SUFFIX),
+    )
 }
+
+#: Source format id -> writer (kept for callers that only write).
+WRITERS = {format_id: f.write for format_id, f in FORMATS.items()}
+
+_SUPPORTED = "supported: Keras .h5, .weights.h5 and .keras, .safetensors, numpy .npz"
+
+
+def get_format(format_id: object) -> Format | None:
+    """The registered :class:`Format` of *format_id*, or None (also for non-string ids from a bad header)."""
+    return FORMATS.get(format_id) if isinstance(format_id, str) else None
 
 
 def sniff(path: str | os.PathLike) -> str:
-    """A short name of the container kind of *path* from its first bytes: 'hdf5', 'zip' or 'unknown'."""
+    """The container kind of *path* from its first bytes: 'hdf5', 'zip', 'safetensors' or 'unknown'."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(8)
+            head = handle.read(9)
+            size = os.fstat(handle.fileno()).st_size
     except OSError as exc:
         raise InputError(f"cannot open {os.fspath(path)}: {exc.strerror}") from None
-    if head == _HDF5_SIGNATURE:
+    if head[:8] == _HDF5_SIGNATURE:
         return "hdf5"
-    if head[:4] == b"PK\x03\x04":
+    if head[:4] in _ZIP_SIGNATURES:
         return "zip"
+    if safetensors.looks_like(head, size):
+        return "safetensors"
     return "unknown"
 
 
@@ -40,13 +93,81 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
     kind = sniff(path)
     if kind == "hdf5":
         return keras_h5.read(path, keep_optimizer=keep_optimizer)
+    if kind == "zip":
+        return _zip_format(path).read(path, keep_optimizer=keep_optimizer)
+    if kind == "safetensors":
+        return safetensors.read(path, keep_optimizer=keep_optimizer)
+    raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")
+
+
+def _zip_format(path: str | os.PathLike) -> Format:
+    """Which zip-based format *path* is: a Keras ``.keras`` archive or a numpy ``.npz``."""
+    with zipmeta.open_archive(path) as archive:
+        if keras_v3.looks_like(archive):
+            return FORMATS[keras_v3.FORMAT_ID]
+        if npz.looks_like(archive):
+            return FORMATS[npz.FORMAT_ID]
     raise InputError(
-        f"{os.fspath(path)} is not a supported model file (supported: Keras .h5 and .weights.h5)"
+        f"{os.fspath(path)} is a zip archive but neither a Keras .keras file (config.json and "
+        f"{keras_v3.WEIGHTS_MEMBER}) nor a numpy .npz (only .npy members) ({_SUPPORTED})"
     )
 
 
 def write_model(path: str | os.PathLike, source_format: str, structure: dict, tensor) -> None:
     """Write a model of *source_format*, pulling tensor values from ``tensor(name)``."""
-    if source_format not in WRITERS:
+    fmt = get_format(source_format)
+    if fmt is None:
         raise InputError(f"cannot write source format {source_format!r}")
-    WRITERS[source_format](path, structure, tensor)
+    fmt.write(path, structure, tensor)
+
+
+# --- views used by inference --------------------------------------------------------------
+
+
+def model_config(model: Model) -> dict | None:
+    """The Keras architecture of *model*, or None for weights-only formats.
+
+    A legacy ``.h5`` file's ``model_config`` root attribute, or a ``.keras``
+    archive's ``config.json``; both are ``{"class_name", "config", ...}`` as
+    :func:`nnzip.infer.build_model` takes them.
+    """
+    if model.source_format == keras_h5.LEGACY:
+        return keras_h5.model_config(model)
+    if model.source_format == keras_v3.FORMAT_ID:
+        return keras_v3.model_config(model)
+    return None
+
+
+def keras_version(model: Model) -> str | None:
+    """The Keras version that wrote *model* (for :func:`nnzip.infer.build_model`), or None."""
+    if model.source_format == keras_v3.FORMAT_ID:
+        return keras_v3.keras_version(model)
+    if model.source_format == keras_h5.LEGACY:
+        for record in model.structure["attrs"]:
+            if record["name"] == "keras_version" and record["kind"] == "string" and record["value"]:
+                return record["value"][0]
+    return None
+
+
+def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) -> dict:
+    """Layer name -> weights in Keras ``get_weights`` order, for the Keras formats.
+
+    *tensors* overrides the model's own values (e.g. rebuilt ones).  A nested model
+    maps to a dict inner layer -> weights (``.weights.h5``/``.keras``) or to a flat
+    list in ``.h5`` order (legacy files).  safetensors and npz files have no layers:
+    InputError.
+    """
+    if model.source_format == keras_h5.LEGACY:
+        return keras_h5.layer_weights(model, tensors)
+    values = model.tensors if tensors is None else tensors
+    if model.source_format == keras_h5.WEIGHTS_V3:
+        return keras_h5.vars_layer_weights(model.structure, values)
+    if model.source_format == keras_v3.FORMAT_ID:
+        return keras_v3.layer_weights(model, tensors)
+    raise InputError(f"a {model.source_format} file has no Keras layers to map weights to")
+
+
+__all__ = [
+    "FORMATS", "Format", "WRITERS", "get_format", "keras_version", "layer_weights", "model_config",
+    "read_model", "sniff", "write_model",
+]

@@ -58,13 +58,23 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
         raise InputError(f"cannot read {os.fspath(path)} as HDF5: {exc}") from None
     with h5:
         source_format = detect(h5)
-        optimizer = OPTIMIZER_GROUP[source_format]
-        dropped = []
-        if optimizer in h5 and not keep_optimizer:
-            dropped.append(_measure_group(h5[optimizer], optimizer))
-        skip = (lambda p: p == optimizer) if dropped else (lambda p: False)
-        structure, tensors = hdf5_tree.read_tree(h5, skip)
+        structure, tensors, dropped = read_open(h5, source_format, keep_optimizer)
     return Model(source_format, structure, tensors, dropped)
+
+
+def read_open(h5: h5py.File, source_format: str, keep_optimizer: bool, label: str = "") -> tuple[dict, dict[str, np.ndarray], list[DroppedGroup]]:
+    """Tree, tensors and dropped groups of an open Keras HDF5 file of *source_format*.
+
+    *label* prefixes the dropped group's path in the report (``keras-v3`` uses
+    ``model.weights.h5/`` for the HDF5 file inside its zip).
+    """
+    optimizer = OPTIMIZER_GROUP[source_format]
+    dropped = []
+    if optimizer in h5 and not keep_optimizer:
+        dropped.append(measure_group(h5[optimizer], label + optimizer))
+    skip = (lambda p: p == optimizer) if dropped else (lambda p: False)
+    structure, tensors = hdf5_tree.read_tree(h5, skip)
+    return structure, tensors, dropped
 
 
 def write(path: str | os.PathLike, structure: dict, tensor) -> None:
@@ -72,7 +82,8 @@ def write(path: str | os.PathLike, structure: dict, tensor) -> None:
     hdf5_tree.write_tree(path, structure, tensor)
 
 
-def _measure_group(group: h5py.Group, path: str) -> DroppedGroup:
+def measure_group(group: h5py.Group, path: str) -> DroppedGroup:
+    """Count the datasets and their bytes under *group*, reported as dropped at *path*."""
     count, nbytes = 0, 0
 
     def visit(_name, obj):
@@ -141,3 +152,68 @@ def _string_list(node: dict, name: str) -> list[str]:
 def _attr_strings(record: dict) -> list[str]:
     # An empty list is written by Keras as a float64 array of shape (0,).
     return list(record["value"]) if record["kind"] == "string" else []
+
+
+# --- Keras 3 ``vars`` layout (``.weights.h5`` and the HDF5 file inside ``.keras``) -------------
+
+def vars_layer_weights(tree: dict, values: dict[str, np.ndarray], prefix: str = "") -> dict:
+    """Layer name -> weights for a Keras 3 ``vars``-layout tree (``layers/<auto>/vars/<i>``).
+
+    The real layer name is the ``name`` attribute of each ``vars`` group (the group
+    names are snake-cased class names); vars are ordered numerically, which is
+    Keras' ``get_weights`` order (trainable then non-trainable variables).  A nested
+    model (``layers/<auto>/layers/...``) maps to a dict inner layer -> weights, the
+    form :func:`nnzip.infer.build_model` takes.  *prefix* is prepended to dataset
+    paths to find their values (``model.weights.h5/`` inside a ``.keras`` file).
+    """
+    root_vars = _child_group(tree, "vars")
+    if root_vars is not None and _datasets(root_vars):
+        raise InputError("the model has variables of its own (root 'vars' group): nnzip cannot map them to layers")
+    layers = _child_group(tree, "layers")
+    return {} if layers is None else _vars_layers(layers, f"{prefix}layers/", values)
+
+
+def _vars_layers(node: dict, path: str, values: dict[str, np.ndarray]) -> dict:
+    result: dict = {}
+    for child in node["children"]:
+        if "group" not in child:
+            raise InputError(f"unexpected dataset {path}{child['name']} among layer groups")
+        name, weights = _vars_layer(child["group"], f"{path}{child['name']}/", values)
+        if name in result:
+            raise InputError(f"two layer groups are named {name!r} (under {path})")
+        result[name] = weights
+    return result
+
+
+def _vars_layer(group: dict, path: str, values: dict[str, np.ndarray]) -> tuple[str, object]:
+    """(real layer name, weights) of one ``layers/<auto>`` group."""
+    vars_node = _child_group(group, "vars")
+    names = _string_list(vars_node, "name") if vars_node is not None else []
+    if len(names) != 1:
+        raise InputError(f"layer group {path.rstrip('/')} has no 'vars' group with a 'name' attribute")
+    name = names[0]
+    # Sub-objects other than nested layers (an RNN's 'cell', attention's projections) have
+    # their own weight order, which get_weights interleaves; mapping them would be a guess.
+    others = [c["name"] for c in group["children"] if c["name"] not in ("vars", "layers")]
+    if others:
+        raise InputError(f"layer {name!r} ({path.rstrip('/')}) has sub-objects {others}: "
+                         "only plain layers and nested models can be mapped to layers")
+    own = [values[f"{path}vars/{key}"] for key in _numbered(vars_node, f"{path}vars")]
+    inner = _child_group(group, "layers")
+    if inner is None:
+        return name, own
+    if own:
+        raise InputError(f"nested model {name!r} ({path.rstrip('/')}) has variables of its own")
+    return name, _vars_layers(inner, f"{path}layers/", values)
+
+
+def _datasets(node: dict) -> list[str]:
+    return [c["name"] for c in node["children"] if "dataset" in c]
+
+
+def _numbered(vars_node: dict, path: str) -> list[str]:
+    """Dataset names of a ``vars`` group, in numeric order (h5py lists ``10`` before ``2``)."""
+    keys = _datasets(vars_node)
+    if len(keys) != len(vars_node["children"]) or sorted(keys) != sorted(str(i) for i in range(len(keys))):
+        raise InputError(f"{path} must hold only datasets named 0..n-1")
+    return sorted(keys, key=int)

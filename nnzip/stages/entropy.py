@@ -17,6 +17,7 @@ estimate, so the chosen blob is never larger than the input.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -28,17 +29,26 @@ BYTES_STAGES = ("huffman", "lzw")
 # --- measuring ------------------------------------------------------------------------
 
 
-def symbol_counts(data: Any, symbol_bits: int = 8) -> np.ndarray:
-    """Occurrences of each symbol of *data* read as ``symbol_bits``-bit little-endian symbols.
+def msb_symbols(data: bytes, symbol_bits: int) -> np.ndarray:
+    """*data* cut into consecutive ``symbol_bits``-bit fields (1..16), read MSB-first.
 
-    With 16-bit symbols a trailing odd byte is not counted (it is not a symbol).
+    Field ``j`` is stream bits ``j*w .. j*w + w - 1``, where stream bit ``k`` is bit
+    ``7 - k % 8`` of byte ``k // 8``.  Bits left over at the end (fewer than ``w``)
+    are not a symbol.  With ``w = 8`` the symbols are the bytes.
     """
-    raw = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
+    if not 1 <= symbol_bits <= 16:
+        raise ValueError(f"symbol_bits must be in 1..16, got {symbol_bits}")
+    data = bytes(data)
     if symbol_bits == 8:
-        return np.bincount(raw, minlength=256)
-    if symbol_bits == 16:
-        return np.bincount(raw[: raw.size & ~1].view("<u2"), minlength=65536)
-    raise ValueError(f"symbol_bits must be 8 or 16, got {symbol_bits}")
+        return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+    count = 8 * len(data) // symbol_bits
+    starts = np.arange(count, dtype=np.int64) * symbol_bits
+    return read_msb(data, starts, np.full(count, symbol_bits, dtype=np.int64))
+
+
+def symbol_counts(data: bytes, symbol_bits: int = 8) -> np.ndarray:
+    """Occurrences of each ``symbol_bits``-bit symbol of *data* (see :func:`msb_symbols`)."""
+    return np.bincount(msb_symbols(data, symbol_bits), minlength=1 << symbol_bits)
 
 
 def entropy_bound(counts: np.ndarray) -> float:
@@ -206,6 +216,51 @@ def read_lsb(buffer: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarra
     window = padded[index] | (padded[index + 1] << 8) | (padded[index + 2] << 16)
     masks = (np.uint32(1) << np.asarray(widths, dtype=np.uint32)) - np.uint32(1)
     return ((window >> (starts & 7).astype(np.uint32)) & masks).astype(np.int64)
+
+
+def fields_to_bytes(values: np.ndarray, width: int, tail: int = 0, tail_bits: int = 0) -> bytes:
+    """Inverse of :func:`msb_symbols`: *values* as ``width``-bit fields MSB-first, then *tail_bits* bits of *tail*.
+
+    The total bit count must be a multiple of 8.  When ``g = 8 / gcd(width, 8)``
+    fields (a whole number of bytes) fit in 64 bits, each group is assembled in
+    a uint64 and its bytes taken big-endian; other widths (9, 11, 13, 15) go
+    through ``numpy.unpackbits``/``packbits``.
+    """
+    values = np.asarray(values)
+    group = 8 // math.gcd(width, 8)
+    if group * width > 64:
+        pairs = values.astype(">u2").view(np.uint8).reshape(-1, 2)
+        bits = np.unpackbits(pairs, axis=1)[:, 16 - width :].reshape(-1)
+        tail_field = np.unpackbits(np.array([tail], dtype=">u2").view(np.uint8))[16 - tail_bits :]
+        return np.packbits(np.concatenate([bits, tail_field])).tobytes()
+    groups = -(-values.size // group)
+    padded = np.zeros(groups * group, dtype=np.uint64)
+    padded[: values.size] = values
+    padded = padded.reshape(groups, group)
+    words = padded[:, 0].copy()
+    for i in range(1, group):
+        words = (words << np.uint64(width)) | padded[:, i]
+    group_bytes = group * width // 8
+    body = words.astype(">u8").view(np.uint8).reshape(groups, 8)[:, 8 - group_bytes :].reshape(-1)
+    whole, loose = divmod(values.size * width, 8)
+    last = (int(body[whole]) >> (8 - loose)) if loose else 0  # bits of the last field in a shared byte
+    end = ((last << tail_bits) | tail).to_bytes((loose + tail_bits) // 8, "big")
+    return body[:whole].tobytes() + end
+
+
+def read_msb(buffer: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Read values of the given widths (<= 17 bits) at the given bit offsets of an MSB-first stream.
+
+    The caller guarantees every ``start + width <= 8 * len(buffer)``.
+    """
+    padded = np.zeros(len(buffer) + 3, dtype=np.uint32)
+    padded[: len(buffer)] = np.frombuffer(buffer, dtype=np.uint8)
+    starts = np.asarray(starts, dtype=np.int64)
+    widths = np.asarray(widths, dtype=np.int64)
+    index = starts >> 3
+    window = (padded[index] << 16) | (padded[index + 1] << 8) | padded[index + 2]
+    masks = (np.uint32(1) << widths.astype(np.uint32)) - np.uint32(1)
+    return ((window >> (24 - widths - (starts & 7)).astype(np.uint32)) & masks).astype(np.int64)
 
 
 # --- the pipeline's choice --------------------------------------------------------------

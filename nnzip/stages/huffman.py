@@ -1,25 +1,27 @@
-"""``huffman``: canonical, length-limited Huffman coding of bytes or byte pairs.
+"""``huffman``: canonical, length-limited Huffman coding of w-bit symbols (w = 1..16).
 
-See ``spec/stages/huffman.md`` for the normative byte layout.  In short: a
-table of code lengths (at most 15 bits, chosen by package-merge, so the code is
-optimal among length-limited codes), then the codes of the symbols and of one
-END symbol, packed LSB-first exactly as DEFLATE packs literals.
+See ``spec/stages/huffman.md`` for the normative byte layout.  In short: the
+input is read as a bit stream, MSB-first, and cut into ``w``-bit symbols (bytes
+for ``w = 8``); a table of code lengths (at most 15 bits, chosen by
+package-merge, so the code is optimal among length-limited codes) is followed by
+the leftover bits and the codes of the symbols and of one END symbol, packed
+LSB-first exactly as DEFLATE packs literals.
 
-Why the DEFLATE bit order and the END symbol: with them, the 8-bit variant's
+Why any width: ``bitpack`` writes b-bit k-means indices MSB-first, so for
+b = 3, 5, 6, 7 a byte holds pieces of several indices at shifting offsets and
+byte symbols code 4-6 % above the indices' entropy; symbols of ``b`` or ``2b``
+bits line up with the indices and come within 1 %.  Wider symbols (2 bytes, or
+2-4 indices) also halve Huffman's per-symbol rounding loss on skewed data.
+
+Why the DEFLATE bit order and the END symbol: with them, for ``w <= 8`` the
 payload *is* the body of a DEFLATE block holding only literals.  The decoder
 writes the (in-memory, never stored) DEFLATE block header for the file's code
-lengths and lets :mod:`zlib` -- C, in the standard library -- decode it, at well
-over 100 MB/s; bitarray's decoders (``canonical_decode`` or ``decode`` with a
+lengths and lets :mod:`zlib` -- C, in the standard library -- decode it at over
+100 MB/s; bitarray's decoders (``canonical_decode`` or ``decode`` with a
 decodetree) reach about 30 million symbols per second here, not enough for the
-50 MB/s goal on byte symbols.  The 16-bit variant, which DEFLATE cannot
-express, is decoded with ``bitarray.util.canonical_decode``: two output bytes
-per symbol.  Both decoders accept exactly the same streams; the tests check
-they agree.
-
-Symbols: with ``symbol_bits`` 8 every byte is a symbol; with 16 every pair of
-bytes ``(b[2i], b[2i+1])`` is the symbol ``b[2i] + 256 * b[2i+1]`` -- an extended
-alphabet that halves Huffman's per-symbol rounding loss on skewed data (and
-captures pairs of neighbouring bytes).  An odd trailing byte is stored as is.
+50 MB/s goal on byte symbols.  Wider symbols, which DEFLATE cannot express, are
+decoded with ``bitarray.util.canonical_decode`` (1-2 bytes per symbol).  Both
+decoders accept exactly the same streams; the tests check they agree.
 """
 
 from __future__ import annotations
@@ -32,13 +34,36 @@ from bitarray import bitarray
 from bitarray.util import canonical_decode
 
 from ..errors import ConfigError, FormatError
-from .base import BytesSpec, BytesStage, config_choice, config_keys
-from .entropy import canonical_codes, entropy_bound, kraft_ok, limited_code_lengths, pack_lsb, reverse_bits
+from .base import BytesSpec, BytesStage, config_int, config_keys
+from .entropy import (
+    canonical_codes,
+    kraft_ok,
+    limited_code_lengths,
+    fields_to_bytes,
+    msb_symbols,
+    pack_lsb,
+    read_msb,
+    reverse_bits,
+)
 
 #: Longest code, in bits; DEFLATE's limit, and what a nibble can hold.
 MAX_CODE_BITS = 15
 #: Allowed symbol widths.
-SYMBOL_BITS = (8, 16)
+MIN_SYMBOL_BITS, MAX_SYMBOL_BITS = 1, 16
+#: Widths the encoder considers when not told one.  Below 5 bits the floor of one
+#: bit per symbol makes Huffman lose to wider symbols of the same data; 9, 11, 13
+#: and 15 are left out because they decode slower (see ``fields_to_bytes``) and
+#: a neighbour always came within 1 % of them on k-means indices (b = 3: 9 -> 6).
+AUTO_WIDTHS = (5, 6, 7, 8, 10, 12, 14, 16)
+#: Widths are ranked by the order-0 entropy of at most this many leading bytes...
+RANK_PREFIX = 1 << 18
+#: ...and the best few of them (and always 8, the fastest to decode) are coded exactly.
+EXACT_CANDIDATES = 3
+#: Decoding speed classes, fastest first: bytes (zlib alone), narrower symbols (zlib,
+#: then re-packing: 2-4x slower), wider symbols (bitarray: 5-10x slower).  The
+#: encoder moves to a slower class only for a stream at most this fraction of the
+#: best one so far.
+SLOWER_CLASS_GAIN = 0.99
 #: First byte of a stream: how its code-length table is stored.
 TABLE_DENSE, TABLE_SPARSE = 0, 1
 #: Longest LEB128 number in a sparse table (values below 2**21).
@@ -46,10 +71,11 @@ MAX_VARINT_BYTES = 3
 
 
 class Huffman(BytesStage):
-    """Canonical Huffman coding, codes of at most 15 bits, over bytes or byte pairs.
+    """Canonical Huffman coding, codes of at most 15 bits, over w-bit symbols read MSB-first.
 
-    Params: ``symbol_bits`` (8 or 16; default: whichever gives fewer bytes, ties to 8).
-    Configuration: ``{"symbol_bits": 8 | 16}``.
+    Params: ``symbol_bits`` (1..16; default: chosen among :data:`AUTO_WIDTHS` for the
+    fewest bytes, preferring widths up to 8, which decode faster; see :func:`_best_plan`).
+    Configuration: ``{"symbol_bits": w}``.
     """
 
     id = "huffman"
@@ -62,29 +88,29 @@ class Huffman(BytesStage):
         if unknown:
             raise ConfigError(f"huffman: unknown parameters {sorted(unknown)} (known: ['symbol_bits'])")
         width = params.get("symbol_bits")
-        if width is not None and (type(width) is not int or width not in SYMBOL_BITS):
-            raise ConfigError(f"huffman: 'symbol_bits' must be 8 or 16, got {width!r}")
-        plan = _best_plan(bytes(data), (width,) if width else SYMBOL_BITS)
+        if width is not None and (type(width) is not int or not MIN_SYMBOL_BITS <= width <= MAX_SYMBOL_BITS):
+            raise ConfigError(f"huffman: 'symbol_bits' must be an integer in 1..16, got {width!r}")
+        plan = _best_plan(bytes(data), (width,) if width else AUTO_WIDTHS)
         if plan is None:
-            raise ConfigError("huffman: 16-bit symbols need at most 32767 distinct byte pairs; use 8")
+            raise ConfigError(f"huffman: more than 32767 distinct {width}-bit symbols occur; use a narrower width")
         return _write(plan), {"symbol_bits": plan.width}
 
     @classmethod
     def decode(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any]) -> bytes:
         """Exactly ``spec.size`` bytes, or FormatError for any stream the spec page rejects."""
-        width = config_choice(config, "symbol_bits", SYMBOL_BITS)
+        width = config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
         return _decode(bytes(data), spec.size, width)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: BytesSpec) -> None:
-        """Only ``symbol_bits``, 8 or 16."""
+        """Only ``symbol_bits``, an integer in 1..16."""
         config_keys(config, {"symbol_bits"}, cls.id)
-        config_choice(config, "symbol_bits", SYMBOL_BITS)
+        config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
 
     @classmethod
     def max_expansion(cls, config: Mapping[str, Any]) -> float:
-        """Every code is at least 1 bit and stands for ``symbol_bits / 8`` bytes: ``symbol_bits``."""
-        return float(config_choice(config, "symbol_bits", SYMBOL_BITS))
+        """Every code is at least 1 bit and stands for ``w`` bits of output: ``w``."""
+        return float(config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS))
 
 
 def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
@@ -93,7 +119,7 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
     Sizes are known before any bit is packed, so a losing attempt costs only
     the counting and the code construction.
     """
-    plan = _best_plan(bytes(data), SYMBOL_BITS)
+    plan = _best_plan(bytes(data), AUTO_WIDTHS)
     if plan is None or plan.size >= limit:
         return None
     return _write(plan), {"symbol_bits": plan.width}
@@ -103,58 +129,66 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
 
 
 class _Plan:
-    """One way to code a blob: the symbols, their code lengths and the exact output size."""
+    """One way to code a blob: its symbols, their code lengths and the exact output size."""
 
-    def __init__(self, raw: np.ndarray, width: int, counts: np.ndarray, lengths: np.ndarray):
-        self.raw, self.width, self.lengths = raw, width, lengths
-        self.symbols = _symbols(raw, width)
-        self.tail = raw[-1:].tobytes() if width == 16 and raw.size % 2 else b""
-        self.table = _table_bytes(lengths) if raw.size else b""
-        payload_bits = int(np.dot(counts, lengths))  # counts include END's 1
-        self.size = len(self.table) + len(self.tail) + (payload_bits + 7) // 8
+    def __init__(self, data: bytes, width: int):
+        self.width, self.size_in = width, len(data)
+        self.symbols = msb_symbols(data, width)
+        self.tail = _tail_bytes(data, self.symbols.size * width, 8 * len(data) - self.symbols.size * width)
+        alphabet = (1 << width) + 1  # the END symbol is the last one
+        counts = np.bincount(self.symbols, minlength=alphabet)
+        counts[-1] = 1
+        used = np.flatnonzero(counts)
+        self.lengths = np.zeros(alphabet, dtype=np.int64)
+        self.possible = used.size <= 1 << MAX_CODE_BITS
+        if self.possible:
+            self.lengths[used] = limited_code_lengths(counts[used], MAX_CODE_BITS)
+        self.table = _table_bytes(self.lengths) if self.possible else b""
+        payload_bits = int(np.dot(counts, self.lengths))  # counts include END's 1
+        self.size = len(self.table) + len(self.tail) + (payload_bits + 7) // 8 if data else 0
 
 
-def _symbols(raw: np.ndarray, width: int) -> np.ndarray:
-    """The blob's symbols: its bytes, or its byte pairs as little-endian uint16."""
-    return raw if width == 8 else raw[: raw.size & ~1].view("<u2")
+def _tail_bytes(data: bytes, start: int, bits: int) -> bytes:
+    """The last *bits* (< 16) bits of *data*, MSB-first, left-aligned in ``ceil(bits / 8)`` bytes."""
+    if bits == 0:
+        return b""
+    value = int(read_msb(data, np.array([start]), np.array([bits]))[0])
+    nbytes = (bits + 7) // 8
+    return (value << (8 * nbytes - bits)).to_bytes(nbytes, "big")
 
 
 def _best_plan(data: bytes, widths: tuple[int, ...]) -> _Plan | None:
-    """The smallest plan among *widths* (ties to the narrower); None if none is possible."""
-    raw = np.frombuffer(data, dtype=np.uint8)
+    """The plan to use among *widths*; None if no width can be coded.
+
+    With several widths, each is first ranked by :func:`_estimate`; the best
+    :data:`EXACT_CANDIDATES` and 8 are then coded exactly.  Then, class by class
+    from the fastest to decode (8; below 8; above 8), a class's smallest plan
+    (ties to the narrower) replaces the choice so far only if it is at most
+    :data:`SLOWER_CLASS_GAIN` times its size.
+    """
+    if not data:
+        return _Plan(data, widths[0] if len(widths) == 1 else 8)
+    if len(widths) > 1:
+        ranked = sorted(widths, key=lambda w: (_estimate(data, w), w))
+        widths = tuple(sorted(set(ranked[:EXACT_CANDIDATES]) | ({8} & set(widths))))
+    plans = [plan for plan in (_Plan(data, width) for width in widths) if plan.possible]
     best: _Plan | None = None
-    for width in widths:
-        if best is not None and width == 16 and not _pairs_may_win(raw, best.size):
-            continue  # the order-0 bound of pairs already loses: skip building a 65537-symbol code
-        plan = _plan(raw, width)
-        if plan is not None and (best is None or plan.size < best.size):
-            best = plan
+    for in_class in (lambda w: w == 8, lambda w: w < 8, lambda w: w > 8):
+        candidate = min((p for p in plans if in_class(p.width)), key=lambda p: p.size, default=None)
+        if candidate is not None and (best is None or candidate.size <= SLOWER_CLASS_GAIN * best.size):
+            best = candidate
     return best
 
 
-def _pairs_may_win(raw: np.ndarray, size_to_beat: int) -> bool:
-    """False when even the entropy bound of byte pairs cannot beat *size_to_beat* bytes."""
-    if raw.size < 2:
-        return False
-    counts = np.bincount(raw[: raw.size & ~1].view("<u2"), minlength=65536)
-    if np.count_nonzero(counts) >= 1 << MAX_CODE_BITS:
-        return False
-    return entropy_bound(counts) / 8 + 1 < size_to_beat
-
-
-def _plan(raw: np.ndarray, width: int) -> _Plan | None:
-    """Code lengths and table for one symbol width; None if 15-bit codes cannot cover the pairs."""
-    if raw.size == 0:
-        return _Plan(raw, width, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    alphabet = (1 << width) + 1  # the END symbol is the last one
-    counts = np.bincount(_symbols(raw, width), minlength=alphabet)
-    counts[-1] = 1
-    used = np.flatnonzero(counts)
-    if used.size > 1 << MAX_CODE_BITS:
-        return None
-    lengths = np.zeros(alphabet, dtype=np.int64)
-    lengths[used] = limited_code_lengths(counts[used], MAX_CODE_BITS)
-    return _Plan(raw, width, counts, lengths)
+def _estimate(data: bytes, width: int) -> float:
+    """Rough coded size in bytes, from a prefix: every symbol costs ``max(1, -log2 p)`` bits
+    (order-0 entropy, but at least the 1 bit a Huffman code needs), plus the table's likely size."""
+    prefix = data[:RANK_PREFIX]
+    counts = np.bincount(msb_symbols(prefix, width))
+    counts = counts[counts > 0].astype(np.float64)
+    bits = float(np.dot(counts, np.maximum(1.0, np.log2(counts.sum() / counts))))
+    table = min(((1 << width) + 2) // 2, 2 * counts.size + 2)
+    return bits / 8 * len(data) / len(prefix) + table
 
 
 def _table_bytes(lengths: np.ndarray) -> bytes:
@@ -187,11 +221,11 @@ def _varints(values: np.ndarray) -> bytes:
 
 
 def _write(plan: _Plan) -> bytes:
-    """The full stream of a plan: table, trailing byte, then the packed codes and END."""
-    if plan.raw.size == 0:
+    """The full stream of a plan: table, tail, then the packed codes and END."""
+    if plan.size_in == 0:
         return b""
     codes = reverse_bits(canonical_codes(plan.lengths), plan.lengths)  # LSB-first: code MSB goes first
-    symbols = np.append(plan.symbols.astype(np.int64), plan.lengths.size - 1)  # then END
+    symbols = np.append(plan.symbols, plan.lengths.size - 1)  # then END
     payload = pack_lsb(codes[symbols], plan.lengths[symbols])
     return plan.table + plan.tail + payload
 
@@ -206,25 +240,37 @@ def _decode(data: bytes, size: int, width: int) -> bytes:
             raise FormatError(f"huffman: an empty output must be coded as 0 bytes, got {len(data)}")
         return b""
     lengths, offset = _read_table(data, width)
-    nsym, odd = divmod(size, width // 8)
-    tail = data[offset : offset + odd]
-    payload = data[offset + odd :]
-    if len(tail) != odd:
-        raise FormatError("huffman: stream truncated before the trailing byte")
+    nsym, tail_bits = divmod(8 * size, width)
+    tail_value, offset = _read_tail(data, offset, tail_bits)
+    payload = data[offset:]
     used = lengths[:-1][lengths[:-1] > 0]
-    min_bits = nsym * (int(used.min()) if used.size else 0) + int(lengths[-1])
     if nsym and not used.size:
-        raise FormatError(f"huffman: table codes no symbols but {nsym} are expected")
+        raise FormatError(f"huffman: the table codes no symbol but {nsym} are expected")
+    min_bits = nsym * (int(used.min()) if used.size else 0) + int(lengths[-1])
     if 8 * len(payload) < min_bits:
         raise FormatError(f"huffman: stream truncated: {len(payload)} payload bytes cannot hold {nsym} symbols")
-    if width == 8:
+    if width <= 8:
         body = _inflate(payload, lengths, nsym)
         symbols = np.frombuffer(body, dtype=np.uint8)
     else:
         symbols = _canonical(payload, lengths, nsym)
-        body = symbols.astype("<u2").tobytes()
     _check_padding(payload, lengths, symbols)
-    return body + tail
+    if width == 8:
+        return body
+    return fields_to_bytes(symbols, width, tail_value, tail_bits)
+
+
+def _read_tail(data: bytes, offset: int, bits: int) -> tuple[int, int]:
+    """The *bits* leftover input bits stored at *offset*, and the offset after them."""
+    nbytes = (bits + 7) // 8
+    stored = data[offset : offset + nbytes]
+    if len(stored) != nbytes:
+        raise FormatError("huffman: stream truncated before the leftover bits")
+    value = int.from_bytes(stored, "big")
+    padding = 8 * nbytes - bits
+    if value & ((1 << padding) - 1):
+        raise FormatError("huffman: nonzero padding bits after the leftover bits")
+    return value >> padding, offset + nbytes
 
 
 def _read_table(data: bytes, width: int) -> tuple[np.ndarray, int]:
@@ -295,10 +341,17 @@ def _read_varints(data: bytes, start: int, count: int) -> tuple[np.ndarray, int]
 
 
 def _inflate(payload: bytes, lengths: np.ndarray, nsym: int) -> bytes:
-    """Decode *nsym* byte symbols and END with zlib, through a synthesized DEFLATE block header."""
+    """Decode *nsym* symbols of at most 8 bits and END with zlib, through a synthesized DEFLATE header.
+
+    Symbol ``s`` is DEFLATE literal ``s`` and END is DEFLATE's end-of-block 256:
+    both orders put END after every data symbol, so the canonical codes agree.
+    """
+    literal_lengths = np.zeros(257, dtype=np.int64)
+    literal_lengths[: lengths.size - 1] = lengths[:-1]
+    literal_lengths[256] = lengths[-1]
     inflater = zlib.decompressobj(-15)
     try:
-        body = inflater.decompress(_deflate_header(lengths) + payload, nsym)
+        body = inflater.decompress(_deflate_header(literal_lengths) + payload, nsym)
         if len(body) == nsym and not inflater.eof and inflater.decompress(inflater.unconsumed_tail, 1):
             raise FormatError(f"huffman: stream holds more than the declared {nsym} symbols")
     except zlib.error as exc:  # cannot happen for a checked table; kept as a safety net
@@ -334,7 +387,7 @@ def _deflate_header(lengths: np.ndarray) -> bytes:
 
 
 def _canonical(payload: bytes, lengths: np.ndarray, nsym: int) -> np.ndarray:
-    """Decode *nsym* symbols and END with ``bitarray.util.canonical_decode``."""
+    """Decode *nsym* symbols and END with ``bitarray.util.canonical_decode`` (any width)."""
     end = lengths.size - 1
     used = np.flatnonzero(lengths)
     order = used[np.lexsort((used, lengths[used]))]
@@ -342,7 +395,7 @@ def _canonical(payload: bytes, lengths: np.ndarray, nsym: int) -> np.ndarray:
     bits = bitarray(endian="little")
     bits.frombytes(payload)
     try:
-        symbols = np.fromiter(canonical_decode(bits, count, order.tolist()), dtype=np.int64, count=nsym + 1)
+        symbols = np.fromiter(canonical_decode(bits, count, order.tolist()), dtype=np.uint32, count=nsym + 1)
     except ValueError:
         raise FormatError("huffman: stream truncated before END") from None
     early = np.flatnonzero(symbols[:-1] == end)

@@ -34,7 +34,8 @@ MAX_BITS = 16
 #: dictionary would be full, so small blobs code the same at any ``max_bits``; on
 #: large stationary blobs 16 codes 3-8 % smaller than 12 (see the spec's notes).
 DEFAULT_MAX_BITS = 16
-#: Below this many strings still unfinished, the decoder copies them one by one.
+#: The decoder copies the unfinished strings one by one once there are at most this many,
+#: or at most 4 per numpy step still to go (a slice copy costs a fraction of a step).
 _FEW_STRINGS = 32
 
 
@@ -142,10 +143,12 @@ def _encode_codes(data: bytes, max_bits: int, limit: int | None) -> list[int] | 
         if free < full:
             table[key] = free
             free += 1
+            if not free & 0xFFF and len(codes) > max_codes:  # checked every 4096 codes: cheap
+                return None
         else:  # that was the generation's last code: start afresh
             table.clear()
             free = 256
-            if len(codes) > max_codes:  # checked once per generation: cheap, and early enough
+            if len(codes) > max_codes:
                 return None
         code = byte
     emit(code)
@@ -250,7 +253,7 @@ def _write(lengths: np.ndarray, parent: np.ndarray, last: np.ndarray, size: int)
     done = 0
     while done < longest:
         active = int(np.searchsorted(-sorted_lengths, -done, side="left"))  # strings longer than `done`
-        if done and active <= max(_FEW_STRINGS, (longest - done) // 4):
+        if done and active <= max(_FEW_STRINGS, 4 * (longest - done)):
             for k, ancestor in sorted(zip(order[:active].tolist(), current[:active].tolist())):
                 n = int(lengths[k]) - done
                 out[starts[k] : starts[k] + n] = out[starts[ancestor] : starts[ancestor] + n]

@@ -1,0 +1,167 @@
+"""Data-aware post-training steps: better values to store, never a different format.
+
+NNCodec sees only weights; nnzip can run the model on data, so it can choose
+*which values to store* by their effect on layer outputs rather than on the
+weights themselves.  Every function here maps a layer's float weights (and
+statistics of its inputs on calibration data) to new weights that the ordinary
+stage chains then store — a reader needs nothing new.
+
+For a Dense layer ``y = x @ W + b`` with inputs ``X`` (N×in) on the data:
+
+* :func:`quantize_with_error_feedback` — GPTQ/OBQ-style: quantize ``W`` one input
+  row at a time onto a fixed codebook and push each row's error onto the rows not
+  yet quantized through the inverse Gram matrix of the inputs, so that
+  ``||X W − X W'||`` rather than ``||W − W'||`` is kept small.
+* :func:`activation_aware_low_rank` — the rank-r ``W'`` minimising
+  ``||X W − X W'||_F`` (truncated SVD in the metric of ``XᵀX``).
+* :func:`corrected_bias` — shift ``b`` so the layer's mean output on the data is
+  unchanged by the weight change.
+* :func:`fold_constant_inputs` — inputs that are constant on the data (dead
+  pixels) contribute a constant: fold it into the bias and zero their rows.
+
+Conv2D kernels (kh, kw, in, out) are handled as the matrix (kh·kw·in, out) with
+``X`` the image patches, which is exactly the product Conv2D computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Relative diagonal damping added to XᵀX (as GPTQ does) so it is invertible.
+DAMPING = 0.01
+
+
+class LayerStatistics:
+    """Input statistics of one layer on calibration data: Gram matrix, mean, constant inputs.
+
+    Built from batches of input rows (N×in) so that conv patches, which are many,
+    never need to sit in memory at once.
+    """
+
+    def __init__(self, batches):
+        self.count, self.gram, total, low, high = 0, None, None, None, None
+        for batch in batches:
+            x = np.asarray(batch, dtype=np.float64).reshape(-1, np.shape(batch)[-1])
+            if self.gram is None:
+                self.gram, total = np.zeros((x.shape[1], x.shape[1])), np.zeros(x.shape[1])
+                low, high = np.full(x.shape[1], np.inf), np.full(x.shape[1], -np.inf)
+            self.gram += x.T @ x
+            total += x.sum(axis=0)
+            low, high = np.minimum(low, x.min(axis=0, initial=np.inf)), np.maximum(high, x.max(axis=0, initial=-np.inf))
+            self.count += len(x)
+        if self.gram is None or self.count == 0:
+            raise ValueError("no calibration inputs")
+        self.mean = total / self.count
+        self.constant = high == low
+
+    @classmethod
+    def of(cls, inputs: np.ndarray) -> "LayerStatistics":
+        """Statistics of one array of inputs (rows = samples, last axis = features)."""
+        return cls([inputs])
+
+    def damped_gram(self) -> np.ndarray:
+        """``XᵀX + λ·mean(diag)·I``; dead inputs get the damping alone."""
+        gram = self.gram.copy()
+        diagonal = np.diag(gram)
+        damp = DAMPING * (float(diagonal.mean()) if diagonal.size and diagonal.mean() > 0 else 1.0)
+        gram[np.diag_indices_from(gram)] += damp
+        return gram
+
+    def importance(self) -> np.ndarray:
+        """Per-input weight for weighted k-means: the diagonal of the Gram matrix (plus damping)."""
+        return np.diag(self.damped_gram())
+
+
+def quantize_with_error_feedback(weights: np.ndarray, stats: LayerStatistics, codebook: np.ndarray, block: int = 128) -> np.ndarray:
+    """Round each row of *weights* (in × out) to the nearest codebook value, compensating errors.
+
+    Implements the GPTQ recursion with lazy block updates: with ``U`` the upper
+    Cholesky factor of ``(XᵀX + λI)⁻¹``, row ``i``'s rounding error divided by
+    ``U[i, i]`` is pushed onto rows ``i+1…`` in proportion to ``U[i, i+1…]``.
+    Every value of the result is a codebook entry.
+    """
+    w = np.array(weights, dtype=np.float64)
+    inverse = np.linalg.inv(stats.damped_gram())
+    upper = np.linalg.cholesky(inverse).T  # inverse = Uᵀ U
+    codebook = np.sort(np.asarray(codebook, dtype=np.float64))
+    rows = w.shape[0]
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        errors = np.zeros((stop - start, w.shape[1]))
+        for i in range(start, stop):
+            quantized = _nearest(w[i], codebook)
+            error = (w[i] - quantized) / upper[i, i]
+            w[i] = quantized
+            w[i + 1:stop] -= np.outer(upper[i, i + 1:stop], error)
+            errors[i - start] = error
+        w[stop:] -= upper[start:stop, stop:].T @ errors
+    return w.astype(weights.dtype)
+
+
+def _nearest(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Nearest entry of a sorted codebook for every value (vectorised)."""
+    if len(codebook) == 1:
+        return np.full_like(values, codebook[0])
+    index = np.clip(np.searchsorted(codebook, values), 1, len(codebook) - 1)
+    left, right = codebook[index - 1], codebook[index]
+    return np.where(values - left <= right - values, left, right)
+
+
+def activation_aware_low_rank(weights: np.ndarray, stats: LayerStatistics, rank: int) -> np.ndarray:
+    """The rank-*rank* matrix ``W'`` minimising ``||X W − X W'||_F`` (damped).
+
+    With ``XᵀX + λI = L Lᵀ``: ``W' = L⁻ᵀ · truncate_r(Lᵀ W)``.
+    """
+    lower = np.linalg.cholesky(stats.damped_gram())
+    scaled = lower.T @ np.asarray(weights, dtype=np.float64)
+    u, s, vt = np.linalg.svd(scaled, full_matrices=False)
+    truncated = (u[:, :rank] * s[:rank]) @ vt[:rank]
+    return np.linalg.solve(lower.T, truncated).astype(weights.dtype)
+
+
+def corrected_bias(bias: np.ndarray, weights: np.ndarray, rebuilt: np.ndarray, stats: LayerStatistics) -> np.ndarray:
+    """``b + mean(x) · (W − W')``: the mean output on the data stays what it was."""
+    shift = stats.mean @ (np.asarray(weights, np.float64) - np.asarray(rebuilt, np.float64))
+    return (np.asarray(bias, np.float64) + shift).astype(bias.dtype)
+
+
+def fold_constant_inputs(weights: np.ndarray, bias: np.ndarray | None, stats: LayerStatistics) -> tuple[np.ndarray, np.ndarray | None]:
+    """Zero the rows of inputs constant on the data, moving their constant contribution into the bias.
+
+    Only exact for inputs that stay constant in deployment (e.g. image borders);
+    ``verify`` on a separate split is the check.  Without a bias, only rows whose
+    constant input is 0 are zeroed.
+    """
+    w = np.array(weights, copy=True)
+    constant = stats.constant
+    if bias is None:
+        constant = constant & (stats.mean == 0)
+        w[constant] = 0
+        return w, None
+    contribution = stats.mean[constant] @ np.asarray(weights, np.float64)[constant]
+    w[constant] = 0
+    return w, (np.asarray(bias, np.float64) + contribution).astype(bias.dtype)
+
+
+def conv_patches(inputs: np.ndarray, kernel_size, strides, padding: str, dilation=(1, 1), batch: int = 64):
+    """Yield the im2col rows (patches × kh·kw·in) a Conv2D multiplies with its (kh·kw·in, out) kernel.
+
+    Padding follows TensorFlow's 'same' rule (the odd pixel goes after).  Rows
+    are produced *batch* images at a time to bound memory.
+    """
+    kh, kw = kernel_size
+    sh, sw = strides
+    dh, dw = dilation
+    for start in range(0, len(inputs), batch):
+        x = np.asarray(inputs[start:start + batch], dtype=np.float32)
+        if padding == "same":
+            x = np.pad(x, ((0, 0), _same_pad(x.shape[1], kh, sh, dh), _same_pad(x.shape[2], kw, sw, dw), (0, 0)))
+        windows = np.lib.stride_tricks.sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
+        windows = windows[:, ::sh, ::sw, :, ::dh, ::dw]  # (N, oh, ow, C, kh, kw)
+        yield windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * x.shape[3])
+
+
+def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    effective = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2

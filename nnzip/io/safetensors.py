@@ -1,0 +1,284 @@
+"""safetensors files (format id ``safetensors``), read and written without the package.
+
+The format (https://github.com/huggingface/safetensors): an unsigned 64-bit
+little-endian header size ``N``; ``N`` bytes of UTF-8 JSON mapping each tensor
+name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` plus an optional
+``"__metadata__"`` string-to-string map; then the data section, the tensors'
+little-endian C-order bytes, contiguous, with offsets relative to its start.
+
+The structure (spec/container.md §5.5) keeps ``metadata`` (as ``[key, value]``
+pairs in file order, or null), the tensors in data order with their safetensors
+dtype and shape, and -- only when the file's header is not in the canonical form
+the ``safetensors`` package writes -- the exact header text.  The rebuilt file is
+therefore byte-identical to the original either way.
+
+Types without a numpy equivalent (``BF16``, ``F8_E4M3``, ``F8_E5M2``) are carried
+as raw bit patterns in unsigned integers (``<u2``, ``|u1``); the structure's
+dtype keeps the real type.  Being integers, the planner never quantizes them
+(:func:`nnzip.plan.is_lossy_candidate` only takes ``dtype.kind == "f"``), so they
+are always stored bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+from ..model import Model
+from ..stages.base import parse_shape
+
+FORMAT_ID = "safetensors"
+SUFFIX = ".safetensors"
+#: The safetensors package's own cap on the header size.
+MAX_HEADER_BYTES = 100_000_000
+METADATA_KEY = "__metadata__"
+
+#: safetensors dtype -> the numpy dtype nnzip stores it as.
+DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2",
+    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "|i1",
+    "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "|u1",
+    "BOOL": "|b1",
+    # no numpy type: raw bit patterns, kept lossless because they are integers
+    "BF16": "<u2", "F8_E4M3": "|u1", "F8_E5M2": "|u1",
+}
+#: The types carried as raw bits.
+BIT_PATTERN_DTYPES = frozenset({"BF16", "F8_E4M3", "F8_E5M2"})
+_WHERE = "rule 5.5: safetensors structure"
+
+
+class _Malformed(ValueError):
+    """A header that breaks the format; re-raised as InputError (file) or FormatError (structure)."""
+
+
+class _Object(list):
+    """A JSON object as its ``(key, value)`` pairs in text order (arrays stay plain lists)."""
+
+
+# --- the header, both ways ---------------------------------------------------------------------
+
+
+def parse_header(text: str) -> tuple[list[list[str]] | None, list[dict]]:
+    """``(metadata pairs or None, tensors in data order)`` of a header's JSON text.
+
+    Each tensor is ``{"name", "dtype", "shape"}``.  Raises :class:`_Malformed`
+    unless the header is an object of well-formed entries whose offsets tile the
+    data section from 0 without gaps or overlaps.
+    """
+    try:
+        pairs = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _Malformed(f"header is not JSON ({exc})") from None
+    if not isinstance(pairs, _Object):
+        raise _Malformed("header is not a JSON object")
+    metadata, entries = None, []
+    for key, value in pairs:
+        _check_text(key)
+        if key == METADATA_KEY:
+            metadata = _parse_metadata(value)
+        else:
+            entries.append((key, _parse_entry(key, value)))
+    entries.sort(key=lambda item: item[1][2:])  # (begin, end): an empty tensor sorts before one starting where it is
+    position = 0
+    for name, (_, _, begin, end) in entries:
+        if begin != position:
+            raise _Malformed(f"tensor {name!r} starts at {begin}, expected {position}: the data must be contiguous")
+        position = end
+    return metadata, [{"name": name, "dtype": dtype, "shape": shape} for name, (dtype, shape, _, _) in entries]
+
+
+def _check_text(text: str) -> None:
+    """Reject lone surrogates (from ``\ud800``-style escapes): they are not UTF-8 text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Malformed(f"{text!r} is not valid Unicode text") from None
+
+
+def _no_duplicates(pairs: list) -> _Object:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _Malformed("header has a duplicate key")
+    return _Object(pairs)
+
+
+def _no_constant(name: str):
+    raise _Malformed(f"header uses {name}, which is not JSON")
+
+
+def _parse_metadata(value: object) -> list[list[str]]:
+    if not isinstance(value, _Object) or not all(isinstance(v, str) for _, v in value):
+        raise _Malformed("__metadata__ must map strings to strings")
+    for key, text in value:
+        _check_text(key)
+        _check_text(text)
+    return [[k, v] for k, v in value]
+
+
+def _parse_entry(name: str, value: object) -> tuple[str, list[int], int, int]:
+    """``(dtype, shape, begin, end)`` of one tensor entry, checked against each other."""
+    if not isinstance(value, _Object) or {k for k, _ in value} != {"dtype", "shape", "data_offsets"}:
+        raise _Malformed(f"tensor {name!r} needs exactly dtype, shape and data_offsets")
+    fields = dict(value)
+    dtype, shape, offsets = fields["dtype"], fields["shape"], fields["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _Malformed(f"tensor {name!r} has unsupported dtype {dtype!r}")
+    try:
+        size = int(np.prod(parse_shape(shape), dtype=np.int64))
+    except FormatError as exc:
+        raise _Malformed(f"tensor {name!r}: {exc}") from None
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int and v >= 0 for v in offsets)):
+        raise _Malformed(f"tensor {name!r}: data_offsets must be two non-negative integers")
+    begin, end = offsets
+    if end - begin != size * np.dtype(DTYPES[dtype]).itemsize:
+        raise _Malformed(f"tensor {name!r}: data_offsets span {end - begin} bytes, its dtype and shape need {size * np.dtype(DTYPES[dtype]).itemsize}")
+    return dtype, shape, begin, end
+
+
+def canonical_header(metadata: list[list[str]] | None, tensors: list[dict]) -> str:
+    """The header text the ``safetensors`` package writes for this content.
+
+    Compact JSON (serde_json's form: no spaces, non-ASCII characters unescaped),
+    ``__metadata__`` first, tensors in data order with contiguous offsets from 0,
+    then spaces so that the header length is a multiple of 8.
+    """
+    head: dict = {}
+    if metadata is not None:
+        head[METADATA_KEY] = dict(metadata)
+    position = 0
+    for item in tensors:
+        end = position + tensor_nbytes(item)
+        head[item["name"]] = {"dtype": item["dtype"], "shape": item["shape"], "data_offsets": [position, end]}
+        position = end
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+    # surrogatepass: an unchecked structure may hold lone surrogates; parse_header rejects them
+    return text + " " * (-len(text.encode("utf-8", "surrogatepass")) % 8)
+
+
+def tensor_nbytes(item: dict) -> int:
+    """Bytes of one (checked) tensor in the data section."""
+    return int(np.prod(item["shape"], dtype=np.int64)) * np.dtype(DTYPES[item["dtype"]]).itemsize
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def looks_like(head: bytes, file_size: int) -> bool:
+    """Whether a file's first 9 bytes and size fit a safetensors file (header size, then ``{``)."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (size,) = struct.unpack_from("<Q", head)
+    return 2 <= size <= min(MAX_HEADER_BYTES, file_size - 8)
+
+
+def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
+    """Read a safetensors file (*keep_optimizer* is accepted for symmetry; there is none)."""
+    name = os.fspath(path)
+    with open(path, "rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
+        text = _read_header_text(handle, file_size, name)
+        try:
+            metadata, tensors = parse_header(text)
+        except _Malformed as exc:
+            raise InputError(f"{name}: not a valid safetensors file: {exc}") from None
+        data_start = 8 + len(text.encode("utf-8"))
+        total = sum(tensor_nbytes(item) for item in tensors)
+        if data_start + total != file_size:
+            raise InputError(f"{name}: the header describes {total} data bytes, the file holds {file_size - data_start}")
+        values = dict(_read_values(handle, tensors))
+    structure: dict = {"metadata": metadata, "tensors": tensors}
+    if canonical_header(metadata, tensors) != text:
+        structure["header"] = text  # not the package's form: keep it verbatim for an exact rebuild
+    return Model(FORMAT_ID, structure, values)
+
+
+def _read_header_text(handle, file_size: int, name: str) -> str:
+    preamble = handle.read(8)
+    if len(preamble) < 8:
+        raise InputError(f"{name}: too short for a safetensors file")
+    (size,) = struct.unpack("<Q", preamble)
+    if size > min(MAX_HEADER_BYTES, file_size - 8):
+        raise InputError(f"{name}: safetensors header size {size} exceeds the file or the {MAX_HEADER_BYTES}-byte cap")
+    try:
+        return handle.read(size).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: the safetensors header is not UTF-8") from None
+
+
+def _read_values(handle, tensors: list[dict]) -> Iterable[tuple[str, np.ndarray]]:
+    """Each tensor's value in data order (sizes were checked against the file before)."""
+    for item in tensors:
+        dtype = np.dtype(DTYPES[item["dtype"]])
+        raw = handle.read(tensor_nbytes(item))
+        yield item["name"], np.frombuffer(raw, dtype=dtype).reshape(item["shape"]).copy()
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write(path: str | os.PathLike, structure: dict, tensor) -> None:
+    """Write a safetensors file from *structure*, pulling values from ``tensor(name)`` in data order."""
+    text = structure.get("header") or canonical_header(structure["metadata"], structure["tensors"])
+    header = text.encode("utf-8")
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header)))
+        handle.write(header)
+        for item in structure["tensors"]:
+            handle.write(_tensor_bytes(item, tensor(item["name"])))
+
+
+def _tensor_bytes(item: dict, value: np.ndarray) -> bytes:
+    expected = np.dtype(DTYPES[item["dtype"]])
+    if value.dtype != expected or list(value.shape) != item["shape"]:
+        raise FormatError(f"tensor {item['name']!r} decodes to {value.dtype.str} {list(value.shape)}, "
+                          f"the safetensors structure needs {expected.str} {item['shape']}")
+    return np.ascontiguousarray(value).tobytes()
+
+
+# --- structure checks ---------------------------------------------------------------------------
+
+
+def check_structure(structure: object) -> None:
+    """Raise FormatError unless *structure* is a well-formed ``safetensors`` structure (§5.5)."""
+    if not isinstance(structure, dict) or not {"metadata", "tensors"} <= set(structure) <= {"metadata", "tensors", "header"}:
+        raise FormatError(f"{_WHERE}: needs 'metadata' and 'tensors' (and optionally 'header')")
+    metadata, tensors = structure["metadata"], structure["tensors"]
+    try:
+        if metadata is not None and not (isinstance(metadata, list) and all(isinstance(p, list) and len(p) == 2 for p in metadata)):
+            raise _Malformed("metadata must be null or a list of [key, value] pairs")
+        if not isinstance(tensors, list) or not all(isinstance(t, dict) and set(t) == {"name", "dtype", "shape"} for t in tensors):
+            raise _Malformed("each tensor needs exactly name, dtype and shape")
+        if any(not isinstance(t["name"], str) or t["name"] == METADATA_KEY for t in tensors):
+            raise _Malformed("tensor names must be strings other than __metadata__")
+        for item in tensors:
+            if not isinstance(item["dtype"], str) or item["dtype"] not in DTYPES:
+                raise _Malformed(f"tensor {item['name']!r} has unsupported dtype {item['dtype']!r}")
+            parse_shape(item["shape"])
+        # Rendering the canonical header and parsing it back checks every field the way a
+        # file's header is checked (types, sizes, duplicates) with one code path.
+        text = structure.get("header")
+        if text is not None and not isinstance(text, str):
+            raise _Malformed("header must be a string")
+        canonical = canonical_header(_pairs_or_raise(metadata), tensors)
+        if parse_header(canonical) != (metadata, tensors):
+            raise _Malformed("duplicate metadata keys or tensor names")
+        if text is not None and (len(text.encode("utf-8", "surrogatepass")) > MAX_HEADER_BYTES or parse_header(text) != (metadata, tensors)):
+            raise _Malformed("the verbatim header does not describe the structure's metadata and tensors")
+    except (_Malformed, FormatError) as exc:
+        raise FormatError(f"{_WHERE}: {exc}") from None
+
+
+def _pairs_or_raise(metadata):
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata):
+        raise _Malformed("metadata keys and values must be strings")
+    return metadata
+
+
+def tensor_names(structure: dict) -> list[str]:
+    """The tensor names a checked structure expects, in data order."""
+    return [item["name"] for item in structure["tensors"]]
