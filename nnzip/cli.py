@@ -144,9 +144,9 @@ def rules_from_args(args: argparse.Namespace) -> PlanRules:
         asked["float16"] = True
     if args.lossless and asked:
         raise NnzipError(f"--lossless contradicts --{next(iter(asked)).replace('_', '-')}")
-    default = parse_settings({**asked, "fft_select": args.fft_select, "fft_transform": args.fft_transform}, Settings(), "flags")
-    if args.lossless or not asked:
-        default = Settings(lossless=True)
+    # Without lossy settings a tensor is stored losslessly (plan.tensor_plan), so the
+    # defaults need no lossless flag unless asked: a plan file may still add settings.
+    default = parse_settings({**asked, "fft_select": args.fft_select, "fft_transform": args.fft_transform}, Settings(lossless=args.lossless), "flags")
     rules = load_plan_file(args.plan, default) if args.plan else PlanRules(validate(default), [])
     for text in args.layer:
         name, items = parse_layer_override(text)

@@ -2,8 +2,8 @@
 
 A :class:`Settings` is what a user can ask for one tensor (``bits=4``,
 ``prune=0.8``, ``rank=32`` …).  Global flags give the default settings;
-``--layer NAME:key=value,…`` and a JSON plan file (schema in
-``spec/plan.schema.json``) override them for tensors whose name matches.
+``--layer NAME:key=value,…`` and a JSON plan file (``spec/plan.md``) override
+them for tensors whose name matches.
 :func:`tensor_plan` turns the settings for one tensor into a
 :class:`nnzip.pipeline.TensorPlan` (which stages, which parameters).
 

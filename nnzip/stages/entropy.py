@@ -1,9 +1,11 @@
 """Helpers the entropy stages share, and the rule that picks a blob's bytes stage.
 
+* :func:`msb_symbols` / :func:`fields_to_bytes` -- bytes as w-bit symbols read
+  MSB-first (the order ``bitpack`` writes in), and back;
 * :func:`shannon_entropy` / :func:`entropy_bound` -- the order-0 bound a coder is
   measured against;
-* :func:`limited_code_lengths` -- optimal length-limited prefix-code lengths
-  (package-merge), used by ``huffman``;
+* :func:`limited_code_lengths`, :func:`canonical_codes`, :func:`kraft_ok` --
+  optimal length-limited prefix codes (package-merge), used by ``huffman``;
 * :func:`pack_lsb` / :func:`read_lsb` -- vectorised bit writing and reading in the
   LSB-first order both ``huffman`` and ``lzw`` use (the order of DEFLATE);
 * :func:`best_bytes_stage` -- what the pipeline calls per blob.
@@ -26,7 +28,7 @@ import numpy as np
 BYTES_STAGES = ("huffman", "lzw")
 
 
-# --- measuring ------------------------------------------------------------------------
+# --- symbols and measuring -----------------------------------------------------------
 
 
 def msb_symbols(data: bytes, symbol_bits: int) -> np.ndarray:
@@ -42,8 +44,23 @@ def msb_symbols(data: bytes, symbol_bits: int) -> np.ndarray:
     if symbol_bits == 8:
         return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
     count = 8 * len(data) // symbol_bits
-    starts = np.arange(count, dtype=np.int64) * symbol_bits
-    return read_msb(data, starts, np.full(count, symbol_bits, dtype=np.int64))
+    group = 8 // math.gcd(symbol_bits, 8)  # fields per whole number of bytes
+    group_bytes = group * symbol_bits // 8
+    if group * symbol_bits > 64:  # 9, 11, 13, 15 bits: read each field at its offset
+        starts = np.arange(count, dtype=np.int64) * symbol_bits
+        return read_msb(data, starts, np.full(count, symbol_bits, dtype=np.int64))
+    # Whole groups as big-endian uint64 words, then each field by a shift and a mask.
+    groups = -(-len(data) // group_bytes)
+    flat = np.zeros(groups * group_bytes, dtype=np.uint8)
+    flat[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    padded = np.zeros((groups, 8), dtype=np.uint8)
+    padded[:, 8 - group_bytes :] = flat.reshape(groups, group_bytes)
+    words = padded.view(">u8").reshape(-1).astype(np.uint64)
+    mask = np.uint64((1 << symbol_bits) - 1)
+    fields = np.empty((groups, group), dtype=np.int64)
+    for i in range(group):
+        fields[:, i] = (words >> np.uint64((group - 1 - i) * symbol_bits)) & mask
+    return fields.reshape(-1)[:count]
 
 
 def symbol_counts(data: bytes, symbol_bits: int = 8) -> np.ndarray:
