@@ -17,7 +17,6 @@ import numpy as np
 from . import __version__, io
 from .container import open_container, write_container
 from .errors import ConfigError, FormatError, NnzipError
-from .io import hdf5_tree
 from .model import Model
 from .outputs import atomic_output
 from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor
@@ -76,24 +75,38 @@ def relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
     return diff / norm if norm else math.inf
 
 
+#: Configuration fields worth showing per stage in ``inspect``'s method column.
+_SHOWN_FIELDS = {
+    "svd": ("rank",),
+    "csr": ("index_coding",),
+    "fft": ("transform", "select"),
+    "kmeans": ("bits",),
+    "cast": ("dtype",),
+}
+
+
 def describe_chain(entry: dict) -> str:
-    """Human form of a tensor's chain, e.g. ``csr(prune=0.8) > kmeans(bits=4)``."""
+    """Human form of a tensor's chain, e.g. ``csr(density=0.2,index_coding=gaps) > kmeans(bits=4)``."""
     transform = entry["transform"]
-    text = _stage_text(transform)
-    value_ids = {"kmeans", "cast", "delta"}
-    values = []
-    for part in entry["parts"]:
-        for codec in part["codecs"]:
-            if codec["name"] in value_ids:
-                values.append(_stage_text(codec))
+    text = _stage_text(transform, _density(entry))
+    values = [_stage_text(codec) for part in entry["parts"] for codec in part["codecs"] if codec["name"] in ("kmeans", "cast")]
     for value in dict.fromkeys(values):
         text += f" > {value}"
     return text
 
 
-def _stage_text(ref: dict) -> str:
+def _density(entry: dict) -> dict:
+    """For pruning and kept coefficients: the fraction of the tensor's entries stored."""
+    kept = entry["transform"]["configuration"].get("kept")
+    size = math.prod(entry["shape"])
+    if entry["transform"]["name"] in ("csr", "fft") and isinstance(kept, int) and size:
+        return {"density": round(kept / size, 4)}
+    return {}
+
+
+def _stage_text(ref: dict, extra: dict | None = None) -> str:
     config = ref.get("configuration", {})
-    shown = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) and not (isinstance(v, str) and len(v) > 16)}
+    shown = {**(extra or {}), **{k: config[k] for k in _SHOWN_FIELDS.get(ref["name"], ()) if k in config}}
     inner = ",".join(f"{k}={v}" for k, v in shown.items())
     return f"{ref['name']}({inner})" if inner else ref["name"]
 
@@ -303,7 +316,8 @@ def decompress(source: str | os.PathLike, output: str | os.PathLike | None = Non
 def default_decompressed(source: Path, header: dict) -> Path:
     """``model.nnz`` -> ``model`` + the source file's suffix (``.h5``), beside the ``.nnz``."""
     filename = header["source"].get("filename")
-    suffix = Path(filename).suffix if isinstance(filename, str) and Path(filename).suffix else ".h5"
+    recorded = Path(filename).suffix if isinstance(filename, str) else ""
+    suffix = recorded or io.get_format(header["source"]["format"]).suffix
     stem = source.name[: -len(NNZ_SUFFIX)] if source.name.endswith(NNZ_SUFFIX) else source.name
     return source.with_name(stem + suffix)
 

@@ -282,7 +282,12 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def format_inspect(info: dict) -> str:
-    """The human table printed by ``nnzip inspect``."""
+    """The human table printed by ``nnzip inspect``.
+
+    ``coders`` is the last stage of each part's chain (the entropy coder chosen per blob, or
+    the serializer when none paid); ``entropy`` is the order-0 Shannon bound of what was
+    coded, next to the bytes really stored.
+    """
     lines = [
         f"{info['file']}: nnzip format {info['format_version']}, source {info['source_format']} ({info['source_filename']})",
         f"  {info['file_bytes']:,} bytes (header {info['header_bytes']:,}); tensors {info['tensor_bytes_original']:,} bytes as float; ratio {info['ratio']:.2f}x",
@@ -291,13 +296,23 @@ def format_inspect(info: dict) -> str:
         lines.append(f"  optimizer state dropped: /{dropped['path']} ({dropped['tensors']} tensors, {dropped['bytes']:,} bytes)")
     if not info["dropped"]:
         lines.append("  optimizer state: kept or absent in the source")
-    rows = [("tensor", "shape", "method", "bytes", "bits/w", "error")]
+    search = (info.get("plan") or {}).get("search")
+    if search:
+        lines.append(f"  plan: budget search on data: {search['metric']} {search['baseline']:.6g} -> {search['result']:.6g} "
+                     f"(drop {search['drop']:.5f} within {search['max_drop']}), {search['evaluations']} evaluations, {search['seconds']} s")
+        for name, choice in search["choices"].items():
+            lines.append(f"    {name}: {choice}")
+    rows = [("tensor", "shape", "method", "coders", "bytes", "entropy", "bits/w", "error")]
     for t in info["tensors"]:
         error = "exact" if t["error"] == 0 else ("-" if t["error"] is None else f"{t['error']:.4f}")
-        rows.append((t["name"], "x".join(map(str, t["shape"])) or "scalar", t["method"], f"{t['stored_bytes']:,}", f"{t['bits_per_weight']:.3f}", error))
+        coders = "+".join(sorted({p["codecs"][-1] for p in t["parts"]}))
+        bound = [p.get("entropy_bytes") for p in t["parts"]]
+        entropy = f"{sum(bound):,.0f}" if bound and None not in bound else "-"
+        rows.append((t["name"], "x".join(map(str, t["shape"])) or "scalar", t["method"], coders, f"{t['stored_bytes']:,}", entropy,
+                     f"{t['bits_per_weight']:.3f}", error))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        lines.append("  " + "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        lines.append("  " + "  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from .errors import ConfigError, InputError
-from .io import keras_h5
+from . import io as model_io
 from .model import Model
 
 
@@ -119,11 +119,6 @@ class Evaluator:
         """The metric (accuracy, MSE or hook score) of *tensors* on the data."""
         raise NotImplementedError
 
-    def score(self, tensors: dict[str, np.ndarray]) -> float:
-        """Higher-is-better form of :meth:`measure`."""
-        value = self.measure(tensors)
-        return -value if self.metric == "mse" else value
-
     def drop(self, reference: float, value: float) -> float:
         """Quality lost going from metric *reference* to *value* (as :attr:`Comparison.drop`)."""
         if self.metric == "mse":
@@ -136,14 +131,14 @@ class Evaluator:
 
 
 class KerasEvaluator(Evaluator):
-    """Numpy inference of a legacy Keras ``.h5`` model's architecture."""
+    """Numpy inference of a Keras model's architecture (legacy ``.h5`` or ``.keras``)."""
 
     def __init__(self, model: Model, data: Dataset, metric: str | None = None, batch_size: int = 512):
-        config = keras_h5.model_config(model) if model.source_format == keras_h5.LEGACY else None
+        config = model_io.model_config(model)
         if config is None:
             raise ConfigError("this file has no Keras model_config (weights only): give --eval module:function to score it")
         self.model, self.config, self.data, self.batch_size = model, config, data, batch_size
-        self.keras_version = _string_attr(model.structure, "keras_version")
+        self.keras_version = model_io.keras_version(model)
         self.metric = metric or self._default_metric()
 
     def _default_metric(self) -> str:
@@ -158,7 +153,9 @@ class KerasEvaluator(Evaluator):
         """The numpy model with *tensors* as weights."""
         from .infer import build_model
 
-        return build_model(self.config, keras_h5.layer_weights(self.model, tensors), keras_version=self.keras_version, weight_order="h5")
+        # Legacy .h5 files list a nested model's weights in file order, not get_weights order.
+        order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
+        return build_model(self.config, model_io.layer_weights(self.model, tensors), keras_version=self.keras_version, weight_order=order)
 
     def predict(self, tensors: dict[str, np.ndarray], x: np.ndarray | None = None) -> np.ndarray:
         """Model output for *x* (default: the data set's inputs)."""
@@ -226,13 +223,6 @@ def load_hook(spec: str) -> Callable:
     if not callable(function):
         raise ConfigError(f"--eval {spec!r}: {module_name} has no function {function_name}")
     return function
-
-
-def _string_attr(structure: dict, name: str) -> str | None:
-    for record in structure["attrs"]:
-        if record["name"] == name and record["kind"] == "string" and record["value"]:
-            return record["value"][0]
-    return None
 
 
 def make_evaluator(model: Model, data: Dataset | None, eval_hook: str | None = None, metric: str | None = None) -> Evaluator:

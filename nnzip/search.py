@@ -33,7 +33,7 @@ import numpy as np
 from . import calibrate
 from .errors import ConfigError
 from .evaluate import Dataset, Evaluator, KerasEvaluator
-from .io import keras_h5
+from . import io as model_io
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
 from .plan import is_lossy_candidate, lossless_plan
@@ -174,12 +174,13 @@ class BudgetSearch:
         """Kernel tensor name -> its layer, with input statistics when data-aware steps apply."""
         if not isinstance(self.evaluator, KerasEvaluator) or self.data is None:
             return {}
-        names = keras_h5.layer_weights(self.model, {n: n for n in self.model.tensors})
+        # layer_weights only indexes the mapping it is given: names in, names out.
+        names = model_io.layer_weights(self.model, {n: n for n in self.model.tensors})
         classes = {layer["config"].get("name"): layer for layer in _config_layers(self.evaluator.config)}
         found: dict[str, LayerTensors] = {}
         for layer, tensor_names in names.items():
             spec = classes.get(layer)
-            if spec is None or spec["class_name"] not in CALIBRATED_LAYERS or not tensor_names:
+            if spec is None or spec["class_name"] not in CALIBRATED_LAYERS or not isinstance(tensor_names, list) or not tensor_names:
                 continue
             config = spec["config"]
             bias = tensor_names[1] if config.get("use_bias", True) and len(tensor_names) > 1 else None
@@ -230,15 +231,17 @@ class BudgetSearch:
 
     def _prepare(self, array: np.ndarray, candidate: Candidate, layer: LayerTensors) -> np.ndarray:
         """Data-aware values for a candidate: GPTQ onto a weighted codebook, or activation-aware low rank."""
-        matrix = _as_matrix(array)
         stats = layer.stats
+        # Inputs constant on the data carry no information the bias cannot: zero their
+        # rows (cheap to store); the bias correction in _trial adds their constant back.
+        matrix, _ = calibrate.fold_constant_inputs(_as_matrix(array), self.model.tensors.get(layer.bias), stats)
         if candidate.rank is not None:
             return calibrate.activation_aware_low_rank(matrix, stats, candidate.rank).reshape(array.shape)
         from .stages import ArraySpec, get_stage
         from .stages.base import decode_floats
 
         importance = np.broadcast_to(stats.importance()[:, None], matrix.shape).reshape(array.shape)
-        _, config = get_stage("kmeans").encode(array, ArraySpec.of(array), {"bits": candidate.bits, "weights": importance})
+        _, config = get_stage("kmeans").encode(matrix.reshape(array.shape), ArraySpec.of(array), {"bits": candidate.bits, "weights": importance})
         codebook = decode_floats(config["codebook"], "<f4", 256)
         return calibrate.quantize_with_error_feedback(matrix, stats, codebook).reshape(array.shape)
 

@@ -43,11 +43,6 @@ _REGISTRY: dict[str, str] = {
 _LOADED: dict[str, type[Stage]] = {}
 
 
-def stage_ids() -> list[str]:
-    """All registered stage ids, in registry order."""
-    return list(_REGISTRY)
-
-
 def get_stage(stage_id: object) -> type[Stage]:
     """The stage class registered under *stage_id*; FormatError for unknown ids."""
     if not isinstance(stage_id, str) or stage_id not in _REGISTRY:
