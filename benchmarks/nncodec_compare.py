@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VENV_PYTHON = "/opt/nncodec-venv/bin/python"
 DEFAULT_MODELS = ["softmax", "mlp", "cnn", "autoencoder"]
-DEFAULT_VARIANTS = ["dq", "sq", "dq+T", "dq+optqp", "cb", "dq+sp0.3"]
+DEFAULT_VARIANTS = ["dq+pt", "sq+pt", "dq+T+pt", "dq+optqp+pt", "sq+optqp+pt", "dq+T+optqp+pt"]
 
 
 # --- NNCodec worker (runs in the nncodec interpreter) ---------------------------------------
@@ -205,11 +205,12 @@ class Variant:
     args: dict
     epoch: int = 0
     transpose: bool = False
+    per_tensor: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
         args = {"use_dq": True, "opt_qp": False, "approx_method": "uniform", "sparsity": 0.0, "struct_spars_factor": 0.0}
-        epoch, transpose = 0, False
+        epoch, transpose, per_tensor = 0, False, False
         for token in text.split("+"):
             if token == "dq":
                 args["use_dq"] = True
@@ -221,12 +222,14 @@ class Variant:
                 args["approx_method"] = "codebook"
             elif token == "T":
                 transpose = True
+            elif token == "pt":
+                per_tensor = True
             elif token.startswith("sp"):
                 args["sparsity"] = float(token[2:])
                 epoch = 1
             else:
                 raise SystemExit(f"unknown variant token {token!r} in {text!r}")
-        return cls(text, args, epoch, transpose)
+        return cls(text, args, epoch, transpose, per_tensor)
 
 
 def to_codec_layout(array, transpose: bool):
@@ -284,8 +287,8 @@ def load_subject(name: str, val_data, test_data, scratch: str) -> Subject:
                    val.measure(model.tensors), test.measure(model.tensors), val.metric, scratch)
 
 
-def nncodec_point(worker: NNCodecWorker, subject: Subject, variant: Variant, qp: int) -> dict:
-    """Encode, decode and score on the validation split at one QP."""
+def nncodec_point(worker: NNCodecWorker, subject: Subject, variant: Variant, qp: int, per_tensor: dict | None = None) -> dict:
+    """Encode, decode and score on the validation split at one QP (and per-tensor QPs ``{"t<i>": qp}``)."""
     import numpy as np
 
     names = list(subject.tensors)
@@ -295,8 +298,12 @@ def nncodec_point(worker: NNCodecWorker, subject: Subject, variant: Variant, qp:
         np.savez(path, **{f"t{i}": to_codec_layout(subject.tensors[n].astype(np.float32), variant.transpose) for i, n in enumerate(names)})
         subject.npz[key] = path
     out = os.path.join(subject.scratch, "decoded.npz")
-    answer = worker.run({"in": subject.npz[key], "out": out, "args": {**variant.args, "qp": qp}, "epoch": variant.epoch})
+    args = {**variant.args, "qp": qp}
     point = {"variant": variant.name, "qp": qp}
+    if per_tensor:
+        args["qp_per_tensor"] = dict(per_tensor)
+        point["qp_per_tensor"] = {names[int(k[1:])]: v for k, v in per_tensor.items()}
+    answer = worker.run({"in": subject.npz[key], "out": out, "args": args, "epoch": variant.epoch})
     if "error" in answer:
         return {**point, "error": answer["error"], "pass": False}
     with np.load(out) as npz:
@@ -310,42 +317,74 @@ def nncodec_point(worker: NNCodecWorker, subject: Subject, variant: Variant, qp:
 
 def search_nncodec(worker, subject: Subject, variants: list[Variant], qps: list[int], max_drop: float, log) -> dict:
     """Smallest bitstream within *max_drop* on val over variants x QPs; scored on test."""
-    points, best = [], None
+    points, best, best_rebuilt = [], None, None
 
     def consider(point):
-        nonlocal best
+        nonlocal best, best_rebuilt
+        rebuilt = point.pop("_rebuilt", None)
         point["pass"] = "error" not in point and point["val_drop"] <= max_drop
         if point["pass"] and (best is None or point["bytes"] < best["bytes"]):
-            best = point
-        rebuilt = point.pop("_rebuilt", None)
-        if best is point:
-            best["_rebuilt"] = rebuilt
+            best, best_rebuilt = point, rebuilt
         points.append(point)
 
     step = qps[1] - qps[0] if len(qps) > 1 else 1
     for variant in variants:
         passing = []
-        for qp in qps:
+        for qp in reversed(qps):  # coarsest (smallest) first; stop at the first that passes
             point = nncodec_point(worker, subject, variant, qp)
             consider(point)
             if point["pass"]:
                 passing.append(point)
+                break
         if not passing:
             log(f"  nncodec {variant.name}: nothing within budget on the QP grid")
             continue
         coarse = min(passing, key=lambda p: p["bytes"])
+        if coarse["qp"] == qps[-1]:
+            log(f"  nncodec {variant.name}: WARNING the coarsest grid QP {coarse['qp']} passes; raise --qp-max")
         for qp in range(coarse["qp"] + 1, coarse["qp"] + abs(step)):
             if qp > 0 or any(p["variant"] == variant.name and p["qp"] == qp for p in points):
                 continue
             consider(nncodec_point(worker, subject, variant, qp))
         mine = min((p for p in points if p["variant"] == variant.name and p["pass"]), key=lambda p: p["bytes"])
-        log(f"  nncodec {variant.name}: best qp {mine['qp']} -> {mine['bytes']} B, val {mine['val']:.4f} (drop {mine['val_drop']:+.4f})")
+        if variant.per_tensor:
+            mine = refine_per_tensor(worker, subject, variant, mine, consider)
+        extra = f", per tensor {mine['qp_per_tensor']}" if mine.get("qp_per_tensor") else ""
+        log(f"  nncodec {variant.name}: best qp {mine['qp']}{extra} -> {mine['bytes']} B, val {mine['val']:.4f} (drop {mine['val_drop']:+.4f})")
     result = {"points": points, "chosen": None}
     if best is not None:
-        rebuilt = best.pop("_rebuilt")
-        test_value = subject.test.measure(rebuilt)
+        test_value = subject.test.measure(best_rebuilt)
         result["chosen"] = {**best, "ratio": subject.float_bytes / best["bytes"], "test": test_value, "test_drop": subject.test_drop(test_value)}
     return result
+
+
+def refine_per_tensor(worker, subject: Subject, variant: Variant, start: dict, consider) -> dict:
+    """Greedy per-tensor QPs (NNCodec's ``qp_per_tensor``) from the best uniform-QP point.
+
+    Two passes over the weight tensors (two or more dimensions), largest first:
+    raise one tensor's QP by 4, then 2, then 1 (second pass: by 1) while the
+    result stays within the budget and gets smaller.  Returns the best passing point.
+    """
+    names = list(subject.tensors)
+    weights = sorted((i for i, n in enumerate(names) if subject.tensors[n].ndim >= 2), key=lambda i: -subject.tensors[names[i]].size)
+    qpt = {f"t{i}": start["qp"] for i in weights}
+    best, tried = start, set()
+    for steps in ((4, 2, 1), (1,)):
+        for i in weights:
+            key = f"t{i}"
+            for step in steps:
+                while qpt[key] + step <= 0:
+                    trial = {**qpt, key: qpt[key] + step}
+                    memo = tuple(sorted(trial.items()))
+                    if memo in tried:
+                        break
+                    tried.add(memo)
+                    point = nncodec_point(worker, subject, variant, start["qp"], trial)
+                    consider(point)
+                    if not point["pass"] or point["bytes"] >= best["bytes"]:
+                        break
+                    qpt, best = trial, point
+    return best
 
 
 def nnzip_cli(*args: str) -> subprocess.CompletedProcess:
@@ -406,7 +445,12 @@ def run_nnzip_budget(subject: Subject, max_drop: float, val_path: str, test_path
     if has_verify:
         verified = nnzip_cli("verify", out, "--data", test_path, "--original", subject.path, "--json")
         if verified.returncode == 0:
-            result["verify"] = json.loads(verified.stdout)
+            report = json.loads(verified.stdout)
+            result["verify"] = report
+            # the table shows verify's numbers; they must agree with the harness' own scoring
+            result["test"], result["test_drop"] = report["rebuilt"], report["drop"]
+            if abs(report["rebuilt"] - test) > 1e-9 or abs(report["original"] - subject.base_test) > 1e-9:
+                result["verify_mismatch"] = {"harness_test": test, "harness_base_test": subject.base_test}
         else:
             result["verify_error"] = verified.stderr.strip()
     else:
@@ -425,8 +469,17 @@ def fmt_drop(subject_metric: str, drop: float) -> str:
     return f"{drop * 100:+.1f}%" if subject_metric == "mse" else f"{drop:+.4f}"
 
 
+def short_name(tensor: str) -> str:
+    """``model_weights/hidden/mlp/hidden/kernel`` -> ``hidden/kernel``."""
+    parts = tensor.split("/")
+    return f"{parts[1]}/{parts[-1]}" if len(parts) > 2 and parts[0] == "model_weights" else tensor
+
+
 def nnzip_settings(entry: dict) -> str:
     plan = entry.get("plan") or {}
+    choices = (plan.get("search") or {}).get("choices")
+    if choices:
+        return "; ".join(f"{short_name(k)}: {v}" for k, v in choices.items())
     default = plan.get("default") or {}
     text = ",".join(f"{k}={v}" for k, v in default.items()) or "lossless"
     if plan.get("overrides"):
@@ -498,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qp-max", type=int, default=-10)
     parser.add_argument("--qp-step", type=int, default=4, help="coarse grid step; then every QP up to the next coarse point")
     parser.add_argument("--bits", nargs="*", type=int, default=[4, 3], help="fixed nnzip --bits references (default: 4 3)")
+    parser.add_argument("--no-budget", action="store_true", help="skip nnzip's budget mode (it is the slowest part)")
     parser.add_argument("--json", help="write all results (every NNCodec point too) here")
     options = parser.parse_args(argv)
     if options.worker:
@@ -547,10 +601,10 @@ def main(argv: list[str] | None = None) -> int:
                     entry["nncodec"]["seconds"] = time.perf_counter() - codec_start
                 else:
                     entry["nncodec"] = {"note": codec_note, "chosen": None}
-                if has_budget:
+                if has_budget and not options.no_budget:
                     budget = run_nnzip_budget(subject, options.max_drop, options.val, options.test, has_verify)
                 else:
-                    budget = {"available": False, "note": "nnzip budget mode not available"}
+                    budget = {"available": False, "note": "skipped (--no-budget)" if has_budget else "nnzip budget mode not available"}
                 entry["nnzip"] = {"budget": budget, "fixed": [run_nnzip_fixed(subject, b, options.max_drop) for b in options.bits]}
                 entry["seconds"] = time.perf_counter() - model_start
                 log(f"{name}: done in {entry['seconds']:.1f}s")

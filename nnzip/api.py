@@ -126,6 +126,8 @@ class Budget:
     metric: str | None = None
     #: Called with one line of search progress at a time.
     log: Callable[[str], None] | None = None
+    #: Standard errors of the measured drop added before comparing with max_drop.
+    margin: float = 1.0
 
 
 def compress(
@@ -193,7 +195,7 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
 
     data = load_data(budget.data)
     evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
-    result = BudgetSearch(model, evaluator, data, budget.log).run(budget.max_drop, progress)
+    result = BudgetSearch(model, evaluator, data, budget.log, budget.margin).run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     reports = _add_statistics(model, encoded, {})
     return _header(model, filename, encoded, result.to_json(budget.max_drop)), [b for item in encoded for b in item.blobs], reports

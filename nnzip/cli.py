@@ -74,6 +74,7 @@ def _add_compress(commands) -> None:
     b = p.add_argument_group("accuracy budget (search the smallest plan instead of fixed settings)")
     b.add_argument("--data", type=Path, metavar="DATA", help="data set (.npz or .h5 with arrays x and y) to measure accuracy on; use a validation split, then 'nnzip verify' on another")
     b.add_argument("--max-drop", type=float, metavar="D", help="largest accepted drop: absolute accuracy (0.005 = half a point), or relative MSE increase for autoencoders")
+    b.add_argument("--margin", type=float, default=1.0, metavar="K", help="require drop + K standard errors of the measured drop <= D, so the plan holds beyond the data's sampling noise (default 1; 0 trusts the data exactly)")
     _add_scoring(b)
     p.set_defaults(run=_run_compress)
 
@@ -184,7 +185,9 @@ def budget_from_args(args: argparse.Namespace) -> api.Budget | None:
     if fixed:
         raise NnzipError(f"--max-drop searches the settings itself; drop {fixed[0]}")
     log = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
-    return api.Budget(args.data, args.max_drop, args.eval_hook, args.metric, log)
+    if args.margin < 0:
+        raise NnzipError(f"--margin must be >= 0, got {args.margin}")
+    return api.Budget(args.data, args.max_drop, args.eval_hook, args.metric, log, args.margin)
 
 
 def _run_compress(args: argparse.Namespace) -> int:
@@ -262,7 +265,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print(f"{args.model} {args.method} sweep{' on ' + args.layer if args.layer else ''}: {evaluator.metric}, original {baseline:.6g}")
     print(f"  {'setting':>8}  {evaluator.metric:>10}  {'.nnz bytes':>11}  {'weight error':>12}")
     for p in points:
-        print(f"  {p.setting:>8g}  {p.value:>10.6g}  {p.file_bytes:>11,}  {p.tensor_error:>12.4f}")
+        kept = f"  (kept lossless: {', '.join(p.fallbacks)})" if p.fallbacks else ""
+        print(f"  {p.setting:>8g}  {p.value:>10.6g}  {p.file_bytes:>11,}  {p.tensor_error:>12.4f}{kept}")
     if args.csv is not None:
         with atomic_output(args.csv, args.force) as temporary:
             write_csv(points, temporary)
@@ -299,7 +303,8 @@ def format_inspect(info: dict) -> str:
     search = (info.get("plan") or {}).get("search")
     if search:
         lines.append(f"  plan: budget search on data: {search['metric']} {search['baseline']:.6g} -> {search['result']:.6g} "
-                     f"(drop {search['drop']:.5f} within {search['max_drop']}), {search['evaluations']} evaluations, {search['seconds']} s")
+                     f"(drop {search['drop']:.5f}, {search['drop_bound']:.5f} with a {search['margin']}-standard-error margin, "
+                     f"within {search['max_drop']}), {search['evaluations']} evaluations, {search['seconds']} s")
         for name, choice in search["choices"].items():
             lines.append(f"    {name}: {choice}")
     rows = [("tensor", "shape", "method", "coders", "bytes", "entropy", "bits/w", "error")]

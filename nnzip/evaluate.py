@@ -115,15 +115,30 @@ class Evaluator:
 
     metric: str = "score"
 
+    def per_sample(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        """The metric per sample (1/0 correct, or squared error), or one overall value."""
+        raise NotImplementedError
+
     def measure(self, tensors: dict[str, np.ndarray]) -> float:
         """The metric (accuracy, MSE or hook score) of *tensors* on the data."""
-        raise NotImplementedError
+        return float(np.mean(self.per_sample(tensors)))
 
     def drop(self, reference: float, value: float) -> float:
         """Quality lost going from metric *reference* to *value* (as :attr:`Comparison.drop`)."""
         if self.metric == "mse":
             return (value - reference) / max(reference, 1e-12)
         return reference - value
+
+    def drop_error(self, reference: np.ndarray, samples: np.ndarray) -> float:
+        """Standard error of the drop between two per-sample results on the same data.
+
+        Paired: only samples whose outcome changed add to it, so a plan that changes
+        few predictions has a small error even when both accuracies are noisy.
+        """
+        if len(samples) < 2:
+            return 0.0
+        difference = reference - samples if self.metric != "mse" else (samples - reference) / max(float(np.mean(reference)), 1e-12)
+        return float(np.std(difference, ddof=1) / np.sqrt(len(samples)))
 
     def compare(self, original: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray]) -> Comparison:
         """Run both weight sets and compare them."""
@@ -161,14 +176,18 @@ class KerasEvaluator(Evaluator):
         """Model output for *x* (default: the data set's inputs)."""
         return np.asarray(self.network(tensors).predict(self.data.x if x is None else x, batch_size=self.batch_size))
 
-    def measure(self, tensors: dict[str, np.ndarray]) -> float:
-        """Accuracy, or reconstruction MSE, of *tensors* on the data."""
-        return self._metric_of(self.predict(tensors))
+    def per_sample(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        """1.0/0.0 per correctly classified sample, or each sample's reconstruction MSE."""
+        return self._samples_of(self.predict(tensors))
+
+    def _samples_of(self, output: np.ndarray) -> np.ndarray:
+        flat = output.reshape(len(output), -1).astype(np.float64)
+        if self.metric == "mse":
+            return np.mean((flat - self.data.x.reshape(len(output), -1)) ** 2, axis=1)
+        return (np.argmax(flat, axis=1) == self.data.y).astype(np.float64)
 
     def _metric_of(self, output: np.ndarray) -> float:
-        if self.metric == "mse":
-            return float(np.mean((output.astype(np.float64) - self.data.x.reshape(output.shape)) ** 2))
-        return float(np.mean(np.argmax(output.reshape(len(output), -1), axis=1) == self.data.y))
+        return float(np.mean(self._samples_of(output)))
 
     def compare(self, original: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray]) -> Comparison:
         """Both models' metric, top-1 agreement and every layer's relative output error."""
@@ -203,11 +222,11 @@ class HookEvaluator(Evaluator):
         self.data = data
         self.arity = len(inspect.signature(self.function).parameters)
 
-    def measure(self, tensors: dict[str, np.ndarray]) -> float:
-        """The hook's score."""
+    def per_sample(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        """The hook's score, as one value (a hook reports no per-sample results)."""
         if self.data is None or self.arity == 1:
-            return float(self.function(tensors))
-        return float(self.function(tensors, self.data.x, self.data.y))
+            return np.array([float(self.function(tensors))])
+        return np.array([float(self.function(tensors, self.data.x, self.data.y))])
 
 
 def load_hook(spec: str) -> Callable:

@@ -16,9 +16,12 @@ The search has three steps (all measured, nothing estimated from formulas):
    and λ is swept to find the smallest total size whose summed drop fits a
    target.
 3. **Check.**  The combined plan is evaluated on the data.  The target is
-   bisected (drops interact, so the sum is only a guide) and the smallest plan
-   whose *measured* drop is within the budget wins; the lossless plan is the
-   fallback, so the result always meets the budget on the search data.
+   bisected (drops interact, so the sum is only a guide), then single tensors are
+   stepped down greedily, and the smallest plan whose *measured* drop plus a
+   noise margin (``margin`` standard errors of the paired drop, default 1) is
+   within the budget wins.  The margin keeps the search from choosing plans that
+   fit the budget only through the search data's sampling noise; the lossless
+   plan is the fallback, so the result always meets the budget on the search data.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ from .plan import is_lossy_candidate, lossless_plan
 CALIBRATED_LAYERS = {"Dense", "Conv2D"}
 #: Samples used to gather layer-input statistics.
 CALIBRATION_SAMPLES = 1024
+#: A plan is accepted when drop + DEFAULT_MARGIN × (standard error of the drop) fits the
+#: budget, so that it holds on unseen data and not only on the search data's noise.
+DEFAULT_MARGIN = 1.0
 
 Log = Callable[[str], None]
 
@@ -92,7 +98,11 @@ class SearchResult:
     choices: dict[str, str]
     baseline: float
     measured: float
+    #: Measured drop on the search data.
     drop: float
+    #: The drop plus the noise margin, which the budget bounds.
+    drop_bound: float
+    margin: float
     metric: str
     evaluations: int
     seconds: float
@@ -107,6 +117,8 @@ class SearchResult:
                 "baseline": round(self.baseline, 6),
                 "result": round(self.measured, 6),
                 "drop": round(self.drop, 6),
+                "drop_bound": round(self.drop_bound, 6),
+                "margin": self.margin,
                 "evaluations": self.evaluations,
                 "seconds": round(self.seconds, 1),
                 "choices": self.choices,
@@ -154,16 +166,20 @@ def _rank_ladder(rows: int, cols: int) -> list[int]:
 class BudgetSearch:
     """Runs the three steps for one model on one data set."""
 
-    def __init__(self, model: Model, evaluator: Evaluator, data: Dataset | None, log: Log | None = None):
-        self.model, self.evaluator, self.data = model, evaluator, data
+    def __init__(self, model: Model, evaluator: Evaluator, data: Dataset | None, log: Log | None = None, margin: float = DEFAULT_MARGIN):
+        self.model, self.evaluator, self.data, self.margin = model, evaluator, data, margin
         self.log = log or (lambda message: None)
         self.evaluations = 0
-        self.baseline = self._measure(model.tensors)
+        self.baseline_samples = self._samples(model.tensors)
+        self.baseline = float(np.mean(self.baseline_samples))
         self.layers = self._calibrated_layers()
 
-    def _measure(self, tensors: dict[str, np.ndarray]) -> float:
+    def _samples(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         self.evaluations += 1
-        return self.evaluator.measure(tensors)
+        return self.evaluator.per_sample(tensors)
+
+    def _measure(self, tensors: dict[str, np.ndarray]) -> float:
+        return float(np.mean(self._samples(tensors)))
 
     def _drop(self, tensors: dict[str, np.ndarray]) -> float:
         return self.evaluator.drop(self.baseline, self._measure(tensors))
@@ -273,7 +289,8 @@ class BudgetSearch:
                 bias_name = self.layers[name].bias
                 values[bias_name] = trial.bias
                 encoded[bias_name] = encode_tensor(bias_name, trial.bias, lossless_plan(trial.bias))
-        return SearchResult(encoded, values, choices, self.baseline, best["measured"], best["drop"], self.evaluator.metric, self.evaluations, time.monotonic() - started, options)
+        return SearchResult(encoded, values, choices, self.baseline, best["measured"], best["raw_drop"], best["drop"], self.margin,
+                            self.evaluator.metric, self.evaluations, time.monotonic() - started, options)
 
     def _choose(self, options: dict[str, list[Trial]], max_drop: float) -> dict:
         """Pick the plan: allocation targets bisected on the *measured* drop, then greedy refinement.
@@ -288,7 +305,7 @@ class BudgetSearch:
         for _ in range(10):
             target = high if expanding else (low + high) / 2
             plan = self._measured_plan(_allocate(options, target))
-            self.log(f"target {target:.5f}: {plan['bytes']} bytes, measured drop {plan['drop']:.5f}")
+            self.log(f"target {target:.5f}: {plan['bytes']} bytes, drop {plan['raw_drop']:.5f} (with margin {plan['drop']:.5f})")
             if plan["drop"] <= max_drop:
                 best = min(best, plan, key=lambda p: p["bytes"])
                 low, high = target, (high * 4 if expanding else high)
@@ -311,16 +328,21 @@ class BudgetSearch:
                     improved = candidate
             if improved is None:
                 break
-            self.log(f"refined: {improved['bytes']} bytes, measured drop {improved['drop']:.5f}")
+            self.log(f"refined: {improved['bytes']} bytes, drop {improved['raw_drop']:.5f} (with margin {improved['drop']:.5f})")
             plan = improved
         return plan
 
     def _measured_plan(self, trials: dict[str, Trial]) -> dict:
-        measured = self._measure(self._combined(trials))
+        """Measure a combination; its ``drop`` includes the noise margin (margin × standard error)."""
+        samples = self._samples(self._combined(trials))
+        measured = float(np.mean(samples))
+        raw = self.evaluator.drop(self.baseline, measured)
+        error = self.evaluator.drop_error(self.baseline_samples, samples)
         return {
             "trials": trials,
             "measured": measured,
-            "drop": self.evaluator.drop(self.baseline, measured),
+            "raw_drop": raw,
+            "drop": raw + self.margin * error,
             "bytes": sum(t.stored_bytes for t in trials.values()),
         }
 

@@ -5,7 +5,9 @@ coefficients kept) and each setting on its ladder, the chosen tensors — every
 lossy-eligible weight matrix, or the layer named by ``--layer`` — are encoded for
 real; the model is run on the data with the rebuilt weights; and the size of
 the complete ``.nnz`` file that setting gives is recorded.  Other tensors stay
-lossless.
+lossless, and so does a target a setting cannot apply to (an SVD rank that would
+not save space on a small matrix): the point lists it in ``fallbacks`` and its
+``tensor_error`` averages only the tensors the setting changed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class SweepPoint:
     value: float
     file_bytes: int
     tensor_error: float
+    #: Target tensors the setting could not apply to (stored losslessly instead).
+    fallbacks: tuple[str, ...] = ()
 
 
 def settings_for(method: str, shape: tuple[int, ...]) -> list[float]:
@@ -50,9 +54,11 @@ def settings_for(method: str, shape: tuple[int, ...]) -> list[float]:
     if method == "fft":
         return [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
     if method == "svd":
-        rows, cols = math.prod(shape[:-1]), shape[-1]
-        limit = (rows * cols) // (rows + cols + 1)
-        return [r for r in (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192) if r < limit] or [1]
+        from .stages.base import ArraySpec
+        from .stages.svd import SVD
+
+        spec = ArraySpec(np.dtype("<f4"), (math.prod(shape[:-1]), shape[-1]))
+        return [r for r in (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192) if SVD.saves_space(spec, r)] or [1]
     raise ConfigError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
 
 
@@ -78,7 +84,8 @@ def targets(model: Model, layer: str | None) -> list[str]:
 def run_sweep(model: Model, filename: str, evaluator: Evaluator, method: str, layer: str | None = None, progress=None) -> list[SweepPoint]:
     """Measure every setting of *method*; one point per setting that applies to the targets."""
     names = targets(model, layer)
-    ladder = settings_for(method, model.tensors[names[0]].shape)
+    # The ladder follows the largest target; smaller ones fall back where a setting cannot apply.
+    ladder = settings_for(method, max((model.tensors[n].shape for n in names), key=math.prod))
     points = []
     for index, setting in enumerate(ladder):
         if progress:
@@ -91,8 +98,10 @@ def run_sweep(model: Model, filename: str, evaluator: Evaluator, method: str, la
         rebuilt = dict(model.tensors)
         rebuilt.update(_reconstructions(model, blobs, header))
         size = write_container(_io.BytesIO(), header, blobs)
-        error = float(np.mean([r.error for r in reports if r.name in names]))
-        points.append(SweepPoint(method, setting, evaluator.metric, evaluator.measure(rebuilt), size, error))
+        applied = [r for r in reports if r.name in names and not r.note]
+        fallbacks = tuple(r.name for r in reports if r.name in names and r.note)
+        error = float(np.mean([r.error for r in applied])) if applied else 0.0
+        points.append(SweepPoint(method, setting, evaluator.metric, evaluator.measure(rebuilt), size, error, fallbacks))
     if progress:
         progress(len(ladder), len(ladder), "")
     return points
@@ -107,12 +116,12 @@ def _reconstructions(model: Model, blobs: list[bytes], header: dict) -> dict[str
 
 
 def write_csv(points: list[SweepPoint], path: Path) -> None:
-    """Write the points as CSV (method, setting, metric, value, file_bytes, tensor_error)."""
+    """Write the points as CSV (method, setting, metric, value, file_bytes, tensor_error, kept_lossless)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "setting", "metric", "value", "file_bytes", "tensor_error"])
+        writer.writerow(["method", "setting", "metric", "value", "file_bytes", "tensor_error", "kept_lossless"])
         for p in points:
-            writer.writerow([p.method, p.setting, p.metric, f"{p.value:.6g}", p.file_bytes, f"{p.tensor_error:.6g}"])
+            writer.writerow([p.method, p.setting, p.metric, f"{p.value:.6g}", p.file_bytes, f"{p.tensor_error:.6g}", " ".join(p.fallbacks)])
 
 
 def plot(points: list[SweepPoint], path: Path, title: str, baseline: float) -> None:
