@@ -107,16 +107,37 @@ def _nearest(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return np.where(values - left <= right - values, left, right)
 
 
-def activation_aware_low_rank(weights: np.ndarray, stats: LayerStatistics, rank: int) -> np.ndarray:
-    """The rank-*rank* matrix ``W'`` minimising ``||X W − X W'||_F`` (damped).
+class ActivationAwareSVD:
+    """Rank-r matrices ``W'`` minimising ``||X W − X W'||_F`` (damped), for any r, from one factorisation.
 
-    With ``XᵀX + λI = L Lᵀ``: ``W' = L⁻ᵀ · truncate_r(Lᵀ W)``.
+    With ``XᵀX + λI = L Lᵀ``: ``W'_r = L⁻ᵀ · truncate_r(Lᵀ W)``.  The SVD of ``Lᵀ W`` is
+    computed once; each rank then costs one small SVD.
     """
-    lower = np.linalg.cholesky(stats.damped_gram())
-    scaled = lower.T @ np.asarray(weights, dtype=np.float64)
-    u, s, vt = np.linalg.svd(scaled, full_matrices=False)
-    truncated = (u[:, :rank] * s[:rank]) @ vt[:rank]
-    return np.linalg.solve(lower.T, truncated).astype(weights.dtype)
+
+    def __init__(self, weights: np.ndarray, stats: LayerStatistics):
+        self.dtype = np.asarray(weights).dtype
+        self.lower = np.linalg.cholesky(stats.damped_gram())
+        self.u, self.s, self.vt = np.linalg.svd(self.lower.T @ np.asarray(weights, dtype=np.float64), full_matrices=False)
+
+    def decomposition(self, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The thin SVD ``(u, s, vt)`` of ``W'_rank``.
+
+        ``W'_r = A · B`` with ``A = L⁻ᵀ U_r S_r`` and ``B = V_rᵀ`` (orthonormal rows), so
+        the SVD of the small ``A`` gives the SVD of ``W'_r``.
+        """
+        a = np.linalg.solve(self.lower.T, self.u[:, :rank] * self.s[:rank])
+        ua, sa, vat = np.linalg.svd(a, full_matrices=False)
+        return ua, sa, vat @ self.vt[:rank]
+
+    def matrix(self, rank: int) -> np.ndarray:
+        """``W'_rank`` itself, in the weights' dtype."""
+        u, s, vt = self.decomposition(rank)
+        return ((u * s) @ vt).astype(self.dtype)
+
+
+def activation_aware_low_rank(weights: np.ndarray, stats: LayerStatistics, rank: int) -> np.ndarray:
+    """The rank-*rank* matrix ``W'`` minimising ``||X W − X W'||_F`` (damped)."""
+    return ActivationAwareSVD(weights, stats).matrix(rank)
 
 
 def corrected_bias(bias: np.ndarray, weights: np.ndarray, rebuilt: np.ndarray, stats: LayerStatistics) -> np.ndarray:

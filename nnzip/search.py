@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -225,17 +225,25 @@ class BudgetSearch:
         """Encode and measure every candidate of one tensor."""
         array = self.model.tensors[name]
         layer = self.layers.get(name)
+        calibrated = layer is not None and layer.stats is not None
+        cache = _Factorisations(array, layer, self.model.tensors.get(layer.bias) if calibrated else None)
         trials = []
-        for candidate in candidates_for(array, calibrated=layer is not None and layer.stats is not None):
+        for candidate in candidates_for(array, calibrated):
             try:
-                trials.append(self._trial(name, array, candidate, layer))
+                trials.append(self._trial(name, array, candidate, layer, cache))
             except ConfigError:
                 continue  # e.g. a rank that does not save space for this shape
         return trials
 
-    def _trial(self, name: str, array: np.ndarray, candidate: Candidate, layer: LayerTensors | None) -> Trial:
-        values = self._prepare(array, candidate, layer) if candidate.mode == "data" else array
-        encoded = encode_tensor(name, values, candidate.plan)
+    def _trial(self, name: str, array: np.ndarray, candidate: Candidate, layer: LayerTensors | None, cache: "_Factorisations") -> Trial:
+        plan = candidate.plan
+        if candidate.mode == "data":
+            values, decomposition = self._prepare(array, candidate, layer, cache)
+        else:
+            values, decomposition = array, (cache.plain() if plan.transform == "svd" else None)
+        if decomposition is not None:  # factor once per tensor, not once per candidate
+            plan = replace(plan, transform_params={**plan.transform_params, "decomposition": decomposition})
+        encoded = encode_tensor(name, values, plan)
         tensors = dict(self.model.tensors)
         tensors[name] = encoded.reconstruction
         bias = None
@@ -245,21 +253,24 @@ class BudgetSearch:
         stored = sum(len(blob) for blob in encoded.blobs)
         return Trial(candidate, encoded, stored, self._drop(tensors), bias)
 
-    def _prepare(self, array: np.ndarray, candidate: Candidate, layer: LayerTensors) -> np.ndarray:
-        """Data-aware values for a candidate: GPTQ onto a weighted codebook, or activation-aware low rank."""
+    def _prepare(self, array: np.ndarray, candidate: Candidate, layer: LayerTensors, cache: "_Factorisations"):
+        """Data-aware values for a candidate, and their SVD when it is known: (values, decomposition or None).
+
+        GPTQ-style error feedback onto an importance-weighted codebook, or the
+        activation-aware low-rank matrix.
+        """
         stats = layer.stats
-        # Inputs constant on the data carry no information the bias cannot: zero their
-        # rows (cheap to store); the bias correction in _trial adds their constant back.
-        matrix, _ = calibrate.fold_constant_inputs(_as_matrix(array), self.model.tensors.get(layer.bias), stats)
         if candidate.rank is not None:
-            return calibrate.activation_aware_low_rank(matrix, stats, candidate.rank).reshape(array.shape)
+            u, s, vt = cache.aware().decomposition(candidate.rank)
+            return ((u * s) @ vt).astype(array.dtype).reshape(array.shape), (u, s, vt)
         from .stages import ArraySpec, get_stage
         from .stages.base import decode_floats
 
+        matrix = cache.folded
         importance = np.broadcast_to(stats.importance()[:, None], matrix.shape).reshape(array.shape)
         _, config = get_stage("kmeans").encode(matrix.reshape(array.shape), ArraySpec.of(array), {"bits": candidate.bits, "weights": importance})
         codebook = decode_floats(config["codebook"], "<f4", 256)
-        return calibrate.quantize_with_error_feedback(matrix, stats, codebook).reshape(array.shape)
+        return calibrate.quantize_with_error_feedback(matrix, stats, codebook).reshape(array.shape), None
 
     # step 2 and 3: allocation and check -----------------------------------------------------
 
@@ -353,6 +364,32 @@ class BudgetSearch:
             if trial.bias is not None:
                 tensors[self.layers[name].bias] = trial.bias
         return tensors
+
+
+class _Factorisations:
+    """Per-tensor work shared by its candidates, done on first use."""
+
+    def __init__(self, array: np.ndarray, layer: LayerTensors | None, bias: np.ndarray | None):
+        self.matrix = _as_matrix(array)
+        self.layer = layer
+        self._plain = self._aware = None
+        self.folded = self.matrix
+        if layer is not None and layer.stats is not None:
+            # Inputs constant on the data carry no information the bias cannot: zero their
+            # rows (cheap to store); the bias correction in _trial adds their constant back.
+            self.folded, _ = calibrate.fold_constant_inputs(self.matrix, bias, layer.stats)
+
+    def plain(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The thin SVD of the tensor's matrix view."""
+        if self._plain is None:
+            self._plain = np.linalg.svd(self.matrix.astype(np.float64), full_matrices=False)
+        return self._plain
+
+    def aware(self) -> calibrate.ActivationAwareSVD:
+        """The activation-aware factorisation of the (folded) matrix."""
+        if self._aware is None:
+            self._aware = calibrate.ActivationAwareSVD(self.folded, self.layer.stats)
+        return self._aware
 
 
 def _pareto(trials: list[Trial]) -> list[Trial]:

@@ -86,14 +86,21 @@ class SVD(TransformStage):
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
-        """Factor *data*; ConfigError when the asked rank is invalid or would not save space."""
+        """Factor *data*; ConfigError when the asked rank is invalid or would not save space.
+
+        The optional parameter ``decomposition`` — ``(u, s, vt)``, the thin SVD of the
+        matrix view of *data* (at least ``rank`` terms, ``s`` decreasing) — lets a caller
+        that factors the same matrix for many ranks do it once; it is never stored.
+        """
         require_float_input(cls.id, spec)
-        check_params(cls.id, params, {"rank", "energy"})
+        check_params(cls.id, params, {"rank", "energy", "decomposition"})
         if ("rank" in params) == ("energy" in params):
             raise ConfigError("svd: give exactly one of the parameters 'rank' and 'energy'")
         m, n = matrix_shape(spec.shape)
         matrix = as_matrix(data)
-        if matrix.size:
+        if "decomposition" in params:
+            u, s, vt = _given_decomposition(params["decomposition"], m, n)
+        elif matrix.size:
             u, s, vt = np.linalg.svd(matrix, full_matrices=False)
         else:
             u, s, vt = np.zeros((m, 0)), np.zeros(0), np.zeros((0, n))
@@ -164,3 +171,15 @@ def _fix_signs(u: np.ndarray, vt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     signs = np.where(pivots < 0, -1.0, 1.0)
     return u * signs, vt * signs[:, None]
 
+
+
+def _given_decomposition(value: Any, m: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check a caller's ``(u, s, vt)`` against the matrix shape."""
+    try:
+        u, s, vt = (np.asarray(v, dtype=np.float64) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError("svd: 'decomposition' must be a (u, s, vt) triple") from None
+    k = s.shape[0] if s.ndim == 1 else -1
+    if u.shape != (m, k) or vt.shape != (k, n) or np.any(np.diff(s) > 0):
+        raise ConfigError(f"svd: 'decomposition' must be u ({m}, k), s (k,) decreasing, vt (k, {n})")
+    return u, s, vt
