@@ -205,3 +205,19 @@ def test_reject_parts_not_matching_their_specs():
         SVD.decode({**good, "s": np.zeros(2, "<f8")}, SPEC, config)
     with pytest.raises(FormatError, match="expected parts"):
         SVD.decode({"u": good["u"], "vt": good["vt"]}, SPEC, config)
+
+
+def test_given_decomposition_gives_the_same_encoding():
+    """A caller's precomputed SVD (the budget search factors once per tensor) changes nothing stored."""
+    rng = np.random.default_rng(7)
+    data = rng.standard_normal((40, 30)).astype(np.float32)
+    spec = ArraySpec.of(data)
+    svd = get_stage("svd")
+    plain_parts, plain_config = svd.encode(data, spec, {"rank": 5})
+    given = np.linalg.svd(data.astype(np.float64), full_matrices=False)
+    parts, config = svd.encode(data, spec, {"rank": 5, "decomposition": given})
+    assert config == plain_config
+    for name in plain_parts:
+        np.testing.assert_allclose(parts[name], plain_parts[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="decomposition"):
+        svd.encode(data, spec, {"rank": 5, "decomposition": (given[0][:10], given[1], given[2])})
