@@ -6,7 +6,8 @@ Layout (all integers little-endian)::
     0       8     magic  89 4E 4E 5A 0D 0A 1A 0A  ("\\x89NNZ\\r\\n\\x1a\\n")
     8       2     u16 major version (1)
     10      2     u16 minor version (0)
-    12      4     u32 flags (bit 0: header is zlib-compressed; other bits 0)
+    12      4     u32 flags (bit 0: header is zlib-compressed; bit 1: with preset
+                  dictionary 1; other bits 0)
     16      4     u32 H = stored header size in bytes
     20      4     u32 CRC-32 of the H stored header bytes
     24      H     header: UTF-8 JSON (zlib stream of it when flag bit 0 is set)
@@ -22,10 +23,12 @@ file length and the caps below *before* reading or allocating anything they name
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
 import zlib
+from importlib import resources
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
@@ -35,7 +38,8 @@ MAGIC = b"\x89NNZ\r\n\x1a\n"
 MAJOR, MINOR = 1, 0
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
-_KNOWN_FLAGS = FLAG_HEADER_ZLIB
+FLAG_HEADER_DICTIONARY = 2
+_KNOWN_FLAGS = FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY
 _PREAMBLE = struct.Struct("<8sHHIII")
 PREAMBLE_SIZE = _PREAMBLE.size  # 24
 
@@ -55,11 +59,23 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+@functools.lru_cache(maxsize=1)
+def header_dictionary() -> bytes:
+    """Preset zlib dictionary 1 (``spec/header-dictionary-1.txt``, normative, never changed).
+
+    Typical header text (Keras configs, nnzip's own keys) that a small model's header
+    would otherwise spend most of its bytes on: with it, the header of a small CNN
+    shrinks from about 3.0 to 1.6 KB.
+    """
+    return resources.files("nnzip").joinpath("data/header-dictionary-1.txt").read_bytes()
+
+
 def encode_header(header: dict, compress: bool = True) -> tuple[bytes, int]:
     """The stored header bytes and the flags describing them."""
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("utf-8")
     if compress:
-        return zlib.compress(text, 9), FLAG_HEADER_ZLIB
+        deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=header_dictionary())
+        return deflater.compress(text) + deflater.flush(), FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY
     return text, 0
 
 
@@ -152,6 +168,8 @@ def read_container(handle: BinaryIO) -> Container:
         raise FormatError(f"unsupported format version {major}.{minor} (this nnzip reads {MAJOR}.x)")
     if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"unknown flags 0x{flags:08x} in the preamble")
+    if flags & FLAG_HEADER_DICTIONARY and not flags & FLAG_HEADER_ZLIB:
+        raise FormatError("flag bit 1 (preset dictionary) is set without bit 0 (zlib header)")
     if header_size > MAX_HEADER_BYTES:
         raise FormatError(f"header size {header_size} exceeds the cap of {MAX_HEADER_BYTES} bytes")
     if PREAMBLE_SIZE + header_size > file_size:
@@ -172,7 +190,7 @@ def read_container(handle: BinaryIO) -> Container:
 def _parse_header(stored: bytes, flags: int) -> dict:
     text = stored
     if flags & FLAG_HEADER_ZLIB:
-        inflater = zlib.decompressobj()
+        inflater = zlib.decompressobj(zdict=header_dictionary()) if flags & FLAG_HEADER_DICTIONARY else zlib.decompressobj()
         try:
             text = inflater.decompress(stored, MAX_HEADER_BYTES)
         except zlib.error as exc:

@@ -195,8 +195,14 @@ def tensor_plan(array: np.ndarray, settings: Settings) -> TensorPlan:
     return TensorPlan(transform, params, values)
 
 
+#: Float tensors with at least this many elements are split into byte planes when stored
+#: losslessly; below it, the planes' extra parts, blobs and header entries cost more than
+#: the ~17 % the split saves (measured on the samples' biases and BatchNormalization vectors).
+MIN_BYTEPLANES_ELEMENTS = 256
+
+
 def lossless_plan(array: np.ndarray) -> TensorPlan:
-    """Bit-exact storage: float tensors split into byte planes, others as they are."""
-    if array.dtype.kind == "f" and array.size:
+    """Bit-exact storage: larger float tensors split into byte planes, others as they are."""
+    if array.dtype.kind == "f" and array.size >= MIN_BYTEPLANES_ELEMENTS:
         return TensorPlan("byteplanes")
     return TensorPlan("dense")

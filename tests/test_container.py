@@ -361,3 +361,38 @@ def test_headers_validate_against_the_schema(tmp_path):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
 
+
+
+# --- header dictionary ----------------------------------------------------------------------
+
+
+def test_header_dictionary_in_the_package_is_the_spec_one():
+    from nnzip.container import header_dictionary
+
+    spec_copy = (Path(__file__).parent.parent / "spec" / "header-dictionary-1.txt").read_bytes()
+    assert header_dictionary() == spec_copy and len(spec_copy) == 32768 and spec_copy.isascii()
+
+
+def test_dictionary_header_round_trips_and_is_smaller(tmp_path):
+    header, _, section = split_file(GOLDEN.read_bytes())
+    from nnzip.container import encode_header, read_container
+
+    stored, flags = encode_header({k: v for k, v in header.items() if k != "blobs"} | {"blobs": header["blobs"]})
+    assert flags == 3 and len(stored) < len(zlib.compress(json.dumps(header).encode(), 9))
+    data = assemble(header, section, flags=3, header_bytes=stored)
+    import io as _io
+
+    assert read_container(_io.BytesIO(data)).header == header
+
+
+def test_rule4_dictionary_flag_without_zlib(tmp_path, valid, capsys):
+    assert_rejected(tmp_path, valid[:12] + struct.pack("<I", 2) + valid[16:], capsys, "without bit 0")
+
+
+def test_rule7_zlib_stream_without_the_dictionary_flag(tmp_path, valid, capsys):
+    """A dictionary stream read as a plain one (flag bit 1 cleared) fails cleanly."""
+    header, _, section = split_file(valid)
+    from nnzip.container import encode_header
+
+    stored, _ = encode_header(header)
+    assert_rejected(tmp_path, assemble(header, section, flags=1, header_bytes=stored), capsys, "not a valid zlib stream")
