@@ -492,7 +492,7 @@ def markdown(results: list[dict], max_drop: float) -> str:
         f"Budget: val drop <= {max_drop} (accuracy, absolute; autoencoder: MSE, relative). "
         "Scores: val/test (drop vs the float model in brackets). nnzip bytes = whole .nnz file (tensor payload in brackets).",
         "",
-        "| model | float32 bytes | NNCodec bytes (QP, val/test) | nnzip bytes (settings, val/test) | nnzip/NNCodec size |",
+        "| model | float32 bytes | NNCodec bytes (QP, val/test) | nnzip bytes (settings, val/test) | nnzip/NNCodec size: file (payload) |",
         "| --- | ---: | --- | --- | ---: |",
     ]
     for r in results:
@@ -506,14 +506,14 @@ def markdown(results: list[dict], max_drop: float) -> str:
             codec = (r.get("nncodec") or {}).get("note", "nothing within budget")
         budget = r["nnzip"]["budget"]
         if not budget.get("available"):
-            zipped, ratio = "nnzip budget mode not available", "n/a"
+            zipped, ratio = budget.get("note", "nnzip budget mode not available"), "n/a"
         elif "error" in budget:
             zipped, ratio = f"error: {budget['error']}", "n/a"
         else:
             zipped = (f"{budget['file_bytes']:,} [{budget['payload_bytes']:,}] ({nnzip_settings(budget)}, "
                       f"{fmt_metric(metric, budget['val'])} [{fmt_drop(metric, budget['val_drop'])}] / "
                       f"{fmt_metric(metric, budget['test'])} [{fmt_drop(metric, budget['test_drop'])}])")
-            ratio = f"{budget['file_bytes'] / chosen['bytes']:.2f}" if chosen else "n/a"
+            ratio = f"{budget['file_bytes'] / chosen['bytes']:.2f} ({budget['payload_bytes'] / chosen['bytes']:.2f})" if chosen else "n/a"
         lines.append(f"| {r['model']} ({metric}, float val/test {fmt_metric(metric, r['base_val'])}/{fmt_metric(metric, r['base_test'])}) "
                      f"| {r['float_bytes']:,} | {codec} | {zipped} | {ratio} |")
     lines += [
@@ -553,9 +553,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", nargs="*", type=int, default=[4, 3], help="fixed nnzip --bits references (default: 4 3)")
     parser.add_argument("--no-budget", action="store_true", help="skip nnzip's budget mode (it is the slowest part)")
     parser.add_argument("--json", help="write all results (every NNCodec point too) here")
+    parser.add_argument("--render", metavar="JSON", help="only print the tables of an earlier --json file")
     options = parser.parse_args(argv)
     if options.worker:
         worker_main()
+        return 0
+    if options.render:
+        with open(options.render) as handle:
+            report = json.load(handle)
+        print(markdown(report["models"], report["max_drop"]))
+        print(f"\nRuntime: {report['runtime_s']:.0f} s.")
         return 0
 
     sys.path.insert(0, ROOT)
