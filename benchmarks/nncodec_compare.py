@@ -4,53 +4,68 @@ Usage::
 
     python benchmarks/nncodec_compare.py [--max-drop 0.005] [--json out.json]
         [--models softmax mlp cnn autoencoder] [--nncodec-python PY] [--variants ...]
+        [--no-budget] [--bits 4 3]
+    python benchmarks/nncodec_compare.py --render out.json   # tables of an earlier run
 
 For every sample model (``samples/<name>.h5``, optimizer state dropped, the same
 tensors ``nnzip compress`` stores) it finds:
 
 * **NNCodec**: the smallest bitstream whose quality drop on the validation split
   (``samples/fashion-mnist-val.npz``) is within ``--max-drop`` (absolute accuracy;
-  for the autoencoder, relative MSE increase, as nnzip's ``--max-drop``), over a
-  coarse QP grid (``--qp-max`` down to ``--qp-min`` in steps of ``--qp-step``)
-  and then every QP between the best coarse point and the next coarser one, for
-  each encoder variant of ``--variants``.  The winner is then scored on the test
-  split (``samples/fashion-mnist-test.npz``).  Bytes are NNCodec's whole
-  bitstream (``len(encode(...))``).
-* **nnzip, budget mode**: ``nnzip compress MODEL --data VAL --max-drop D`` and
+  for the autoencoder, relative MSE increase, as nnzip's ``--max-drop``).  For
+  each encoder variant of ``--variants``: the coarse QP grid (``--qp-max`` down
+  to ``--qp-min`` in steps of ``--qp-step``) is walked from the coarsest QP
+  until one passes, then every QP between it and the next coarser grid point is
+  tried, then (``pt``) per-tensor QPs are raised greedily.  The smallest passing
+  point over all variants is then scored on the test split
+  (``samples/fashion-mnist-test.npz``).  Bytes are NNCodec's whole bitstream
+  (``len(nncodec.nn.encode(...))``, what it writes to its ``.nnc`` file).
+* **nnzip, budget mode**: ``nnzip compress MODEL --data VAL --max-drop D -o OUT`` and
   ``nnzip verify OUT --data TEST --original MODEL --json``; when this nnzip has no
-  ``--max-drop`` yet, the column says "nnzip budget mode not available".
+  ``--max-drop`` the column says "nnzip budget mode not available".
 * **nnzip, fixed settings** (reference): ``--bits 4`` and ``--bits 3``, rebuilt with
   :func:`nnzip.api.read_tensors` and scored the same way.
 
 Scores come from :class:`nnzip.evaluate.KerasEvaluator` (nnzip's numpy inference
-of the model's Keras config) for every contender.
+of the model's Keras config) for every contender.  nnzip sizes are whole
+``.nnz`` files (header with the HDF5 structure and model config included, enough
+to rebuild the ``.h5``); the tensor payload (sum of blob sizes from ``nnzip
+inspect --json``) is shown beside them, since NNCodec's bitstream holds tensors only.
 
 NNCodec runs in a worker process started with ``--nncodec-python`` (default:
 ``$NNCODEC_PYTHON``, else this interpreter if it can import ``nncodec``, else
 ``/opt/nncodec-venv/bin/python``), because nncodec 2.1.3 requires ``numpy<2``
 while nnzip's environment has numpy 2; ``benchmarks/README.md`` says how to
-make that venv.  What is sent to NNCodec: a dict of float32 numpy arrays named
-``t0, t1, ...`` (the names are carried by the bitstream; the harness maps them
-back by order).  NNCodec calls every tensor of two or more dimensions a
-``weight`` (quantized with the QP) and every 1-D tensor ``unspecified``
-(quantized with ``nonweight_qp``, default -75, i.e. nearly exact).  Variant
-``T`` hands kernels over in PyTorch's out-channel-first layout (Dense
-``(in, out)`` -> ``(out, in)``, Conv2D HWIO -> OIHW) instead of Keras' own.
+make that venv.  What is sent to NNCodec (``nncodec.nn.encode(params, args,
+epoch)``, then ``nncodec.nn.decode(bytearray)``): a dict of float32 numpy arrays
+named ``t0, t1, ...`` in the model's tensor order (the names travel in the
+bitstream; the harness maps them back by order; the full HDF5 paths would cost
+NNCodec about 74 more bytes on softmax).  NNCodec calls every tensor of two or
+more dimensions a ``weight`` (quantized with the QP) and every 1-D tensor
+(biases, BatchNorm) ``unspecified`` (quantized with ``nonweight_qp``, default
+-75, i.e. nearly exact).  Variant ``T`` hands kernels over in PyTorch's
+out-channel-first layout (Dense ``(in, out)`` -> ``(out, in)``, Conv2D HWIO ->
+OIHW) instead of Keras' own; NNCodec's row skipping and scan work on dimension 0.
 
-Encoder variants (``--variants``, comma-free tokens joined by ``+``):
+Encoder variants (``--variants``; tokens joined by ``+``):
 
-* ``dq``: dependent (trellis-coded) quantization on (``use_dq=True``, NNCodec's
-  default), ``sq``: plain scalar quantization (``use_dq=False``);
-* ``optqp``: ``opt_qp=True`` (per-tensor QP shift by relative tensor size);
-* ``cb``: ``approx_method='codebook'``;
+* ``dq``: dependent (trellis-coded) quantization (``use_dq=True``, NNCodec's
+  default); ``sq``: plain scalar quantization (``use_dq=False``);
+* ``optqp``: ``opt_qp=True`` (NNCodec's per-tensor QP shift by relative tensor size);
+* ``pt``: then greedy per-tensor QPs through ``qp_per_tensor`` (see
+  :func:`refine_per_tensor`), as nnzip's budget search also chooses per tensor;
 * ``T``: out-channel-first layout (see above);
-* ``spX``: NNCodec's own statistics-based unstructured sparsification at target
-  sparsity X (``sparsity=X``, ``struct_spars_factor=0``, applied by
-  ``nncodec.nn.encode`` only for ``epoch > 0``, so the harness passes ``epoch=1``).
+* ``cb``: ``approx_method='codebook'`` (not in the default set: 4 minutes on the
+  7,850-weight softmax alone, and no smaller than uniform there);
+* ``spX``: NNCodec's statistics-based unstructured sparsification at target
+  sparsity X (``sparsity=X``, ``struct_spars_factor=0``; ``nncodec.nn.encode``
+  applies it only for ``epoch > 0``, so the harness passes ``epoch=1``).  Not in
+  the default set: on mlp ``dq+sp0.3`` was no smaller than ``dq``.
 
-Not used: LSA and BNF (they need a PyTorch training loop / data loader), TCA and
-incremental coding (they code updates against a base model), IOQ (needs a model
-executer), ``bitdepth`` (integer-aligned, replaces the QP).
+Always on (NNCodec's ``nn.encode`` defaults): ``row_skipping``, ``param_opt``,
+``qp_density=2``.  Not used: LSA and BNF (they need a PyTorch training loop and
+data loader), TCA and incremental coding (they code updates against a base
+model), IOQ (needs a model executer), ``bitdepth`` (integer-aligned, replaces the QP).
 """
 
 from __future__ import annotations

@@ -81,6 +81,7 @@ _SHOWN_FIELDS = {
     "csr": ("index_coding",),
     "fft": ("transform", "select"),
     "kmeans": ("bits",),
+    "uniform": (),
     "cast": ("dtype",),
 }
 
@@ -89,7 +90,7 @@ def describe_chain(entry: dict) -> str:
     """Human form of a tensor's chain, e.g. ``csr(density=0.2,index_coding=gaps) > kmeans(bits=4)``."""
     transform = entry["transform"]
     text = _stage_text(transform, _density(entry))
-    values = [_stage_text(codec) for part in entry["parts"] for codec in part["codecs"] if codec["name"] in ("kmeans", "cast")]
+    values = [_stage_text(codec) for part in entry["parts"] for codec in part["codecs"] if codec["name"] in ("kmeans", "cast", "uniform")]
     for value in dict.fromkeys(values):
         text += f" > {value}"
     return text

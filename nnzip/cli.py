@@ -59,7 +59,7 @@ def _add_compress(commands) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state (dropped by default: deployment does not need it)")
     p.add_argument("--lossless", action="store_true", help="store every tensor bit for bit (the default when no lossy option is given)")
-    g = p.add_argument_group("lossy representations (pick at most one of --prune/--rank/--energy/--fft-keep, optionally with --bits or --float16)")
+    g = p.add_argument_group("lossy representations (pick at most one of --prune/--rank/--energy/--fft-keep, optionally with one of --bits/--uniform/--float16)")
     g.add_argument("--bits", type=int, metavar="B", help="k-means codebook with 2**B entries (B = 1..8), indices bit-packed")
     g.add_argument("--prune", type=float, metavar="F", help="remove the fraction F of smallest-magnitude weights (sparse CSR layout)")
     g.add_argument("--rank", type=int, metavar="R", help="low-rank SVD factors of rank R")
@@ -67,6 +67,7 @@ def _add_compress(commands) -> None:
     g.add_argument("--fft-keep", type=float, metavar="F", help="keep the fraction F of frequency coefficients (real DCT-II by default)")
     g.add_argument("--fft-select", choices=("low", "largest"), default="largest", help="keep the lowest frequencies or the largest coefficients (default: largest)")
     g.add_argument("--fft-transform", choices=("dct", "rfft"), default="dct", help="real transform used by --fft-keep (default: dct)")
+    g.add_argument("--uniform", type=float, metavar="S", help="round values to multiples of S standard deviations (entropy-coded uniform quantization; e.g. 0.35)")
     g.add_argument("--float16", action="store_true", help="store kept float values as float16")
     g.add_argument("--layer", action="append", default=[], metavar="NAME:K=V,...",
                    help="per-layer override, e.g. --layer dense_1:bits=2,prune=0.5 (NAME: a tensor name, a path component such as the layer name, or a glob); repeatable, last match wins")
@@ -139,7 +140,7 @@ def _add_inspect(commands) -> None:
 
 def rules_from_args(args: argparse.Namespace) -> PlanRules:
     """The plan rules the compress flags describe."""
-    flags = {"bits": args.bits, "prune": args.prune, "rank": args.rank, "energy": args.energy, "fft_keep": args.fft_keep}
+    flags = {"bits": args.bits, "uniform": args.uniform, "prune": args.prune, "rank": args.rank, "energy": args.energy, "fft_keep": args.fft_keep}
     asked = {k: v for k, v in flags.items() if v is not None}
     if args.float16:
         asked["float16"] = True
@@ -179,7 +180,7 @@ def budget_from_args(args: argparse.Namespace) -> api.Budget | None:
         raise NnzipError("--max-drop needs --data (or --eval)")
     if args.max_drop < 0:
         raise NnzipError(f"--max-drop must be >= 0, got {args.max_drop}")
-    fixed = [flag for flag, value in (("--bits", args.bits), ("--prune", args.prune), ("--rank", args.rank), ("--energy", args.energy),
+    fixed = [flag for flag, value in (("--bits", args.bits), ("--uniform", args.uniform), ("--prune", args.prune), ("--rank", args.rank), ("--energy", args.energy),
                                       ("--fft-keep", args.fft_keep), ("--plan", args.plan)) if value is not None]
     fixed += ["--layer"] * bool(args.layer) + ["--lossless"] * args.lossless + ["--float16"] * args.float16
     if fixed:

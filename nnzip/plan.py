@@ -43,6 +43,7 @@ class Settings:
     fft_select: str = "largest"      # "low" or "largest"
     fft_transform: str = "dct"       # "dct" or "rfft"
     float16: bool = False            # cast kept values to float16 (when no k-means)
+    uniform: float | None = None     # uniform quantization step, in standard deviations of the values
 
     def describe(self) -> str:
         """Short human form, e.g. ``prune=0.8,bits=4``."""
@@ -55,7 +56,7 @@ class Settings:
         return {k: v for k, v in asdict(self).items() if v != default[k]}
 
 
-_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool}
+_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float}
 
 
 def parse_settings(items: dict[str, Any], base: Settings, where: str) -> Settings:
@@ -103,8 +104,11 @@ def validate(settings: Settings, where: str = "settings") -> Settings:
         raise ConfigError(f"{where}: choose one of prune, rank, energy, fft_keep (got {', '.join(transforms)})")
     if s.fft_select not in ("low", "largest") or s.fft_transform not in ("dct", "rfft"):
         raise ConfigError(f"{where}: fft_select must be low|largest and fft_transform dct|rfft")
-    if s.float16 and s.bits is not None:
-        raise ConfigError(f"{where}: float16 and bits exclude each other (k-means codebooks are float32)")
+    values = [n for n in ("bits", "float16", "uniform") if getattr(s, n) not in (None, False)]
+    if len(values) > 1:
+        raise ConfigError(f"{where}: choose one of bits, float16, uniform (got {', '.join(values)})")
+    if s.uniform is not None and not s.uniform > 0:
+        raise ConfigError(f"{where}: uniform must be a positive step (in standard deviations), got {s.uniform}")
     return s
 
 
@@ -188,6 +192,8 @@ def tensor_plan(array: np.ndarray, settings: Settings) -> TensorPlan:
     values: list[tuple[str, dict]] = []
     if settings.bits is not None:
         values.append(("kmeans", {"bits": settings.bits}))
+    elif settings.uniform is not None:
+        values.append(("uniform", {"step_sd": settings.uniform}))
     elif settings.float16:
         values.append(("cast", {"dtype": "<f2"}))
     if transform == "dense" and not values:

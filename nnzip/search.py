@@ -3,7 +3,8 @@
 The search has three steps (all measured, nothing estimated from formulas):
 
 1. **Sensitivity.**  For every lossy-eligible tensor and every candidate
-   representation (k-means at 1–8 bits; SVD rank ladders with k-means factors;
+   representation (k-means at 1–8 bits; entropy-coded uniform steps; SVD rank
+   ladders with k-means factors;
    magnitude pruning with k-means values; kept DCT coefficients), encode the
    tensor for real — its true stored bytes — and measure the model's drop on the
    data with only that tensor changed.  For Dense and Conv2D kernels the
@@ -43,6 +44,9 @@ from .plan import is_lossy_candidate, lossless_plan
 
 #: Layer classes whose kernel gets data-aware candidates.
 CALIBRATED_LAYERS = {"Dense", "Conv2D"}
+#: Uniform quantization steps tried, in units of the tensor's standard deviation
+#: (entropy-coded: about 1 to 5 bits per weight on the samples).
+UNIFORM_STEPS = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25, 0.18, 0.125)
 #: Samples used to gather layer-input statistics.
 CALIBRATION_SAMPLES = 1024
 #: A plan is accepted when drop + DEFAULT_MARGIN × (standard error of the drop) fits the
@@ -63,6 +67,8 @@ class Candidate:
     #: For data-aware variants: the settings used to prepare the values.
     bits: int | None = None
     rank: int | None = None
+    #: For uniform quantization: the step.
+    step: float | None = None
 
 
 @dataclass
@@ -138,12 +144,21 @@ def candidates_for(array: np.ndarray, calibrated: bool) -> list[Candidate]:
         out.append(Candidate(f"kmeans{bits}", TensorPlan("dense", {}, [("kmeans", {"bits": bits})]), bits=bits))
         if calibrated:
             out.append(Candidate(f"kmeans{bits}+gptq", TensorPlan("dense", {}, [("kmeans", {"bits": bits})]), "data", bits=bits))
+    spread = float(np.std(array))
+    for factor in UNIFORM_STEPS if spread > 0 else ():
+        step = factor * spread
+        plan = TensorPlan("dense", {}, [("uniform", {"step": step})])
+        out.append(Candidate(f"uniform{factor:g}sd", plan, step=step))
+        if calibrated:
+            out.append(Candidate(f"uniform{factor:g}sd+gptq", plan, "data", step=step))
     for rank in _rank_ladder(rows, cols):
-        for bits in (4, 6, 8):
-            plan = TensorPlan("svd", {"rank": rank}, [("kmeans", {"bits": bits})])
-            out.append(Candidate(f"svd{rank}+kmeans{bits}", plan, rank=rank, bits=bits))
+        factor_stages = [(f"kmeans{bits}", ("kmeans", {"bits": bits})) for bits in (4, 6, 8)]
+        factor_stages += [(f"uniform{f:g}sd", ("uniform", {"step_sd": f})) for f in (0.71, 0.35, 0.18)]
+        for label, stage in factor_stages:
+            plan = TensorPlan("svd", {"rank": rank}, [stage])
+            out.append(Candidate(f"svd{rank}+{label}", plan, rank=rank))
             if calibrated:
-                out.append(Candidate(f"aasvd{rank}+kmeans{bits}", plan, "data", rank=rank, bits=bits))
+                out.append(Candidate(f"aasvd{rank}+{label}", plan, "data", rank=rank))
     for prune in (0.5, 0.7, 0.8, 0.9, 0.95):
         for bits in (3, 4, 5, 6):
             out.append(Candidate(f"prune{prune}+kmeans{bits}", TensorPlan("csr", {"prune": prune}, [("kmeans", {"bits": bits})])))
@@ -256,8 +271,8 @@ class BudgetSearch:
     def _prepare(self, array: np.ndarray, candidate: Candidate, layer: LayerTensors, cache: "_Factorisations"):
         """Data-aware values for a candidate, and their SVD when it is known: (values, decomposition or None).
 
-        GPTQ-style error feedback onto an importance-weighted codebook, or the
-        activation-aware low-rank matrix.
+        GPTQ-style error feedback onto an importance-weighted k-means codebook or onto
+        the uniform grid, or the activation-aware low-rank matrix.
         """
         stats = layer.stats
         if candidate.rank is not None:
@@ -267,10 +282,16 @@ class BudgetSearch:
         from .stages.base import decode_floats
 
         matrix = cache.folded
-        importance = np.broadcast_to(stats.importance()[:, None], matrix.shape).reshape(array.shape)
-        _, config = get_stage("kmeans").encode(matrix.reshape(array.shape), ArraySpec.of(array), {"bits": candidate.bits, "weights": importance})
-        codebook = decode_floats(config["codebook"], "<f4", 256)
-        return calibrate.quantize_with_error_feedback(matrix, stats, codebook).reshape(array.shape), None
+        if candidate.step is not None:
+            # Every multiple of the step the weights (and their compensated errors) can reach.
+            reach = np.abs(matrix).max() * 2 + candidate.step
+            levels = np.arange(-np.ceil(reach / candidate.step), np.ceil(reach / candidate.step) + 1)
+            codebook = levels * candidate.step
+        else:
+            importance = np.broadcast_to(stats.importance()[:, None], matrix.shape).reshape(array.shape)
+            _, config = get_stage("kmeans").encode(matrix.reshape(array.shape), ArraySpec.of(array), {"bits": candidate.bits, "weights": importance})
+            codebook = decode_floats(config["codebook"], "<f4", 256)
+        return calibrate.quantize_with_error_feedback(matrix, stats, codebook).reshape(array.shape).astype(array.dtype), None
 
     # step 2 and 3: allocation and check -----------------------------------------------------
 
@@ -284,7 +305,7 @@ class BudgetSearch:
             if progress:
                 progress(index, len(names), name)
             baseline_trial = Trial(Candidate("lossless", lossless_plan(self.model.tensors[name])), lossless[name], sum(map(len, lossless[name].blobs)), 0.0)
-            options[name] = _pareto([baseline_trial] + self.trials_for(name))
+            options[name] = _pareto(baseline_trial, self.trials_for(name))
             self.log(f"{name}: {len(options[name])} useful candidates")
         if progress:
             progress(len(names), len(names), "")
@@ -392,10 +413,15 @@ class _Factorisations:
         return self._aware
 
 
-def _pareto(trials: list[Trial]) -> list[Trial]:
-    """Trials not beaten on both size and drop, smallest drop first (the lossless one first)."""
+def _pareto(lossless: Trial, trials: list[Trial]) -> list[Trial]:
+    """The lossless trial, then the trials smaller than it that no other trial beats on both size and drop.
+
+    The lossless trial comes first whatever the others measured: it changes no output,
+    so it is the one choice that is always within any budget (the fallback of
+    :meth:`BudgetSearch._choose`), even when a lossy trial measured a drop of 0 or less.
+    """
     ordered = sorted(trials, key=lambda t: (max(t.drop, 0.0), t.stored_bytes))
-    front, smallest = [], math.inf
+    front, smallest = [lossless], lossless.stored_bytes
     for trial in ordered:
         if trial.stored_bytes < smallest:
             front.append(trial)

@@ -45,6 +45,8 @@ FLAG_SETS = [
     ["--fft-keep", "0.3"],
     ["--fft-keep", "0.5", "--fft-select", "low", "--fft-transform", "rfft"],
     ["--float16"],
+    ["--uniform", "0.35"],
+    ["--rank", "32", "--uniform", "0.5"],
 ]
 
 

@@ -31,6 +31,7 @@ _REGISTRY: dict[str, str] = {
     # array -> array
     "kmeans": "nnzip.stages.kmeans:KMeans",
     "cast": "nnzip.stages.cast:Cast",
+    "uniform": "nnzip.stages.uniform:Uniform",
     "delta": "nnzip.stages.delta:Delta",
     # array -> bytes
     "raw": "nnzip.stages.raw:Raw",

@@ -1,0 +1,102 @@
+"""``uniform``: values rounded to integer multiples of one step.  See ``spec/stages/uniform.md``.
+
+With an entropy coder behind it this is entropy-constrained scalar quantization,
+the regime NNCodec's DeepCABAC works in: weights cluster near zero, so most codes
+are a few small integers and cost far fewer bits than a fixed-rate k-means index
+(which spreads its clusters to be equally used).  The budget search tries both.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import ConfigError, FormatError
+from .base import ArraySpec, ArrayStage, config_keys, decode_floats, encode_floats
+
+#: Input element types the stage accepts.
+INPUT_DTYPES = ("<f2", "<f4", "<f8")
+#: Codes are stored as uint16, so at most this many levels between the smallest and largest value.
+MAX_LEVELS = 1 << 16
+#: Largest magnitude of the stored offset (the smallest code).
+MAX_OFFSET = 1 << 40
+CODE_DTYPE = np.dtype("<u2")
+
+
+class Uniform(ArrayStage):
+    """Round to multiples of ``step``; codes are ``round(x / step) - offset`` as uint16."""
+
+    id = "uniform"
+    lossless = False
+
+    @classmethod
+    def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
+        """Codes and ``{"step": base64 float64, "offset": smallest integer level}``.
+
+        Params: ``step`` (absolute), or ``step_sd`` (a multiple of the values' standard
+        deviation, so one setting suits parts of different scales such as SVD factors).
+        """
+        unknown = set(params) - {"step", "step_sd"}
+        if unknown or ("step" in params) == ("step_sd" in params):
+            raise ConfigError("uniform: give exactly one of the parameters 'step' and 'step_sd'")
+        step = params["step"] if "step" in params else _relative_step(data, params["step_sd"])
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+            raise ConfigError(f"uniform: 'step' must be a positive finite number, got {step!r}")
+        if spec.dtype.str not in INPUT_DTYPES:
+            raise ConfigError(f"uniform: input must be a float array, got {spec.dtype}")
+        values = np.asarray(data, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ConfigError("uniform: values must be finite")
+        levels = np.rint(values / step).astype(np.int64) if values.size else np.zeros(spec.shape, np.int64)
+        offset = int(levels.min()) if values.size else 0
+        if values.size and int(levels.max()) - offset >= MAX_LEVELS:
+            raise ConfigError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
+        if abs(offset) > MAX_OFFSET:
+            raise ConfigError(f"uniform: step {step:g} is too small for values of this size")
+        return (levels - offset).astype(CODE_DTYPE), {"step": encode_floats(np.array([step]), "<f8"), "offset": offset}
+
+    @classmethod
+    def decode(cls, data: np.ndarray, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+        """``(code + offset) * step`` in float64, cast to the input's dtype."""
+        step, offset = cls._parse(config)
+        codes = np.asarray(data)
+        if codes.dtype != CODE_DTYPE or codes.shape != spec.shape:
+            raise FormatError(f"uniform: expected {CODE_DTYPE} codes of shape {spec.shape}, got {codes.dtype}{codes.shape}")
+        return ((codes.astype(np.int64) + offset) * step).astype(spec.dtype)
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
+        """``step`` a positive finite float64, ``offset`` an integer within ±2**40; float input."""
+        config_keys(config, {"step", "offset"}, cls.id)
+        if spec.dtype.str not in INPUT_DTYPES:
+            raise FormatError(f"uniform: the input spec must be a float type, got {spec.dtype}")
+        cls._parse(config)
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any]) -> tuple[float, int]:
+        step = decode_floats(config.get("step"), "<f8", 1)
+        offset = config.get("offset")
+        if step.size != 1 or not math.isfinite(step[0]) or step[0] <= 0:
+            raise FormatError("uniform: 'step' must be one positive finite float64")
+        if type(offset) is not int or abs(offset) > MAX_OFFSET:
+            raise FormatError(f"uniform: 'offset' must be an integer within ±{MAX_OFFSET}")
+        return float(step[0]), offset
+
+    @classmethod
+    def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
+        """uint16 codes of the input's shape."""
+        return ArraySpec(CODE_DTYPE, spec.shape)
+
+
+def _relative_step(data: np.ndarray, factor: Any) -> float:
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+        raise ConfigError(f"uniform: 'step_sd' must be a positive number, got {factor!r}")
+    values = np.asarray(data, dtype=np.float64)
+    spread = float(np.std(values)) if values.size else 0.0
+    if spread > 0:
+        return factor * spread
+    # A constant array: a step equal to its value stores it exactly.
+    magnitude = float(np.abs(values).max()) if values.size else 0.0
+    return magnitude if magnitude > 0 else 1.0
