@@ -18,7 +18,7 @@ from . import __version__, io
 from .container import open_container, write_container
 from .errors import ConfigError, FormatError, NnzipError
 from .model import Model
-from .outputs import atomic_output
+from .outputs import atomic_output, check_writable
 from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor
 from .plan import PlanRules, Settings, lossless_plan, tensor_plan
 
@@ -152,8 +152,7 @@ def compress(
     output = Path(output) if output is not None else default_output(source)
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
-    if output.exists() and not force:
-        raise NnzipError(f"{output} already exists (use -f to overwrite)")  # before a long search
+    check_writable(output, force)  # before reading the model or a long search, not only at the end
     model = io.read_model(source, keep_optimizer=keep_optimizer)
     if budget is not None:
         header, blobs, reports = encode_with_budget(model, source.name, budget, progress)

@@ -214,14 +214,14 @@ def _run_decompress(args: argparse.Namespace) -> int:
 
 def _run_verify(args: argparse.Namespace) -> int:
     report = api.verify(args.file, args.data, args.original, eval_hook=args.eval_hook, metric=args.metric)
+    if args.max_drop is not None and report.comparison is None:
+        raise NnzipError("--max-drop needs the original model (--original MODEL)")
     info = report.to_json()
-    exceeded = args.max_drop is not None and report.comparison is not None and report.comparison.drop > args.max_drop
+    exceeded = args.max_drop is not None and report.comparison.drop > args.max_drop
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         print(format_verify(info))
-    if args.max_drop is not None and report.comparison is None:
-        raise NnzipError("--max-drop needs the original model (--original MODEL)")
     if exceeded:
         print(f"nnzip: drop {report.comparison.drop:.5f} exceeds --max-drop {args.max_drop}", file=sys.stderr)
         return 3
