@@ -1,4 +1,4 @@
-"""The public operations: compress, decompress, inspect.
+"""The public operations: compress, decompress, inspect, verify.
 
 The CLI is a thin layer over these; library users call them directly
 (``import nnzip; nnzip.compress("model.h5")``).

@@ -49,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_compress(commands) -> None:
     p = commands.add_parser("compress", help="compress a model file into a .nnz container",
-                            description="Compress a Keras .h5 / .weights.h5 file into a .nnz container. "
+                            description="Compress a model file (Keras .h5, .weights.h5 or .keras; .safetensors; .npz) into a .nnz container. "
                             "Without lossy options every tensor is stored bit for bit. Lossy options apply to "
                             "float weight tensors of at least 2 dimensions and 1024 elements; biases and small "
                             "tensors always stay exact.")
-    p.add_argument("model", type=Path, help="the model file (Keras legacy .h5 or Keras 3 .weights.h5)")
+    p.add_argument("model", type=Path, help="the model file, recognised by its content")
     p.add_argument("-o", "--output", type=Path, help="output file (default: MODEL with suffix .nnz)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
@@ -87,7 +87,7 @@ def _add_scoring(group) -> None:
 
 def _add_decompress(commands) -> None:
     p = commands.add_parser("decompress", help="rebuild the original model file format from a .nnz",
-                            description="Rebuild a file of the source's own format (Keras .h5 or .weights.h5) that Keras loads as it is.")
+                            description="Rebuild a file of the source's own format (Keras .h5, .weights.h5 or .keras, .safetensors, .npz) that its framework loads as it is.")
     p.add_argument("file", type=Path, help="the .nnz file")
     p.add_argument("-o", "--output", type=Path, help="output file (default: FILE without .nnz plus the source's suffix, e.g. model.h5)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
@@ -115,7 +115,7 @@ def _add_sweep(commands) -> None:
                             "pruned, k-means bits, fraction of DCT coefficients kept) compress the weight matrices "
                             "(or one layer's), rebuild, run the model on DATA and record the accuracy (or MSE) and the "
                             "size of the whole .nnz file.")
-    p.add_argument("model", type=Path, help="the model file (Keras legacy .h5)")
+    p.add_argument("model", type=Path, help="the model file (with an architecture: Keras .h5 or .keras; others need --eval)")
     p.add_argument("--data", type=Path, required=True, help="data set: .npz or .h5 with arrays x (and y)")
     p.add_argument("--method", choices=("svd", "prune", "kmeans", "fft"), required=True, help="the representation to sweep")
     p.add_argument("--layer", metavar="NAME", help="change only the tensors matching NAME (a layer name, tensor name or glob)")
