@@ -267,12 +267,12 @@ def check_header(header: dict) -> None:
     names = [t.get("name") if isinstance(t, dict) else None for t in tensors]
     if names != source_format.tensor_names(source["structure"]):
         raise FormatError("rule 3.3: the tensors must be exactly the structure's tensors (§5), in order")
-    referenced = [p.get("blob") for t in tensors for p in (t.get("parts") or []) if isinstance(p, dict)]
-    if any(type(b) is not int for b in referenced) or sorted(referenced) != list(range(len(header["blobs"]))):
-        raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
     sizes = blob_sizes(header)
-    for entry in tensors:
+    for entry in tensors:  # each entry's own rules (§4) first: parts must be a list of objects
         check_tensor_entry(entry, sizes)
+    referenced = sorted(part["blob"] for entry in tensors for part in entry["parts"])
+    if referenced != list(range(len(sizes))):
+        raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
 
 
 def blob_sizes(header: dict) -> list[int]:

@@ -255,8 +255,22 @@ def test_rule14_tensors_not_matching_structure(tmp_path, valid, capsys):
     assert_rejected(tmp_path, _semantic(valid, lambda h: h["tensors"].reverse()), capsys, "rule 3.3")
 
 
+def test_rule14_blob_not_referenced(tmp_path, valid, capsys):
+    header, _, _ = split_file(valid)
+    assert_rejected(tmp_path, rebuild(header, blobs_of(valid) + [b"spare"]), capsys, "rule 3.4")
+
+
 def test_rule14_blob_referenced_twice(tmp_path, valid, capsys):
-    assert_rejected(tmp_path, _semantic(valid, lambda h: h["tensors"][1]["parts"][0].update(blob=0)), capsys, "rule 3.4")
+    """Two parts naming one blob leave another unreferenced (sizes made to match, so only rule 3.4 breaks)."""
+
+    def mutate(h):
+        h["tensors"][1]["parts"][0].update(blob=0, shape=[6])
+        h["tensors"][1]["shape"] = [6]  # the structure records no shapes: only rule 3.4 is broken
+
+    data = _semantic(valid, mutate)
+    header, _, _ = split_file(data)
+    blobs = blobs_of(data)
+    assert_rejected(tmp_path, rebuild(header, [blobs[0], blobs[0][:24]]), capsys, "rule 3.4")
 
 
 @pytest.mark.parametrize("shape", [[2**20, 2**20], [-1, 3], [1] * 9, [2.5], "big"])
@@ -396,3 +410,9 @@ def test_rule7_zlib_stream_without_the_dictionary_flag(tmp_path, valid, capsys):
 
     stored, _ = encode_header(header)
     assert_rejected(tmp_path, assemble(header, section, flags=1, header_bytes=stored), capsys, "not a valid zlib stream")
+
+
+@pytest.mark.parametrize("parts", [3, 1.5, True, None, "values"])
+def test_rule14_parts_not_a_list(tmp_path, valid, capsys, parts):
+    """Found by fuzzing: a non-list 'parts' once escaped as a TypeError."""
+    assert_rejected(tmp_path, _semantic(valid, lambda h: h["tensors"][1].update(parts=parts)), capsys, "rule 4.2")
