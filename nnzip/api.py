@@ -19,7 +19,7 @@ from .container import open_container, write_container
 from .errors import ConfigError, FormatError, NnzipError
 from .model import Model
 from .outputs import atomic_output, check_writable
-from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor
+from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor, serialized_bytes, serialized_entropy
 from .plan import PlanRules, Settings, lossless_plan, tensor_plan
 
 if TYPE_CHECKING:
@@ -198,6 +198,9 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     result = BudgetSearch(model, evaluator, data, budget.log, budget.margin).run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     reports = _add_statistics(model, encoded, {})
+    for item in encoded:  # which candidate the search picked, next to the tensor's error
+        if item.entry["name"] in result.choices:
+            item.entry["stats"]["choice"] = result.choices[item.entry["name"]]
     return _header(model, filename, encoded, result.to_json(budget.max_drop)), [b for item in encoded for b in item.blobs], reports
 
 
@@ -209,7 +212,7 @@ def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str,
         array = model.tensors[name]
         error = relative_error(array, item.reconstruction)
         stored = sum(len(b) for b in item.blobs)
-        item.entry["stats"] = {"error": round(error, 8), "bytes": stored}
+        item.entry["stats"] = {"error": round(error, 8)}
         reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, notes.get(name, "")))
     return reports
 
@@ -328,30 +331,17 @@ def default_decompressed(source: Path, header: dict) -> Path:
 
 
 def inspect(path: str | os.PathLike) -> dict:
-    """A JSON-able summary of a ``.nnz``: source, sizes, and per tensor chain, bytes, bits per weight, error."""
+    """A JSON-able summary of a ``.nnz``: source, sizes, and per tensor chain, bytes, bits per weight, error.
+
+    Every blob is read (its CRC checked, as ``gzip -t`` does) and its bytes stage undone
+    to report the Shannon bound of what was coded next to the bytes it takes.
+    """
     with open_container(path) as container:
         header = container.header
         check_header(header)
-        container.verify_blobs()
+        tensors = [_tensor_summary(entry, container.blob) for entry in header["tensors"]]
         file_size, version, header_size = container.file_size, container.version, container.header_stored_size
-    tensors, original = [], 0
-    for entry in header["tensors"]:
-        size = math.prod(entry["shape"])
-        nbytes = size * np.dtype(entry["dtype"]).itemsize
-        original += nbytes
-        stored = sum(header["blobs"][p["blob"]]["size"] for p in entry["parts"])
-        stats = entry.get("stats", {})
-        tensors.append({
-            "name": entry["name"],
-            "shape": entry["shape"],
-            "dtype": np.dtype(entry["dtype"]).name,
-            "method": describe_chain(entry),
-            "parts": [_part_summary(p, header["blobs"][p["blob"]]) for p in entry["parts"]],
-            "original_bytes": nbytes,
-            "stored_bytes": stored,
-            "bits_per_weight": round(8 * stored / size, 4) if size else 0.0,
-            "error": stats.get("error"),
-        })
+    original = sum(t["original_bytes"] for t in tensors)
     return {
         "file": os.fspath(path),
         "format_version": f"{version[0]}.{version[1]}",
@@ -369,14 +359,35 @@ def inspect(path: str | os.PathLike) -> dict:
     }
 
 
-def _part_summary(part: dict, blob: dict) -> dict:
-    codecs = [c["name"] for c in part["codecs"]]
-    stats = part.get("stats", {})
-    summary = {"name": part["name"], "codecs": codecs, "bytes": blob["size"]}
-    if "entropy_bytes" in stats:
-        summary["entropy_bytes"] = stats["entropy_bytes"]
-        summary["serialized_bytes"] = stats["serialized_bytes"]
-    return summary
+def _tensor_summary(entry: dict, blob: Callable[[int], bytes]) -> dict:
+    size = math.prod(entry["shape"])
+    nbytes = size * np.dtype(entry["dtype"]).itemsize
+    parts = [_part_summary(part, blob(part["blob"])) for part in entry["parts"]]
+    stored = sum(p["bytes"] for p in parts)
+    stats = entry.get("stats", {})
+    return {
+        "name": entry["name"],
+        "shape": entry["shape"],
+        "dtype": np.dtype(entry["dtype"]).name,
+        "method": describe_chain(entry),
+        "choice": stats.get("choice"),
+        "parts": parts,
+        "original_bytes": nbytes,
+        "stored_bytes": stored,
+        "bits_per_weight": round(8 * stored / size, 4) if size else 0.0,
+        "error": stats.get("error"),
+    }
+
+
+def _part_summary(part: dict, blob: bytes) -> dict:
+    serialized = serialized_bytes(part, blob)
+    return {
+        "name": part["name"],
+        "codecs": [c["name"] for c in part["codecs"]],
+        "bytes": len(blob),
+        "serialized_bytes": len(serialized),
+        "entropy_bytes": round(serialized_entropy(part["codecs"], serialized), 1),
+    }
 
 
 # --- verify -----------------------------------------------------------------------------

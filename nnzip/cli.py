@@ -306,8 +306,9 @@ def format_inspect(info: dict) -> str:
         lines.append(f"  plan: budget search on data: {search['metric']} {search['baseline']:.6g} -> {search['result']:.6g} "
                      f"(drop {search['drop']:.5f}, {search['drop_bound']:.5f} with a {search['margin']}-standard-error margin, "
                      f"within {search['max_drop']}), {search['evaluations']} evaluations, {search['seconds']} s")
-        for name, choice in search["choices"].items():
-            lines.append(f"    {name}: {choice}")
+        for tensor in info["tensors"]:
+            if tensor.get("choice"):
+                lines.append(f"    {tensor['name']}: {tensor['choice']}")
     rows = [("tensor", "shape", "method", "coders", "bytes", "entropy", "bits/w", "error")]
     for t in info["tensors"]:
         error = "exact" if t["error"] == 0 else ("-" if t["error"] is None else f"{t['error']:.4f}")

@@ -98,50 +98,56 @@ def _encode_part(values: np.ndarray, spec: ArraySpec, value_stages, entropy: boo
         codecs.append({"name": stage.id, "configuration": config})
         applied.append((stage, current_spec, config))
         current, current_spec = encoded, stage.output_spec(current_spec, config)
-    tail, blob, stats = _best_tail(current, current_spec, entropy)
+    tail, blob = _best_tail(current, current_spec, entropy)
     rebuilt = current
     for stage, input_spec, config in reversed(applied):
         rebuilt = stage.decode(rebuilt, input_spec, config)
-    entry = {**spec.to_json(), "codecs": codecs + tail}
-    if stats:
-        entry["stats"] = stats
-    return entry, blob, rebuilt
+    return {**spec.to_json(), "codecs": codecs + tail}, blob, rebuilt
 
 
-def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool) -> tuple[list[dict], bytes, dict]:
+def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool) -> tuple[list[dict], bytes]:
     """Serialize (raw, or bitpack for unsigned integers) and entropy-code; keep the smallest.
 
-    Ties keep the earlier candidate (raw before bitpack; none before huffman before
-    lzw).  With *entropy*, also returns informative statistics for ``inspect``: the
-    serialized size and its order-0 Shannon bound (over the packed b-bit codes, or
-    over bytes), i.e. what an ideal entropy coder of those symbols would need.
+    Ties keep the earlier candidate (raw before bitpack; none before huffman before lzw).
     """
     candidates = [("raw", {})]
     if spec.dtype.kind == "u" and spec.size:
         bits = max(1, int(array.max()).bit_length())
         if bits < 8 * spec.dtype.itemsize:
             candidates.append(("bitpack", {"bits": bits}))
-    best: tuple[list[dict], bytes, dict] | None = None
+    best: tuple[list[dict], bytes] | None = None
     for stage_id, params in candidates:
         serializer = get_stage(stage_id)
         data, config = serializer.encode(array, spec, params)
-        tail, stats = [{"name": serializer.id, "configuration": config}], {}
+        tail = [{"name": serializer.id, "configuration": config}]
         if entropy:
-            stats = _entropy_stats(data, config.get("bits", 8))
             bytes_id, coded, bytes_config = _best_bytes_stage(data)
             if bytes_id is not None:
                 tail, data = tail + [{"name": bytes_id, "configuration": bytes_config}], coded
         if best is None or len(data) < len(best[1]):
-            best = (tail, data, stats)
+            best = (tail, data)
     return best
 
 
-def _entropy_stats(serialized: bytes, symbol_bits: int) -> dict:
+def serialized_entropy(codecs: list[dict], serialized: bytes) -> float:
+    """Order-0 Shannon bound, in bytes, of a part's serialized bytes (for ``inspect``).
+
+    Over the packed b-bit codes when the serializer is ``bitpack`` (b ≤ 16), else over
+    bytes: what an ideal order-0 coder of those symbols would need.
+    """
     from .stages.entropy import entropy_bound, symbol_counts
 
-    width = symbol_bits if 1 <= symbol_bits <= 16 else 8
-    bound = entropy_bound(symbol_counts(serialized, width)) / 8
-    return {"serialized_bytes": len(serialized), "entropy_bytes": round(bound, 1)}
+    serializer = next(c for c in codecs if get_stage(c["name"]).kind is Kind.SERIALIZE)
+    bits = serializer["configuration"].get("bits", 8) if serializer["name"] == "bitpack" else 8
+    width = bits if 1 <= bits <= 16 else 8
+    return entropy_bound(symbol_counts(serialized, width)) / 8
+
+
+def serialized_bytes(part: dict, blob: bytes) -> bytes:
+    """A part's serialized bytes: its blob with the bytes stage (if any) undone; the entry must be checked."""
+    resolved = _check_codecs(part["codecs"], _spec(part, "part"), "part")
+    stage, input_spec, config = resolved[-1]
+    return stage.decode(blob, input_spec, config) if stage.kind is Kind.BYTES else blob
 
 
 def _best_bytes_stage(data: bytes) -> tuple[str | None, bytes, dict]:

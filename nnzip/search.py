@@ -115,7 +115,7 @@ class SearchResult:
     trials: dict[str, list[Trial]] = field(default_factory=dict)
 
     def to_json(self, max_drop: float) -> dict:
-        """The record kept in the header's ``plan`` member."""
+        """The record kept in the header's ``plan`` member (each tensor's choice is in its own ``stats``)."""
         return {
             "search": {
                 "metric": self.metric,
@@ -127,7 +127,6 @@ class SearchResult:
                 "margin": self.margin,
                 "evaluations": self.evaluations,
                 "seconds": round(self.seconds, 1),
-                "choices": self.choices,
             }
         }
 

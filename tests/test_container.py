@@ -43,13 +43,13 @@ def test_golden_tiny_matches_spec_table():
     assert data[:8] == bytes.fromhex("894E4E5A0D0A1A0A")
     major, minor, flags, header_size, header_crc = struct.unpack_from("<HHIII", data, 8)
     assert (major, minor, flags) == (1, 0, 0)
-    assert header_size == 1142 and data[16:20] == bytes.fromhex("76040000")
-    assert header_crc == crc32(data[24:24 + header_size]) == 0xA749E691
+    assert header_size == 1120 and data[16:20] == bytes.fromhex("60040000")
+    assert header_crc == crc32(data[24:24 + header_size]) == 0xB9A89F13
     data_start = 24 + header_size + (-(24 + header_size) % 8)
-    assert data_start == 1168 and data[1166:1168] == b"\0" * 2
-    assert data[1168:1192] == TINY_KERNEL.tobytes() and data[1168:1172] == bytes.fromhex("0000803F")
-    assert data[1192:1204] == bytes.fromhex("0000003F000000BF00000000")
-    assert len(data) == 1204
+    assert data_start == 1144  # 24 + 1120 is already a multiple of 8: no padding
+    assert data[1144:1168] == TINY_KERNEL.tobytes() and data[1144:1148] == bytes.fromhex("0000803F")
+    assert data[1168:1180] == bytes.fromhex("0000003F000000BF00000000")
+    assert len(data) == 1180
     assert json.loads(data[24:24 + header_size]) == json.loads((FIXTURES / "golden-tiny.json").read_text())
 
 
@@ -108,7 +108,7 @@ def test_rule2_truncated_preamble(tmp_path, valid, capsys):
     assert_rejected(tmp_path, valid[:20], capsys, "truncated")
 
 
-@pytest.mark.parametrize("cut", [100, 1170, 1203])
+@pytest.mark.parametrize("cut", [100, 1150, 1179])
 def test_rule5_11_truncated_file(tmp_path, valid, capsys, cut):
     assert_rejected(tmp_path, valid[:cut], capsys, "truncated")
 
@@ -163,8 +163,12 @@ def test_rule8_header_nan(tmp_path, valid, capsys):
 
 
 def test_rule9_nonzero_header_padding(tmp_path, valid, capsys):
-    data = bytearray(valid)
-    data[1167] = 1
+    header, _, section = split_file(valid)
+    stored = json.dumps(header).encode() + b" "  # still JSON; the odd length needs padding
+    data = bytearray(assemble(header, section, header_bytes=stored))
+    padding_start = 24 + len(stored)
+    assert padding_start % 8 and not any(data[padding_start:padding_start + 1])
+    data[padding_start] = 1
     assert_rejected(tmp_path, bytes(data), capsys, "non-zero padding after the header")
 
 
@@ -217,7 +221,7 @@ def test_rule12_nonzero_padding_between_blobs(tmp_path, valid, capsys):
 
 def test_rule13_flipped_blob_byte(tmp_path, valid, capsys):
     data = bytearray(valid)
-    data[1170] ^= 0x40
+    data[1146] ^= 0x40
     assert_rejected(tmp_path, bytes(data), capsys, "blob 0 is corrupt (CRC-32 mismatch)")
 
 
