@@ -176,10 +176,14 @@ def encode_model(
     plans = plans or {}
     encoded, notes = [], {}
     total = len(model.tensors)
+    optimizer = io.optimizer_prefix(model.source_format)
     for index, (name, array) in enumerate(model.tensors.items()):
         if progress:
             progress(index, total, name)
-        plan = plans.get(name) or tensor_plan(array, rules.settings_for(name))
+        if optimizer and name.startswith(optimizer):
+            plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
+        else:
+            plan = plans.get(name) or tensor_plan(array, rules.settings_for(name))
         item, notes[name] = _encode_with_fallback(name, array, plan)
         encoded.append(item)
     if progress:

@@ -297,7 +297,8 @@ class BudgetSearch:
     def run(self, max_drop: float, progress: Callable[[int, int, str], None] | None = None) -> SearchResult:
         """Search; every tensor not eligible for lossy storage stays lossless."""
         started = time.monotonic()
-        names = [n for n, a in self.model.tensors.items() if is_lossy_candidate(a)]
+        optimizer = model_io.optimizer_prefix(self.model.source_format)
+        names = [n for n, a in self.model.tensors.items() if is_lossy_candidate(a) and not (optimizer and n.startswith(optimizer))]
         lossless = {n: encode_tensor(n, a, lossless_plan(a)) for n, a in self.model.tensors.items()}
         options: dict[str, list[Trial]] = {}
         for index, name in enumerate(names):

@@ -139,3 +139,11 @@ def test_kmeans_values_are_codebook_entries(tmp_path, capsys):
     nnz, _, _ = compress(tmp_path, capsys, "--bits", "3")
     _, rebuilt = api.read_tensors(nnz)
     assert len(np.unique(rebuilt[HIDDEN])) <= 8
+
+
+def test_kept_optimizer_state_stays_exact(tmp_path, capsys):
+    """--keep-optimizer is for resuming training: lossy settings never touch the Adam moments."""
+    _, info, _ = compress(tmp_path, capsys, "--bits", "3", "--keep-optimizer")
+    optimizer = [t for t in info["tensors"] if t["name"].startswith("optimizer_weights/")]
+    assert len(optimizer) == 10 and all(t["error"] == 0 for t in optimizer)
+    assert tensor(info, HIDDEN)["error"] > 0

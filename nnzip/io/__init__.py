@@ -124,6 +124,15 @@ def write_model(path: str | os.PathLike, source_format: str, structure: dict, te
 # --- views used by inference --------------------------------------------------------------
 
 
+def optimizer_prefix(source_format: str) -> str | None:
+    """The tensor-name prefix of kept optimizer state in *source_format*, or None when it has none."""
+    if source_format in keras_h5.OPTIMIZER_GROUP:
+        return keras_h5.OPTIMIZER_GROUP[source_format] + "/"
+    if source_format == keras_v3.FORMAT_ID:
+        return keras_v3.WEIGHTS_MEMBER + "/" + keras_h5.OPTIMIZER_GROUP[keras_h5.WEIGHTS_V3] + "/"
+    return None
+
+
 def model_config(model: Model) -> dict | None:
     """The Keras architecture of *model*, or None for weights-only formats.
 
@@ -168,6 +177,6 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
 
 
 __all__ = [
-    "FORMATS", "Format", "WRITERS", "get_format", "keras_version", "layer_weights", "model_config",
+    "FORMATS", "Format", "WRITERS", "get_format", "keras_version", "layer_weights", "model_config", "optimizer_prefix",
     "read_model", "sniff", "write_model",
 ]
