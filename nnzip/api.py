@@ -259,7 +259,14 @@ def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dic
 # --- decompress -------------------------------------------------------------------------
 
 
-def check_header(header: dict) -> None:
+#: Rule 4.7: a file may not decode to more than this many bytes of tensors per byte of file
+#: (nnzip's best ratios are near 50; all-zero tensors compress further, hence the headroom),
+#: nor more than MIN_DECODED_CAP in total when that is larger.
+MAX_EXPANSION_PER_FILE_BYTE = 4096
+MIN_DECODED_CAP = 1 << 28
+
+
+def check_header(header: dict, file_size: int) -> None:
     """Container-level header checks (spec/container.md §3) beyond the blob table."""
     if header.get("format") != "nnzip":
         raise FormatError("rule 3.1: header 'format' must be \"nnzip\"")
@@ -280,6 +287,10 @@ def check_header(header: dict) -> None:
     referenced = sorted(part["blob"] for entry in tensors for part in entry["parts"])
     if referenced != list(range(len(sizes))):
         raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
+    decoded = sum(math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for entry in tensors)
+    cap = max(MIN_DECODED_CAP, MAX_EXPANSION_PER_FILE_BYTE * file_size)
+    if decoded > cap:
+        raise FormatError(f"rule 4.7: the tensors would take {decoded:,} bytes from a {file_size:,}-byte file (cap {cap:,})")
 
 
 def blob_sizes(header: dict) -> list[int]:
@@ -291,7 +302,7 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Decode every tensor of a ``.nnz`` file; returns (header, name -> array)."""
     with open_container(path) as container:
         header = container.header
-        check_header(header)
+        check_header(header, container.file_size)
         sizes = blob_sizes(header)
         tensors = {entry["name"]: decode_tensor(entry, container.blob, sizes) for entry in header["tensors"]}
     return header, tensors
@@ -302,7 +313,7 @@ def decompress(source: str | os.PathLike, output: str | os.PathLike | None = Non
     source = Path(source)
     with open_container(source) as container:
         header = container.header
-        check_header(header)
+        check_header(header, container.file_size)
         output = Path(output) if output is not None else default_decompressed(source, header)
         entries = {entry["name"]: entry for entry in header["tensors"]}
         sizes, total = blob_sizes(header), len(entries)
@@ -342,7 +353,7 @@ def inspect(path: str | os.PathLike) -> dict:
     """
     with open_container(path) as container:
         header = container.header
-        check_header(header)
+        check_header(header, container.file_size)
         tensors = [_tensor_summary(entry, container.blob) for entry in header["tensors"]]
         file_size, version, header_size = container.file_size, container.version, container.header_stored_size
     original = sum(t["original_bytes"] for t in tensors)

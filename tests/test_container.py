@@ -420,3 +420,24 @@ def test_rule7_zlib_stream_without_the_dictionary_flag(tmp_path, valid, capsys):
 def test_rule14_parts_not_a_list(tmp_path, valid, capsys, parts):
     """Found by fuzzing: a non-list 'parts' once escaped as a TypeError."""
     assert_rejected(tmp_path, _semantic(valid, lambda h: h["tensors"][1].update(parts=parts)), capsys, "rule 4.2")
+
+
+def test_rule14_tensors_too_large_for_the_file(tmp_path, valid, capsys):
+    """Rule 4.7: rank-1 SVD parts naming a 16384 x 16384 tensor (1 GiB) in a file of a few KB."""
+
+    def mutate(h):
+        entry = h["tensors"][0]
+        entry["shape"] = [16384, 16384]
+        entry["transform"] = {"name": "svd", "configuration": {"rank": 1}}
+        entry["parts"] = [
+            {"name": "u", "dtype": "<f4", "shape": [16384, 1], "codecs": [{"name": "raw", "configuration": {}}], "blob": 0},
+            {"name": "s", "dtype": "<f4", "shape": [1], "codecs": [{"name": "raw", "configuration": {}}], "blob": 2},
+            {"name": "vt", "dtype": "<f4", "shape": [1, 16384], "codecs": [{"name": "raw", "configuration": {}}], "blob": 3},
+        ]
+
+    header, _, _ = split_file(valid)
+    header = copy.deepcopy(header)
+    mutate(header)
+    vector = np.ones(16384, "<f4").tobytes()
+    blobs = [vector, blobs_of(valid)[1], np.ones(1, "<f4").tobytes(), vector]
+    assert_rejected(tmp_path, rebuild(header, blobs), capsys, "rule 4.7")
