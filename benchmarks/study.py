@@ -46,8 +46,6 @@ from nnzip import api  # noqa: E402
 from nnzip import io as model_io  # noqa: E402
 from nnzip.container import write_container  # noqa: E402
 from nnzip.evaluate import Dataset, load_data, make_evaluator  # noqa: E402
-from nnzip.stages.base import ArraySpec  # noqa: E402
-from nnzip.stages.svd import SVD  # noqa: E402
 from nnzip.sweep import METHODS, run_sweep, targets  # noqa: E402
 
 MODEL = REPO / "samples" / "mlp.h5"
@@ -87,20 +85,6 @@ def progress_printer(label: str, started: float):
     return report
 
 
-def left_lossless(method: str, setting: float, array: np.ndarray) -> bool:
-    """True when the sweep's plan cannot apply to *array* and the encoder stores it losslessly.
-
-    Only SVD has such a case: a rank that is above ``min(m, n)`` or does not save
-    space (:meth:`nnzip.stages.svd.SVD.saves_space`) falls back to lossless storage
-    (``nnzip.api._encode_with_fallback``).
-    """
-    if method != "svd":
-        return False
-    rank = int(setting)
-    m, n = int(np.prod(array.shape[:-1])), array.shape[-1]
-    return rank > min(m, n) or not SVD.saves_space(ArraySpec(array.dtype, array.shape), rank)
-
-
 def measure(quick: bool) -> dict:
     """Run every sweep; returns a JSON-able dict of the results."""
     started = time.perf_counter()
@@ -128,9 +112,8 @@ def measure(quick: bool) -> dict:
                     "accuracy": p.value,
                     "file_bytes": p.file_bytes,
                     "tensor_error": p.tensor_error,
-                    "lossless": sorted(
-                        name.split("/")[1] for name in names[column] if left_lossless(method, p.setting, model.tensors[name])
-                    ),
+                    # Targets the setting could not apply to, as run_sweep reports them.
+                    "lossless": sorted(name.split("/")[1] for name in p.fallbacks),
                 }
                 for p in points
             ]
@@ -274,7 +257,7 @@ def table(results: Results, method: str) -> list[str]:
 
 def paragraph(results: Results, method: str) -> str:
     """What the numbers of *method* show, phrased from the numbers (so that --quick runs stay truthful)."""
-    r, o = results, results.original
+    r = results
     out = []
     best_hidden = r.smallest_within(method, "hidden")
     best_output = r.smallest_within(method, "output")
@@ -314,7 +297,6 @@ def paragraph(results: Results, method: str) -> str:
                                              if worse else "."))
         out.append(f"Over both layers, {within_sentence('both', best_both)}.")
     elif method == "prune":
-        first = r.points("prune", "hidden")[0]
         bigger = [p for p in r.points("prune", "hidden") if p["file_bytes"] > r.lossless_bytes]
         out.append("The smallest weights by magnitude are zeroed (the study removed the most negative ones instead) and "
                    "the survivors stored sparse, with their positions; nothing is retrained. "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import base64
 import os
-import struct
 import zipfile
 
 import numpy as np
