@@ -124,11 +124,6 @@ class Container:
             raise FormatError(f"blob {index} is corrupt (CRC-32 mismatch)")
         return data
 
-    def verify_blobs(self) -> None:
-        """Read every blob once to check its CRC-32 (as ``gzip -t`` does)."""
-        for index in range(len(self.header["blobs"])):
-            self.blob(index)
-
     def close(self) -> None:
         """Close the underlying file."""
         self._handle.close()

@@ -35,18 +35,6 @@ class TensorPlan:
     #: Try huffman/lzw on every blob and keep the smallest (raw bytes otherwise).
     entropy: bool = True
 
-    def to_json(self) -> dict:
-        """The plan as recorded (informatively) in the header."""
-        out: dict = {"transform": {"name": self.transform, "parameters": _jsonable(self.transform_params)}}
-        if self.value_stages:
-            out["values"] = [{"name": n, "parameters": _jsonable(p)} for n, p in self.value_stages]
-        return out
-
-
-def _jsonable(params: Mapping[str, Any]) -> dict:
-    """Parameters minus the ones that are not JSON (e.g. importance weight arrays)."""
-    return {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
-
 
 @dataclass
 class EncodedTensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,11 +44,6 @@ class Settings:
     fft_transform: str = "dct"       # "dct" or "rfft"
     float16: bool = False            # cast kept values to float16 (when no k-means)
     uniform: float | None = None     # uniform quantization step, in standard deviations of the values
-
-    def describe(self) -> str:
-        """Short human form, e.g. ``prune=0.8,bits=4``."""
-        default = Settings()
-        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)) or "lossless"
 
     def to_json(self) -> dict:
         """Non-default fields as JSON."""

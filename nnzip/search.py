@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -100,7 +100,6 @@ class SearchResult:
     """The chosen encoding per tensor, with what was measured."""
 
     encoded: dict[str, EncodedTensor]
-    values: dict[str, np.ndarray]
     choices: dict[str, str]
     baseline: float
     measured: float
@@ -112,7 +111,6 @@ class SearchResult:
     metric: str
     evaluations: int
     seconds: float
-    trials: dict[str, list[Trial]] = field(default_factory=dict)
 
     def to_json(self, max_drop: float) -> dict:
         """The record kept in the header's ``plan`` member (each tensor's choice is in its own ``stats``)."""
@@ -311,18 +309,15 @@ class BudgetSearch:
             progress(len(names), len(names), "")
         best = self._choose(options, max_drop)
         encoded = dict(lossless)
-        values = dict(self.model.tensors)
         choices = {}
         for name, trial in best["trials"].items():
             encoded[name] = trial.encoded
-            values[name] = trial.encoded.reconstruction
             choices[name] = trial.candidate.label
             if trial.bias is not None:
                 bias_name = self.layers[name].bias
-                values[bias_name] = trial.bias
                 encoded[bias_name] = encode_tensor(bias_name, trial.bias, lossless_plan(trial.bias))
-        return SearchResult(encoded, values, choices, self.baseline, best["measured"], best["raw_drop"], best["drop"], self.margin,
-                            self.evaluator.metric, self.evaluations, time.monotonic() - started, options)
+        return SearchResult(encoded, choices, self.baseline, best["measured"], best["raw_drop"], best["drop"], self.margin,
+                            self.evaluator.metric, self.evaluations, time.monotonic() - started)
 
     def _choose(self, options: dict[str, list[Trial]], max_drop: float) -> dict:
         """Pick the plan: allocation targets bisected on the *measured* drop, then greedy refinement.
