@@ -17,6 +17,7 @@ import numpy as np
 from . import __version__, io
 from .container import open_container, write_container
 from .errors import ConfigError, FormatError, NnzipError
+from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
 from .outputs import atomic_output, check_writable
 from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor, serialized_bytes, serialized_entropy
@@ -259,15 +260,8 @@ def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dic
 # --- decompress -------------------------------------------------------------------------
 
 
-#: Rule 4.7: a file may not decode to more than this many bytes of tensors per byte of file
-#: (nnzip's best ratios are near 50; all-zero tensors compress further, hence the headroom),
-#: nor more than MIN_DECODED_CAP in total when that is larger.
-MAX_EXPANSION_PER_FILE_BYTE = 4096
-MIN_DECODED_CAP = 1 << 28
-
-
-def check_header(header: dict, file_size: int) -> None:
-    """Container-level header checks (spec/container.md §3) beyond the blob table."""
+def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+    """Container-level header checks (spec/container.md §3) beyond the blob table, within *limits*."""
     if header.get("format") != "nnzip":
         raise FormatError("rule 3.1: header 'format' must be \"nnzip\"")
     source = header.get("source")
@@ -283,12 +277,12 @@ def check_header(header: dict, file_size: int) -> None:
         raise FormatError("rule 3.3: the tensors must be exactly the structure's tensors (§5), in order")
     sizes = blob_sizes(header)
     for entry in tensors:  # each entry's own rules (§4) first: parts must be a list of objects
-        check_tensor_entry(entry, sizes)
+        check_tensor_entry(entry, sizes, limits)
     referenced = sorted(part["blob"] for entry in tensors for part in entry["parts"])
     if referenced != list(range(len(sizes))):
         raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
     decoded = sum(math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for entry in tensors)
-    cap = max(MIN_DECODED_CAP, MAX_EXPANSION_PER_FILE_BYTE * file_size)
+    cap = limits.output_cap(file_size)
     if decoded > cap:
         raise FormatError(f"rule 4.7: the tensors would take {decoded:,} bytes from a {file_size:,}-byte file (cap {cap:,})")
 
@@ -298,22 +292,29 @@ def blob_sizes(header: dict) -> list[int]:
     return [entry["size"] for entry in header["blobs"]]
 
 
-def read_tensors(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
-    """Decode every tensor of a ``.nnz`` file; returns (header, name -> array)."""
+def read_tensors(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> tuple[dict, dict[str, np.ndarray]]:
+    """Decode every tensor of a ``.nnz`` file within *limits*; returns (header, name -> array)."""
     with open_container(path) as container:
         header = container.header
-        check_header(header, container.file_size)
+        check_header(header, container.file_size, limits)
         sizes = blob_sizes(header)
-        tensors = {entry["name"]: decode_tensor(entry, container.blob, sizes) for entry in header["tensors"]}
+        tensors = {entry["name"]: decode_tensor(entry, container.blob, sizes, limits) for entry in header["tensors"]}
     return header, tensors
 
 
-def decompress(source: str | os.PathLike, output: str | os.PathLike | None = None, *, force: bool = False, progress: Progress | None = None) -> Path:
-    """Rebuild the source-format file from a ``.nnz``; returns the path written."""
+def decompress(
+    source: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+) -> Path:
+    """Rebuild the source-format file from a ``.nnz`` within *limits*; returns the path written."""
     source = Path(source)
     with open_container(source) as container:
         header = container.header
-        check_header(header, container.file_size)
+        check_header(header, container.file_size, limits)
         output = Path(output) if output is not None else default_decompressed(source, header)
         entries = {entry["name"]: entry for entry in header["tensors"]}
         sizes, total = blob_sizes(header), len(entries)
@@ -324,7 +325,7 @@ def decompress(source: str | os.PathLike, output: str | os.PathLike | None = Non
             if progress:
                 progress(done, total, name)
             done += 1
-            return decode_tensor(entries[name], container.blob, sizes)
+            return decode_tensor(entries[name], container.blob, sizes, limits)
 
         with atomic_output(output, force) as temporary:
             io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
@@ -345,7 +346,7 @@ def default_decompressed(source: Path, header: dict) -> Path:
 # --- inspect ----------------------------------------------------------------------------
 
 
-def inspect(path: str | os.PathLike) -> dict:
+def inspect(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> dict:
     """A JSON-able summary of a ``.nnz``: source, sizes, and per tensor chain, bytes, bits per weight, error.
 
     Every blob is read (its CRC checked, as ``gzip -t`` does) and its bytes stage undone
@@ -353,7 +354,7 @@ def inspect(path: str | os.PathLike) -> dict:
     """
     with open_container(path) as container:
         header = container.header
-        check_header(header, container.file_size)
+        check_header(header, container.file_size, limits)
         tensors = [_tensor_summary(entry, container.blob) for entry in header["tensors"]]
         file_size, version, header_size = container.file_size, container.version, container.header_stored_size
     original = sum(t["original_bytes"] for t in tensors)

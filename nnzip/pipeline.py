@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .errors import ConfigError, FormatError
+from .limits import DEFAULT_LIMITS, DecodeLimits
 from .stages import ArraySpec, BytesSpec, Kind, get_stage
 from .stages.base import TransformStage
 
@@ -158,8 +159,11 @@ class CheckedTensor:
     parts: list[tuple[str, int, list]]
 
 
-def check_tensor_entry(entry: Any, blob_sizes: list[int]) -> CheckedTensor:
-    """Validate one header tensor entry (spec/container.md §4.2) without reading any blob."""
+def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> CheckedTensor:
+    """Validate one header tensor entry (spec/container.md §4.2) without reading any blob.
+
+    *limits* bounds the working memory and arithmetic its decode may need (§4.3).
+    """
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise FormatError("rule 4.1: a tensor entry must be an object with a string name")
     name = entry["name"]
@@ -241,9 +245,9 @@ def _check_blob_size(resolved: list, blob_size: int, where: str) -> None:
         raise FormatError(f"rule 4.6: {where}: {stage.id} needs {stage.encoded_size(input_spec, config)} bytes, the blob gives {blob_size}")
 
 
-def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[int]) -> np.ndarray:
-    """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``."""
-    checked = check_tensor_entry(entry, blob_sizes)
+def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``, within *limits*."""
+    checked = check_tensor_entry(entry, blob_sizes, limits)
     parts = {}
     for part_name, index, resolved in checked.parts:
         data = blob(index)
