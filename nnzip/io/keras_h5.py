@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import DroppedGroup, Model
 from . import hdf5_tree
 
@@ -39,10 +40,14 @@ OPTIMIZER_GROUP = {LEGACY: "optimizer_weights", WEIGHTS_V3: "optimizer"}
 
 
 def detect(h5: h5py.File) -> str:
-    """The Keras format of an open HDF5 file, or InputError when it is not a Keras file."""
-    if isinstance(h5.get("model_weights"), h5py.Group) or "layer_names" in h5.attrs:
+    """The Keras format of an open HDF5 file, or InputError when it is not a Keras file.
+
+    Only hard links are looked at: following a soft or external link here would
+    open what it points to before rule 8.1 refuses it.
+    """
+    if _hard_group(h5, "model_weights") or "layer_names" in h5.attrs:
         return LEGACY
-    if isinstance(h5.get("layers"), h5py.Group) or isinstance(h5.get("vars"), h5py.Group):
+    if _hard_group(h5, "layers") or _hard_group(h5, "vars"):
         return WEIGHTS_V3
     raise InputError(
         f"{os.path.basename(h5.filename)} is an HDF5 file but not a Keras model or weights file "
@@ -50,30 +55,49 @@ def detect(h5: h5py.File) -> str:
     )
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
-    """Read a Keras HDF5 file; optimizer state is dropped unless *keep_optimizer*."""
+def _hard_group(h5: h5py.Group, name: str) -> bool:
+    """Whether *name* is a hard link to a group (never resolving soft or external links)."""
+    return name in h5 and isinstance(h5.get(name, getlink=True), h5py.HardLink) and isinstance(h5[name], h5py.Group)
+
+
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+    """Read a Keras HDF5 file; optimizer state is dropped unless *keep_optimizer*.
+
+    The datasets may declare at most ``limits.output_cap(file size)`` bytes
+    (rule 8.7): what a ``.nnz`` of this size could be decompressed to.
+    """
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise InputError(f"cannot read {os.fspath(path)} as HDF5: {exc}") from None
     with h5:
-        source_format = detect(h5)
-        structure, tensors, dropped = read_open(h5, source_format, keep_optimizer)
+        try:
+            source_format = detect(h5)
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise InputError(f"cannot read {os.fspath(path)} as HDF5: {' '.join(str(exc).split())}") from None
+        max_bytes = limits.output_cap(os.path.getsize(path))
+        structure, tensors, dropped = read_open(h5, source_format, keep_optimizer, max_bytes=max_bytes)
     return Model(source_format, structure, tensors, dropped)
 
 
-def read_open(h5: h5py.File, source_format: str, keep_optimizer: bool, label: str = "") -> tuple[dict, dict[str, np.ndarray], list[DroppedGroup]]:
+def read_open(h5: h5py.File, source_format: str, keep_optimizer: bool, label: str = "",
+              max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray], list[DroppedGroup]]:
     """Tree, tensors and dropped groups of an open Keras HDF5 file of *source_format*.
 
     *label* prefixes the dropped group's path in the report (``keras-v3`` uses
-    ``model.weights.h5/`` for the HDF5 file inside its zip).
+    ``model.weights.h5/`` for the HDF5 file inside its zip).  *max_bytes* caps the
+    datasets' declared bytes (:func:`nnzip.io.hdf5_tree.read_tree`).
     """
     optimizer = OPTIMIZER_GROUP[source_format]
     dropped = []
-    if optimizer in h5 and not keep_optimizer:
-        dropped.append(measure_group(h5[optimizer], label + optimizer))
+    # Only a hard-linked group is dropped; anything else under that name meets rule 8.1/8.6.
+    if not keep_optimizer and _hard_group(h5, optimizer):
+        try:
+            dropped.append(measure_group(h5[optimizer], label + optimizer))
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise InputError(f"cannot read /{optimizer} as HDF5: {' '.join(str(exc).split())}") from None
     skip = (lambda p: p == optimizer) if dropped else (lambda p: False)
-    structure, tensors = hdf5_tree.read_tree(h5, skip)
+    structure, tensors = hdf5_tree.read_tree(h5, skip, max_bytes)
     return structure, tensors, dropped
 
 
@@ -88,7 +112,8 @@ def measure_group(group: h5py.Group, path: str) -> DroppedGroup:
 
     def visit(_name, obj):
         nonlocal count, nbytes
-        if isinstance(obj, h5py.Dataset):
+        # Metadata only: the group is never read.  H5Ovisit visits each object once.
+        if isinstance(obj, h5py.Dataset) and obj.shape is not None:
             count += 1
             nbytes += int(obj.size) * obj.dtype.itemsize
 

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from . import hdf5_tree, keras_h5, zipmeta
 
@@ -52,8 +53,11 @@ def looks_like(archive: zipfile.ZipFile) -> bool:
 # --- reading --------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
-    """Read a ``.keras`` archive; optimizer state is dropped unless *keep_optimizer*."""
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+    """Read a ``.keras`` archive; optimizer state is dropped unless *keep_optimizer*.
+
+    The weights' datasets may declare at most ``limits.output_cap(archive size)`` bytes (rule 8.7).
+    """
     with zipmeta.open_archive(path) as archive:
         infos = zipmeta.members(archive)
         names = [info.filename for info in infos]
@@ -63,7 +67,8 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
         for info in infos:
             record = {"name": info.filename, "zip": zipmeta.describe(info)}
             if info.filename == WEIGHTS_MEMBER:
-                record["hdf5"], tensors, dropped = _read_weights(archive, info, keep_optimizer)
+                record["hdf5"], tensors, dropped = _read_weights(archive, info, keep_optimizer,
+                                                                 limits.output_cap(os.path.getsize(path)))
             else:
                 carried += info.file_size
                 if carried > MAX_CARRIED_BYTES:
@@ -74,8 +79,8 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
     return Model(FORMAT_ID, structure, tensors, dropped)
 
 
-def _read_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep_optimizer: bool):
-    """(tree, tensors named ``model.weights.h5/...``, dropped) of the inner HDF5 file."""
+def _read_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep_optimizer: bool, max_bytes: int):
+    """(tree, tensors named ``model.weights.h5/...``, dropped) of the inner HDF5 file (rules 8.1-8.9)."""
     # h5py needs a seekable file; a temporary copy keeps memory flat and works for
     # deflated members too (seeking backwards in a ZipExtFile re-inflates from the start).
     with tempfile.TemporaryDirectory(prefix="nnzip-") as folder:
@@ -87,7 +92,7 @@ def _read_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep_optimize
         except OSError as exc:
             raise InputError(f"{WEIGHTS_MEMBER} inside the archive is not HDF5: {exc}") from None
         with h5:
-            tree, tensors, dropped = keras_h5.read_open(h5, keras_h5.WEIGHTS_V3, keep_optimizer, WEIGHTS_MEMBER + "/")
+            tree, tensors, dropped = keras_h5.read_open(h5, keras_h5.WEIGHTS_V3, keep_optimizer, WEIGHTS_MEMBER + "/", max_bytes)
     return tree, {f"{WEIGHTS_MEMBER}/{name}": value for name, value in tensors.items()}, dropped
 
 
