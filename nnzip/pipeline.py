@@ -5,7 +5,7 @@ A tensor's encoding (stored as one entry of the header's ``tensors`` list) is::
     transform (array -> named parts)
       for each part:  ARRAY* -> SERIALIZE -> BYTES?   -> one blob
 
-The rules a chain must satisfy are numbered in ``spec/container.md`` §4.3 and
+The rules a chain must satisfy are numbered in ``spec/container.md`` §4.2 and
 each message below names its rule, so a user (or a test) knows which one broke.
 """
 

@@ -453,3 +453,31 @@ def test_golden_file_is_far_below_every_cap():
     for entry in header["tensors"]:
         checked = check_tensor_entry(entry, api.blob_sizes(header))
         assert checked.work <= 2 * checked.spec.nbytes and checked.ops < 1000
+
+
+# --- stage fixtures pin their inputs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", sorted(p.stem for p in (TESTS / "fixtures" / "stages").glob("*.json")))
+def test_every_stage_fixture_pins_its_input(fixture):
+    """From the JSON alone (input, params), the stage encodes exactly the ``.bin``, and
+    decoding the ``.bin`` with the stored configuration gives the input back (within the
+    stage's loss: a lossless stage exactly)."""
+    from common import FIXTURES, input_of, output_bytes, _parse_output
+    from nnzip.stages import BytesSpec, Kind
+
+    record = json.loads((FIXTURES / f"{fixture}.json").read_text())
+    stage = get_stage(fixture.split("-")[0])
+    assert {"params", "configuration", "input"} <= set(record)
+    data = input_of(record["input"])
+    if stage.kind is Kind.BYTES:
+        data, spec = data.tobytes(), BytesSpec(record["input"]["N"])
+    else:
+        spec = ArraySpec(np.dtype(record["input"]["dtype"]), tuple(record["input"]["shape"]))
+    encoded, config = stage.encode(data, spec, dict(record["params"]))
+    blob = (FIXTURES / f"{fixture}.bin").read_bytes()
+    assert json.loads(json.dumps(config)) == record["configuration"]
+    assert output_bytes(stage, encoded, config, spec) == blob
+    decoded = stage.decode(_parse_output(stage, blob, record["configuration"], spec), spec, record["configuration"])
+    if stage.lossless:
+        assert (bytes(decoded) if stage.kind is Kind.BYTES else np.asarray(decoded).tobytes()) == (data if stage.kind is Kind.BYTES else data.tobytes())
