@@ -20,7 +20,7 @@ from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
 from .outputs import atomic_output, check_writable
-from .pipeline import EncodedTensor, TensorPlan, check_tensor_entry, decode_tensor, encode_tensor, serialized_bytes, serialized_entropy
+from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, serialized_bytes, serialized_entropy
 from .plan import PlanRules, Settings, lossless_plan, tensor_plan
 
 if TYPE_CHECKING:
@@ -276,8 +276,9 @@ def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LI
     if names != source_format.tensor_names(source["structure"]):
         raise FormatError("rule 3.3: the tensors must be exactly the structure's tensors (§5), in order")
     sizes = blob_sizes(header)
-    for entry in tensors:  # each entry's own rules (§4) first: parts must be a list of objects
-        check_tensor_entry(entry, sizes, limits)
+    # Each entry's own rules (§4) first: parts must be a list of objects.
+    checked = [check_tensor_entry(entry, sizes, limits) for entry in tensors]
+    check_file_cost(checked, sizes, limits)  # rule 4.8.2 summed over the file
     referenced = sorted(part["blob"] for entry in tensors for part in entry["parts"])
     if referenced != list(range(len(sizes))):
         raise FormatError("rule 3.4: every blob must be referenced by exactly one part")

@@ -5,7 +5,7 @@ A tensor's encoding (stored as one entry of the header's ``tensors`` list) is::
     transform (array -> named parts)
       for each part:  ARRAY* -> SERIALIZE -> BYTES?   -> one blob
 
-The rules a chain must satisfy are numbered in ``spec/container.md`` §4.3 and
+The rules a chain must satisfy are numbered in ``spec/container.md`` §4.2 and
 each message below names its rule, so a user (or a test) knows which one broke.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from .errors import ConfigError, FormatError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .stages import ArraySpec, BytesSpec, Kind, get_stage
-from .stages.base import TransformStage
+from .stages.base import LossyRangeError, TransformStage
 
 #: Slack allowed over a bytes stage's ``max_expansion`` bound, for its own header bytes.
 EXPANSION_SLACK = 64
@@ -65,6 +65,9 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan) -> EncodedTens
         blobs.append(blob)
         rebuilt_parts[part_name] = rebuilt
     reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
+    if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
+        # Values near the dtype's maximum can round past it; such a tensor is stored losslessly.
+        raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {spec.dtype}; store it losslessly")
     entry = {
         "name": name,
         **spec.to_json(),
@@ -157,6 +160,10 @@ class CheckedTensor:
     config: dict
     #: Per part: (name, blob index, [(stage, input spec, configuration), ...]).
     parts: list[tuple[str, int, list]]
+    #: Rule 4.8.1: peak bytes its decode holds beyond the tensor's own output.
+    work: int = 0
+    #: Rule 4.8.2: operations its decode costs.
+    ops: int = 0
 
 
 def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> CheckedTensor:
@@ -190,7 +197,60 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
         resolved = _check_codecs(part.get("codecs"), part_spec, where)
         _check_blob_size(resolved, blob_sizes[blob], where)
         checked.append((part["name"], blob, resolved))
-    return CheckedTensor(spec, transform, config, checked)
+    work, ops = decode_cost(spec, transform, config, checked, blob_sizes)
+    cap = limits.work_cap(spec.nbytes)
+    if work > cap:
+        raise FormatError(
+            f"rule 4.8.1: tensor {name!r}: decoding needs {work:,} bytes of working memory "
+            f"beyond its {spec.nbytes:,}-byte output (cap {cap:,})"
+        )
+    _check_ops(ops, blob_sizes, limits, f"tensor {name!r}")
+    return CheckedTensor(spec, transform, config, checked, work, ops)
+
+
+def decode_cost(spec: ArraySpec, transform: type[TransformStage], config: dict, parts: list, blob_sizes: list[int]) -> tuple[int, int]:
+    """``(work, ops)`` of decoding one checked tensor (spec/container.md §4.3, rules 4.8.1, 4.8.2).
+
+    Decoding holds, at each step of a part's chain, the stage's stored input, its output and
+    its declared temporaries, on top of the parts already decoded; the transform then holds
+    every part, its temporaries and the tensor.  ``work`` is the largest of these totals
+    minus the tensor's own bytes (which rule 4.7 counts); ``ops`` the sum of every stage's.
+    """
+    held = peak = ops = 0
+    for _, blob, resolved in parts:
+        stored = blob_sizes[blob]
+        part_peak = 0
+        for stage, input_spec, stage_config in reversed(resolved):
+            decoded = _nbytes(input_spec)
+            cost = stage.decode_cost(input_spec, stage_config, stored)
+            part_peak = max(part_peak, stored + decoded + cost.work)
+            ops += cost.ops
+            stored = decoded
+        peak = max(peak, held + part_peak)
+        held += stored
+    cost = transform.decode_cost(spec, config)
+    ops += cost.ops
+    output = 0 if transform.output_is_part else spec.nbytes
+    peak = max(peak, held + cost.work + output)
+    return max(0, peak - spec.nbytes), ops
+
+
+def check_file_cost(checked: list[CheckedTensor], blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+    """Rule 4.8.2 over a whole file: the operations of all its tensors' decodes, summed."""
+    _check_ops(sum(t.ops for t in checked), blob_sizes, limits, "the file")
+
+
+def _check_ops(ops: int, blob_sizes: list[int], limits: DecodeLimits, what: str) -> None:
+    cap = limits.ops_cap(sum(blob_sizes))
+    if ops > cap:
+        raise FormatError(
+            f"rule 4.8.2: decoding {what} needs {ops:,} operations, more than the cap {cap:,} "
+            f"for {sum(blob_sizes):,} bytes of blobs"
+        )
+
+
+def _nbytes(spec: ArraySpec | BytesSpec) -> int:
+    return spec.nbytes if isinstance(spec, ArraySpec) else spec.size
 
 
 def _spec(obj: Mapping, where: str) -> ArraySpec:

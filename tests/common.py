@@ -5,12 +5,16 @@ Every stage test module calls these so that all stages meet the same contract:
 * :func:`check_roundtrip` -- encode, JSON round trip of the configuration,
   ``check_config``, decode, and the result equal (lossless) or within a stated error;
 * :func:`check_golden` -- the bytes a deterministic input encodes to are pinned in
-  ``tests/fixtures/stages/``; a missing fixture fails.  Regenerate on purpose only,
-  with ``python tests/regen_fixtures.py`` (which sets ``NNZIP_REGEN_FIXTURES=1``).
+  ``tests/fixtures/stages/``; a missing fixture fails.  Each fixture's JSON also pins its
+  input (:func:`describe_input`: dtype, shape and values, or for a bytes stage the decoded
+  length ``N`` and the bytes), so a third party can check the ``.bin`` without this code.
+  Regenerate on purpose only, with ``python tests/regen_fixtures.py`` (which sets
+  ``NNZIP_REGEN_FIXTURES=1``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -101,13 +105,17 @@ def check_golden(stage_id: str, case: str, data: Any, params: Mapping | None = N
     blob = output_bytes(stage_cls, encoded, config, spec)
     json_path = FIXTURES / f"{stage_id}-{case}.json"
     bin_path = FIXTURES / f"{stage_id}-{case}.bin"
+    described = describe_input(stage_cls, data)
     if REGENERATE:
         FIXTURES.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"params": dict(params or {}), "configuration": config}, indent=1, sort_keys=True) + "\n")
+        record = {"params": dict(params or {}), "configuration": config, "input": described}
+        json_path.write_text(json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n")
         bin_path.write_bytes(blob)
         return
     assert json_path.exists() and bin_path.exists(), f"golden fixture {json_path.name} is missing (run tests/regen_fixtures.py on purpose)"
     stored = json.loads(json_path.read_text())
+    assert stored.get("input") == described, f"{stage_id}-{case}: the fixture's pinned input differs from the test's"
+    assert input_of(stored["input"]).tobytes() == (bytes(data) if stage_cls.kind is Kind.BYTES else np.asarray(data).tobytes())
     assert stored["configuration"] == config, f"{stage_id}-{case}: configuration changed"
     assert bin_path.read_bytes() == blob, f"{stage_id}-{case}: encoded bytes changed (a format change needs a new stage id)"
     # Decode from the stored bytes alone.
@@ -117,6 +125,39 @@ def check_golden(stage_id: str, case: str, data: Any, params: Mapping | None = N
         assert bytes(again) == bytes(decoded)
     else:
         assert np.asarray(again).tobytes() == np.asarray(decoded).tobytes()
+
+
+def describe_input(stage_cls, data: Any) -> dict:
+    """The input of a golden case as its fixture pins it.
+
+    Arrays: ``dtype`` (§1 of spec/container.md), ``shape``, ``values`` (nested lists in C
+    order; floats as JSON numbers, which hold every float16/32/64 value exactly; left out
+    when a value is NaN or infinite) and ``base64`` (the little-endian C-order bytes, the
+    exact reference).  Bytes (the input of ``huffman``/``lzw``, i.e. what they decode to):
+    ``N``, the decoded length the pipeline gives the decoder, and ``base64``.
+    """
+    if stage_cls.kind is Kind.BYTES:
+        raw = bytes(data)
+        return {"N": len(raw), "base64": base64.b64encode(raw).decode("ascii")}
+    array = np.ascontiguousarray(data)
+    spec = ArraySpec.of(array)
+    array = array.astype(spec.dtype)
+    described = {"dtype": spec.dtype.str, "shape": list(spec.shape), "base64": base64.b64encode(array.tobytes()).decode("ascii")}
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        described["values"] = array.tolist()
+    return described
+
+
+def input_of(described: Mapping) -> np.ndarray:
+    """The input a fixture pins (:func:`describe_input`), rebuilt from its exact bytes."""
+    raw = base64.b64decode(described["base64"])
+    if "N" in described:
+        assert len(raw) == described["N"]
+        return np.frombuffer(raw, dtype=np.uint8)
+    array = np.frombuffer(raw, dtype=described["dtype"]).reshape(described["shape"])
+    if "values" in described:
+        assert np.array(described["values"], dtype=described["dtype"]).reshape(described["shape"]).tobytes() == raw
+    return array
 
 
 def _parse_output(stage_cls, blob: bytes, config: Mapping, spec: Any) -> Any:

@@ -2,7 +2,13 @@
 
 Run ``python tests/regen_fixtures.py`` after a deliberate change of a stage's byte
 layout (which also needs a new stage id or a format version bump), then review
-``git diff tests/fixtures``.  The golden container files are written by
+``git diff tests/fixtures``.  Each stage fixture is a pair: ``<id>-<case>.bin``, the
+encoded bytes (a transform's parts concatenated in part order), and ``<id>-<case>.json``
+with ``params`` (what the encoder was asked), ``configuration`` (what the file stores) and
+``input`` -- the exact input: ``dtype``, ``shape``, ``values`` and ``base64`` of its bytes
+for array stages, or ``N`` (the decoded length) and ``base64`` for ``huffman``/``lzw``
+(``tests/common.py``, ``describe_input``), so that a third party can check each ``.bin``
+from the JSON alone.  The golden container files are written by
 ``tests/test_container.py`` the same way (``NNZIP_REGEN_FIXTURES=1``).
 """
 

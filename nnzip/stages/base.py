@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import ConfigError, FormatError
 
 #: Largest number of elements one tensor or part may declare (2**31, as in the
 #: safetensors and GGUF readers' sanity caps); bigger claims are rejected unread.
@@ -47,6 +47,47 @@ MAX_NDIM = 8
 ALLOWED_DTYPES = (
     "|b1", "|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8",
 )
+
+
+#: Elements a blockwise decoder handles per step: its temporaries stay a few MiB whatever the
+#: tensor's size (spec/container.md §4.3).  Results do not depend on it (elementwise work,
+#: or transforms whose lines are computed independently).
+BLOCK_ELEMENTS = 1 << 18
+#: Operations charged per element for one vectorised pass over an array (a numpy pass
+#: costs about as much CPU time as 16 multiply-adds of a matrix product; spec §4.3).
+PASS_OPS = 16
+
+
+@dataclass(frozen=True)
+class DecodeCost:
+    """What one stage's decode may cost beyond its input and output (spec/container.md §4.3).
+
+    ``work`` is the peak bytes of temporaries the decoder allocates besides the array (or
+    bytes) it is given and the one it returns; ``ops`` the operations it performs, in units
+    of one float64 multiply-add of a matrix product (see :data:`PASS_OPS`).  Both are
+    upper bounds computed from the configuration and the specs alone, before decoding.
+    """
+
+    work: int = 0
+    ops: int = 0
+
+
+def linear_cost(elements: int, passes: int = 1, work: int = 0) -> DecodeCost:
+    """The cost of *passes* vectorised passes over *elements* elements, with *work* bytes of temporaries."""
+    return DecodeCost(int(work), int(PASS_OPS * passes * max(int(elements), 1)))
+
+
+def block_work(bytes_per_element: int) -> int:
+    """Temporaries of a blockwise pass that keeps *bytes_per_element* bytes per element of one block."""
+    return BLOCK_ELEMENTS * bytes_per_element
+
+
+class LossyRangeError(ConfigError):
+    """A lossy stage cannot represent this tensor: it holds NaN or infinities, or its
+    reconstruction would overflow the tensor's dtype.
+
+    Planners catch it to store the tensor losslessly instead; it never reaches a file.
+    """
 
 
 class Kind(enum.Enum):
@@ -158,11 +199,25 @@ class Stage:
         """
         raise NotImplementedError
 
+    @classmethod
+    def decode_cost(cls, spec: Any, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """Upper bounds on :meth:`decode`'s temporaries and operations (config already checked).
+
+        *spec* is the decoder's output spec (its encoder's input); *coded* the byte size of
+        the stored input where only the file knows it (bytes stages: the blob).  The
+        default, for stages that decode in one pass with no temporaries, charges one pass
+        over the output.
+        """
+        size = spec.size if isinstance(spec, (ArraySpec, BytesSpec)) else 0
+        return linear_cost(size)
+
 
 class TransformStage(Stage):
     """array -> named parts.  ``encode`` returns ``({part: array}, config)``."""
 
     kind = Kind.TRANSFORM
+    #: True when :meth:`decode` returns a part as the tensor, allocating no output (``dense``).
+    output_is_part: ClassVar[bool] = False
 
     @classmethod
     def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, SerializeStage, config_int, config_keys
+from .base import ArraySpec, DecodeCost, SerializeStage, config_int, config_keys, linear_cost
 
 #: Input element types the stage accepts.
 UINT_DTYPES = ("|b1", "|u1", "<u2", "<u4", "<u8")
@@ -74,6 +74,12 @@ class BitPack(SerializeStage):
         if spec.dtype == np.bool_:
             return values.astype(np.bool_).reshape(spec.shape)
         return values.astype(spec.dtype).reshape(spec.shape)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """The unpacked values in their container type, and one chunk's temporaries."""
+        container = _container(config["bits"]).itemsize
+        return linear_cost(spec.size, passes=4, work=spec.size * container + 48 * CHUNK)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, TransformStage, config_choice, config_keys
+from .base import ArraySpec, DecodeCost, TransformStage, config_choice, config_keys, linear_cost
 from .entropy import entropy_bound
 
 #: Stored split modes.
@@ -92,6 +92,11 @@ class BytePlanes(TransformStage):
         if mode == "rotate":
             words = _rotate_right(words)
         return words.view(spec.dtype)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """The planes are stacked into the output in place; ``rotate`` makes two word-sized temporaries."""
+        return linear_cost(spec.size, passes=4, work=2 * spec.nbytes if config["mode"] == "rotate" else 0)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, ArrayStage, config_choice, config_keys
+from .base import ArraySpec, ArrayStage, DecodeCost, LossyRangeError, config_choice, config_keys, linear_cost
 
 #: Input element types the stage accepts.
 INPUT_DTYPES = ("<f4", "<f8")
@@ -48,7 +48,7 @@ class Cast(ArrayStage):
         overflow = np.isinf(decoded) & np.isfinite(values)
         if overflow.any():
             worst = float(np.abs(values[overflow]).max())
-            raise ConfigError(f"cast: value {worst:g} is beyond the range of {target}; it would become infinity")
+            raise LossyRangeError(f"cast: value {worst:g} is beyond the range of {target}; it would become infinity")
         return out, {"dtype": target}
 
     @classmethod
@@ -61,6 +61,11 @@ class Cast(ArrayStage):
             raise FormatError(f"cast: expected {TARGETS[target]} of shape {spec.shape}, got {stored.dtype} {stored.shape}")
         values = stored if target == "<f2" else from_bfloat16(stored)
         return values.astype(spec.dtype)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """bfloat16 widens to a float32 temporary first; float16 converts directly."""
+        return linear_cost(spec.size, passes=2, work=4 * spec.size if config["dtype"] == "bfloat16" else 0)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:

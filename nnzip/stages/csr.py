@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, TransformStage, config_choice, config_int, config_keys
+from .base import ArraySpec, DecodeCost, TransformStage, config_choice, config_int, config_keys, linear_cost
 from .matrix import (
     check_params,
     check_parts,
@@ -252,6 +252,22 @@ def index_specs(config: Mapping[str, Any], kept: int, m: int, n: int) -> list[Ar
     return [ArraySpec(np.dtype("|u1"), (m * n,))]
 
 
+def index_decode_cost(config: Mapping[str, Any], kept: int, m: int, n: int) -> DecodeCost:
+    """Temporaries and operations of :func:`decode_positions`, the int64 positions included.
+
+    ``gaps``: about five int64/bool arrays per code; ``csr``: about ten int64 arrays per
+    kept value and a few per row; ``mask``: a boolean per position and the positions.
+    """
+    coding = config["index_coding"]
+    if coding == "gaps":
+        elements, work = config["codes"], 40 * config["codes"] + 8 * kept
+    elif coding == "csr":
+        elements, work = kept + m, 80 * kept + 48 * (m + 1)
+    else:
+        elements, work = m * n + kept, m * n + 16 * kept
+    return linear_cost(elements, passes=8, work=work)
+
+
 def decode_positions(config: Mapping[str, Any], arrays: list[np.ndarray], kept: int, m: int, n: int) -> np.ndarray:
     """Strictly increasing flat positions (int64) from checked index arrays."""
     coding = config["index_coding"]
@@ -321,6 +337,13 @@ class CSR(TransformStage):
         out = np.zeros(spec.size, dtype=spec.dtype)
         out[positions] = checked["data"]
         return out.reshape(spec.shape)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """The positions (:func:`index_decode_cost`), then a zero tensor and one scatter."""
+        m, n = matrix_shape(spec.shape)
+        positions = index_decode_cost(config, config["kept"], m, n)
+        return DecodeCost(positions.work, positions.ops + linear_cost(spec.size, passes=2).ops)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:

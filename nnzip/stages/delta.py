@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, ArrayStage, config_keys
+from .base import ArraySpec, ArrayStage, DecodeCost, config_keys, linear_cost
 
 #: Input element types the stage accepts.
 INT_DTYPES = ("|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8")
@@ -67,6 +67,11 @@ class Delta(ArrayStage):
             flat = _unzigzag(flat)
         # cumsum in the w-bit unsigned type wraps modulo 2**w: the inverse of the wrapped differences.
         return np.cumsum(flat, dtype=unsigned).view(spec.dtype).reshape(spec.shape)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """The unzigzag's three temporaries of the input's size, and a running sum."""
+        return linear_cost(spec.size, passes=5, work=3 * spec.nbytes)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .base import ArraySpec, TransformStage, config_keys
+from .base import ArraySpec, DecodeCost, TransformStage, config_keys
 
 
 class Dense(TransformStage):
@@ -17,6 +17,7 @@ class Dense(TransformStage):
 
     id = "dense"
     lossless = True
+    output_is_part = True
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -27,6 +28,11 @@ class Dense(TransformStage):
     def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
         """The ``values`` part."""
         return parts["values"]
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """Nothing: the part is the tensor."""
+        return DecodeCost(0, 0)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:

@@ -34,7 +34,7 @@ from bitarray import bitarray
 from bitarray.util import canonical_decode
 
 from ..errors import ConfigError, FormatError
-from .base import BytesSpec, BytesStage, config_int, config_keys
+from .base import BytesSpec, BytesStage, DecodeCost, config_int, config_keys, linear_cost
 from .entropy import (
     canonical_codes,
     kraft_ok,
@@ -106,6 +106,21 @@ class Huffman(BytesStage):
         """Only ``symbol_bits``, an integer in 1..16."""
         config_keys(config, {"symbol_bits"}, cls.id)
         config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
+
+    @classmethod
+    def decode_cost(cls, spec: BytesSpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """Bounds for this decoder, measured with ``tracemalloc`` (``spec/stages/huffman.md``, "Decode cost").
+
+        With ``n = 8 N / w`` symbols: two copies of the blob, then per symbol 9 bytes for
+        ``w = 8`` (the symbol histogram converts to intp), 12 for ``w < 8`` and 40 for ``w > 8``
+        (``fields_to_bytes`` re-packs through uint64 words or bit arrays).  A compiled
+        decoder replacing this one declares its own, smaller figures here.
+        """
+        width = config["symbol_bits"]
+        symbols = 8 * spec.size // width + 1
+        per_symbol = 9 if width == 8 else 12 if width < 8 else 40
+        work = 2 * coded + per_symbol * symbols + 16 * (1 << width) + (1 << 20)
+        return linear_cost(symbols + coded, passes=4, work=work)
 
     @classmethod
     def max_expansion(cls, config: Mapping[str, Any]) -> float:

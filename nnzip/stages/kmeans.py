@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, ArrayStage, config_int, config_keys, decode_floats, encode_floats
+from .base import BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeError, block_work, config_int, config_keys, decode_floats, encode_floats, linear_cost
 from .kmeans1d import kmeans1d, nearest
 
 #: Input element types the stage accepts.
@@ -53,7 +53,16 @@ class KMeans(ArrayStage):
             raise FormatError(f"kmeans: codes must be uint8 of shape {spec.shape}, got {codes.dtype} {codes.shape}")
         if codes.size and int(codes.max()) >= codebook.size:
             raise FormatError(f"kmeans: code {int(codes.max())} is outside the codebook of {codebook.size} entries")
-        return codebook.astype(spec.dtype)[codes.reshape(-1)].reshape(spec.shape)
+        table, flat = codebook.astype(spec.dtype), codes.reshape(-1)
+        out = np.empty(flat.size, dtype=spec.dtype)
+        for start in range(0, flat.size, BLOCK_ELEMENTS):  # indexing converts a block of codes to intp
+            out[start:start + BLOCK_ELEMENTS] = table[flat[start:start + BLOCK_ELEMENTS]]
+        return out.reshape(spec.shape)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """A block of intp indices; a range check and a table lookup per element."""
+        return linear_cost(spec.size, passes=2, work=block_work(8))
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
@@ -92,9 +101,9 @@ def _check_values(values: np.ndarray, spec: ArraySpec) -> None:
     if spec.dtype.str not in FLOAT_DTYPES:
         raise ConfigError(f"kmeans: input must be float16/32/64, got {spec.dtype}")
     if not np.isfinite(values).all():
-        raise ConfigError("kmeans: input holds NaN or infinity (use raw or cast for such tensors)")
+        raise LossyRangeError("kmeans: input holds NaN or infinity; store this tensor losslessly")
     if values.size and np.abs(values).max() > np.finfo(np.float32).max:
-        raise ConfigError("kmeans: input exceeds the float32 range of the codebook")
+        raise LossyRangeError("kmeans: input exceeds the float32 range of the codebook; store this tensor losslessly")
 
 
 def _round_codebook(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:

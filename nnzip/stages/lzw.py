@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import BytesSpec, BytesStage, config_int, config_keys
+from .base import BytesSpec, BytesStage, DecodeCost, config_int, config_keys, linear_cost
 from .entropy import pack_lsb, read_lsb
 
 #: Width of the first codes.
@@ -72,6 +72,18 @@ class LZW(BytesStage):
         """Only ``max_bits``, an integer in 9..16."""
         config_keys(config, {"max_bits"}, cls.id)
         config_int(config, "max_bits", MIN_BITS, MAX_BITS)
+
+    @classmethod
+    def decode_cost(cls, spec: BytesSpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """Bounds for this decoder, measured with ``tracemalloc`` (``spec/stages/lzw.md``, "Decode cost").
+
+        About ten int64 arrays per code (``8 coded / 9`` codes at most), the output array and
+        its bytes copy; pointer jumping makes up to 17 passes over the codes, and the string
+        writer one pass over the output.
+        """
+        codes = 8 * coded // MIN_BITS + 1
+        work = 80 * codes + spec.size + (1 << 20)
+        return DecodeCost(work, linear_cost(codes, passes=24).ops + linear_cost(spec.size, passes=2).ops)
 
     @classmethod
     def max_expansion(cls, config: Mapping[str, Any]) -> float:

@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec
+from .base import ArraySpec, LossyRangeError
 
 #: The tensor element types the matrix transforms accept.
 FLOAT_DTYPES = ("<f2", "<f4", "<f8")
@@ -71,6 +71,28 @@ def require_float_input(stage_id: str, spec: ArraySpec) -> None:
     """Encoder check: raise ConfigError unless the tensor is float."""
     if not is_float(spec):
         raise ConfigError(f"{stage_id}: only float tensors can be transformed, got {spec.dtype}")
+
+
+def require_finite(stage_id: str, data: np.ndarray) -> None:
+    """Encoder check: raise :class:`~nnzip.stages.base.LossyRangeError` for NaN or infinite values.
+
+    A lossy transform cannot approximate them (the error would be NaN); planners catch the
+    error and store the tensor losslessly.
+    """
+    if not np.isfinite(np.asarray(data)).all():
+        raise LossyRangeError(f"{stage_id}: the tensor holds NaN or infinity; store it losslessly")
+
+
+def require_representable(stage_id: str, parts: Mapping[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+    """Encoder check: the float64 *parts* cast to *dtype*, or LossyRangeError if one overflows."""
+    out = {}
+    with np.errstate(over="ignore"):
+        for name, values in parts.items():
+            cast = np.asarray(values).astype(dtype)
+            if not np.isfinite(cast).all():
+                raise LossyRangeError(f"{stage_id}: part {name!r} overflows {dtype} (values near the type's maximum); store the tensor losslessly")
+            out[name] = cast
+    return out
 
 
 def require_float_spec(stage_id: str, spec: ArraySpec) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import FormatError
-from .base import ArraySpec, SerializeStage, config_keys
+from .base import ArraySpec, DecodeCost, SerializeStage, config_keys, linear_cost
 
 
 class Raw(SerializeStage):
@@ -26,7 +26,14 @@ class Raw(SerializeStage):
         """Rebuild the array of *spec* from exactly ``spec.nbytes`` bytes."""
         if len(data) != spec.nbytes:
             raise FormatError(f"raw: expected {spec.nbytes} bytes, got {len(data)}")
+        if spec.dtype == np.bool_:
+            check_bool_bytes(np.frombuffer(data, dtype=np.uint8))
         return np.frombuffer(data, dtype=spec.dtype).reshape(spec.shape).copy()
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """One copy (the output); a ``|b1`` check holds one boolean per element."""
+        return linear_cost(spec.size, passes=2, work=spec.size if spec.dtype == np.bool_ else 0)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
@@ -37,3 +44,10 @@ class Raw(SerializeStage):
     def encoded_size(cls, spec: ArraySpec, config: Mapping[str, Any]) -> int:
         """``spec.nbytes``."""
         return spec.nbytes
+
+
+def check_bool_bytes(values: np.ndarray) -> None:
+    """Rule 4.9: every byte of a ``|b1`` array is 0 or 1 (numpy would keep any other byte as it is)."""
+    if values.size and int(values.max()) > 1:
+        where = int(np.argmax(values > 1))
+        raise FormatError(f"rule 4.9: a |b1 (bool) element is byte {int(values[where])} at element {where}, not 0 or 1")

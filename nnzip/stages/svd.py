@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from .base import ArraySpec, TransformStage, config_int, config_keys
+from .base import BLOCK_ELEMENTS, ArraySpec, DecodeCost, TransformStage, config_int, config_keys, linear_cost
 from .matrix import (
     as_matrix,
     check_params,
@@ -37,8 +37,10 @@ from .matrix import (
     float_part_dtype,
     matrix_shape,
     param_fraction,
+    require_finite,
     require_float_input,
     require_float_spec,
+    require_representable,
 )
 
 
@@ -96,6 +98,7 @@ class SVD(TransformStage):
         check_params(cls.id, params, {"rank", "energy", "decomposition"})
         if ("rank" in params) == ("energy" in params):
             raise ConfigError("svd: give exactly one of the parameters 'rank' and 'energy'")
+        require_finite(cls.id, data)
         m, n = matrix_shape(spec.shape)
         matrix = as_matrix(data)
         if "decomposition" in params:
@@ -112,8 +115,7 @@ class SVD(TransformStage):
             )
         u, vt = _fix_signs(u[:, :rank], vt[:rank])
         dtype = float_part_dtype(spec)
-        parts = {"u": u.astype(dtype), "s": s[:rank].astype(dtype), "vt": vt.astype(dtype)}
-        return parts, {"rank": rank}
+        return require_representable(cls.id, {"u": u, "s": s[:rank], "vt": vt}, dtype), {"rank": rank}
 
     @classmethod
     def _rank(cls, params: Mapping[str, Any], s: np.ndarray, max_rank: int) -> int:
@@ -127,11 +129,30 @@ class SVD(TransformStage):
 
     @classmethod
     def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
-        """``(u * s) @ vt`` in float64, reshaped to the tensor's shape and cast to its dtype."""
+        """``(u * s) @ vt`` in float64, a block of rows at a time, cast to the tensor's dtype.
+
+        Blocks of ``BLOCK_ELEMENTS // n`` rows keep the float64 product a few MiB; BLAS may
+        round a block's dot products differently from a whole-matrix product, within the
+        tolerance ``spec/stages/svd.md`` states.
+        """
         checked = check_parts(cls.id, parts, cls.part_specs(spec, config))
+        m, n = matrix_shape(spec.shape)
         scaled = checked["u"].astype(np.float64) * checked["s"].astype(np.float64)
-        product = scaled @ checked["vt"].astype(np.float64)
-        return product.reshape(spec.shape).astype(spec.dtype)
+        vt = checked["vt"].astype(np.float64)
+        out = np.empty((m, n), dtype=spec.dtype)
+        rows = max(1, BLOCK_ELEMENTS // max(n, 1))
+        with np.errstate(over="ignore"):  # a hostile file may name products beyond the dtype: they become inf
+            for i in range(0, m, rows):
+                out[i:i + rows] = scaled[i:i + rows] @ vt
+        return out.reshape(spec.shape)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """float64 copies of ``u diag(s)`` and ``vt``, one block of rows; ``m n r`` multiply-adds."""
+        m, n = matrix_shape(spec.shape)
+        rank = config["rank"]
+        work = 8 * (m * rank + rank * n) + 16 * max(BLOCK_ELEMENTS, n)
+        return DecodeCost(work, m * n * rank + linear_cost(m * n + m * rank + rank * n, passes=2).ops)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, ArrayStage, config_keys, decode_floats, encode_floats
+from .base import BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeError, block_work, config_keys, decode_floats, encode_floats, linear_cost
 
 #: Input element types the stage accepts.
 INPUT_DTYPES = ("<f2", "<f4", "<f8")
@@ -41,6 +41,8 @@ class Uniform(ArrayStage):
         unknown = set(params) - {"step", "step_sd"}
         if unknown or ("step" in params) == ("step_sd" in params):
             raise ConfigError("uniform: give exactly one of the parameters 'step' and 'step_sd'")
+        if not np.isfinite(np.asarray(data)).all():
+            raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
         step = params["step"] if "step" in params else _relative_step(data, params["step_sd"])
         if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
             raise ConfigError(f"uniform: 'step' must be a positive finite number, got {step!r}")
@@ -48,13 +50,15 @@ class Uniform(ArrayStage):
             raise ConfigError(f"uniform: input must be a float array, got {spec.dtype}")
         values = np.asarray(data, dtype=np.float64)
         if not np.all(np.isfinite(values)):
-            raise ConfigError("uniform: values must be finite")
+            raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
         levels = np.rint(values / step).astype(np.int64) if values.size else np.zeros(spec.shape, np.int64)
         offset = int(levels.min()) if values.size else 0
         if values.size and int(levels.max()) - offset >= MAX_LEVELS:
             raise ConfigError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
         if abs(offset) > MAX_OFFSET:
             raise ConfigError(f"uniform: step {step:g} is too small for values of this size")
+        if values.size and not _finite_in(spec.dtype, step, offset, int(levels.max()) - offset):
+            raise LossyRangeError(f"uniform: step {step:g} rounds values beyond the range of {spec.dtype}; store this tensor losslessly")
         return (levels - offset).astype(CODE_DTYPE), {"step": encode_floats(np.array([step]), "<f8"), "offset": offset}
 
     @classmethod
@@ -64,7 +68,19 @@ class Uniform(ArrayStage):
         codes = np.asarray(data)
         if codes.dtype != CODE_DTYPE or codes.shape != spec.shape:
             raise FormatError(f"uniform: expected {CODE_DTYPE} codes of shape {spec.shape}, got {codes.dtype}{codes.shape}")
-        return ((codes.astype(np.int64) + offset) * step).astype(spec.dtype)
+        flat = codes.reshape(-1)
+        if flat.size and not _finite_in(spec.dtype, step, offset + int(flat.min()), int(flat.max()) - int(flat.min())):
+            raise FormatError(f"uniform: codes up to {int(flat.max())} decode beyond the range of {spec.dtype} (offset {offset}, step {step:g})")
+        out = np.empty(flat.size, dtype=spec.dtype)
+        for start in range(0, flat.size, BLOCK_ELEMENTS):  # int64 and float64 temporaries stay one block
+            block = flat[start:start + BLOCK_ELEMENTS]
+            out[start:start + BLOCK_ELEMENTS] = (block.astype(np.int64) + offset) * step
+        return out.reshape(spec.shape)
+
+    @classmethod
+    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+        """A block of int64 levels and one of float64 values; a range pass and four passes per element."""
+        return linear_cost(spec.size, passes=5, work=block_work(24))
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
@@ -72,7 +88,10 @@ class Uniform(ArrayStage):
         config_keys(config, {"step", "offset"}, cls.id)
         if spec.dtype.str not in INPUT_DTYPES:
             raise FormatError(f"uniform: the input spec must be a float type, got {spec.dtype}")
-        cls._parse(config)
+        step, offset = cls._parse(config)
+        if spec.size and not (_finite_in(spec.dtype, step, offset, 0) or _finite_in(spec.dtype, step, offset + MAX_LEVELS - 1, 0)
+                              or offset < 0 < offset + MAX_LEVELS - 1):
+            raise FormatError(f"uniform: with offset {offset} and step {step:g} no code decodes to a finite {spec.dtype}")
 
     @classmethod
     def _parse(cls, config: Mapping[str, Any]) -> tuple[float, int]:
@@ -88,6 +107,17 @@ class Uniform(ArrayStage):
     def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
         """uint16 codes of the input's shape."""
         return ArraySpec(CODE_DTYPE, spec.shape)
+
+
+def _finite_in(dtype: np.dtype, step: float, lowest: int, span: int) -> bool:
+    """True when every level ``lowest .. lowest + span`` times *step* (in float64) is finite in *dtype*.
+
+    The two ends decide: the decoded magnitude grows with ``|level|``, and the cast to the
+    dtype rounds to nearest, so a value rounds to infinity exactly when it does at an end.
+    """
+    with np.errstate(over="ignore"):
+        ends = np.array([lowest, lowest + span], dtype=np.float64) * step
+        return bool(np.isfinite(ends).all() and np.isfinite(ends.astype(dtype)).all())
 
 
 def _relative_step(data: np.ndarray, factor: Any) -> float:
