@@ -153,13 +153,13 @@ def compress(
     output = Path(output) if output is not None else default_output(source)
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
-    check_writable(output, force)  # before reading the model or a long search, not only at the end
+    check_writable(output, force, source)  # before reading the model or a long search, not only at the end
     model = io.read_model(source, keep_optimizer=keep_optimizer)
     if budget is not None:
         header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
     else:
         header, blobs, reports = encode_model(model, source.name, rules, plans, progress)
-    with atomic_output(output, force) as temporary:
+    with atomic_output(output, force, source) as temporary:
         with open(temporary, "wb") as handle:
             size = write_container(handle, header, blobs)
     return CompressReport(output, model.nbytes, size, reports)
@@ -328,7 +328,7 @@ def decompress(
             done += 1
             return decode_tensor(entries[name], container.blob, sizes, limits)
 
-        with atomic_output(output, force) as temporary:
+        with atomic_output(output, force, source) as temporary:
             io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
     if progress:
         progress(total, total, "")
