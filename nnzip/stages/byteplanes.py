@@ -139,12 +139,22 @@ def _rotate_right(words: np.ndarray) -> np.ndarray:
 
 def _estimate(planes: list[np.ndarray]) -> float:
     """Bits to store the planes if each is entropy-coded at its order-0 bound or kept raw."""
-    return sum(min(entropy_bound(np.bincount(p.reshape(-1), minlength=256)), 8.0 * p.size) for p in planes)
+    from ._huffman_kernels import plane_histograms
+
+    return sum(min(entropy_bound(plane_histograms(np.ascontiguousarray(p).reshape(-1), 1)[0]), 8.0 * p.size) for p in planes)
+
+
+def _words_estimate(words: np.ndarray) -> float:
+    """:func:`_estimate` of the words' byte planes, counted in one compiled pass without copying them."""
+    from ._huffman_kernels import plane_histograms
+
+    counts = plane_histograms(np.ascontiguousarray(words).reshape(-1).view(np.uint8), words.dtype.itemsize)
+    return sum(min(entropy_bound(c), 8.0 * words.size) for c in counts)
 
 
 def _auto_mode(words: np.ndarray, spec: ArraySpec) -> str:
     """``rotate`` for floats unless ``split`` is estimated strictly smaller; ``split`` for integers."""
     if spec.dtype.str not in FLOAT_DTYPES:
         return "split"
-    rotated = _estimate(_planes(_rotate_left(words)))
-    return "split" if _estimate(_planes(words)) < rotated else "rotate"
+    rotated = _words_estimate(_rotate_left(words))
+    return "split" if _words_estimate(words) < rotated else "rotate"

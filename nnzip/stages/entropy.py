@@ -10,11 +10,17 @@
   LSB-first order both ``huffman`` and ``lzw`` use (the order of DEFLATE);
 * :func:`best_bytes_stage` -- what the pipeline calls per blob.
 
-The choice rule of :func:`best_bytes_stage`: every candidate (no coding,
-``huffman``, ``lzw``) is run in full and the one with the fewest bytes wins; on
-equal sizes the simpler one wins, in the order none < huffman < lzw (simpler
-means faster to decode and less format to trust).  The rule is exact, not an
-estimate, so the chosen blob is never larger than the input.
+The choice rule of :func:`best_bytes_stage`: no coding and ``huffman`` are
+always sized exactly (Huffman's size follows from the symbol counts and code
+lengths, before any bit is packed).  ``lzw`` is run in full, stopping as soon as
+it cannot win, on every blob of at most :data:`LZW_FULL_TRIAL_BYTES`; on a larger
+blob it is first estimated by coding :data:`LZW_WINDOWS` evenly spaced windows of
+:data:`LZW_WINDOW_BYTES` each from an empty dictionary (as every dictionary
+generation starts), and run in full only when that estimate, scaled to the whole
+blob, is below :data:`LZW_SKIP_RATIO` times the best size so far.  The fewest
+bytes among the coders actually run wins; on equal sizes the simpler one wins,
+in the order none < huffman < lzw (simpler means faster to decode and less
+format to trust), so the chosen blob is never larger than the input.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ import numpy as np
 
 #: Candidates of :func:`best_bytes_stage`, simplest first (ties go to the earlier one).
 BYTES_STAGES = ("huffman", "lzw")
+#: Blobs up to this size get a full LZW trial: the choice is then exactly the 1.0 rule's.
+LZW_FULL_TRIAL_BYTES = 1 << 18
+#: Larger blobs: LZW is estimated on this many windows of this many bytes...
+LZW_WINDOWS, LZW_WINDOW_BYTES = 4, 1 << 16
+#: ...and tried in full only if the estimate is below this multiple of the best size so far.
+LZW_SKIP_RATIO = 1.25
 
 
 # --- symbols and measuring -----------------------------------------------------------
@@ -284,7 +296,7 @@ def read_msb(buffer: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarra
 
 
 def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) -> tuple[str | None, bytes, dict]:
-    """The smallest coding of *data*: ``(stage id or None, encoded bytes, configuration)``.
+    """The smallest coding of *data* among the coders tried: ``(stage id or None, encoded bytes, configuration)``.
 
     Tries no coding and each stage of *candidates* (in :data:`BYTES_STAGES`
     order, simplest first) with its default parameters; the strictly smallest
@@ -292,7 +304,8 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
     "store the bytes as they are" (the returned bytes are then *data* itself and
     the configuration is ``{}``).  Each stage's ``encode_below`` may give up as
     soon as it knows it cannot beat the best size so far, which saves time but
-    never changes the answer.
+    never changes the answer; ``lzw`` is skipped on large blobs where its
+    estimate (:func:`lzw_estimate`) is clearly worse (see the module docstring).
     """
     from .huffman import encode_below as huffman_below
     from .lzw import encode_below as lzw_below
@@ -303,7 +316,22 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
     for stage_id in BYTES_STAGES:
         if stage_id not in candidates:
             continue
+        if stage_id == "lzw" and lzw_estimate(data) >= LZW_SKIP_RATIO * len(best[1]):
+            continue
         result = coders[stage_id](data, len(best[1]))
         if result is not None and len(result[0]) < len(best[1]):
             best = (stage_id, result[0], result[1])
     return best
+
+
+def lzw_estimate(data: bytes) -> float:
+    """LZW's likely size of *data* in bytes: 0 (meaning "try it") up to :data:`LZW_FULL_TRIAL_BYTES`, else
+    the bytes per input byte of :data:`LZW_WINDOWS` evenly spaced windows, each coded from an empty
+    dictionary, times ``len(data)``."""
+    if len(data) <= LZW_FULL_TRIAL_BYTES:
+        return 0.0
+    from .lzw import lzw_size
+
+    step = (len(data) - LZW_WINDOW_BYTES) // (LZW_WINDOWS - 1)
+    windows = [data[k * step : k * step + LZW_WINDOW_BYTES] for k in range(LZW_WINDOWS)]
+    return sum(lzw_size(w) for w in windows) / (LZW_WINDOWS * LZW_WINDOW_BYTES) * len(data)

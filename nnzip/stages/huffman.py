@@ -14,24 +14,18 @@ bits line up with the indices and come within 1 %.  Wider symbols (2 bytes, or
 2-4 indices) also halve Huffman's per-symbol rounding loss on skewed data.
 
 Why the DEFLATE bit order and the END symbol: with them, for ``w <= 8`` the
-payload *is* the body of a DEFLATE block holding only literals.  The decoder
-writes the (in-memory, never stored) DEFLATE block header for the file's code
-lengths and lets :mod:`zlib` -- C, in the standard library -- decode it at over
-100 MB/s; bitarray's decoders (``canonical_decode`` or ``decode`` with a
-decodetree) reach about 30 million symbols per second here, not enough for the
-50 MB/s goal on byte symbols.  Wider symbols, which DEFLATE cannot express, are
-decoded with ``bitarray.util.canonical_decode`` (1-2 bytes per symbol).  Both
-decoders accept exactly the same streams; the tests check they agree.
+payload *is* the body of a DEFLATE block holding only literals, which any
+inflater can cross-check (the tests do).  Coding and decoding are compiled loops
+(:mod:`._huffman_kernels`, numba): decoding looks up the next ``L`` bits (``L`` the
+longest code) in a table, for every width, and makes every check of the spec's
+decoding algorithm on the way, so no symbol array or count is built to validate.
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, Mapping
 
 import numpy as np
-from bitarray import bitarray
-from bitarray.util import canonical_decode
 
 from ..errors import ConfigError, FormatError
 from .base import BytesSpec, BytesStage, DecodeCost, config_int, config_keys, linear_cost
@@ -39,9 +33,6 @@ from .entropy import (
     canonical_codes,
     kraft_ok,
     limited_code_lengths,
-    fields_to_bytes,
-    msb_symbols,
-    pack_lsb,
     read_msb,
     reverse_bits,
 )
@@ -59,9 +50,9 @@ AUTO_WIDTHS = (5, 6, 7, 8, 10, 12, 14, 16)
 RANK_PREFIX = 1 << 18
 #: ...and the best few of them (and always 8, the fastest to decode) are coded exactly.
 EXACT_CANDIDATES = 3
-#: Decoding speed classes, fastest first: bytes (zlib alone), narrower symbols (zlib,
-#: then re-packing: 2-4x slower), wider symbols (bitarray: 5-10x slower).  The
-#: encoder moves to a slower class only for a stream at most this fraction of the
+#: Decoding speed classes, fastest first: bytes, narrower symbols, wider symbols (the
+#: classes of the 1.0 decoders, kept so the encoder's choices and bytes stay the same).
+#: The encoder moves to a slower class only for a stream at most this fraction of the
 #: best one so far.
 SLOWER_CLASS_GAIN = 0.99
 #: First byte of a stream: how its code-length table is stored.
@@ -144,14 +135,14 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
 
 
 class _Plan:
-    """One way to code a blob: its symbols, their code lengths and the exact output size."""
+    """One way to code a blob: its symbol count, their code lengths and the exact output size."""
 
     def __init__(self, data: bytes, width: int):
-        self.width, self.size_in = width, len(data)
-        self.symbols = msb_symbols(data, width)
-        self.tail = _tail_bytes(data, self.symbols.size * width, 8 * len(data) - self.symbols.size * width)
+        self.data, self.width, self.size_in = data, width, len(data)
+        self.count = 8 * len(data) // width
+        self.tail = _tail_bytes(data, self.count * width, 8 * len(data) - self.count * width)
         alphabet = (1 << width) + 1  # the END symbol is the last one
-        counts = np.bincount(self.symbols, minlength=alphabet)
+        counts = _histogram(data, width, self.count, alphabet)
         counts[-1] = 1
         used = np.flatnonzero(counts)
         self.lengths = np.zeros(alphabet, dtype=np.int64)
@@ -159,8 +150,15 @@ class _Plan:
         if self.possible:
             self.lengths[used] = limited_code_lengths(counts[used], MAX_CODE_BITS)
         self.table = _table_bytes(self.lengths) if self.possible else b""
-        payload_bits = int(np.dot(counts, self.lengths))  # counts include END's 1
-        self.size = len(self.table) + len(self.tail) + (payload_bits + 7) // 8 if data else 0
+        self.payload_bits = int((counts * self.lengths).sum())  # counts include END's 1
+        self.size = len(self.table) + len(self.tail) + (self.payload_bits + 7) // 8 if data else 0
+
+
+def _histogram(data: bytes, width: int, count: int, alphabet: int) -> np.ndarray:
+    """Counts of the first *count* ``width``-bit symbols of *data* (an array of *alphabet* entries)."""
+    from . import _huffman_kernels
+
+    return _huffman_kernels.histogram(np.frombuffer(data, dtype=np.uint8), width, count, alphabet)
 
 
 def _tail_bytes(data: bytes, start: int, bits: int) -> bytes:
@@ -199,9 +197,11 @@ def _estimate(data: bytes, width: int) -> float:
     """Rough coded size in bytes, from a prefix: every symbol costs ``max(1, -log2 p)`` bits
     (order-0 entropy, but at least the 1 bit a Huffman code needs), plus the table's likely size."""
     prefix = data[:RANK_PREFIX]
-    counts = np.bincount(msb_symbols(prefix, width))
+    counts = _histogram(prefix, width, 8 * len(prefix) // width, 1 << width)
     counts = counts[counts > 0].astype(np.float64)
-    bits = float(np.dot(counts, np.maximum(1.0, np.log2(counts.sum() / counts))))
+    # np.sum (pairwise), not np.dot: BLAS splits long dot products over threads, which
+    # made the sum, and so possibly the ranking, depend on the machine's thread count.
+    bits = float(np.sum(counts * np.maximum(1.0, np.log2(counts.sum() / counts))))
     table = min(((1 << width) + 2) // 2, 2 * counts.size + 2)
     return bits / 8 * len(data) / len(prefix) + table
 
@@ -239,10 +239,13 @@ def _write(plan: _Plan) -> bytes:
     """The full stream of a plan: table, tail, then the packed codes and END."""
     if plan.size_in == 0:
         return b""
+    from . import _huffman_kernels
+
     codes = reverse_bits(canonical_codes(plan.lengths), plan.lengths)  # LSB-first: code MSB goes first
-    symbols = np.append(plan.symbols, plan.lengths.size - 1)  # then END
-    payload = pack_lsb(codes[symbols], plan.lengths[symbols])
-    return plan.table + plan.tail + payload
+    payload = np.empty((plan.payload_bits + 7) // 8, dtype=np.uint8)
+    end = plan.lengths.size - 1
+    _huffman_kernels.encode(np.frombuffer(plan.data, dtype=np.uint8), plan.width, plan.count, codes, plan.lengths, end, payload)
+    return plan.table + plan.tail + payload.tobytes()
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -264,15 +267,30 @@ def _decode(data: bytes, size: int, width: int) -> bytes:
     min_bits = nsym * (int(used.min()) if used.size else 0) + int(lengths[-1])
     if 8 * len(payload) < min_bits:
         raise FormatError(f"huffman: stream truncated: {len(payload)} payload bytes cannot hold {nsym} symbols")
-    if width <= 8:
-        body = _inflate(payload, lengths, nsym)
-        symbols = np.frombuffer(body, dtype=np.uint8)
-    else:
-        symbols = _canonical(payload, lengths, nsym)
-    _check_padding(payload, lengths, symbols)
-    if width == 8:
-        return body
-    return fields_to_bytes(symbols, width, tail_value, tail_bits)
+    return _decode_payload(payload, lengths, width, nsym, size, tail_value, tail_bits)
+
+
+def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, size: int, tail: int, tail_bits: int) -> bytes:
+    """Decode *nsym* symbols and END (steps 5-7 of the spec's decoding algorithm) into *size* bytes."""
+    from . import _huffman_kernels as kernels
+
+    end = lengths.size - 1
+    bits = int(lengths.max())
+    first, second, first_bits = kernels.decode_table(reverse_bits(canonical_codes(lengths), lengths), lengths, bits)
+    out = np.empty(size, dtype=np.uint8)
+    buffer = np.frombuffer(payload, dtype=np.uint8)
+    status, k, used = kernels.decode(buffer, first, second, first_bits, bits, width, nsym, end, tail, tail_bits, out)
+    if status == kernels.TRUNCATED:
+        raise FormatError("huffman: stream truncated before END")
+    if status == kernels.END_EARLY:
+        raise FormatError(f"huffman: END after {k} symbols, {nsym} declared")
+    if status == kernels.TOO_MANY:
+        raise FormatError(f"huffman: stream holds more than the declared {nsym} symbols")
+    if len(payload) != (used + 7) // 8:
+        raise FormatError(f"huffman: {len(payload) - (used + 7) // 8} bytes of trailing garbage after END")
+    if used % 8 and payload[-1] >> (used % 8):
+        raise FormatError("huffman: nonzero padding bits after END")
+    return out.tobytes()
 
 
 def _read_tail(data: bytes, offset: int, bits: int) -> tuple[int, int]:
@@ -353,79 +371,3 @@ def _read_varints(data: bytes, start: int, count: int) -> tuple[np.ndarray, int]
     shift = 7 * (np.arange(used.size) - np.repeat(first, sizes))
     values = np.add.reduceat((used & 0x7F) << shift, first)
     return values, start + int(last[-1]) + 1
-
-
-def _inflate(payload: bytes, lengths: np.ndarray, nsym: int) -> bytes:
-    """Decode *nsym* symbols of at most 8 bits and END with zlib, through a synthesized DEFLATE header.
-
-    Symbol ``s`` is DEFLATE literal ``s`` and END is DEFLATE's end-of-block 256:
-    both orders put END after every data symbol, so the canonical codes agree.
-    """
-    literal_lengths = np.zeros(257, dtype=np.int64)
-    literal_lengths[: lengths.size - 1] = lengths[:-1]
-    literal_lengths[256] = lengths[-1]
-    inflater = zlib.decompressobj(-15)
-    try:
-        body = inflater.decompress(_deflate_header(literal_lengths) + payload, nsym)
-        if len(body) == nsym and not inflater.eof and inflater.decompress(inflater.unconsumed_tail, 1):
-            raise FormatError(f"huffman: stream holds more than the declared {nsym} symbols")
-    except zlib.error as exc:  # cannot happen for a checked table; kept as a safety net
-        raise FormatError(f"huffman: invalid stream ({exc})") from None
-    if not inflater.eof:
-        raise FormatError("huffman: stream truncated before END")
-    if len(body) != nsym:
-        raise FormatError(f"huffman: END after {len(body)} symbols, {nsym} declared")
-    return body
-
-
-#: DEFLATE's order of code-length-code lengths (RFC 1951 section 3.2.7).
-_CL_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
-#: Our fixed code-length code: length 0 gets 1 bit (its odd width lets zero-length
-#: distance codes pad the header to a byte boundary), 1 gets 4, 2..15 get 5; complete.
-_CL_LENGTHS = np.array([1, 4] + [5] * 14 + [0, 0, 0], dtype=np.int64)
-_CL_CODES = reverse_bits(canonical_codes(_CL_LENGTHS), _CL_LENGTHS)
-
-
-def _deflate_header(lengths: np.ndarray) -> bytes:
-    """Header of a final dynamic DEFLATE block whose literal code has *lengths* (257 values).
-
-    It ends on a byte boundary (padding with up to 8 unused distance codes), so
-    the payload bytes can follow it directly.
-    """
-    fixed_bits = 3 + 5 + 5 + 4 + 3 * len(_CL_ORDER)
-    bits = fixed_bits + int(_CL_LENGTHS[lengths].sum()) + 1
-    distances = 1 + (-bits) % 8
-    values = [1, 2, 0, distances - 1, len(_CL_ORDER) - 4] + [int(_CL_LENGTHS[s]) for s in _CL_ORDER]
-    widths = [1, 2, 5, 5, 4] + [3] * len(_CL_ORDER)
-    symbols = np.concatenate([lengths, np.zeros(distances, dtype=np.int64)])
-    return pack_lsb(np.concatenate([values, _CL_CODES[symbols]]), np.concatenate([widths, _CL_LENGTHS[symbols]]))
-
-
-def _canonical(payload: bytes, lengths: np.ndarray, nsym: int) -> np.ndarray:
-    """Decode *nsym* symbols and END with ``bitarray.util.canonical_decode`` (any width)."""
-    end = lengths.size - 1
-    used = np.flatnonzero(lengths)
-    order = used[np.lexsort((used, lengths[used]))]
-    count = np.bincount(lengths[used], minlength=MAX_CODE_BITS + 1).tolist()
-    bits = bitarray(endian="little")
-    bits.frombytes(payload)
-    try:
-        symbols = np.fromiter(canonical_decode(bits, count, order.tolist()), dtype=np.uint32, count=nsym + 1)
-    except ValueError:
-        raise FormatError("huffman: stream truncated before END") from None
-    early = np.flatnonzero(symbols[:-1] == end)
-    if early.size:
-        raise FormatError(f"huffman: END after {int(early[0])} symbols, {nsym} declared")
-    if symbols[-1] != end:
-        raise FormatError(f"huffman: stream holds more than the declared {nsym} symbols")
-    return symbols[:-1]
-
-
-def _check_padding(payload: bytes, lengths: np.ndarray, symbols: np.ndarray) -> None:
-    """The payload must end right after END's code, padded with fewer than 8 zero bits."""
-    counts = np.bincount(symbols, minlength=lengths.size - 1)
-    bits = int(np.dot(counts, lengths[: counts.size])) + int(lengths[-1])
-    if len(payload) != (bits + 7) // 8:
-        raise FormatError(f"huffman: {len(payload) - (bits + 7) // 8} bytes of trailing garbage after END")
-    if bits % 8 and payload[-1] >> (bits % 8):
-        raise FormatError("huffman: nonzero padding bits after END")

@@ -7,13 +7,11 @@ occur needs it, up to ``max_bits`` (9..16).  When the dictionary is full it is
 reset to the 256 bytes, at a point fixed by the code count alone (no clear code
 is stored), so the width of every code is known before decoding starts.
 
-Speed: the encoder is a Python loop over the input with the dictionary as a
-``dict`` from ``(prefix code << 8) | byte`` (an int, cheap to hash) to code.
-The decoder is vectorised with numpy: it reads all codes at once (their widths
-are known), resolves each code's string length and first byte by pointer
-jumping over the "defined by" links between codes, checks the total output
-length against the declared size *before* writing a byte, and then writes all
-strings back to front, one byte of every string per numpy step.
+Speed: both directions are compiled loops (:mod:`._lzw_kernels`, numba).  The
+encoder keeps the dictionary in a hash table keyed by ``(prefix code << 8) |
+byte``; the decoder first checks every code and adds up the output length
+(rejecting a wrong size before writing a byte), then copies each string from
+where it already stands in the output.
 """
 
 from __future__ import annotations
@@ -34,9 +32,6 @@ MAX_BITS = 16
 #: dictionary would be full, so small blobs code the same at any ``max_bits``; on
 #: large stationary blobs 16 codes 3-8 % smaller than 12 (see the spec's notes).
 DEFAULT_MAX_BITS = 16
-#: The decoder copies the unfinished strings one by one once there are at most this many,
-#: or at most 4 per numpy step still to go (a slice copy costs a fraction of a step).
-_FEW_STRINGS = 32
 
 
 class LZW(BytesStage):
@@ -58,8 +53,7 @@ class LZW(BytesStage):
         max_bits = params.get("max_bits", DEFAULT_MAX_BITS)
         if type(max_bits) is not int or not MIN_BITS <= max_bits <= MAX_BITS:
             raise ConfigError(f"lzw: 'max_bits' must be an integer in {MIN_BITS}..{MAX_BITS}, got {max_bits!r}")
-        codes = _encode_codes(bytes(data), max_bits, None)
-        return _pack(codes, max_bits), {"max_bits": max_bits}
+        return _encode(bytes(data), max_bits, None), {"max_bits": max_bits}
 
     @classmethod
     def decode(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any]) -> bytes:
@@ -97,11 +91,13 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
 
     The encoder stops as soon as the codes emitted so far already fill *limit* bytes.
     """
-    codes = _encode_codes(bytes(data), DEFAULT_MAX_BITS, limit)
-    if codes is None:
-        return None
-    stream = _pack(codes, DEFAULT_MAX_BITS)
-    return (stream, {"max_bits": DEFAULT_MAX_BITS}) if len(stream) < limit else None
+    stream = _encode(bytes(data), DEFAULT_MAX_BITS, limit)
+    return None if stream is None else (stream, {"max_bits": DEFAULT_MAX_BITS})
+
+
+def lzw_size(data: bytes) -> int:
+    """Length of the default-parameter LZW stream of *data* (for estimates)."""
+    return len(_encode(bytes(data), DEFAULT_MAX_BITS, None))
 
 
 # --- the code-width schedule -------------------------------------------------------------
@@ -133,44 +129,52 @@ def _widths(index: np.ndarray, max_bits: int) -> np.ndarray:
 # --- encoding -----------------------------------------------------------------------------
 
 
-def _encode_codes(data: bytes, max_bits: int, limit: int | None) -> list[int] | None:
-    """The LZW codes of *data*; None once they need *limit* bytes or more (if a limit is given)."""
+def _encode(data: bytes, max_bits: int, limit: int | None) -> bytes | None:
+    """The stream of *data*; None if it would need *limit* bytes or more (when a limit is given)."""
     if not data:
-        return []
-    max_codes = len(data) + 1 if limit is None else _codes_within(8 * (limit - 1), max_bits)
-    full = 1 << max_bits
-    table: dict[int, int] = {}
-    get = table.get
-    free = 256
-    codes: list[int] = []
-    emit = codes.append
-    code = data[0]
-    for byte in memoryview(data)[1:]:
-        key = (code << 8) | byte
-        found = get(key)
-        if found is not None:
-            code = found
-            continue
-        emit(code)
-        if free < full:
-            table[key] = free
-            free += 1
-            if not free & 0xFFF and len(codes) > max_codes:  # checked every 4096 codes: cheap
-                return None
-        else:  # that was the generation's last code: start afresh
-            table.clear()
-            free = 256
-            if len(codes) > max_codes:
-                return None
-        code = byte
-    emit(code)
-    return codes if len(codes) <= max_codes else None
+        return b"" if limit is None or limit > 0 else None
+    from . import _lzw_kernels
+
+    # At most one code per input byte, each at most 16 bits; or the limit, plus room for one more code.
+    limit_bits = 16 * len(data) if limit is None else 8 * (limit - 1)
+    out = np.empty(min(2 * len(data), limit_bits // 8 + 1) + 8, dtype=np.uint8)
+    size = _lzw_kernels.encode(np.frombuffer(data, dtype=np.uint8), max_bits, limit_bits, out)
+    return None if size < 0 else out[:size].tobytes()
 
 
 def _codes_within(bits: int, max_bits: int) -> int:
-    """How many codes fit in *bits* bits (at least 9 bits each, so at most ``bits // 9``)."""
-    ends = np.cumsum(_widths(_index_in_generation(bits // MIN_BITS + 1, max_bits), max_bits))
-    return int(np.searchsorted(ends, bits, side="right"))
+    """How many codes fit in *bits* bits: the largest ``K`` with ``sum(W(k mod G) for k < K) <= bits``.
+
+    Whole generations first (each costs the same bits), then the width segments
+    of the last one: ``W(i) = w`` for ``i`` in ``[2**(w-1) - 255, 2**w - 255)``.
+    """
+    generation = _generation(max_bits)
+    segments = [(w, min(generation, (1 << w) - 255) - _first_index(w)) for w in range(MIN_BITS, max_bits + 1)]
+    whole, rest = divmod(bits, sum(w * n for w, n in segments))
+    count = whole * generation
+    for width, n in segments:
+        take = min(n, rest // width)
+        count, rest = count + take, rest - take * width
+        if take < n:
+            break
+    return count
+
+
+def _first_index(width: int) -> int:
+    """The first generation index whose code is *width* bits wide."""
+    return 0 if width == MIN_BITS else (1 << (width - 1)) - 255
+
+
+def _bits_of(count: int, max_bits: int) -> int:
+    """Total width of the first *count* codes (the inverse of :func:`_codes_within`)."""
+    generation = _generation(max_bits)
+    whole, part = divmod(count, generation)
+    return whole * _bits_within(generation, max_bits) + _bits_within(part, max_bits)
+
+
+def _bits_within(part: int, max_bits: int) -> int:
+    """Total width of the codes of generation indices ``0 .. part - 1`` (``part <= G``)."""
+    return sum(width * max(0, min(part, (1 << width) - 255) - _first_index(width)) for width in range(MIN_BITS, max_bits + 1))
 
 
 def _pack(codes: list[int], max_bits: int) -> bytes:
@@ -188,91 +192,41 @@ def _decode(data: bytes, size: int, max_bits: int) -> bytes:
         if data:
             raise FormatError(f"lzw: an empty output must be coded as 0 bytes, got {len(data)}")
         return b""
-    codes, index = _read_codes(data, max_bits)
-    steps = np.arange(codes.size, dtype=np.int64)
-    largest = np.minimum(255 + index, (1 << max_bits) - 1)
-    bad = np.flatnonzero(codes > largest)
-    if bad.size:
-        k = int(bad[0])
-        raise FormatError(f"lzw: code {int(codes[k])} at position {k} is not defined yet (largest possible {int(largest[k])})")
-    literal = codes < 256
-    # Code c >= 256 was defined while reading code j = (generation start) + c - 255:
-    # its string is the string of code j-1 plus the first byte of code j's string.
-    parent = np.where(literal, steps, steps - index + codes - 256)
-    lengths, first = _resolve(parent, literal, codes)
-    _check_size(lengths, size)
-    last = np.where(literal, codes, first[np.minimum(parent + 1, codes.size - 1)])
-    return _write(lengths, parent, last, size)
+    count = _check_stream(data, max_bits)
+    from . import _lzw_kernels
+
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    status, k, value = _lzw_kernels.measure(buffer, max_bits, count, size)
+    if status == _lzw_kernels.UNDEFINED:
+        largest = 255 + k % _generation(max_bits)
+        raise FormatError(f"lzw: code {value} at position {k} is not defined yet (largest possible {largest})")
+    if value > size:
+        raise FormatError(f"lzw: output exceeds the declared {size} bytes at code {k}")
+    if value < size:
+        raise FormatError(f"lzw: stream truncated: it decodes to {value} of the declared {size} bytes")
+    out = np.empty(size, dtype=np.uint8)
+    _lzw_kernels.decode(buffer, max_bits, count, out)
+    return out.tobytes()
 
 
-def _read_codes(data: bytes, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """All codes of the stream and their generation indices; checks the padding."""
+def _check_stream(data: bytes, max_bits: int) -> int:
+    """The number of codes in the stream; rejects no code, trailing garbage and nonzero padding."""
     bits = 8 * len(data)
     count = _codes_within(bits, max_bits)
-    index = _index_in_generation(count, max_bits)
-    widths = _widths(index, max_bits)
-    ends = np.cumsum(widths)
-    used = int(ends[-1]) if count else 0
     if count == 0:
         raise FormatError("lzw: stream truncated: it holds no code")
+    used = _bits_of(count, max_bits)
     if bits - used >= 8:
         raise FormatError(f"lzw: {(bits - used) // 8} bytes of trailing garbage after the last code")
     if bits > used and data[-1] >> (8 - (bits - used)):
         raise FormatError("lzw: nonzero padding bits after the last code")
+    return count
+
+
+def _read_codes(data: bytes, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """All codes of the stream and their generation indices (numpy; for tests and tools)."""
+    count = _check_stream(data, max_bits)
+    index = _index_in_generation(count, max_bits)
+    widths = _widths(index, max_bits)
+    ends = np.cumsum(widths)
     return read_lsb(data, ends - widths, widths), index
-
-
-def _resolve(parent: np.ndarray, literal: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each code's string length and first byte, by pointer jumping to its literal root.
-
-    ``parent[k] < k`` for every non-literal code, so the links form a forest
-    whose roots are the literal codes; ``log2(depth)`` numpy rounds suffice.
-    """
-    ancestor = parent.copy()
-    depth = (~literal).astype(np.int64)
-    while not literal[ancestor].all():
-        depth = depth + depth[ancestor]
-        ancestor = ancestor[ancestor]
-    return depth + 1, codes[ancestor]
-
-
-def _check_size(lengths: np.ndarray, size: int) -> None:
-    """Reject a stream whose strings do not add up to exactly *size* bytes (before writing any)."""
-    ends = np.cumsum(lengths)
-    if ends[-1] > size:
-        k = int(np.searchsorted(ends, size, side="right"))
-        raise FormatError(f"lzw: output exceeds the declared {size} bytes at code {k}")
-    if ends[-1] < size:
-        raise FormatError(f"lzw: stream truncated: it decodes to {int(ends[-1])} of the declared {size} bytes")
-
-
-def _write(lengths: np.ndarray, parent: np.ndarray, last: np.ndarray, size: int) -> bytes:
-    """Write every code's string, last byte first, one byte of all unfinished strings per step.
-
-    A string is its parent's string plus its own last byte, so stepping to the
-    parent moves one byte to the left.  Once few strings remain unfinished (a
-    numpy step costs more than a few slice copies), each is finished by copying
-    the string of its current ancestor, which is earlier and already complete.
-    """
-    out = np.empty(size, dtype=np.uint8)
-    starts = np.cumsum(lengths) - lengths
-    longest = int(lengths.max())
-    # Longest strings first; a stable radix sort on a 16-bit key (lengths <= 65281).
-    order = np.argsort((longest - lengths).astype(np.uint16), kind="stable").astype(np.int64)
-    sorted_lengths = lengths[order]
-    current = order.copy()
-    position = starts[order] + sorted_lengths - 1
-    done = 0
-    while done < longest:
-        active = int(np.searchsorted(-sorted_lengths, -done, side="left"))  # strings longer than `done`
-        if done and active <= max(_FEW_STRINGS, 4 * (longest - done)):
-            for k, ancestor in sorted(zip(order[:active].tolist(), current[:active].tolist())):
-                n = int(lengths[k]) - done
-                out[starts[k] : starts[k] + n] = out[starts[ancestor] : starts[ancestor] + n]
-            break
-        head = current[:active]
-        out[position[:active]] = last[head]
-        current[:active] = parent[head]
-        position[:active] -= 1
-        done += 1
-    return out.tobytes()

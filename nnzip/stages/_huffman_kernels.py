@@ -1,0 +1,227 @@
+"""Compiled loops of the ``huffman`` stage (see ``spec/stages/huffman.md``).
+
+* :func:`histogram` -- counts of the w-bit symbols of a byte string read MSB-first;
+* :func:`encode` -- the payload: every symbol's code then END's, packed LSB-first;
+* :func:`decode_table` / :func:`decode` -- table-driven decoding: a lookup on the
+  next ``L`` stream bits (``L`` = the longest code length, at most 15; two levels,
+  the first small enough for the L1 cache) gives the symbol and its code length,
+  for every width 1..16; every check of the spec's decoding algorithm is made
+  inside the loop, which reports the first failure.
+
+Symbols are read (and written back) with a small MSB-first bit accumulator, so
+no per-symbol array is ever built: the memory of a call is its input and output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel
+
+#: Status codes of :func:`decode` (the caller turns them into FormatErrors).
+OK, TRUNCATED, END_EARLY, TOO_MANY = 0, 1, 2, 3
+
+
+@kernel
+def histogram(data, width, count, alphabet):
+    """Occurrences of each of the first *count* ``width``-bit MSB-first symbols of *data*."""
+    counts = np.zeros(alphabet, dtype=np.int64)
+    if width == 8:
+        for i in range(count):
+            counts[data[i]] += 1
+        return counts
+    mask = (1 << width) - 1
+    acc = 0
+    have = 0
+    done = 0
+    i = 0
+    while done < count:
+        acc = ((acc << 8) | data[i]) & 0xFFFFFF  # never more than width + 7 <= 23 live bits
+        i += 1
+        have += 8
+        while have >= width and done < count:
+            have -= width
+            counts[(acc >> have) & mask] += 1
+            done += 1
+    return counts
+
+
+@kernel
+def plane_histograms(data, itemsize):
+    """Byte counts of each byte position ``0 .. itemsize - 1`` of *data* (rows of ``itemsize`` bytes)."""
+    counts = np.zeros((itemsize, 256), dtype=np.int64)
+    for row in range(0, data.size - itemsize + 1, itemsize):
+        for j in range(itemsize):
+            counts[j, data[row + j]] += 1
+    return counts
+
+
+@kernel
+def encode(data, width, count, codes, lengths, end, out):
+    """Write the codes of the first *count* symbols of *data* and of *end* into *out*, LSB-first.
+
+    *codes* are bit-reversed (a code's first bit is its lowest), so a code is
+    OR-ed in above the bits already waiting; 32 bits are stored at a time.
+    *out* has exactly the payload's size.
+    """
+    buf = np.uint64(0)
+    nbits = 0
+    pos = 0
+    acc = 0
+    have = 0
+    i = 0
+    mask = (1 << width) - 1
+    for k in range(count + 1):
+        if k == count:
+            symbol = end
+        elif width == 8:
+            symbol = np.int64(data[i])
+            i += 1
+        else:
+            if have < width:
+                acc = ((acc << 8) | data[i]) & 0xFFFFFF
+                i += 1
+                have += 8
+                if have < width:
+                    acc = ((acc << 8) | data[i]) & 0xFFFFFF
+                    i += 1
+                    have += 8
+            have -= width
+            symbol = (acc >> have) & mask
+        buf |= np.uint64(codes[symbol]) << np.uint64(nbits)
+        nbits += lengths[symbol]
+        if nbits >= 32:
+            out[pos] = buf & np.uint64(0xFF)
+            out[pos + 1] = (buf >> np.uint64(8)) & np.uint64(0xFF)
+            out[pos + 2] = (buf >> np.uint64(16)) & np.uint64(0xFF)
+            out[pos + 3] = (buf >> np.uint64(24)) & np.uint64(0xFF)
+            buf >>= np.uint64(32)
+            nbits -= 32
+            pos += 4
+    while nbits > 0:
+        out[pos] = buf & np.uint64(0xFF)
+        buf >>= np.uint64(8)
+        nbits -= 8
+        pos += 1
+
+
+#: Bits looked up by the first-level decoding table (4096 int32 entries: 16 KiB, in L1 cache).
+FIRST_BITS = 12
+
+
+@kernel
+def decode_table(codes, lengths, bits):
+    """Two-level lookup tables on the next *bits* stream bits (*bits* = the longest code length).
+
+    Entries are ``symbol << 4 | length``, or -1 where no code matches.  Codes of
+    at most ``P = min(bits, FIRST_BITS)`` bits are found in the first table on
+    the next P bits: a code of length ``l`` (bit-reversed, as it appears in the
+    stream) fills every entry whose low ``l`` bits equal it.  A longer code's
+    first P bits lead to an entry ``-2 - base``: its second-level table, at
+    *base* in the second array, is indexed by the following ``bits - P`` bits.
+    A complete code fills every entry; only the lone one-bit END code leaves
+    half of them at -1.  Returns ``(first, second, P)``.
+    """
+    first_bits = min(bits, FIRST_BITS)
+    rest = bits - first_bits
+    first = np.full(1 << first_bits, -1, dtype=np.int32)
+    # First pass: which first-level entries lead to a second-level table.
+    long_prefix = np.zeros(1 << first_bits, dtype=np.bool_)
+    for symbol in range(lengths.size):
+        if lengths[symbol] > first_bits:
+            long_prefix[codes[symbol] & ((1 << first_bits) - 1)] = True
+    tables = 0
+    for prefix in range(1 << first_bits):
+        if long_prefix[prefix]:
+            first[prefix] = -2 - (tables << rest)
+            tables += 1
+    second = np.full(max(1, tables << rest), -1, dtype=np.int32)
+    for symbol in range(lengths.size):
+        length = lengths[symbol]
+        if length == 0:
+            continue
+        entry = (symbol << 4) | length
+        code = codes[symbol]
+        if length <= first_bits:
+            for high in range(1 << (first_bits - length)):
+                first[code | (high << length)] = entry
+        else:
+            base = -2 - first[code & ((1 << first_bits) - 1)]
+            low = code >> first_bits  # the code's bits after the first P
+            extra = length - first_bits
+            for high in range(1 << (rest - extra)):
+                second[base + (low | (high << extra))] = entry
+    return first, second, first_bits
+
+
+@kernel
+def decode(payload, first, second, first_bits, bits, width, count, end, tail, tail_bits, out):
+    """Decode *count* symbols then END from *payload* into *out* (MSB-first fields, then the tail bits).
+
+    Returns ``(status, symbols decoded, payload bits read)``; the status is
+    :data:`OK`, :data:`TRUNCATED` (the payload ends inside a code, or its bits
+    match no code), :data:`END_EARLY` (END before *count* symbols) or
+    :data:`TOO_MANY` (a data symbol where END is due).  Past the payload's end
+    the lookup sees zero bits; a code is accepted only if all its bits are real.
+    """
+    size = payload.size
+    first_mask = np.uint64((1 << first_bits) - 1)
+    second_mask = np.uint64((1 << (bits - first_bits)) - 1)
+    shift = np.uint64(first_bits)
+    buf = np.uint64(0)
+    nbits = np.int64(0)  # real bits in buf
+    pos = 0
+    used = np.int64(0)
+    acc = np.int64(0)
+    have = np.int64(0)
+    o = 0
+    for k in range(count + 1):
+        if nbits < 32:
+            if pos + 4 <= size:
+                word = (np.uint64(payload[pos]) | (np.uint64(payload[pos + 1]) << np.uint64(8))
+                        | (np.uint64(payload[pos + 2]) << np.uint64(16)) | (np.uint64(payload[pos + 3]) << np.uint64(24)))
+                buf |= word << np.uint64(nbits)
+                pos += 4
+                nbits += 32
+            else:
+                while nbits <= 56 and pos < size:
+                    buf |= np.uint64(payload[pos]) << np.uint64(nbits)
+                    pos += 1
+                    nbits += 8
+        entry = np.int64(first[buf & first_mask])
+        if entry < -1:
+            entry = np.int64(second[np.uint64(-2 - entry) + ((buf >> shift) & second_mask)])
+        length = entry & 15
+        if entry < 0 or length > nbits:
+            return TRUNCATED, k, used
+        buf >>= np.uint64(length)
+        nbits -= length
+        used += length
+        symbol = entry >> 4
+        if symbol == end:
+            if k == count:
+                break
+            return END_EARLY, k, used
+        if k == count:
+            return TOO_MANY, k, used
+        if width == 8:
+            out[o] = symbol
+            o += 1
+        else:
+            acc = ((acc << width) | symbol) & 0xFFFFFF
+            have += width
+            if have >= 8:
+                have -= 8
+                out[o] = (acc >> have) & 0xFF
+                o += 1
+                if have >= 8:
+                    have -= 8
+                    out[o] = (acc >> have) & 0xFF
+                    o += 1
+    acc = (acc << tail_bits) | tail
+    have += tail_bits
+    while have >= 8:
+        have -= 8
+        out[o] = (acc >> have) & 0xFF
+        o += 1
+    return OK, count, used
