@@ -296,7 +296,8 @@ class BudgetSearch:
         """Search; every tensor not eligible for lossy storage stays lossless."""
         started = time.monotonic()
         optimizer = model_io.optimizer_prefix(self.model.source_format)
-        names = [n for n, a in self.model.tensors.items() if is_lossy_candidate(a) and not (optimizer and n.startswith(optimizer))]
+        exact = model_io.exact_names(self.model)  # e.g. an ONNX model's shapes and indices
+        names = [n for n, a in self.model.tensors.items() if is_lossy_candidate(a) and not (optimizer and n.startswith(optimizer)) and n not in exact]
         lossless = {n: encode_tensor(n, a, lossless_plan(a)) for n, a in self.model.tensors.items()}
         options: dict[str, list[Trial]] = {}
         for index, name in enumerate(names):
