@@ -168,6 +168,75 @@ class OnnxEvaluator(Evaluator):
         variable = set(self.variable)
         return all(tensors[n] is v or np.array_equal(tensors[n], v) for n, v in self.model.tensors.items() if n not in variable)
 
+    # calibration ------------------------------------------------------------------------------
+
+    def layer_inputs(self, limit: int) -> dict[str, tuple[str | None, np.ndarray]]:
+        """Weight matrix name -> (its bias name or None, the activations it multiplies on the first *limit* samples).
+
+        For every ``MatMul`` whose input 1 is a 2-D weight ``(in, out)`` and every ``Gemm``
+        with ``transA = transB = 0`` and ``alpha = beta = 1`` (the layouts the search's
+        data-aware steps assume, as a Keras Dense kernel), the layer input is taken by
+        adding it as a graph output.  A bias is a 1-D ``(out,)`` tensor the ``Gemm`` adds,
+        or an ``Add`` that is the ``MatMul`` output's only consumer adds.  Weights used by
+        more than one node are left out.
+        """
+        onnx = onnx_format._onnx()
+        model = onnx_format.rebuild(self.model.structure, self.model.tensors.__getitem__, None)
+        graph, tensors = model.graph, self.model.tensors
+        uses: dict[str, int] = {}
+        consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                uses[name] = uses.get(name, 0) + 1
+                consumers.setdefault(name, []).append(node)
+        found: dict[str, tuple[str | None, str]] = {}
+        for node in graph.node:
+            if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+                continue
+            weight = node.input[1]
+            value = tensors.get(weight)
+            if value is None or value.ndim != 2 or value.dtype.kind != "f" or uses.get(weight) != 1 or node.input[0] in tensors:
+                continue
+            bias = None
+            if node.op_type == "Gemm":
+                attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                if attributes.get("transA", 0) or attributes.get("transB", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
+                    continue
+                bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            else:
+                following = consumers.get(node.output[0], [])
+                if len(following) == 1 and following[0].op_type == "Add":
+                    bias = next((n for n in following[0].input if n != node.output[0]), None)
+            if bias is not None and (bias not in tensors or tensors[bias].shape != (value.shape[1],) or uses.get(bias) != 1):
+                bias = None
+            found[weight] = (bias, node.input[0])
+        if not found:
+            return {}
+        declared = {o.name for o in graph.output}
+        for _, activation in found.values():
+            if activation not in declared:
+                graph.output.append(onnx.helper.make_tensor_value_info(activation, onnx.TensorProto.FLOAT, None))
+                declared.add(activation)
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 2, 1, 3
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - e.g. a non-float activation: no calibration
+            return {}
+        names = sorted({activation for _, activation in found.values()})
+        collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for start in range(0, min(limit, self.samples), self._batch):
+            stop = min(start + self._batch, limit, self.samples)
+            for name, value in zip(names, session.run(names, {k: v[start:stop] for k, v in self.feeds.items()})):
+                collected[name].append(np.asarray(value))
+        result = {}
+        for weight, (bias, activation) in found.items():
+            inputs = np.concatenate(collected[activation])
+            if inputs.shape[-1] == tensors[weight].shape[0]:
+                result[weight] = (bias, inputs.reshape(-1, inputs.shape[-1]))
+        return result
+
     # scoring ---------------------------------------------------------------------------------
 
     def _default_metric(self) -> str:

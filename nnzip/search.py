@@ -200,6 +200,10 @@ class BudgetSearch:
 
     def _calibrated_layers(self) -> dict[str, LayerTensors]:
         """Kernel tensor name -> its layer, with input statistics when data-aware steps apply."""
+        if hasattr(self.evaluator, "layer_inputs") and self.data is not None:  # ONNX: MatMul/Gemm inputs from onnxruntime
+            return {kernel: LayerTensors(kernel, "Dense", {}, kernel, bias, calibrate.LayerStatistics.of(inputs))
+                    for kernel, (bias, inputs) in self.evaluator.layer_inputs(CALIBRATION_SAMPLES).items()
+                    if is_lossy_candidate(self.model.tensors[kernel])}
         if not isinstance(self.evaluator, KerasEvaluator) or self.data is None:
             return {}
         # layer_weights only indexes the mapping it is given: names in, names out.
