@@ -178,10 +178,11 @@ def encode_model(
     encoded, notes = [], {}
     total = len(model.tensors)
     optimizer = io.optimizer_prefix(model.source_format)
+    exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
     for index, (name, array) in enumerate(model.tensors.items()):
         if progress:
             progress(index, total, name)
-        if optimizer and name.startswith(optimizer):
+        if (optimizer and name.startswith(optimizer)) or name in exact:
             plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
         else:
             plan = plans.get(name) or tensor_plan(array, rules.settings_for(name))
@@ -454,6 +455,8 @@ def verify(
     evaluator = make_evaluator(rebuilt_model, dataset, eval_hook, metric)
     original_path = Path(original) if original is not None else _original_beside(source, header)
     if original_path is None:
+        if evaluator.metric == "cosine":  # the rebuilt model against itself would score a meaningless 1
+            raise ConfigError("the cosine metric compares with the original model's outputs: give the original file (--original)")
         return VerifyReport(source, None, len(dataset.x), None, evaluator.measure(rebuilt), evaluator.metric)
     reference = io.read_model(original_path, keep_optimizer=not header["source"].get("dropped"))
     if list(reference.tensors) != list(rebuilt):

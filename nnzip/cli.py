@@ -81,7 +81,7 @@ def _add_compress(commands) -> None:
 
 
 def _add_scoring(group) -> None:
-    group.add_argument("--metric", choices=("accuracy", "mse"), help="what to measure (default: accuracy when the data has labels y and the output is not shaped like the input, else reconstruction MSE)")
+    group.add_argument("--metric", choices=("accuracy", "mse", "cosine"), help="what to measure (default: accuracy when the data has labels y and the output is not shaped like the input, else reconstruction MSE; ONNX models: cosine to the original outputs when neither fits)")
     group.add_argument("--eval", dest="eval_hook", metavar="MODULE:FUNCTION", help="score weights with your function(weights, x, y) -> higher-is-better, for files without an architecture")
 
 
@@ -231,12 +231,12 @@ def _run_verify(args: argparse.Namespace) -> int:
 def format_verify(info: dict) -> str:
     """The human report printed by ``nnzip verify``."""
     metric = info["metric"]
-    show = (lambda v: f"{v:.4f}") if metric == "accuracy" else (lambda v: f"{v:.6g}")
+    show = (lambda v: f"{v:.4f}") if metric in ("accuracy", "cosine") else (lambda v: f"{v:.6g}")
     lines = [f"{info['file']}: {metric} on {info['samples']} samples"]
     if info.get("original_file") is None:
         lines.append(f"  rebuilt  {show(info['rebuilt'])}   (no original given: use --original MODEL to compare)")
         return "\n".join(lines)
-    drop_text = f"{info['drop']:+.4f}" if metric == "accuracy" else f"{info['drop']:+.2%} (relative)"
+    drop_text = f"{info['drop']:+.4f}" if metric in ("accuracy", "cosine") else f"{info['drop']:+.2%} (relative)"
     lines.append(f"  original {show(info['original'])}   ({info['original_file']})")
     lines.append(f"  rebuilt  {show(info['rebuilt'])}")
     lines.append(f"  drop     {drop_text}")

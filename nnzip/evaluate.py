@@ -34,16 +34,18 @@ from .model import Model
 
 @dataclass
 class Dataset:
-    """Inputs ``x`` and optional labels ``y``."""
+    """Inputs ``x`` and optional labels ``y``; ``arrays`` keeps every array of the file as stored (ONNX inputs by name)."""
 
     x: np.ndarray
     y: np.ndarray | None
+    arrays: dict[str, np.ndarray] | None = None
 
     def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """Two disjoint random subsets, the first with *fraction* of the samples."""
         order = np.random.default_rng(seed).permutation(len(self.x))
         cut = int(round(fraction * len(order)))
-        pick = lambda idx: Dataset(self.x[idx], None if self.y is None else self.y[idx])  # noqa: E731
+        pick = lambda idx: Dataset(self.x[idx], None if self.y is None else self.y[idx],  # noqa: E731
+                                   None if self.arrays is None else {k: v[idx] for k, v in self.arrays.items()})
         return pick(np.sort(order[:cut])), pick(np.sort(order[cut:]))
 
 
@@ -61,17 +63,23 @@ def load_data(path: str | os.PathLike) -> Dataset:
                 arrays = {k: np.asarray(h5[k][()]) for k in ("x", "y") if k in h5 and isinstance(h5[k], h5py.Dataset)}
         else:
             with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in ("x", "y") if k in npz.files}
+                stored = {k: npz[k] for k in npz.files}
+            arrays = {k: stored[k] for k in ("x", "y") if k in stored}
+            if "x" not in arrays and len(set(stored) - {"y"}):  # ONNX inputs named as the model's inputs
+                arrays["x"] = stored[next(k for k in stored if k != "y")]
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read data file {path} (expected .npz or .h5 with arrays x and y): {exc}") from None
     if "x" not in arrays:
         raise InputError(f"data file {path} has no array 'x'")
+    named = None
+    if magic != b"\x89HDF\r\n\x1a\n":  # arrays with one row per sample, for models with named inputs
+        named = {k: v for k, v in stored.items() if k != "y" and v.ndim and len(v) == len(arrays["x"])}
     x, y = arrays["x"].astype(np.float32, copy=False), arrays.get("y")
     if y is not None and len(y) != len(x):
         raise InputError(f"data file {path}: x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
         raise InputError(f"data file {path} holds no samples")
-    return Dataset(x, None if y is None else _labels(y))
+    return Dataset(x, None if y is None else _labels(y), named)
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
@@ -250,6 +258,10 @@ def make_evaluator(model: Model, data: Dataset | None, eval_hook: str | None = N
         return HookEvaluator(eval_hook, data)
     if data is None:
         raise ConfigError("a data set (--data) is needed to run the model")
+    if model.source_format == "onnx":  # run by onnxruntime (nnzip[onnx])
+        from .onnx_eval import OnnxEvaluator
+
+        return OnnxEvaluator(model, data, metric)
     if metric not in (None, "accuracy", "mse"):
         raise ConfigError(f"unknown metric {metric!r} (accuracy or mse)")
     return KerasEvaluator(model, data, metric)

@@ -200,6 +200,10 @@ class BudgetSearch:
 
     def _calibrated_layers(self) -> dict[str, LayerTensors]:
         """Kernel tensor name -> its layer, with input statistics when data-aware steps apply."""
+        if hasattr(self.evaluator, "layer_inputs") and self.data is not None:  # ONNX: MatMul/Gemm inputs from onnxruntime
+            return {kernel: LayerTensors(kernel, "Dense", {}, kernel, bias, calibrate.LayerStatistics.of(inputs))
+                    for kernel, (bias, inputs) in self.evaluator.layer_inputs(CALIBRATION_SAMPLES).items()
+                    if is_lossy_candidate(self.model.tensors[kernel])}
         if not isinstance(self.evaluator, KerasEvaluator) or self.data is None:
             return {}
         # layer_weights only indexes the mapping it is given: names in, names out.
@@ -296,7 +300,8 @@ class BudgetSearch:
         """Search; every tensor not eligible for lossy storage stays lossless."""
         started = time.monotonic()
         optimizer = model_io.optimizer_prefix(self.model.source_format)
-        names = [n for n, a in self.model.tensors.items() if is_lossy_candidate(a) and not (optimizer and n.startswith(optimizer))]
+        exact = model_io.exact_names(self.model)  # e.g. an ONNX model's shapes and indices
+        names = [n for n, a in self.model.tensors.items() if is_lossy_candidate(a) and not (optimizer and n.startswith(optimizer)) and n not in exact]
         lossless = {n: encode_tensor(n, a, lossless_plan(a)) for n, a in self.model.tensors.items()}
         options: dict[str, list[Trial]] = {}
         for index, name in enumerate(names):

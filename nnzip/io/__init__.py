@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model import Model
-from . import hdf5_tree, keras_h5, keras_v3, npz, safetensors, zipmeta
+from . import hdf5_tree, keras_h5, keras_v3, npz, onnx_format, safetensors, zipmeta
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: A zip archive starts with a local file header, or (no members) the end-of-directory record.
@@ -57,13 +57,15 @@ FORMATS: dict[str, Format] = {
         Format(safetensors.FORMAT_ID, safetensors.read, safetensors.write, safetensors.check_structure,
                safetensors.tensor_names, safetensors.SUFFIX),
         Format(npz.FORMAT_ID, npz.read, npz.write, npz.check_structure, npz.tensor_names, npz.SUFFIX),
+        Format(onnx_format.FORMAT_ID, onnx_format.read, onnx_format.write, onnx_format.check_structure,
+               onnx_format.tensor_names, onnx_format.SUFFIX),
     )
 }
 
 #: Source format id -> writer (kept for callers that only write).
 WRITERS = {format_id: f.write for format_id, f in FORMATS.items()}
 
-_SUPPORTED = "supported: Keras .h5, .weights.h5 and .keras, .safetensors, numpy .npz"
+_SUPPORTED = "supported: Keras .h5, .weights.h5 and .keras, .safetensors, numpy .npz, ONNX"
 
 
 def get_format(format_id: object) -> Format | None:
@@ -72,10 +74,10 @@ def get_format(format_id: object) -> Format | None:
 
 
 def sniff(path: str | os.PathLike) -> str:
-    """The container kind of *path* from its first bytes: 'hdf5', 'zip', 'safetensors' or 'unknown'."""
+    """The container kind of *path* from its first bytes: 'hdf5', 'zip', 'safetensors', 'onnx' or 'unknown'."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(9)
+            head = handle.read(32)
             size = os.fstat(handle.fileno()).st_size
     except OSError as exc:
         raise InputError(f"cannot open {os.fspath(path)}: {exc.strerror}") from None
@@ -83,8 +85,10 @@ def sniff(path: str | os.PathLike) -> str:
         return "hdf5"
     if head[:4] in _ZIP_SIGNATURES:
         return "zip"
-    if safetensors.looks_like(head, size):
+    if safetensors.looks_like(head[:9], size):
         return "safetensors"
+    if onnx_format.looks_like(head):
+        return "onnx"
     return "unknown"
 
 
@@ -97,6 +101,8 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
         return _zip_format(path).read(path, keep_optimizer=keep_optimizer)
     if kind == "safetensors":
         return safetensors.read(path, keep_optimizer=keep_optimizer)
+    if kind == "onnx":
+        return onnx_format.read(path, keep_optimizer=keep_optimizer)
     raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")
 
 
@@ -119,6 +125,17 @@ def write_model(path: str | os.PathLike, source_format: str, structure: dict, te
     if fmt is None:
         raise InputError(f"cannot write source format {source_format!r}")
     fmt.write(path, structure, tensor)
+
+
+def exact_names(model: Model) -> set[str]:
+    """Tensors the format itself knows are not weights and must stay exact whatever the settings.
+
+    For ONNX, every initializer or constant that feeds no MatMul/Gemm/Conv/Gather/RNN
+    weight input (shapes, indices, scales, other constants); empty for the other formats.
+    """
+    if model.source_format == onnx_format.FORMAT_ID:
+        return set(model.tensors) - onnx_format.weight_names(model.structure)
+    return set()
 
 
 # --- views used by inference --------------------------------------------------------------
@@ -177,6 +194,6 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
 
 
 __all__ = [
-    "FORMATS", "Format", "WRITERS", "get_format", "keras_version", "layer_weights", "model_config", "optimizer_prefix",
+    "FORMATS", "Format", "WRITERS", "exact_names", "get_format", "keras_version", "layer_weights", "model_config", "optimizer_prefix",
     "read_model", "sniff", "write_model",
 ]

@@ -1,0 +1,467 @@
+"""ONNX models (format id ``onnx``): a protobuf ``ModelProto``, optionally with external data files.
+
+The tensors are the top-level graph's initializers and the ``value`` tensors of its
+``Constant`` nodes (exporters such as paddle2onnx keep every weight in ``Constant``
+nodes), in that order: initializers in graph order, then constants in node order.
+Everything else (graph, nodes, attributes, subgraphs, opsets, metadata, doc strings,
+initializer order and names) is kept as the *stripped model*: the ``ModelProto`` with
+the data of every carried tensor removed, serialized and base64'd into the structure
+(spec/container.md §5.7).  Per tensor a record says where it sits, its ONNX type and
+dims, how its data was stored (``raw_data``, a typed field such as ``float_data``, or an
+external file) and which operator inputs it feeds, so the planner knows a weight
+(MatMul/Gemm/Conv/Gather/RNN weight inputs) from a shape, index or constant: only
+weights are ever made lossy (:func:`weight_names`).
+
+Rebuilding puts each tensor's bytes back into the field they came from; protobuf
+serializes fields in field-number order, so a file written by onnx/protobuf comes back
+byte-identical.  A tensor whose typed field would not come back exactly, and types
+nnzip does not carry as arrays (strings, complex, 4-bit and 2-bit packs in typed
+fields), simply stay inside the stripped model.
+
+The ``onnx`` package (``pip install nnzip[onnx]``) parses and serializes protobuf; it is
+imported only when an ONNX file is actually read or written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError, InputError
+from ..model import Model
+from ..stages.base import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
+
+FORMAT_ID = "onnx"
+SUFFIX = ".onnx"
+#: protobuf cannot parse a message of 2 GiB or more; bigger models must use external data.
+MAX_FILE_BYTES = 2**31 - 1
+#: The stripped model must fit the 64 MiB header (rule 4 / §6.5) once base64'd (4/3) with
+#: room for the tensor records: bigger graphs or attributes (e.g. a giant string
+#: attribute) are refused rather than written into a header no reader accepts.
+MAX_MODEL_BYTES = 40 * 2**20
+#: Tensor records in a structure (as many as a header may list tensors).
+MAX_TENSORS = 2**20
+_WHERE = "rule 5.7.1: onnx structure"
+
+# ONNX TensorProto.DataType -> numpy dtype the tensor is carried as (raw_data / external).
+# BFLOAT16 and the 8-bit float types are carried as their raw bit patterns (unsigned
+# integers), so no lossy stage ever touches them.
+_CARRIED = {
+    1: "<f4", 2: "|u1", 3: "|i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9: "|b1",
+    10: "<f2", 11: "<f8", 12: "<u4", 13: "<u8", 16: "<u2", 17: "|u1", 18: "|u1", 19: "|u1",
+    20: "|u1", 24: "|u1",
+}
+#: Packed sub-byte types (UINT4, INT4, FLOAT4E2M1, UINT2, INT2) -> bits per element; carried
+#: as the packed bytes, shape ``[ceil(elements * bits / 8)]``.
+_PACKED_BITS = {21: 4, 22: 4, 23: 4, 25: 2, 26: 2}
+#: Typed field -> (its numpy element type, the data types it may hold nnzip carries).
+_TYPED = {
+    "float_data": ("<f4", {1}),
+    "int32_data": ("<i4", {2, 3, 4, 5, 6, 9, 10, 16, 17, 18, 19, 20, 24}),
+    "int64_data": ("<i8", {7}),
+    "double_data": ("<f8", {11}),
+    "uint64_data": ("<u8", {12, 13}),
+}
+_STORAGES = ("raw", "external", *_TYPED)
+#: Operator input slots that take a weight: a tensor feeding one of these is a weight.
+WEIGHT_INPUTS = {
+    "MatMul": (0, 1), "Gemm": (0, 1), "Conv": (1,), "ConvTranspose": (1,), "Gather": (0,),
+    "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2), "Einsum": tuple(range(8)),
+}
+#: Operators whose output is their input 0 re-laid out: a weight passing through one is still a weight.
+_PASS_THROUGH = {"Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "DequantizeLinear", "Slice", "Split"}
+
+
+def _onnx():
+    """The onnx package, or a one-line InputError saying how to get it."""
+    try:
+        import onnx
+    except ImportError:
+        raise InputError("reading or writing ONNX models needs the onnx package: pip install 'nnzip[onnx]'") from None
+    return onnx
+
+
+# --- recognising --------------------------------------------------------------------------------
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
+#: ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited).
+_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
+
+
+def looks_like(head: bytes) -> bool:
+    """Whether a file's first bytes read as a ModelProto: two fields with ModelProto's tags and wire types.
+
+    protobuf writes fields in number order, so an onnx-written model starts with
+    ``ir_version`` (field 1, a varint of 1..255) followed by another ModelProto field.
+    """
+    first = _varint(head, 0)
+    if first is None or first[0] != 0x08:
+        return False
+    version = _varint(head, first[1])
+    if version is None or not 1 <= version[0] <= 255:
+        return False
+    if version[1] == len(head):
+        return False
+    tag = _varint(head, version[1])
+    return tag is not None and _MODEL_FIELDS.get(tag[0] >> 3) == (tag[0] & 7)
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
+    """Read an ONNX model and its external data (*keep_optimizer*: ONNX files hold none)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"rule 5.7.2: {path} is {size} bytes; an ONNX protobuf is under 2 GiB (bigger models keep tensors in external data)")
+    model = parse_model(path.read_bytes(), str(path))
+    graph = model.graph
+    located = _carried_tensors(model)
+    feeds = _feeds(graph)
+    tensors, records = {}, []
+    for at, proto in located:
+        name = proto.name if at[0] == "initializer" else graph.node[at[1]].output[0]
+        where = f"{path}, tensor {name!r}"
+        value, storage = _value(proto, path.parent, where)
+        if value is None:
+            continue  # stays inside the stripped model
+        if name in tensors:
+            raise InputError(f"rule 5.7.4: {where}: two tensors have this name")
+        tensors[name] = value
+        _strip(proto, storage)
+        records.append({"name": name, "at": list(at), "data_type": int(proto.data_type), "dims": [int(d) for d in proto.dims],
+                        "storage": storage, "feeds": feeds.get(name, [])})
+    stripped = model.SerializeToString()
+    if len(stripped) > MAX_MODEL_BYTES:
+        raise InputError(f"rule 5.7.5: {path}: the model without its tensors' data is {len(stripped)} bytes, over the "
+                         f"{MAX_MODEL_BYTES}-byte cap the header allows (giant attributes or graph)")
+    structure = {"model": base64.b64encode(stripped).decode("ascii"), "tensors": records}
+    return Model(FORMAT_ID, structure, tensors)
+
+
+def parse_model(data: bytes, where: str):
+    """The ModelProto in *data*; InputError naming rule 5.7.2 when it does not parse."""
+    onnx = _onnx()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, or RuntimeError for deep nesting
+        raise InputError(f"rule 5.7.2: {where} is not a valid ONNX protobuf: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not model.HasField("graph"):
+        raise InputError(f"rule 5.7.2: {where} is not an ONNX model (no graph)")
+    return model
+
+
+def _carried_tensors(model) -> list[tuple[tuple[str, int], object]]:
+    """((kind, index), TensorProto) of every candidate tensor: initializers, then Constant values."""
+    graph = model.graph
+    found = [(("initializer", i), t) for i, t in enumerate(graph.initializer)]
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            for attribute in node.attribute:
+                if attribute.name == "value" and attribute.HasField("t"):
+                    found.append((("constant", i), attribute.t))
+    return found
+
+
+def _expected(proto, where: str) -> tuple[np.dtype, tuple[int, ...], int] | None:
+    """(carried dtype, carried shape, byte size) of a tensor, or None when nnzip does not carry its type."""
+    dims = [int(d) for d in proto.dims]
+    if len(dims) > MAX_NDIM or any(d < 0 or d > MAX_ELEMENTS for d in dims):
+        raise InputError(f"rule 5.7.4: {where}: dims {dims[:MAX_NDIM + 1]} (at most {MAX_NDIM} sizes in 0..{MAX_ELEMENTS})")
+    count = math.prod(dims)
+    if count > MAX_ELEMENTS:
+        raise InputError(f"rule 5.7.4: {where}: dims {dims} name {count} elements, more than the cap {MAX_ELEMENTS}")
+    data_type = int(proto.data_type)
+    if data_type in _PACKED_BITS:
+        size = (count * _PACKED_BITS[data_type] + 7) // 8
+        return np.dtype("|u1"), (size,), size
+    if data_type in _CARRIED:
+        dtype = np.dtype(_CARRIED[data_type])
+        return dtype, tuple(dims), count * dtype.itemsize
+    return None
+
+
+def _value(proto, folder: Path, where: str) -> tuple[np.ndarray | None, str]:
+    """(carried array, storage) of one TensorProto, or (None, '') when it stays in the stripped model."""
+    expected = _expected(proto, where)
+    if expected is None or proto.HasField("segment"):
+        return None, ""
+    dtype, shape, nbytes = expected
+    if proto.data_location == 1:  # EXTERNAL
+        return np.frombuffer(_external_bytes(proto, folder, nbytes, where), dtype).reshape(shape).copy(), "external"
+    if proto.HasField("raw_data"):
+        if len(proto.raw_data) != nbytes:
+            raise InputError(f"rule 5.7.4: {where}: raw_data holds {len(proto.raw_data)} bytes, its dims and type need {nbytes}")
+        return np.frombuffer(proto.raw_data, dtype).reshape(shape).copy(), "raw"
+    filled = [field for field in _TYPED if len(getattr(proto, field))]
+    if len(filled) > 1 or int(proto.data_type) in _PACKED_BITS:
+        return None, ""
+    if not filled:
+        if nbytes:
+            return None, ""  # no data at all: malformed, but onnx's business; keep it as it is
+        return np.zeros(shape, dtype), "raw"
+    field = filled[0]
+    element, types = _TYPED[field]
+    if int(proto.data_type) not in types:
+        return None, ""
+    stored = np.asarray(getattr(proto, field), dtype=element)
+    if stored.size != math.prod(shape):
+        raise InputError(f"rule 5.7.4: {where}: {field} holds {stored.size} values, its dims need {math.prod(shape)}")
+    value = _from_typed(stored, dtype)
+    if not np.array_equal(_to_typed(value, element), stored):
+        return None, ""  # values outside the type's range: only the stripped model keeps them exactly
+    return value.reshape(shape), field
+
+
+def _from_typed(stored: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Values of a typed field as the carried dtype (float16 in int32_data is its bit pattern)."""
+    if dtype == np.dtype("<f2"):
+        return stored.astype("<u2").view("<f2")
+    return stored.astype(dtype)
+
+
+def _to_typed(value: np.ndarray, element: str) -> np.ndarray:
+    """The typed field's values for a carried array (inverse of :func:`_from_typed`)."""
+    flat = np.ascontiguousarray(value).reshape(-1)
+    if flat.dtype == np.dtype("<f2"):
+        flat = flat.view("<u2")
+    return flat.astype(element)
+
+
+def _external_bytes(proto, folder: Path, nbytes: int, where: str) -> bytes:
+    """The bytes of an externally stored tensor, after rule 5.7.3's checks."""
+    info = {entry.key: entry.value for entry in proto.external_data}
+    location = info.get("location", "")
+    target = safe_location(location, folder, where, InputError)
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info.get("length", str(nbytes)))
+    except ValueError:
+        raise InputError(f"rule 5.7.3: {where}: external data offset/length are not integers") from None
+    if length != nbytes or offset < 0:
+        raise InputError(f"rule 5.7.3: {where}: external data length {length} at offset {offset}; its dims and type need {nbytes} bytes")
+    try:
+        with open(target, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if offset + length > size:
+                raise InputError(f"rule 5.7.3: {where}: external data {location!r} holds {size} bytes, the tensor needs {offset}..{offset + length}")
+            handle.seek(offset)
+            return handle.read(length)
+    except OSError as exc:
+        raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {exc.strerror}") from None
+
+
+def safe_location(location: object, folder: Path, where: str, error: type = InputError) -> Path:
+    """*location* resolved inside *folder*; *error* naming rule 5.7.3 when it is empty, absolute or escapes."""
+    if not isinstance(location, str) or not location or "\x00" in location:
+        raise error(f"rule 5.7.3: {where}: external data needs a relative file name (location {location!r})")
+    relative = Path(location)
+    if relative.is_absolute() or location.startswith(("/", "\\")) or ".." in Path(location.replace("\\", "/")).parts \
+            or (len(location) > 1 and location[1] == ":"):
+        raise error(f"rule 5.7.3: {where}: external data location {location!r} escapes the model's folder")
+    base = folder.resolve()
+    target = (base / relative).resolve()
+    if target != base and base not in target.parents:
+        raise error(f"rule 5.7.3: {where}: external data location {location!r} escapes the model's folder (through a link)")
+    return target
+
+
+def _strip(proto, storage: str) -> None:
+    """Remove a carried tensor's data from its TensorProto (external data is not in it)."""
+    if storage == "raw":
+        proto.ClearField("raw_data")
+    elif storage in _TYPED:
+        proto.ClearField(storage)
+
+
+def _feeds(graph) -> dict[str, list[str]]:
+    """Tensor name -> sorted ``"Op:input"`` slots it reaches, directly or through pass-through ops and subgraphs."""
+    consumers: dict[str, list[tuple[object, int]]] = {}
+
+    def scan(g) -> None:
+        for node in g.node:
+            for index, name in enumerate(node.input):
+                if name:
+                    consumers.setdefault(name, []).append((node, index))
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    scan(attribute.g)
+                for sub in attribute.graphs:
+                    scan(sub)
+
+    scan(graph)
+    result: dict[str, list[str]] = {}
+    for name in consumers:
+        slots: set[str] = set()
+        frontier, seen = [name], {name}
+        for _ in range(6):  # a few pass-through steps (Cast -> Transpose -> MatMul) at most
+            following = []
+            for current in frontier:
+                for node, index in consumers.get(current, []):
+                    slots.add(f"{node.op_type}:{index}")
+                    if (node.op_type in _PASS_THROUGH and index == 0) or node.op_type == "Concat":
+                        for output in node.output:  # Split has several
+                            if output and output not in seen:
+                                seen.add(output)
+                                following.append(output)
+            frontier = following
+        result[name] = sorted(slots)
+    return result
+
+
+def is_weight(feeds: list[str]) -> bool:
+    """Whether a tensor feeding these ``"Op:input"`` slots is a weight (WEIGHT_INPUTS)."""
+    for slot in feeds:
+        op, _, index = slot.rpartition(":")
+        if index.isdigit() and int(index) in WEIGHT_INPUTS.get(op, ()):
+            return True
+    return False
+
+
+def weight_names(structure: dict) -> set[str]:
+    """Names of the tensors that are weights (may be made lossy); shapes, indices and constants are not."""
+    return {record["name"] for record in structure["tensors"] if is_weight(record["feeds"])}
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
+    """The ModelProto of *structure* with every tensor's data put back; external data is written into *folder*.
+
+    With *folder* None, externally stored tensors are put back as ``raw_data``
+    instead (an in-memory model for onnxruntime).
+    """
+    model = parse_model(base64.b64decode(structure["model"]), "the structure's model")
+    located = dict((tuple(at), proto) for at, proto in _carried_tensors(model))
+    external: dict[str, list[tuple[int, bytes]]] = {}
+    for record in structure["tensors"]:
+        proto = located.get(tuple(record["at"]))
+        if proto is None:
+            raise FormatError(f"{_WHERE}: tensor {record['name']!r} is at {record['at']}, where the model has no tensor")
+        if int(proto.data_type) != record["data_type"] or [int(d) for d in proto.dims] != record["dims"]:
+            raise FormatError(f"{_WHERE}: tensor {record['name']!r}: its record's data_type and dims differ from the model's tensor at {record['at']}")
+        if (record["storage"] == "external") != (proto.data_location == 1):
+            raise FormatError(f"{_WHERE}: tensor {record['name']!r}: storage {record['storage']!r} but the model's tensor is "
+                              f"{'not ' if proto.data_location != 1 else ''}external")
+        value = np.asarray(tensor(record["name"]))
+        dtype, shape, _ = _record_spec(record)
+        if value.dtype != dtype or tuple(value.shape) != shape:
+            raise FormatError(f"tensor {record['name']!r} decodes to {value.dtype.str} {list(value.shape)}, "
+                              f"its ONNX type and dims need {dtype.str} {list(shape)}")
+        storage = record["storage"]
+        if storage == "raw":
+            proto.raw_data = np.ascontiguousarray(value).tobytes()
+        elif storage == "external" and folder is None:
+            proto.data_location = 0
+            del proto.external_data[:]
+            proto.raw_data = np.ascontiguousarray(value).tobytes()
+        elif storage == "external":
+            info = {entry.key: entry.value for entry in proto.external_data}
+            external.setdefault(info["location"], []).append((int(info.get("offset", "0")), np.ascontiguousarray(value).tobytes()))
+        else:
+            getattr(proto, storage).extend(_to_typed(value, _TYPED[storage][0]).tolist())
+    targets = {location: safe_location(location, folder, "writing", FormatError) for location in external}  # all before any write
+    for location, pieces in external.items():
+        target = targets[location]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as handle:
+            for offset, data in sorted(pieces, key=lambda piece: piece[0]):
+                handle.seek(offset)
+                handle.write(data)
+    return model
+
+
+def write(path: str | os.PathLike, structure: dict, tensor) -> None:
+    """Write the ONNX model of *structure*, pulling tensors with ``tensor(name)``; external files go beside it."""
+    path = Path(path)
+    model = rebuild(structure, tensor, path.parent)
+    with open(path, "wb") as handle:
+        handle.write(model.SerializeToString())
+
+
+def model_bytes(structure: dict, tensors: dict[str, np.ndarray]) -> bytes:
+    """The serialized model with *tensors* as its values, all data inline (for onnxruntime)."""
+    return rebuild(structure, tensors.__getitem__, None).SerializeToString()
+
+
+def _record_spec(record: dict) -> tuple[np.dtype, tuple[int, ...], int]:
+    data_type, dims = record["data_type"], record["dims"]
+    count = math.prod(dims)
+    if data_type in _PACKED_BITS:
+        size = (count * _PACKED_BITS[data_type] + 7) // 8
+        return np.dtype("|u1"), (size,), size
+    dtype = np.dtype(_CARRIED[data_type])
+    return dtype, tuple(dims), count * dtype.itemsize
+
+
+# --- structure checks ---------------------------------------------------------------------------
+
+
+def check_structure(structure: object) -> None:
+    """Raise FormatError unless *structure* is a well-formed ``onnx`` structure (§5.7, rule 5.7.1)."""
+    if not isinstance(structure, dict) or set(structure) != {"model", "tensors"}:
+        raise FormatError(f"{_WHERE}: needs exactly 'model' and 'tensors'")
+    text, records = structure["model"], structure["tensors"]
+    if not isinstance(text, str) or len(text) > (MAX_MODEL_BYTES + 2) // 3 * 4:
+        raise FormatError(f"{_WHERE}: 'model' must be a base64 string of at most {MAX_MODEL_BYTES} bytes")
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise FormatError(f"{_WHERE}: 'model' is not base64") from None
+    if not isinstance(records, list) or len(records) > MAX_TENSORS:
+        raise FormatError(f"{_WHERE}: 'tensors' must be a list of at most {MAX_TENSORS} records")
+    names, places = set(), set()
+    for record in records:
+        _check_record(record)
+        if record["name"] in names or tuple(record["at"]) in places:
+            raise FormatError(f"{_WHERE}: two tensor records share the name {record['name']!r} or the place {record['at']}")
+        names.add(record["name"])
+        places.add(tuple(record["at"]))
+
+
+def _check_record(record: object) -> None:
+    keys = {"name", "at", "data_type", "dims", "storage", "feeds"}
+    if not isinstance(record, dict) or set(record) != keys:
+        raise FormatError(f"{_WHERE}: a tensor record needs exactly {', '.join(sorted(keys))}")
+    name, at, data_type, dims = record["name"], record["at"], record["data_type"], record["dims"]
+    where = f"{_WHERE}, tensor {name!r}"
+    if not isinstance(name, str) or not name or len(name) > 65536:
+        raise FormatError(f"{_WHERE}: a tensor name must be a non-empty string")
+    if not (isinstance(at, list) and len(at) == 2 and at[0] in ("initializer", "constant") and type(at[1]) is int and 0 <= at[1] < 2**31):
+        raise FormatError(f"{where}: 'at' must be [\"initializer\" or \"constant\", index]")
+    if type(data_type) is not int or (data_type not in _CARRIED and data_type not in _PACKED_BITS):
+        raise FormatError(f"{where}: data_type {data_type!r} is not one nnzip carries")
+    if not isinstance(dims, list) or len(dims) > MAX_NDIM or any(type(d) is not int or not 0 <= d <= MAX_ELEMENTS for d in dims) \
+            or math.prod(dims) > MAX_ELEMENTS:
+        raise FormatError(f"{where}: dims must be at most {MAX_NDIM} sizes naming at most {MAX_ELEMENTS} elements")
+    storage = record["storage"]
+    if storage not in _STORAGES or (storage in _TYPED and data_type not in _TYPED[storage][1]):
+        raise FormatError(f"{where}: storage {storage!r} cannot hold data_type {data_type}")
+    if not isinstance(record["feeds"], list) or not all(isinstance(f, str) and len(f) < 256 for f in record["feeds"]):
+        raise FormatError(f"{where}: 'feeds' must be a list of short strings")
+    assert _record_spec(record)[0].str in ALLOWED_DTYPES
+
+
+def tensor_names(structure: dict) -> list[str]:
+    """The tensor names a checked structure expects, in record order."""
+    return [record["name"] for record in structure["tensors"]]
