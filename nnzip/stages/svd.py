@@ -137,7 +137,8 @@ class SVD(TransformStage):
         """
         checked = check_parts(cls.id, parts, cls.part_specs(spec, config))
         m, n = matrix_shape(spec.shape)
-        scaled = checked["u"].astype(np.float64) * checked["s"].astype(np.float64)
+        scaled = checked["u"].astype(np.float64)
+        scaled *= checked["s"].astype(np.float64)  # in place: one float64 copy of u, not two
         vt = checked["vt"].astype(np.float64)
         out = np.empty((m, n), dtype=spec.dtype)
         rows = max(1, BLOCK_ELEMENTS // max(n, 1))
