@@ -566,6 +566,7 @@ def verify(
     header, rebuilt = read_tensors(source)
     dataset = load_data(data)
     rebuilt_model = Model(header["source"]["format"], header["source"]["structure"], rebuilt)
+    _check_architecture_text(rebuilt_model)
     evaluator = make_evaluator(rebuilt_model, dataset, eval_hook, metric)
     original_path = Path(original) if original is not None else _original_beside(source, header)
     if original_path is None:
@@ -574,6 +575,20 @@ def verify(
     if list(reference.tensors) != list(rebuilt):
         raise NnzipError(f"{original_path} does not hold the same tensors as {source} (not the file it was made from?)")
     return VerifyReport(source, original_path, len(dataset.x), evaluator.compare(reference.tensors, rebuilt), metric=evaluator.metric)
+
+
+def _check_architecture_text(model: Model) -> None:
+    """The Keras architecture the header carries (a ``model_config`` attribute, a ``config.json``) parses as JSON.
+
+    The container rules (§5) carry those texts verbatim and do not require JSON, so a crafted
+    one reaches verify's parser: its errors (ValueError, RecursionError for deep nesting) become
+    one line here instead of a traceback.
+    """
+    try:
+        io.model_config(model)
+        io.keras_version(model)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"the model architecture recorded in the header is not valid JSON: {type(exc).__name__}: {str(exc)[:80]}") from None
 
 
 def _original_beside(source: Path, header: dict) -> Path | None:

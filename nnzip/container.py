@@ -37,7 +37,9 @@ from importlib import resources
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable
 
-from .errors import FormatError
+import numpy as np
+
+from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
 MAJOR, MINOR = 1, 0
@@ -52,6 +54,10 @@ PREAMBLE_SIZE = _PREAMBLE.size  # 24
 MAX_HEADER_BYTES = 64 * 2**20
 #: Largest number of blobs a reader accepts.
 MAX_BLOBS = 2**20
+#: Most commas, ``[`` and ``{`` outside strings a header may hold (rule 6.20), which bounds its
+#: number of JSON values: a tensor entry takes about 25, so this leaves room for some 80,000
+#: tensors, and parsing the largest header allowed stays near 250 MB.
+MAX_HEADER_VALUES = 2**21
 #: Deepest nesting of JSON arrays and objects a header may use (rule 6.17): an HDF5 tree of
 #: 64 groups (rule 5.1) needs about 200; Python's own parser fails near 1000.
 MAX_HEADER_DEPTH = 512
@@ -84,6 +90,10 @@ def header_dictionary() -> bytes:
 def encode_header(header: dict, compress: bool = True) -> tuple[bytes, int]:
     """The stored header bytes and the flags describing them."""
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("utf-8")
+    try:
+        check_header_text(text)  # never write a header the reader refuses (rules 6.5, 6.17, 6.20)
+    except FormatError as exc:
+        raise NnzipError(f"cannot write this .nnz: {exc}") from None
     if compress:
         deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=header_dictionary())
         return deflater.compress(text) + deflater.flush(), FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY
@@ -194,21 +204,99 @@ def read_container(handle: BinaryIO) -> Container:
 
 
 def parse_header(stored: bytes, flags: int) -> dict:
-    """The header object of the *stored* header bytes (rules 6.7, 6.8 and 6.16-6.19)."""
+    """The header object of the *stored* header bytes (rules 6.5, 6.7, 6.8 and 6.16-6.20).
+
+    Nesting and the number of values are counted on the text first (rules 6.17, 6.20), so
+    that a small zlib stream inflating to millions of empty arrays is refused before Python
+    builds them (64 MiB of ``[],`` would take 2.4 GB and 11 s of CPU).
+    """
     text = _inflate(stored, flags) if flags & FLAG_HEADER_ZLIB else stored
+    check_header_text(text)
     try:
         header = json.loads(text.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int,
                             object_pairs_hook=_unique_members)
     except _HeaderRuleError as exc:
         raise FormatError(str(exc)) from None
-    except RecursionError:  # Python's parser gives up near 1000 levels, well past the cap
+    except RecursionError:  # not reached after check_header_text's depth count; kept as a guard
         raise FormatError(f"rule 6.17: the header nests arrays and objects more than {MAX_HEADER_DEPTH} deep") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"rule 6.8: header is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise FormatError("rule 6.8: header must be a JSON object")
-    _check_depth_and_strings(header, text)
+    if re.search(rb"\\u[dD][89a-fA-F]", text):
+        _check_surrogate_escapes(text)
     return header
+
+
+def check_header_text(text: bytes) -> None:
+    """Rules 6.5 (size), 6.17 (nesting) and 6.20 (values) on header JSON text, in linear time and bounded memory.
+
+    The writer calls it too, so that nnzip never writes a header its reader refuses.
+    """
+    if len(text) > MAX_HEADER_BYTES:
+        raise FormatError(f"rule 6.5: the header takes {len(text):,} bytes, more than {MAX_HEADER_BYTES:,}")
+    opening = text.count(b"[") + text.count(b"{")
+    if opening <= MAX_HEADER_DEPTH and opening + text.count(b",") <= MAX_HEADER_VALUES:
+        return  # even counting the brackets and commas inside strings, neither cap can be reached
+    separators, depth = _structure_counts(text)
+    if separators > MAX_HEADER_VALUES:
+        raise FormatError(f"rule 6.20: the header holds {separators:,} commas, '[' and '{{' outside strings, more than {MAX_HEADER_VALUES:,}")
+    if depth > MAX_HEADER_DEPTH:
+        raise FormatError(f"rule 6.17: the header nests arrays and objects {depth} deep, more than {MAX_HEADER_DEPTH}")
+
+
+#: The bytes that matter to :func:`_structure_counts`, and how much each changes the nesting depth.
+_SPECIAL = np.zeros(256, dtype=bool)
+_SPECIAL[list(b'"\\[]{},')] = True
+_DEPTH_STEP = np.zeros(256, dtype=np.int64)
+_DEPTH_STEP[list(b"[{")] = 1
+_DEPTH_STEP[list(b"]}")] = -1
+_SEPARATOR = np.zeros(256, dtype=bool)
+_SEPARATOR[list(b",[{")] = True
+_CHUNK = 1 << 20
+
+
+def _structure_counts(text: bytes) -> tuple[int, int]:
+    """(commas, '[' and '{' outside strings; deepest nesting) of JSON *text*, one 1 MiB chunk at a time.
+
+    A quote ends or starts a string unless an odd run of backslashes precedes it.  Exact on
+    valid JSON; on invalid text the counts are exact up to where a JSON parser would stop,
+    which is what bounds the parser's work.  Vectorised over the special bytes of each chunk.
+    """
+    data = np.frombuffer(text, dtype=np.uint8)
+    in_string, run, depth, deepest, separators = False, 0, 0, 0, 0
+    for start in range(0, data.size, _CHUNK):
+        block = data[start:start + _CHUNK]
+        index = np.flatnonzero(_SPECIAL[block])
+        if not index.size:
+            run = 0
+            continue
+        chars = block[index]
+        backslash = chars == ord("\\")
+        # Does element k directly follow a backslash (element k-1, or the previous chunk's last byte)?
+        after_backslash = np.empty(index.size, dtype=bool)
+        after_backslash[0] = index[0] == 0 and run > 0
+        after_backslash[1:] = backslash[:-1] & (np.diff(index) == 1)
+        # Length of the backslash run ending at each backslash element (a run may go on from the last chunk).
+        order = np.arange(index.size)
+        run_start = np.maximum.accumulate(np.where(backslash & ~after_backslash, order, -1))
+        run_length = np.where(run_start >= 0, order - run_start + 1, order + 1 + run)
+        escaped = np.empty(index.size, dtype=bool)
+        escaped[0] = after_backslash[0] and run % 2 == 1
+        escaped[1:] = after_backslash[1:] & (run_length[:-1] % 2 == 1)
+        quote = (chars == ord('"')) & ~escaped
+        toggles = np.cumsum(quote)
+        outside = ((toggles - quote) % 2 == 1) == in_string  # the string state before each element
+        structural = chars[outside & ~quote & ~backslash]
+        separators += int(np.count_nonzero(_SEPARATOR[structural]))
+        if structural.size:
+            path = depth + np.cumsum(_DEPTH_STEP[structural])
+            deepest, depth = max(deepest, int(path.max())), int(path[-1])
+        in_string = in_string != bool(toggles[-1] % 2)
+        run = int(run_length[-1]) if backslash[-1] and index[-1] == block.size - 1 else 0
+        if separators > MAX_HEADER_VALUES or deepest > MAX_HEADER_DEPTH:
+            break  # refused whatever follows
+    return separators, deepest
 
 
 def _inflate(stored: bytes, flags: int) -> bytes:
@@ -270,38 +358,21 @@ def _unique_members(pairs: list) -> dict:
     return obj
 
 
-#: A ``\u`` escape of a surrogate: the only way a surrogate code point gets into parsed text.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-#: Surrogates other than U+DC80-U+DCFF (the escapes of single undecodable bytes, §5.1).
-_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+#: The escapes that matter for surrogates: an escaped backslash (skipped, so ``\\ud800`` is
+#: not an escape) or a ``\u`` escape of a code point in U+D800-U+DFFF.
+_SURROGATE_ESCAPES = re.compile(rb"\\\\|\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
 
 
-def _check_depth_and_strings(header: dict, text: bytes) -> None:
-    """Rules 6.17 and 6.19, walking the parsed header only when its text could break them."""
-    needs_depth = text.count(b"[") + text.count(b"{") > MAX_HEADER_DEPTH
-    needs_strings = _SURROGATE_ESCAPE.search(text) is not None
-    if not needs_depth and not needs_strings:
-        return
-    stack = [(header, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, str):
-            _check_string(node)
-            continue
-        if depth > MAX_HEADER_DEPTH:
-            raise FormatError(f"rule 6.17: the header nests arrays and objects more than {MAX_HEADER_DEPTH} deep")
-        if isinstance(node, dict):
-            if needs_strings:
-                for key in node:
-                    _check_string(key)
-            node = node.values()
-        stack.extend((value, depth + 1) for value in node if isinstance(value, (dict, list)) or (needs_strings and isinstance(value, str)))
-
-
-def _check_string(value: str) -> None:
-    """Rule 6.19 for one string (a member name or a value)."""
-    if not value.isascii() and _LONE_SURROGATE.search(value):
-        raise FormatError(f"rule 6.19: the header string {_clip(ascii(value[:61]))} holds a lone surrogate code point, which UTF-8 cannot encode")
+def _check_surrogate_escapes(text: bytes) -> None:
+    """Rule 6.19: every ``\\u`` escape of a surrogate is half of a pair, or one of U+DC80-U+DCFF."""
+    escapes = [(m.start(), m.end(), int(m.group(1), 16)) for m in _SURROGATE_ESCAPES.finditer(text) if m.group(1)]
+    paired = set()
+    for (start, end, code), (next_start, _, next_code) in zip(escapes, escapes[1:]):
+        if 0xD800 <= code <= 0xDBFF and next_start == end and 0xDC00 <= next_code <= 0xDFFF and start not in paired:
+            paired.update((start, next_start))
+    for start, _, code in escapes:
+        if start not in paired and not 0xDC80 <= code <= 0xDCFF:
+            raise FormatError(f"rule 6.19: the header holds a lone surrogate \\u{code:04x} (at byte {start}), which UTF-8 cannot encode")
 
 
 def _clip(text: str, limit: int = 60) -> str:

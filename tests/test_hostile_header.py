@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import zlib
 from pathlib import Path
 
@@ -503,3 +504,123 @@ def test_schema_follows_the_new_rules(sample_files):
         header = copy.deepcopy(base)
         mutate(header)
         assert list(validator.iter_errors(header)), f"schema accepts broken header {index}"
+
+
+# --- verify: the architecture texts the header carries ------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["not json", "[" * 100_000, '{"class_name": "Sequential", "config": {"layers": 5}}'], ids=["not-json", "deep", "no-layers"])
+def test_verify_refuses_a_crafted_model_config_in_one_line(tmp_path, capsys, text):
+    """model_config is carried verbatim (§5.1) and parsed only by verify: its errors once escaped as JSONDecodeError/RecursionError."""
+    api.compress(SAMPLES / "softmax.h5", tmp_path / "s.nnz")
+    data = (tmp_path / "s.nnz").read_bytes()
+    header = split_file(data)[0]
+    record = next(a for a in header["source"]["structure"]["attrs"] if a["name"] == "model_config")
+    record["value"] = [text]
+    bad = tmp_path / "bad.nnz"
+    bad.write_bytes(rebuild(header, blobs_of(data)))
+    np.savez(tmp_path / "data.npz", x=np.zeros((4, 784), np.float32), y=np.zeros(4, np.int64))
+    status, out, err = run(["verify", bad, "--data", tmp_path / "data.npz"], capsys)
+    assert status == 1 and out == "" and err.startswith("nnzip: error: ") and err.count("\n") == 1, err
+
+
+# --- the linear scan behind rules 6.17 and 6.20 ------------------------------------------------
+
+
+def _reference_counts(text: str) -> tuple[int, int]:
+    """(commas, '[' and '{' outside strings; deepest nesting) by a plain character loop."""
+    in_string = escaped = False
+    depth = deepest = separators = 0
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{,":
+            separators += 1
+            if char != ",":
+                depth += 1
+                deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return separators, deepest
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1 << 20])
+def test_structure_scan_matches_a_character_loop(monkeypatch, chunk):
+    """Strings full of brackets, quotes and backslash runs, cut at every chunk size (the scan carries state across)."""
+    from nnzip import container
+
+    monkeypatch.setattr(container, "_CHUNK", chunk)
+    rng = random.Random(6)
+    pieces = ["[", "]", "{", "}", ",", ":", "0", "\\", '\\"', "\\\\", "a", "[{,", " "]
+
+    def value(level: int):
+        kind = rng.randrange(4 if level < 6 else 2)
+        if kind == 0:
+            return "".join(rng.choice(pieces) for _ in range(rng.randrange(8))).replace('"', "'")
+        if kind == 1:
+            return rng.choice([0, 1.5, None, True])
+        if kind == 2:
+            return [value(level + 1) for _ in range(rng.randrange(4))]
+        return {"k" + "".join(rng.choice(pieces) for _ in range(3)) + str(i): value(level + 1) for i in range(rng.randrange(4))}
+
+    for _ in range(200):
+        text = json.dumps({"v": value(0)}, indent=rng.choice([None, 1]))
+        assert container._structure_counts(text.encode()) == _reference_counts(text), text
+
+
+# --- rule 6.20: the number of values ------------------------------------------------------------
+
+
+def _bomb(body: str, count: int) -> bytes:
+    """The worked example with a zlib-compressed header whose unknown member 'x' holds *count* copies of *body*."""
+    header, section = golden_parts()
+    text = json.dumps(header, separators=(",", ":"))
+    text = text.replace('{"format":"nnzip",', '{"format":"nnzip","x":[' + body * count + "0],", 1).encode()
+    return assemble(header, section, flags=1, header_bytes=zlib.compress(text, 9))
+
+
+def test_rule6_20_too_many_values(tmp_path, capsys):
+    """2^21 empty arrays in a zlib stream of a few KiB: refused on the text, before they are built."""
+    data = _bomb("[],", 2**20 + 1)
+    assert len(data) < 20_000
+    assert_rejected(tmp_path, data, capsys, "rule 6.20")
+
+
+def test_rule6_20_bomb_costs_little(tmp_path):
+    """64 MiB of '[],' (once 2.4 GB and 11 s of CPU) from a 64 KiB file: peak memory and CPU, measured in a subprocess."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bomb.nnz"
+    bad.write_bytes(_bomb("[],", (64 * 2**20 - 2000) // 3))
+    assert bad.stat().st_size < 200_000
+    script = (
+        "import resource, sys, time\n"
+        "from nnzip import cli\n"
+        "status = cli.main(['inspect', sys.argv[1]])\n"
+        "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print(status, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
+    )
+    root = Path(__file__).parent.parent
+    result = subprocess.run([sys.executable, "-c", script, str(bad)], capture_output=True, text=True, cwd=root, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    status, peak_kib, cpu = result.stdout.split()
+    assert status == "1" and "rule 6.20" in result.stderr, result.stderr
+    assert int(peak_kib) < 700 * 1024, f"peak RSS {int(peak_kib) // 1024} MB"  # the interpreter and numpy alone take ~60 MB
+    assert float(cpu) < 10
+
+
+def test_writer_refuses_a_header_the_reader_would_refuse():
+    """encode_header applies rules 6.17 and 6.20 itself: nnzip never writes what it cannot read."""
+    header = golden_parts()[0]
+    with pytest.raises(NnzipError, match="rule 6.20"):
+        encode_header({**header, "x": [0] * (2**21 + 1)})
+    with pytest.raises(NnzipError, match="rule 6.17"):
+        encode_header({**header, "x": json.loads("[" * 600 + "]" * 600)})
