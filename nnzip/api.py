@@ -6,8 +6,10 @@ The CLI is a thin layer over these; library users call them directly
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -262,13 +264,19 @@ def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dic
 
 
 def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
-    """Container-level header checks (spec/container.md §3) beyond the blob table, within *limits*."""
-    if header.get("format") != "nnzip":
+    """Container-level header checks (spec/container.md §3) beyond the blob table, within *limits*.
+
+    Every member that decompress, inspect or verify reads is checked here, the informative
+    ones (rules 3.5-3.9) included, so that nothing downstream meets a value of the wrong type.
+    """
+    if not isinstance(header, dict) or header.get("format") != "nnzip":
         raise FormatError("rule 3.1: header 'format' must be \"nnzip\"")
     source = header.get("source")
     source_format = io.get_format(source.get("format")) if isinstance(source, dict) else None
     if source_format is None:
-        raise FormatError(f"rule 3.2: unknown source format {source.get('format') if isinstance(source, dict) else source!r}")
+        shown = source.get("format") if isinstance(source, dict) else source
+        raise FormatError(f"rule 3.2: unknown source format {_shown(shown)}")
+    _check_informative(header)
     source_format.check_structure(source.get("structure"))
     tensors = header.get("tensors")
     if not isinstance(tensors, list):
@@ -278,7 +286,10 @@ def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LI
         raise FormatError("rule 3.3: the tensors must be exactly the structure's tensors (§5), in order")
     sizes = blob_sizes(header)
     # Each entry's own rules (§4) first: parts must be a list of objects.
-    checked = [check_tensor_entry(entry, sizes, limits) for entry in tensors]
+    checked = []
+    for entry in tensors:
+        checked.append(check_tensor_entry(entry, sizes, limits))
+        _check_stats(entry)
     check_file_cost(checked, sizes, limits)  # rule 4.8.2 summed over the file
     referenced = sorted(part["blob"] for entry in tensors for part in entry["parts"])
     if referenced != list(range(len(sizes))):
@@ -287,6 +298,101 @@ def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LI
     cap = limits.output_cap(file_size)
     if decoded > cap:
         raise FormatError(f"rule 4.7: the tensors would take {decoded:,} bytes from a {file_size:,}-byte file (cap {cap:,})")
+
+
+#: Longest informative label (``writer``, ``stats.choice``, the search's ``metric``), in characters.
+MAX_LABEL_CHARS = 1024
+#: Largest ``plan`` member, as the writer encodes it (compact JSON, ASCII with ``\\u`` escapes).
+MAX_PLAN_CHARS = 2**20
+#: Largest ``source.filename``, in bytes: POSIX NAME_MAX.
+MAX_FILENAME_BYTES = 255
+#: The numbers of ``plan.search`` (rule 3.8) that ``inspect`` prints.
+_SEARCH_NUMBERS = ("max_drop", "baseline", "result", "drop", "drop_bound", "margin", "seconds")
+
+
+def _check_informative(header: dict) -> None:
+    """Rules 3.5-3.8: the members only shown to users, or used to pick file names."""
+    if "writer" in header and not _is_label(header["writer"]):
+        raise FormatError(f"rule 3.5: header 'writer' must be a string of at most {MAX_LABEL_CHARS} characters, not {_shown(header['writer'])}")
+    source = header["source"]
+    if "filename" in source:
+        _check_filename(source["filename"])
+    if "dropped" in source:
+        _check_dropped(source["dropped"])
+    if "plan" in header:
+        _check_plan(header["plan"])
+
+
+def _check_filename(filename: object) -> None:
+    """Rule 3.6: a base name a POSIX file system could hold, so it can never name a directory."""
+    try:
+        # surrogateescape: U+DC80-U+DCFF stand for the undecodable bytes of a POSIX name, as os.fsencode does
+        raw = filename.encode("utf-8", "surrogateescape") if isinstance(filename, str) else None
+    except UnicodeEncodeError:
+        raw = None
+    if raw is None or not 0 < len(raw) <= MAX_FILENAME_BYTES or b"\0" in raw or b"/" in raw or raw in (b".", b".."):
+        raise FormatError(f"rule 3.6: source.filename must be a base name of 1-{MAX_FILENAME_BYTES} bytes without NUL or '/' "
+                          f"(not '.' or '..'), not {_shown(filename)}")
+
+
+def _check_dropped(dropped: object) -> None:
+    """Rule 3.7: the records ``inspect`` lists as dropped optimizer state."""
+    if not isinstance(dropped, list):
+        raise FormatError(f"rule 3.7: source.dropped must be a list, not {_shown(dropped)}")
+    for index, record in enumerate(dropped):
+        if not (isinstance(record, dict) and isinstance(record.get("path"), str) and _is_count(record.get("tensors")) and _is_count(record.get("bytes"))):
+            raise FormatError(f"rule 3.7: source.dropped[{index}] must be an object with a string 'path' and non-negative integers "
+                              f"'tensors' and 'bytes', not {_shown(record)}")
+
+
+def _check_plan(plan: object) -> None:
+    """Rule 3.8: ``plan`` is an object of bounded size; its ``search`` record has what ``inspect`` prints."""
+    if not isinstance(plan, dict):
+        raise FormatError(f"rule 3.8: header 'plan' must be an object, not {_shown(plan)}")
+    size = len(json.dumps(plan, separators=(",", ":")))
+    if size > MAX_PLAN_CHARS:
+        raise FormatError(f"rule 3.8: header 'plan' takes {size:,} characters, more than {MAX_PLAN_CHARS:,}")
+    if "search" not in plan:
+        return
+    search = plan["search"]
+    if not (isinstance(search, dict) and _is_label(search.get("metric")) and all(_is_number(search.get(k)) for k in _SEARCH_NUMBERS)
+            and _is_count(search.get("evaluations"))):
+        raise FormatError(f"rule 3.8: plan.search must be an object with a string 'metric', numbers {', '.join(map(repr, _SEARCH_NUMBERS))} "
+                          f"and a non-negative integer 'evaluations', not {_shown(search)}")
+
+
+def _check_stats(entry: dict) -> None:
+    """Rule 3.9: a tensor's informative ``stats``, which ``inspect`` prints."""
+    if "stats" not in entry:
+        return
+    stats = entry["stats"]
+    where = f"tensor {_shown(entry['name'])}"
+    if not isinstance(stats, dict):
+        raise FormatError(f"rule 3.9: {where}: 'stats' must be an object, not {_shown(stats)}")
+    if "error" in stats and not (_is_number(stats["error"]) and stats["error"] >= 0):
+        raise FormatError(f"rule 3.9: {where}: stats.error must be a non-negative number, not {_shown(stats['error'])}")
+    if "choice" in stats and not _is_label(stats["choice"]):
+        raise FormatError(f"rule 3.9: {where}: stats.choice must be a string of at most {MAX_LABEL_CHARS} characters, not {_shown(stats['choice'])}")
+
+
+def _is_label(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_LABEL_CHARS
+
+
+def _is_count(value: object) -> bool:
+    """An integer as spec/container.md §1 defines it (not a boolean, not 2.0), at least 0."""
+    return type(value) is int and value >= 0
+
+
+def _is_number(value: object) -> bool:
+    """A finite JSON number (integer or not), never a boolean."""
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """repr of an untrusted header value, cut for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def blob_sizes(header: dict) -> list[int]:
@@ -336,10 +442,22 @@ def decompress(
     return output
 
 
+#: A recorded suffix names the default output only in this plain form: a hostile header cannot
+#: choose control characters or odd code points for the name (a suffix never holds '/').
+_PLAIN_SUFFIX = re.compile(r"\.[A-Za-z0-9_-]{1,16}")
+
+
 def default_decompressed(source: Path, header: dict) -> Path:
-    """``model.nnz`` -> ``model`` + the source file's suffix (``.h5``), beside the ``.nnz``."""
+    """``model.nnz`` -> ``model`` + the source file's suffix (``.h5``), beside the ``.nnz``.
+
+    The suffix is that of the (checked, rule 3.6) ``source.filename`` when it is plain
+    (a dot and 1-16 ASCII letters, digits, ``_`` or ``-``) and not ``.nnz``, else the
+    format's usual suffix; the directory is always the ``.nnz``'s own.
+    """
     filename = header["source"].get("filename")
-    recorded = Path(filename).suffix if isinstance(filename, str) else ""
+    recorded = Path(filename).suffix if isinstance(filename, str) and "\0" not in filename else ""
+    if not _PLAIN_SUFFIX.fullmatch(recorded) or recorded.lower() == NNZ_SUFFIX:
+        recorded = ""
     suffix = recorded or io.get_format(header["source"]["format"]).suffix
     stem = source.name[: -len(NNZ_SUFFIX)] if source.name.endswith(NNZ_SUFFIX) else source.name
     return source.with_name(stem + suffix)
@@ -452,6 +570,7 @@ def verify(
     header, rebuilt = read_tensors(source)
     dataset = load_data(data)
     rebuilt_model = Model(header["source"]["format"], header["source"]["structure"], rebuilt)
+    _check_architecture_text(rebuilt_model)
     evaluator = make_evaluator(rebuilt_model, dataset, eval_hook, metric)
     original_path = Path(original) if original is not None else _original_beside(source, header)
     if original_path is None:
@@ -464,9 +583,26 @@ def verify(
     return VerifyReport(source, original_path, len(dataset.x), evaluator.compare(reference.tensors, rebuilt), metric=evaluator.metric)
 
 
+def _check_architecture_text(model: Model) -> None:
+    """The Keras architecture the header carries (a ``model_config`` attribute, a ``config.json``) parses as JSON.
+
+    The container rules (§5) carry those texts verbatim and do not require JSON, so a crafted
+    one reaches verify's parser: its errors (ValueError, RecursionError for deep nesting) become
+    one line here instead of a traceback.
+    """
+    try:
+        io.model_config(model)
+        io.keras_version(model)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"the model architecture recorded in the header is not valid JSON: {type(exc).__name__}: {str(exc)[:80]}") from None
+
+
 def _original_beside(source: Path, header: dict) -> Path | None:
+    """The source file named by the (checked, rule 3.6) ``source.filename``, when a regular file of that name lies beside *source*."""
     filename = header["source"].get("filename")
-    if not isinstance(filename, str) or Path(filename).name != filename:
+    if not isinstance(filename, str) or not filename or "\0" in filename or Path(filename).name != filename or filename in (".", ".."):
         return None
     candidate = source.with_name(filename)
-    return candidate if candidate.exists() else None
+    if candidate.name == source.name:  # the .nnz itself
+        return None
+    return candidate if candidate.is_file() else None  # never a FIFO or device that would block or stream forever

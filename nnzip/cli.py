@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -221,7 +222,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print(format_verify(info))
+        print(format_verify(printable(info)))
     if exceeded:
         print(f"nnzip: drop {report.comparison.drop:.5f} exceeds --max-drop {args.max_drop}", file=sys.stderr)
         return 3
@@ -282,8 +283,32 @@ def _run_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(format_inspect(info))
+    print(format_inspect(printable(info)))
     return 0
+
+
+#: Characters a report must not print as they are: control characters (a newline in a name
+#: would forge a report line) and surrogates (a header's escapes of undecodable bytes, §5.1,
+#: which stdout cannot encode).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(value):
+    """*value* (a report: dicts, lists, strings, numbers) with every string safe to print.
+
+    Names and file names in a report come from the file being reported on; a crafted one
+    must neither crash the print (UnicodeEncodeError) nor move the terminal's cursor, so
+    unprintable characters become backslash escapes, as do those stdout cannot encode.
+    """
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], value)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def format_inspect(info: dict) -> str:
