@@ -459,14 +459,7 @@ def test_mutated_header_members_never_escape_as_other_exceptions(tmp_path, sampl
     assert checked > 150 and accepted > 10  # both the refusing and the accepting paths were reached
 
 
-_HDF5_WRITER_GAPS = pytest.mark.xfail(strict=True, reason=(
-    "§5.1 belongs to the hdf5 branch: an attribute without 'length' or with length 0, an empty attribute name and "
-    "surrogates in HDF5 names still reach h5py (KeyError, ValueError, RuntimeError, UnicodeEncodeError); "
-    "remove this mark once that branch is merged"))
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_HDF5_WRITER_GAPS) if n in ("keras-h5-kmeans", "weights-h5-search") else n
-                                  for n in SAMPLE_NAMES])
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_mutated_structure_members_never_escape_as_other_exceptions(tmp_path, sample_files, name):
     """The same for the top levels of source.structure (whose rules, §5, the format modules check)."""
     checked, _ = _run_mutations(tmp_path, sample_files[name], name, in_structure=True)
