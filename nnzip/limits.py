@@ -13,8 +13,11 @@ from dataclasses import dataclass
 MiB = 1 << 20
 
 #: Rule 4.7 by default: the tensors of a file may decode to at most the larger of these two.
+#: So a file under 1 MiB decodes to at most 256 MiB of tensors, which keeps a decode well
+#: inside 1 GB even with its working buffers; nnzip's own files stay below a ratio of 100,
+#: and a legitimate file beyond 256 (all zeros, say) needs ``--max-output``.
 DEFAULT_MIN_OUTPUT = 256 * MiB
-DEFAULT_OUTPUT_PER_FILE_BYTE = 4096
+DEFAULT_OUTPUT_PER_FILE_BYTE = 256
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,9 @@ class DecodeLimits:
     """Caps a reader applies before it allocates or computes what a header names.
 
     ``max_output`` (bytes of decoded tensors, summed over the file) replaces rule 4.7's
-    default when set: the user's ``--max-output SIZE``.
+    default when set: the user's ``--max-output SIZE``.  The writer checks what it writes
+    against the same object, so ``compress`` never writes a file ``decompress`` refuses
+    under the same limits.
     """
 
     max_output: int | None = None

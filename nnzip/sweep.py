@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .evaluate import Evaluator
 from .model import Model
 from .pipeline import TensorPlan
-from .plan import is_lossy_candidate, matches
+from .plan import is_lossy_candidate, layer_weight, matches
 
 METHODS = ("svd", "prune", "kmeans", "fft")
 
@@ -75,7 +75,7 @@ def plan_for(method: str, setting: float) -> TensorPlan:
 
 def targets(model: Model, layer: str | None) -> list[str]:
     """The tensors a sweep changes: lossy-eligible ones, optionally only those matching *layer*."""
-    names = [n for n, a in model.tensors.items() if is_lossy_candidate(a) and (layer is None or matches(layer, n))]
+    names = [n for n, a in model.tensors.items() if is_lossy_candidate(a, layer_weight(model.source_format, n)) and (layer is None or matches(layer, n))]
     if not names:
         raise ConfigError(f"no weight matrix matches --layer {layer!r}" if layer else "the model has no weight matrix to compress")
     return names
