@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__, api
 from .errors import NnzipError
-from .limits import DEFAULT_LIMITS, DecodeLimits
+from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .plan import PlanRules, Settings, load_plan_file, parse_layer_override, parse_settings, validate
 
 _DESCRIPTION = """\
@@ -58,7 +58,8 @@ def _add_max_output(p, reading: bool = True) -> None:
     what = ("the tensors a .nnz may decode to" if reading else
             "the tensors the .nnz may decode to; a file beyond the default needs the same option to decompress, inspect and verify")
     p.add_argument("--max-output", type=parse_size, metavar="SIZE",
-                   help=f"cap on {what} (spec rule 4.7; default: the larger of 256 MiB and 256 x the .nnz's size); "
+                   help=f"cap on {what} (spec rule 4.7; default: the larger of {format_size(DEFAULT_MIN_OUTPUT)} and "
+                   f"{DEFAULT_OUTPUT_PER_FILE_BYTE} x the .nnz's size); "
                    "bytes or K/M/G/T, e.g. 4G")
 
 
