@@ -255,7 +255,7 @@ def exclusion_note(array: np.ndarray, weight: bool | None = None) -> str:
     if not _shape_allows(array):
         return ""  # biases and small tensors: exact by the documented rule, every time
     if weight is False:
-        return "kept exact: its Keras name says it is not a layer weight (a statistic, state or counter)"
+        return "kept exact: the Keras file says it is not a layer weight (a statistic, state or counter)"
     if not np.isfinite(array).all():
         return "kept exact: it holds NaN or infinity, which lossy stages cannot represent"
     return ""

@@ -212,7 +212,7 @@ LOSSY = [["--bits", "4"], ["--uniform", "0.3"], ["--fft-keep", "0.5"], ["--rank"
          ["--float16"], ["--prune", "0.5", "--bits", "3"]]
 
 
-def decoded(tmp_path: Path, nnz: Path) -> dict[str, np.ndarray]:
+def decoded(nnz: Path) -> dict[str, np.ndarray]:
     _, tensors = api.read_tensors(nnz)
     return tensors
 
@@ -239,7 +239,7 @@ def test_lossy_options_leave_nonfinite_tensors_exact_with_a_note(tmp_path, capsy
         status, _, err = run(capsys, "compress", source, "-o", nnz, "-f", *flags)
         assert status == 0, err
         assert f"note: {masked}: kept exact: it holds NaN or infinity" in err
-        original, rebuilt = read_model(source).tensors, decoded(tmp_path, nnz)
+        original, rebuilt = read_model(source).tensors, decoded(nnz)
         assert same_bits(original[masked], rebuilt[masked])
         assert np.isfinite(rebuilt[finite]).all()
         if flags[0] in ("--bits", "--uniform", "--float16", "--prune"):  # the run went on: the finite weights are lossy
@@ -256,7 +256,7 @@ def test_values_near_the_float32_maximum_never_crash(tmp_path, capsys, flags):
     nnz = tmp_path / "huge.nnz"
     status, _, err = run(capsys, "compress", source, "-o", nnz, *flags)
     assert status == 0, err
-    rebuilt = decoded(tmp_path, nnz)["w"]
+    rebuilt = decoded(nnz)["w"]
     assert np.isfinite(rebuilt).all()
     if "kept exact" in err:
         assert same_bits(rebuilt, huge)
@@ -277,7 +277,7 @@ def test_budget_search_leaves_nonfinite_tensors_exact_with_a_note(tmp_path, caps
                          "--eval", "test_writer_caps:softmax_score")
     assert status == 0, err
     assert "note: mask: kept exact: it holds NaN or infinity" in err
-    rebuilt = decoded(tmp_path, nnz)
+    rebuilt = decoded(nnz)
     assert same_bits(rebuilt["mask"], tensors["mask"])
     assert not same_bits(rebuilt["w"], tensors["w"])  # the search did compress the weights
 
@@ -294,7 +294,7 @@ def test_float16_leaves_float16_tensors_as_they_are(tmp_path, capsys, flags):
     status, _, err = run(capsys, "compress", source, "-o", nnz, *flags)
     assert status == 0, err
     assert "note: half: already float16: --float16 leaves it as it is" in err
-    rebuilt = decoded(tmp_path, nnz)
+    rebuilt = decoded(nnz)
     if flags == ["--float16"]:
         assert same_bits(rebuilt["half"], tensors["half"])
     else:  # the transform still applies; only the cast is left out
@@ -310,7 +310,7 @@ def test_float16_beyond_its_range_keeps_the_tensor_exact(tmp_path, capsys):
     status, _, err = run(capsys, "compress", source, "-o", tmp_path / "m.nnz", "--float16")
     assert status == 0, err
     assert "note: wide: kept exact: cast:" in err
-    rebuilt = decoded(tmp_path, tmp_path / "m.nnz")
+    rebuilt = decoded(tmp_path / "m.nnz")
     assert same_bits(rebuilt["wide"], tensors["wide"]) and not same_bits(rebuilt["narrow"], tensors["narrow"])
 
 
@@ -375,7 +375,7 @@ def test_keras_non_weight_variables_stay_exact_under_bits(tmp_path, capsys, suff
     nnz = tmp_path / "m.nnz"
     status, _, err = run(capsys, "compress", source, "-o", nnz, "--bits", "4")
     assert status == 0, err
-    original, rebuilt = read_model(source).tensors, decoded(tmp_path, nnz)
+    original, rebuilt = read_model(source).tensors, decoded(nnz)
     kernels = [n for n in original if original[n].shape == (64, 64) and layer_weight(read_model(source).source_format, n)]
     assert len(kernels) == 1 and not same_bits(original[kernels[0]], rebuilt[kernels[0]])  # the Dense kernel is quantized
     others = [n for n in original if n not in kernels and original[n].size >= 4096]
@@ -383,7 +383,7 @@ def test_keras_non_weight_variables_stay_exact_under_bits(tmp_path, capsys, suff
     expected = 3 if suffix == ".h5" else 2
     exact = [n for n in others if same_bits(original[n], rebuilt[n])]
     assert len(exact) == expected, (others, exact)
-    assert err.count("its Keras name says it is not a layer weight") == expected
+    assert err.count("the Keras file says it is not a layer weight") == expected
 
 
 def test_formats_without_names_keep_the_shape_rule(tmp_path, capsys):
@@ -392,7 +392,7 @@ def test_formats_without_names_keep_the_shape_rule(tmp_path, capsys):
     source = write_npz(tmp_path / "m.npz", {"state": state})
     status, _, err = run(capsys, "compress", source, "-o", tmp_path / "m.nnz", "--bits", "4")
     assert status == 0 and "note" not in err
-    assert not same_bits(decoded(tmp_path, tmp_path / "m.nnz")["state"], state)
+    assert not same_bits(decoded(tmp_path / "m.nnz")["state"], state)
 
 
 # --- the CLI never shows a traceback ---------------------------------------------------------
