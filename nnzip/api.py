@@ -23,7 +23,7 @@ from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
 from .outputs import atomic_output, check_writable
 from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, serialized_bytes, serialized_entropy
-from .plan import PlanRules, Settings, lossless_plan, tensor_plan
+from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight, lossless_plan
 
 if TYPE_CHECKING:
     from .evaluate import Comparison
@@ -55,6 +55,9 @@ class CompressReport:
     original_bytes: int
     file_bytes: int
     tensors: list[TensorReport] = field(default_factory=list)
+    #: True when the file decodes to more than rule 4.7's default cap for its size, so that
+    #: decompress, inspect and verify need the ``max_output`` (``--max-output``) compress was given.
+    needs_max_output: bool = False
 
     @property
     def ratio(self) -> float:
@@ -68,14 +71,38 @@ def default_output(source: Path) -> Path:
 
 
 def relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
-    """``||original - rebuilt||_F / ||original||_F`` (0 for exact copies, also of zeros)."""
-    a = np.asarray(original, dtype=np.float64)
-    b = np.asarray(rebuilt, dtype=np.float64)
-    diff = float(np.linalg.norm((a - b).ravel())) if a.size else 0.0
-    if diff == 0.0:
+    """``||original - rebuilt||_F / ||original||_F`` (0 for bit-identical copies, also of zeros and NaN).
+
+    Values near the float range's end are scaled before squaring so the norms do not
+    overflow; the result is ``inf`` only when non-finite values differ or the original is 0.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN and huge values are handled below
+        a = np.asarray(original, dtype=np.float64)
+        b = np.asarray(rebuilt, dtype=np.float64)
+        diff = float(np.linalg.norm((a - b).ravel())) if a.size else 0.0
+        if diff == 0.0:
+            return 0.0
+        norm = float(np.linalg.norm(a.ravel()))
+        if math.isfinite(diff) and math.isfinite(norm):
+            return diff / norm if norm else math.inf
+        return _scaled_relative_error(np.asarray(original), np.asarray(rebuilt), a, b)
+
+
+def _scaled_relative_error(original: np.ndarray, rebuilt: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """The relative error where the plain sums overflowed or met NaN/infinity."""
+    if original.shape == rebuilt.shape and original.dtype == rebuilt.dtype and _same_bits(original, rebuilt):
         return 0.0
-    norm = float(np.linalg.norm(a.ravel()))
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.inf
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
+    diff = float(np.linalg.norm((a / scale - b / scale).ravel()))
+    norm = float(np.linalg.norm((a / scale).ravel()))
     return diff / norm if norm else math.inf
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays of one dtype hold the very same bytes (NaN payloads included)."""
+    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
 
 
 #: Configuration fields worth showing per stage in ``inspect``'s method column.
@@ -144,12 +171,16 @@ def compress(
     force: bool = False,
     progress: Progress | None = None,
     plans: dict[str, TensorPlan] | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> CompressReport:
-    """Compress a model file into a ``.nnz`` container.
+    """Compress a model file into a ``.nnz`` container that :func:`decompress` reads within *limits*.
 
     *rules* gives per-tensor settings (default: lossless).  With *budget*, the
     plan is searched on the budget's data instead (rules are then not used).
     *plans*, when given, fixes the exact stage chain of named tensors.
+    Whatever is written passes the reader's own checks under *limits* (its header
+    cap, blob count, rule 4.7's decoded-size cap for the file's final size, every
+    rule of §3-§5); a file that would not is refused and nothing is left behind.
     """
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
@@ -164,7 +195,25 @@ def compress(
     with atomic_output(output, force, source) as temporary:
         with open(temporary, "wb") as handle:
             size = write_container(handle, header, blobs)
-    return CompressReport(output, model.nbytes, size, reports)
+        decoded = _check_readable(temporary, output, limits)
+    return CompressReport(output, model.nbytes, size, reports, decoded > DEFAULT_LIMITS.output_cap(size))
+
+
+def _check_readable(path: Path, output: Path, limits: DecodeLimits) -> int:
+    """Run the reader's own checks on a file just written; returns its decoded tensor bytes.
+
+    The writer applies the reader's caps this way rather than copying them, so that
+    every rule a reader adds is one the writer keeps.
+    """
+    try:
+        with open_container(path) as container:
+            check_header(container.header, container.file_size, limits)
+            return sum(math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for entry in container.header["tensors"])
+    except FormatError as exc:
+        hint = ""
+        if "rule 4.7" in str(exc):
+            hint = "; to write it anyway give compress --max-output SIZE, and the same option to decompress, inspect and verify"
+        raise NnzipError(f"{output} not written: nnzip decompress would refuse it ({exc}){hint}") from None
 
 
 def encode_model(
@@ -174,7 +223,13 @@ def encode_model(
     plans: dict[str, TensorPlan] | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict, list[bytes], list[TensorReport]]:
-    """Encode every tensor of *model*; returns (header without blob table, blobs, reports)."""
+    """Encode every tensor of *model*; returns (header without blob table, blobs, reports).
+
+    A lossy setting that cannot apply to a tensor (NaN or infinity in it, not a layer
+    weight, already float16, a stage refusing its values) leaves that tensor exact and
+    says why in its report's note; it never stops the run.  Only a *plans* entry's own
+    value stages failing is an error (the caller chose that chain).
+    """
     rules = rules or PlanRules(Settings(lossless=True), [])
     plans = plans or {}
     encoded, notes = [], {}
@@ -184,12 +239,16 @@ def encode_model(
     for index, (name, array) in enumerate(model.tensors.items()):
         if progress:
             progress(index, total, name)
+        note = ""
         if (optimizer and name.startswith(optimizer)) or name in exact:
             plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
+        elif name in plans:
+            plan = plans[name]
         else:
-            plan = plans.get(name) or tensor_plan(array, rules.settings_for(name))
-        item, notes[name] = _encode_with_fallback(name, array, plan)
+            plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
+        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans)
         encoded.append(item)
+        notes[name] = "; ".join(filter(None, (note, fallback)))
     if progress:
         progress(total, total, "")
     reports = _add_statistics(model, encoded, notes)
@@ -197,7 +256,11 @@ def encode_model(
 
 
 def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None) -> tuple[dict, list[bytes], list[TensorReport]]:
-    """Search the smallest plan within *budget* (see :mod:`nnzip.search`) and encode it."""
+    """Search the smallest plan within *budget* (see :mod:`nnzip.search`) and encode it.
+
+    Tensors the search may not touch for a reason worth telling (NaN or infinity, not a
+    layer weight: :func:`nnzip.plan.exclusion_note`) get that note in their report.
+    """
     from .evaluate import load_data, make_evaluator
     from .search import BudgetSearch
 
@@ -205,7 +268,10 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
     result = BudgetSearch(model, evaluator, data, budget.log, budget.margin).run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
-    reports = _add_statistics(model, encoded, {})
+    optimizer = io.optimizer_prefix(model.source_format)
+    notes = {name: exclusion_note(array, layer_weight(model.source_format, name)) for name, array in model.tensors.items()
+             if not (optimizer and name.startswith(optimizer)) and name not in result.choices}
+    reports = _add_statistics(model, encoded, notes)
     for item in encoded:  # which candidate the search picked, next to the tensor's error
         if item.entry["name"] in result.choices:
             item.entry["stats"]["choice"] = result.choices[item.entry["name"]]
@@ -213,27 +279,52 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
 
 
 def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str, str]) -> list[TensorReport]:
-    """Record each tensor's error and bytes in its header entry; return the per-tensor reports."""
+    """Record each tensor's error and bytes in its header entry; return the per-tensor reports.
+
+    The header is strict JSON (rule 8 of §6: no NaN or Infinity), so an error that is
+    not a finite number is recorded as null.
+    """
     reports = []
     for item in encoded:
         name = item.entry["name"]
         array = model.tensors[name]
         error = relative_error(array, item.reconstruction)
         stored = sum(len(b) for b in item.blobs)
-        item.entry["stats"] = {"error": round(error, 8)}
+        item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
         reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, notes.get(name, "")))
     return reports
 
 
-def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan) -> tuple[EncodedTensor, str]:
-    """Encode by *plan*; a transform that would not save space falls back to dense storage."""
+def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict: bool = False) -> tuple[EncodedTensor, str]:
+    """Encode by *plan*; returns the encoding and a note on what fell back.
+
+    A transform that would not save space falls back to dense storage; value stages that
+    refuse the values (or a lossy chain whose rebuilt values overflow to infinity) fall
+    back to lossless storage, unless *strict* (the caller fixed the chain itself).
+    """
     try:
-        return encode_tensor(name, array, plan), ""
+        item = encode_tensor(name, array, plan)
     except ConfigError as exc:
-        if plan.transform == "dense":
+        if plan.transform == "dense" and (strict or not plan.value_stages):
             raise ConfigError(f"tensor {name}: {exc}") from None
+        if plan.transform == "dense":
+            return encode_tensor(name, array, lossless_plan(array)), f"kept exact: {exc}"
         fallback = TensorPlan("dense", {}, plan.value_stages) if plan.value_stages else lossless_plan(array)
-        return encode_tensor(name, array, fallback), f"{plan.transform} skipped: {exc}"
+        item, more = _encode_with_fallback(name, array, fallback, strict)
+        return item, "; ".join(filter(None, (f"{plan.transform} skipped: {exc}", more)))
+    if _lossy(plan) and _overflowed(array, item.reconstruction):
+        stages = " > ".join([plan.transform] + [stage for stage, _ in plan.value_stages])
+        return encode_tensor(name, array, lossless_plan(array)), f"kept exact: {stages} rebuilt values beyond {array.dtype.name}'s range"
+    return item, ""
+
+
+def _lossy(plan: TensorPlan) -> bool:
+    return bool(plan.value_stages) or plan.transform not in ("dense", "byteplanes")
+
+
+def _overflowed(original: np.ndarray, rebuilt: np.ndarray) -> bool:
+    """Whether a lossy reconstruction turned finite values into NaN or infinity."""
+    return original.dtype.kind == "f" and bool((~np.isfinite(rebuilt) & np.isfinite(original)).any())
 
 
 def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dict) -> dict:
@@ -558,6 +649,7 @@ def verify(
     *,
     eval_hook: str | None = None,
     metric: str | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> VerifyReport:
     """Rebuild the weights of a ``.nnz`` and score them, and the original's, on *data*.
 
@@ -567,7 +659,7 @@ def verify(
     from .evaluate import load_data, make_evaluator
 
     source = Path(source)
-    header, rebuilt = read_tensors(source)
+    header, rebuilt = read_tensors(source, limits)
     dataset = load_data(data)
     rebuilt_model = Model(header["source"]["format"], header["source"]["structure"], rebuilt)
     _check_architecture_text(rebuilt_model)

@@ -1,19 +1,25 @@
 """Command line: argument parsing and printing only; the work is done by :mod:`nnzip.api`.
 
 Every user-caused error prints one line ``nnzip: error: …`` on stderr and exits
-with status 1 (2 for a malformed command line, as argparse does).
+with status 1 (2 for a malformed command line, as argparse does).  No input shows a
+traceback: an unexpected exception is one ``nnzip: internal error: …`` line and
+status 1 (``NNZIP_DEBUG=1`` prints the traceback too), running out of memory is one
+line naming the memory limit, and Ctrl-C exits with status 130 quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__, api
 from .errors import NnzipError
+from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .plan import PlanRules, Settings, load_plan_file, parse_layer_override, parse_settings, validate
 
 _DESCRIPTION = """\
@@ -25,6 +31,36 @@ Make trained neural-network weight files small, and prove they still work.
   nnzip decompress model.nnz -o out.h5 # rebuild a file Keras loads as it is
   nnzip inspect model.nnz [--json]     # what is inside, per tensor
 """
+
+
+#: Binary unit suffixes of ``--max-output`` (``512M``, ``4G``; plain numbers are bytes).
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``512M`` -> 536870912: a byte count with an optional K, M, G or T suffix (powers of 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or a number with K, M, G or T: 512M, 4G)")
+    return max(1, int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]))
+
+
+def format_size(size: int) -> str:
+    """The shortest exact form :func:`parse_size` reads back: ``536870912`` -> ``512M``."""
+    for unit in "TGMK":
+        if size % _SIZE_UNITS[unit.lower()] == 0:
+            return f"{size // _SIZE_UNITS[unit.lower()]}{unit}"
+    return str(size)
+
+
+def _add_max_output(p, reading: bool = True) -> None:
+    what = ("the tensors a .nnz may decode to" if reading else
+            "the tensors the .nnz may decode to; a file beyond the default needs the same option to decompress, inspect and verify")
+    p.add_argument("--max-output", type=parse_size, metavar="SIZE",
+                   help=f"cap on {what} (spec rule 4.7; default: the larger of {format_size(DEFAULT_MIN_OUTPUT)} and "
+                   f"{DEFAULT_OUTPUT_PER_FILE_BYTE} x the .nnz's size); "
+                   "bytes or K/M/G/T, e.g. 4G")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,8 +88,9 @@ def _add_compress(commands) -> None:
     p = commands.add_parser("compress", help="compress a model file into a .nnz container",
                             description="Compress a model file (Keras .h5, .weights.h5 or .keras; .safetensors; .npz) into a .nnz container. "
                             "Without lossy options every tensor is stored bit for bit. Lossy options apply to "
-                            "float weight tensors of at least 2 dimensions and 1024 elements; biases and small "
-                            "tensors always stay exact.")
+                            "float weight tensors of at least 2 dimensions and 1024 elements (in Keras files only layer "
+                            "weights: kernels, embeddings); biases, statistics, states, small tensors and tensors holding "
+                            "NaN or infinity always stay exact.")
     p.add_argument("model", type=Path, help="the model file, recognised by its content")
     p.add_argument("-o", "--output", type=Path, help="output file (default: MODEL with suffix .nnz)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
@@ -78,6 +115,7 @@ def _add_compress(commands) -> None:
     b.add_argument("--max-drop", type=float, metavar="D", help="largest accepted drop: absolute accuracy (0.005 = half a point), or relative MSE increase for autoencoders")
     b.add_argument("--margin", type=float, default=1.0, metavar="K", help="require drop + K standard errors of the measured drop <= D, so the plan holds beyond the data's sampling noise (default 1; 0 trusts the data exactly)")
     _add_scoring(b)
+    _add_max_output(p, reading=False)
     p.set_defaults(run=_run_compress)
 
 
@@ -93,6 +131,7 @@ def _add_decompress(commands) -> None:
     p.add_argument("-o", "--output", type=Path, help="output file (default: FILE without .nnz plus the source's suffix, e.g. model.h5)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _add_max_output(p)
     p.set_defaults(run=_run_decompress)
 
 
@@ -107,6 +146,7 @@ def _add_verify(commands) -> None:
     p.add_argument("--max-drop", type=float, metavar="D", help="exit with status 3 when the drop exceeds D")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     _add_scoring(p)
+    _add_max_output(p)
     p.set_defaults(run=_run_verify)
 
 
@@ -133,6 +173,7 @@ def _add_inspect(commands) -> None:
                             description="Per tensor: shape, dtype, method (stage chain), stored bytes, bits per weight and relative error.")
     p.add_argument("file", type=Path, help="the .nnz file")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    _add_max_output(p)
     p.set_defaults(run=_run_inspect)
 
 
@@ -192,29 +233,36 @@ def budget_from_args(args: argparse.Namespace) -> api.Budget | None:
     return api.Budget(args.data, args.max_drop, args.eval_hook, args.metric, log, args.margin)
 
 
+def _limits(args: argparse.Namespace) -> DecodeLimits:
+    return DecodeLimits(max_output=args.max_output) if args.max_output is not None else DEFAULT_LIMITS
+
+
 def _run_compress(args: argparse.Namespace) -> int:
     budget = budget_from_args(args)
     rules = None if budget else rules_from_args(args)
     report = api.compress(args.model, args.output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                          progress=_progress("searching" if budget else "compressing", args.quiet))
+                          progress=_progress("searching" if budget else "compressing", args.quiet), limits=_limits(args))
     if not args.quiet:
         for tensor in report.tensors:
             if tensor.note:
                 print(f"note: {tensor.name}: {tensor.note}", file=sys.stderr)
         print(f"{args.model} -> {report.output}: {report.original_bytes:,} tensor bytes -> {report.file_bytes:,} bytes "
               f"({report.ratio:.2f}x)")
+    if report.needs_max_output:  # said even with -q: without it the file looks unreadable later
+        print(f"note: {report.output} decodes to {report.original_bytes:,} bytes, beyond rule 4.7's default cap for its size: "
+              f"decompress, inspect and verify need --max-output {format_size(args.max_output)} too", file=sys.stderr)
     return 0
 
 
 def _run_decompress(args: argparse.Namespace) -> int:
-    written = api.decompress(args.file, args.output, force=args.force, progress=_progress("decoding", args.quiet))
+    written = api.decompress(args.file, args.output, force=args.force, progress=_progress("decoding", args.quiet), limits=_limits(args))
     if not args.quiet:
         print(f"{args.file} -> {written}")
     return 0
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    report = api.verify(args.file, args.data, args.original, eval_hook=args.eval_hook, metric=args.metric)
+    report = api.verify(args.file, args.data, args.original, eval_hook=args.eval_hook, metric=args.metric, limits=_limits(args))
     if args.max_drop is not None and report.comparison is None:
         raise NnzipError("--max-drop needs the original model (--original MODEL)")
     info = report.to_json()
@@ -279,7 +327,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    info = api.inspect(args.file)
+    info = api.inspect(args.file, limits=_limits(args))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -349,21 +397,67 @@ def format_inspect(info: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``nnzip`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``nnzip`` command; returns the exit status (never raises but SystemExit)."""
+    _tolerant_output()
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except NnzipError as exc:
-        print(f"nnzip: error: {exc}", file=sys.stderr)
+        return _fail(f"nnzip: error: {exc}")
+    except MemoryError:
+        return _fail(f"nnzip: error: out of memory ({_memory_limit()})")
+    except BrokenPipeError:  # stdout piped into head & co: stop quietly, as cat does
+        _silence_stdout()
         return 1
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"nnzip: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        return _fail(f"nnzip: error: {exc.strerror or exc}{where}")
     except KeyboardInterrupt:
-        print("nnzip: interrupted", file=sys.stderr)
-        return 130
+        return 130  # the shell has shown ^C; a temporary output was already removed
+    except Exception as exc:  # a bug: one line asking for a report, the traceback on request
+        return _fail(f"nnzip: internal error: {type(exc).__name__}: {exc} — please report (NNZIP_DEBUG=1 shows the traceback)")
+
+
+def _fail(line: str) -> int:
+    """Print *line* as one line on stderr (with the traceback first under NNZIP_DEBUG); status 1."""
+    if os.environ.get("NNZIP_DEBUG", "") not in ("", "0"):
+        traceback.print_exc()
+    print(re.sub(r"\s*[\r\n]+\s*", " ", line).strip(), file=sys.stderr)
+    return 1
+
+
+def _memory_limit() -> str:
+    """The memory limit that was hit, as far as the process can tell."""
+    try:
+        import resource
+
+        soft, infinity = resource.getrlimit(resource.RLIMIT_AS)[0], resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):
+        soft = infinity = -1
+    if soft not in (-1, infinity):
+        return f"the process may use at most {soft / 2**30:.3g} GiB of address space (RLIMIT_AS)"
+    return "the machine's memory is exhausted; no process limit is set"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (a test's captured stream): nothing to flush at exit
+
+
+def _tolerant_output() -> None:
+    """Names from files may hold unencodable characters (surrogate escapes): print them escaped, never fail."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
 
 
 if __name__ == "__main__":

@@ -27,8 +27,11 @@ from dataclasses import dataclass
 MiB = 1 << 20
 
 #: Rule 4.7 by default: the tensors of a file may decode to at most the larger of these two.
+#: So a file under 1 MiB decodes to at most 256 MiB of tensors, which keeps a decode well
+#: inside 1 GB even with its working buffers; nnzip's own files stay below a ratio of 100,
+#: and a legitimate file beyond 256 (all zeros, say) needs ``--max-output``.
 DEFAULT_MIN_OUTPUT = 256 * MiB
-DEFAULT_OUTPUT_PER_FILE_BYTE = 4096
+DEFAULT_OUTPUT_PER_FILE_BYTE = 256
 
 #: Rule 4.8.1 by default: one tensor's decode may use at most the larger of these beyond its output.
 DEFAULT_MIN_WORK = 256 * MiB
@@ -46,6 +49,8 @@ class DecodeLimits:
     default when set: the user's ``--max-output SIZE``.  ``max_work`` (bytes of working
     memory one tensor's decode may use beyond its output, rule 4.8.1) and ``max_ops``
     (operations a whole file's decode may cost, rule 4.8.2) replace those rules' defaults.
+    The writer checks what it writes against the same object, so ``compress`` never writes a
+    file ``decompress`` refuses under the same limits.
     """
 
     max_output: int | None = None

@@ -4,13 +4,32 @@ A :class:`Settings` is what a user can ask for one tensor (``bits=4``,
 ``prune=0.8``, ``rank=32`` …).  Global flags give the default settings;
 ``--layer NAME:key=value,…`` and a JSON plan file (``spec/plan.md``) override
 them for tensors whose name matches.
-:func:`tensor_plan` turns the settings for one tensor into a
-:class:`nnzip.pipeline.TensorPlan` (which stages, which parameters).
+:func:`choose_plan` turns the settings for one tensor into a
+:class:`nnzip.pipeline.TensorPlan` (which stages, which parameters) and a note
+saying why a lossy setting was not applied.
 
-Small tensors (biases, normalisation statistics: fewer than
-:data:`MIN_LOSSY_ELEMENTS` elements or fewer than two dimensions) and
-non-float tensors are always stored losslessly: they are a sliver of the file
-and a model is far more sensitive to them.
+Which tensors lossy settings touch (:func:`is_lossy_candidate`):
+
+* only float tensors of at least two dimensions and :data:`MIN_LOSSY_ELEMENTS`
+  elements: biases, normalisation vectors and counters are a sliver of the file
+  and a model is far more sensitive to them;
+* only finite ones: a tensor holding NaN or ±infinity (attention masks, running
+  statistics) is stored bit for bit, with a note, since no lossy stage can
+  represent those values;
+* in Keras files, only *layer weights* — decided by what the file says a
+  variable is, not by its shape (:func:`layer_weight`).  A legacy ``.h5`` names
+  each variable (``…/dense/kernel:0``): ``kernel``, ``recurrent_kernel``,
+  ``depthwise_kernel``, ``pointwise_kernel`` and ``embeddings`` are weights;
+  ``bias``, ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``, ``mean``,
+  ``variance``, ``count``, states, counters and seed-generator states are not.  A
+  Keras 3 ``.weights.h5`` or ``.keras`` file numbers the variables of each layer
+  (``layers/dense/vars/0``) under a group named after the layer's class; for
+  Keras' own layers the class fixes which numbers are weights (:data:`KERAS_VARS_WEIGHTS`:
+  ``Dense`` variable 0, ``SeparableConv2D`` 0 and 1, an LSTM/GRU cell 0 and 1;
+  ``Normalization``, ``BatchNormalization`` and seed generators none).  Optimizer
+  state is never a layer weight.  Where the file does not say (a custom
+  layer's unknown variable name or class, safetensors, npz), the shape rule
+  alone decides.
 """
 
 from __future__ import annotations
@@ -18,16 +37,20 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from . import io as model_io
 from .errors import ConfigError
 from .pipeline import TensorPlan
 
 #: Tensors with fewer elements than this are kept lossless whatever the settings.
 MIN_LOSSY_ELEMENTS = 1024
+#: Element types the ``cast`` stage (``--float16``) takes; others are left as they are.
+CAST_INPUTS = ("<f4", "<f8")
 
 
 @dataclass(frozen=True)
@@ -165,15 +188,99 @@ def load_plan_file(path: str | os.PathLike, base: Settings) -> PlanRules:
     return PlanRules(default, overrides)
 
 
-def is_lossy_candidate(array: np.ndarray) -> bool:
-    """Whether lossy stages may touch this tensor at all (float, at least 2-D, not tiny)."""
+#: Last component of a Keras variable name (``:0`` suffix removed) that is a layer weight.
+KERAS_WEIGHT_NAMES = frozenset({"kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"})
+#: ... that is known not to be one: offsets, scales, statistics, states and counters.
+KERAS_OTHER_NAMES = frozenset({
+    "bias", "recurrent_bias", "gamma", "beta", "moving_mean", "moving_variance", "mean", "variance", "count",
+    "adapt_mean", "adapt_variance", "state", "states", "seed_generator_state", "iteration", "iterations", "counter",
+    "kernel_scale", "embeddings_scale", "learning_rate",
+})
+#: Keras 3 ``vars`` layout: snake-cased layer class -> the variable numbers that are layer
+#: weights (Keras saves a layer's trainable variables first, in the order it creates them).
+KERAS_VARS_WEIGHTS: dict[str, tuple[int, ...]] = {
+    **dict.fromkeys(("dense", "einsum_dense", "embedding", "conv1d", "conv2d", "conv3d", "conv1d_transpose", "conv2d_transpose",
+                     "conv3d_transpose", "depthwise_conv1d", "depthwise_conv2d",
+                     # multi-head and grouped-query attention's projections (EinsumDense layers)
+                     "query_dense", "key_dense", "value_dense", "output_dense"), (0,)),
+    "separable_conv1d": (0, 1),
+    "separable_conv2d": (0, 1),
+    **dict.fromkeys(("batch_normalization", "layer_normalization", "group_normalization", "unit_normalization", "rms_normalization",
+                     "normalization", "seed_generator"), ()),
+}
+#: Layers whose ``cell`` sub-object holds kernel (0), recurrent kernel (1) and bias (2).
+_KERAS_RNN_LAYERS = frozenset({"lstm", "gru", "simple_rnn", "conv_lstm1d", "conv_lstm2d", "conv_lstm3d", "forward_layer", "backward_layer"})
+_DEDUPLICATED = re.compile(r"_\d+$")  # Keras names a second ``dense`` group ``dense_1``
+
+
+def layer_weight(source_format: str, name: str) -> bool | None:
+    """What *source_format* says tensor *name* is: a layer weight (True), a variable that is not
+    one (False: statistics, states, counters, optimizer state), or nothing (None: the shape rule decides)."""
+    optimizer = model_io.optimizer_prefix(source_format)
+    if optimizer and name.startswith(optimizer):
+        return False
+    parts = name.split("/")
+    if source_format == "keras-h5":
+        variable = re.sub(r":\d+$", "", parts[-1])
+        return True if variable in KERAS_WEIGHT_NAMES else False if variable in KERAS_OTHER_NAMES else None
+    if source_format in ("keras-weights-h5", "keras-v3"):
+        return _vars_layer_weight(parts)
+    return None
+
+
+def _vars_layer_weight(parts: list[str]) -> bool | None:
+    """A ``…/<owner>/vars/<i>`` dataset of the Keras 3 layout, judged by its owner's class."""
+    if len(parts) < 3 or parts[-2] != "vars" or not parts[-1].isdigit():
+        return None
+    owner = _DEDUPLICATED.sub("", parts[-3])
+    if owner == "cell" and len(parts) >= 4 and _DEDUPLICATED.sub("", parts[-4]) in _KERAS_RNN_LAYERS:
+        return int(parts[-1]) in (0, 1)
+    weights = KERAS_VARS_WEIGHTS.get(owner)
+    return None if weights is None else int(parts[-1]) in weights
+
+
+def _shape_allows(array: np.ndarray) -> bool:
     return array.dtype.kind == "f" and array.ndim >= 2 and array.size >= MIN_LOSSY_ELEMENTS
 
 
-def tensor_plan(array: np.ndarray, settings: Settings) -> TensorPlan:
-    """The stage chain for one tensor under *settings*."""
-    if settings.lossless or not is_lossy_candidate(array):
-        return lossless_plan(array)
+def is_lossy_candidate(array: np.ndarray, weight: bool | None = None) -> bool:
+    """Whether lossy stages may touch this tensor at all (module docstring): float, at least 2-D,
+    not tiny, finite, and not a variable its file says is no layer weight (*weight* False,
+    from :func:`layer_weight`)."""
+    return _shape_allows(array) and weight is not False and bool(np.isfinite(array).all())
+
+
+def exclusion_note(array: np.ndarray, weight: bool | None = None) -> str:
+    """Why lossy settings leave a tensor that the shape rule would pick exact, or "" (nothing worth saying)."""
+    if not _shape_allows(array):
+        return ""  # biases and small tensors: exact by the documented rule, every time
+    if weight is False:
+        return "kept exact: the Keras file says it is not a layer weight (a statistic, state or counter)"
+    if not np.isfinite(array).all():
+        return "kept exact: it holds NaN or infinity, which lossy stages cannot represent"
+    return ""
+
+
+def asks_lossy(settings: Settings) -> bool:
+    """Whether *settings* ask for any lossy stage."""
+    s = settings
+    return not s.lossless and (any(v is not None for v in (s.bits, s.rank, s.energy, s.fft_keep, s.uniform)) or bool(s.prune) or s.float16)
+
+
+def tensor_plan(array: np.ndarray, settings: Settings, weight: bool | None = None) -> TensorPlan:
+    """The stage chain for one tensor under *settings* (see :func:`choose_plan`)."""
+    return choose_plan(array, settings, weight)[0]
+
+
+def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = None) -> tuple[TensorPlan, str]:
+    """The stage chain for one tensor under *settings*, and a note when a lossy setting was not applied.
+
+    *weight* is what the file says the tensor is (:func:`layer_weight`).
+    """
+    if not asks_lossy(settings):
+        return lossless_plan(array), ""
+    if not is_lossy_candidate(array, weight):
+        return lossless_plan(array), exclusion_note(array, weight)
     if settings.rank is not None:
         transform, params = "svd", {"rank": settings.rank}
     elif settings.energy is not None:
@@ -185,15 +292,19 @@ def tensor_plan(array: np.ndarray, settings: Settings) -> TensorPlan:
     else:
         transform, params = "dense", {}
     values: list[tuple[str, dict]] = []
+    note = ""
     if settings.bits is not None:
         values.append(("kmeans", {"bits": settings.bits}))
     elif settings.uniform is not None:
         values.append(("uniform", {"step_sd": settings.uniform}))
     elif settings.float16:
-        values.append(("cast", {"dtype": "<f2"}))
+        if array.dtype.str in CAST_INPUTS:
+            values.append(("cast", {"dtype": "<f2"}))
+        else:  # a float16 tensor is already as small as --float16 makes it: leave it be
+            note = f"already {array.dtype.name}: --float16 leaves it as it is"
     if transform == "dense" and not values:
-        return lossless_plan(array)
-    return TensorPlan(transform, params, values)
+        return lossless_plan(array), note
+    return TensorPlan(transform, params, values), note
 
 
 #: Float tensors with at least this many elements are split into byte planes when stored

@@ -40,7 +40,7 @@ from .evaluate import Dataset, Evaluator, KerasEvaluator
 from . import io as model_io
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
-from .plan import is_lossy_candidate, lossless_plan
+from .plan import is_lossy_candidate, layer_weight, lossless_plan
 
 #: Layer classes whose kernel gets data-aware candidates.
 CALIBRATED_LAYERS = {"Dense", "Conv2D"}
@@ -216,7 +216,7 @@ class BudgetSearch:
                 continue
             config = spec["config"]
             bias = tensor_names[1] if config.get("use_bias", True) and len(tensor_names) > 1 else None
-            if is_lossy_candidate(self.model.tensors[tensor_names[0]]):
+            if is_lossy_candidate(self.model.tensors[tensor_names[0]], layer_weight(self.model.source_format, tensor_names[0])):
                 found[tensor_names[0]] = LayerTensors(layer, spec["class_name"], config, tensor_names[0], bias)
         if found:
             self._gather_statistics(found)
@@ -301,7 +301,11 @@ class BudgetSearch:
         started = time.monotonic()
         optimizer = model_io.optimizer_prefix(self.model.source_format)
         exact = model_io.exact_names(self.model)  # e.g. an ONNX model's shapes and indices
-        names = [n for n, a in self.model.tensors.items() if is_lossy_candidate(a) and not (optimizer and n.startswith(optimizer)) and n not in exact]
+        names = [
+            n
+            for n, a in self.model.tensors.items()
+            if is_lossy_candidate(a, layer_weight(self.model.source_format, n)) and not (optimizer and n.startswith(optimizer)) and n not in exact
+        ]
         lossless = {n: encode_tensor(n, a, lossless_plan(a)) for n, a in self.model.tensors.items()}
         options: dict[str, list[Trial]] = {}
         for index, name in enumerate(names):
