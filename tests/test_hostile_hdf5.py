@@ -281,13 +281,13 @@ _NUMERIC = {"name": "n", "kind": "numeric", "dtype": "<i4", "shape": [2], "data"
     (_set_attr(shape="scalar"), "rule 5.2.2"),
     (_set_attr(shape=[2]), "rule 5.2.3"),
     (_set_attr(value="dense"), "rule 5.2.3"),
-    (_set_attr(value=["a\ud800b"]), "rule 5.2.3"),         # a lone surrogate: not UTF-8
+    (_set_attr(value=["a\ud800b"]), "rule 6.19"),          # a lone surrogate: the header parser refuses it first
     (_set_attr(value=["a\0b"]), "rule 5.2.3"),             # NUL in a variable-length string
     (_set_attr(encoding="ascii", value=["caf\u00e9"]), "rule 5.2.3"),
     (_set_attr(length=3, value=["dense"]), "rule 5.2.3"),  # longer than its fixed length
     (_set_attr(kind="compound"), "rule 5.2.1"),
     (_set_attr(extra=1), "rule 5.2.1"),
-    (_set_attr(name="na\ud800me"), "rule 5.1.2"),
+    (_set_attr(name="na\ud800me"), "rule 6.19"),
     (_set_attr(name="na\udc80me"), "rule 5.1.2"),
     (_set_attr(name="a\0b"), "rule 5.1.2"),
     (_set_attr(name=""), "rule 5.1.2"),
@@ -299,7 +299,7 @@ _NUMERIC = {"name": "n", "kind": "numeric", "dtype": "<i4", "shape": [2], "data"
     (_replace_attr({**_NUMERIC, "dtype": "|b1", "data": "AQI="}), "rule 5.2.3"),  # bool byte 2
     (_replace_attr({"name": "e", "kind": "empty", "dtype": "O"}), "rule 5.2.2"),
     (_replace_attr({"name": "e", "kind": "empty", "dtype": "<f4", "shape": []}), "rule 5.2.1"),
-    (_rename_child("0\ud800"), "rule 5.1.2"),
+    (_rename_child("0\ud800"), "rule 6.19"),
     (_rename_child("a\0b"), "rule 5.1.2"),
     (_rename_child("."), "rule 5.1.2"),
     (_rename_child("a/b"), "rule 5.1.2"),
