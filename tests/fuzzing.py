@@ -194,8 +194,10 @@ def _set(obj, path, value):
 class Mutator:
     """Applies structure-aware mutations to one (header, blobs) pair; records what it did."""
 
-    def __init__(self, rng: random.Random, seeds: list[Seed], root: Path, index: int = 0):
+    def __init__(self, rng: random.Random, seeds: list[Seed], root: Path, index: int = 0, inflate: int = 2**26):
         self.rng, self.seeds, self.root, self.index = rng, seeds, root, index
+        #: Largest element count :meth:`inflate_tensor` gives a tensor (2**26 float32: rule 4.7's 256 MB).
+        self.inflate = inflate
         self.done: list[str] = []
 
     # Value generators ---------------------------------------------------------------------
@@ -440,7 +442,7 @@ class Mutator:
         entry = tensors[index]
         if not isinstance(entry, dict):
             return
-        limit = self.rng.choice([2**26 - 64, 2**25, 2**24, 2**22])  # float32 elements: 256, 128, 64, 16 MB
+        limit = self.rng.choice([self.inflate - 64, self.inflate // 2, self.inflate // 4, self.inflate // 16])
         shape = self.rng.choice([[8192, limit // 8192], [limit // 4096, 4096], [limit], [64, 1024, limit // 65536],
                                  [limit // 9 // 64, 3, 3, 64], [1, limit]])
         old = entry.get("shape")
@@ -505,13 +507,14 @@ class Case:
         return f"python benchmarks/fuzz.py --seed {self.seed} --replay {self.index}  # {self.base.label}: " + "; ".join(self.mutations)
 
 
-def make_case(seeds: list[Seed], seed: int, index: int, root: Path) -> Case:
-    """Case *index* of run *seed*: a deterministic function of both and the corpus."""
+def make_case(seeds: list[Seed], seed: int, index: int, root: Path, inflate: int = 2**26) -> Case:
+    """Case *index* of run *seed*: a deterministic function of both and the corpus (and *inflate*,
+    the largest element count a tensor is inflated to: smaller in the test suite, for speed)."""
     rng = random.Random(f"{seed}/{index}")
     base = seeds[rng.randrange(len(seeds))]
     for _ in range(20):  # a mutation can make the header unserialisable: try another
         header, blobs = json.loads(json.dumps(base.header)), list(base.blobs)
-        mutator = Mutator(rng, seeds, root, index)
+        mutator = Mutator(rng, seeds, root, index, inflate)
         for _ in range(1 + int(rng.expovariate(1.2))):
             mutator.mutate(header, blobs)
         try:
