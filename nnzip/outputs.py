@@ -55,6 +55,8 @@ def check_writable(path: Path, force: bool, source: Path | None = None) -> None:
         info = os.lstat(path)
     except FileNotFoundError:
         info = None
+    except ValueError:  # a NUL byte, or a lone surrogate the file system encoding cannot carry
+        raise NnzipError(f"output name {os.fspath(path)!r} is not a valid file name") from None
     if source is not None:
         _refuse_same_file(path, Path(source))
     if info is not None:

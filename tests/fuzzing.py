@@ -194,8 +194,10 @@ def _set(obj, path, value):
 class Mutator:
     """Applies structure-aware mutations to one (header, blobs) pair; records what it did."""
 
-    def __init__(self, rng: random.Random, seeds: list[Seed], root: Path, index: int = 0):
+    def __init__(self, rng: random.Random, seeds: list[Seed], root: Path, index: int = 0, inflate: int = 2**26):
         self.rng, self.seeds, self.root, self.index = rng, seeds, root, index
+        #: Largest element count :meth:`inflate_tensor` gives a tensor (2**26 float32: rule 4.7's 256 MB).
+        self.inflate = inflate
         self.done: list[str] = []
 
     # Value generators ---------------------------------------------------------------------
@@ -227,6 +229,12 @@ class Mutator:
             return rng.choice(["ascii", "utf-8", "latin-1", "", None, 1, "UTF-8"])
         if key == "kind":
             return rng.choice(["string", "numeric", "empty", "reference", "", None])
+        if key == "external_attr":  # a zip member's mode: symlink, directory, setuid bits
+            return rng.choice([0xA1FF0000, 0x41ED0010, 0x81ED0000 | 0o4755 << 16, 2**32, -1, 0])
+        if key == "compress_type":
+            return rng.choice([0, 8, 12, 14, 93, 99, -1, 2**16, "deflate"])
+        if key == "date_time":
+            return rng.choice([[1979, 12, 31, 0, 0, 0], [2108, 1, 1, 0, 0, 0], [1980, 13, 32, 25, 61, 61], [1980, 1, 1], []])
         if key in ("data", "codebook", "comment") and isinstance(old, str):
             return self.edit_base64(old)
         if isinstance(old, bool):
@@ -307,7 +315,7 @@ class Mutator:
         """One mutation, its kind chosen by weight; appends its description to :attr:`done`."""
         kinds = [(self.replace_value, 30), (self.tensor_field, 14), (self.chain_config, 14), (self.attribute_record, 8),
                  (self.dataset_layout, 8), (self.drop_or_add_key, 8), (self.borrow_subtree, 6), (self.structure_list, 6),
-                 (self.blob_bytes, 18)]
+                 (self.blob_bytes, 18), (self.inflate_tensor, 5)]
         operation = self.rng.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
         operation(header, blobs)
 
@@ -424,6 +432,26 @@ class Mutator:
         if path:
             self._replace(header, path, self.edit_list(list(_get(header, path))))
 
+    def inflate_tensor(self, header, blobs):
+        """A tensor's shape made as large as rule 4.7 allows (about 256 MB) while its parts stay small:
+        what decoding costs beyond the output (fft buffers, svd products) is then exposed."""
+        tensors = header.get("tensors")
+        if not isinstance(tensors, list) or not tensors:
+            return
+        index = self.rng.randrange(len(tensors))
+        entry = tensors[index]
+        if not isinstance(entry, dict):
+            return
+        limit = self.rng.choice([self.inflate - 64, self.inflate // 2, self.inflate // 4, self.inflate // 16])
+        shape = self.rng.choice([[8192, limit // 8192], [limit // 4096, 4096], [limit], [64, 1024, limit // 65536],
+                                 [limit // 9 // 64, 3, 3, 64], [1, limit]])
+        old = entry.get("shape")
+        entry["shape"] = shape
+        for part in entry.get("parts") or []:  # svd factors follow the tensor's outer dimensions
+            if isinstance(part, dict) and part.get("name") in ("u", "vt") and isinstance(part.get("shape"), list) and len(part["shape"]) == 2:
+                part["shape"][0 if part["name"] == "u" else 1] = shape[0 if part["name"] == "u" else -1]
+        self.done.append(f"inflate tensors/{index}/shape: {_short(old)} -> {shape}")
+
     def blob_bytes(self, header, blobs):
         """Blob bytes: a bit, a byte, the first bytes (code tables), the length, or a swap with another blob."""
         if not blobs:
@@ -479,13 +507,14 @@ class Case:
         return f"python benchmarks/fuzz.py --seed {self.seed} --replay {self.index}  # {self.base.label}: " + "; ".join(self.mutations)
 
 
-def make_case(seeds: list[Seed], seed: int, index: int, root: Path) -> Case:
-    """Case *index* of run *seed*: a deterministic function of both and the corpus."""
+def make_case(seeds: list[Seed], seed: int, index: int, root: Path, inflate: int = 2**26) -> Case:
+    """Case *index* of run *seed*: a deterministic function of both and the corpus (and *inflate*,
+    the largest element count a tensor is inflated to: smaller in the test suite, for speed)."""
     rng = random.Random(f"{seed}/{index}")
     base = seeds[rng.randrange(len(seeds))]
     for _ in range(20):  # a mutation can make the header unserialisable: try another
         header, blobs = json.loads(json.dumps(base.header)), list(base.blobs)
-        mutator = Mutator(rng, seeds, root, index)
+        mutator = Mutator(rng, seeds, root, index, inflate)
         for _ in range(1 + int(rng.expovariate(1.2))):
             mutator.mutate(header, blobs)
         try:
@@ -594,6 +623,15 @@ def _child(runner: Runner, case_dir: Path, seed: Seed, default_output: bool, out
     os._exit(code)
 
 
+def _cpu_seconds(pid: int) -> str:
+    """The CPU time a running child has used, from /proc (a hang on a loaded machine vs a busy loop)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{(int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'):.1f} s CPU"
+    except (OSError, IndexError, ValueError):
+        return "CPU time unknown"
+
+
 def _prepare(case: Case, work: Path) -> Path:
     case_dir = work / f"case-{case.index}"
     shutil.rmtree(case_dir, ignore_errors=True)
@@ -685,6 +723,7 @@ class Runner:
                 break
         for pid, overdue in finished:
             if overdue:
+                self._cpu_note = _cpu_seconds(pid)
                 os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
             case, case_dir, fd, _, buffer = self._state.pop(pid)
@@ -706,7 +745,7 @@ class Runner:
             result = Result(case, worst["outcome"], worst["done"], paths, worst.get("type", ""), worst.get("message", ""),
                             worst.get("where", ""), worst.get("traceback", ""))
         if overdue:
-            return Result(case, "hang", unfinished, paths, message=f"over {self.wall} s wall clock")
+            return Result(case, "hang", unfinished, paths, message=f"over {self.wall} s wall clock ({self._cpu_note})")
         if os.WIFSIGNALED(status):
             name = signal.Signals(os.WTERMSIG(status)).name
             # SIGXCPU: RLIMIT_CPU; SIGKILL: the kernel (RLIMIT_CPU's hard limit, or out of memory). A
@@ -753,6 +792,7 @@ def replay(case: Case, root: Path, seed_data: Path) -> Result:
     case_dir = _prepare(case, work)
     paths = {}
     for name, run in read_paths(case_dir, case.base, seed_data, case.index % 2 == 1):
+        started = time.process_time()
         try:
             run()
             paths[name] = "ok"
@@ -760,4 +800,5 @@ def replay(case: Case, root: Path, seed_data: Path) -> Result:
             paths[name] = f"nnzip: {exc}"
         except Exception:  # noqa: BLE001 - shown to the developer
             paths[name] = "crash:\n" + traceback.format_exc()
+        paths[name] += f"  [{time.process_time() - started:.2f} s CPU, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB]"
     return Result(case, "replay", paths=paths)

@@ -303,3 +303,10 @@ def test_long_output_name_still_gets_a_temporary_name(tmp_path, nnz, capsys):
     assert run(["decompress", nnz, "-o", out], capsys)[0] == 0
     assert out.exists()
     no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["bad\x00name.h5", "bad\ud800name.h5"])
+def test_output_name_the_file_system_cannot_take_is_a_one_line_error(tmp_path, nnz, capsys, name):
+    status, err = run(["decompress", nnz, "-o", tmp_path / name], capsys)
+    assert_one_line_error(status, err, "not a valid file name")
+    no_temp_files(tmp_path)
