@@ -47,6 +47,57 @@ def histogram(data, width, count, alphabet):
 
 
 @kernel
+def package_merge(leaves, limit):
+    """Code lengths of the sorted positive weights *leaves* (``2 <= n <= 2**limit``), at most *limit* each.
+
+    The loop form of :func:`nnzip.stages.entropy.limited_code_lengths`: each
+    level's list is the leaves merged with the pairwise sums of the previous
+    level's list, a leaf first on equal weight (exactly what the stable argsort
+    of ``[leaves, packages]`` gives, both halves being sorted); then the
+    ``2n - 2`` lightest items of the top list are chosen and a leaf's length is
+    the number of levels at which it is chosen.
+    """
+    n = leaves.size
+    flags = np.zeros((limit, 2 * n), dtype=np.bool_)
+    sizes = np.zeros(limit, dtype=np.int64)
+    flags[0, :n] = True
+    sizes[0] = n
+    weights = np.empty(2 * n, dtype=np.int64)  # the previous level's list
+    weights[:n] = leaves
+    merged = np.empty(2 * n, dtype=np.int64)
+    count = n
+    for level in range(1, limit):
+        pairs = count // 2
+        i = 0
+        j = 0
+        m = 0
+        while i < n or j < pairs:
+            if j >= pairs or (i < n and leaves[i] <= weights[2 * j] + weights[2 * j + 1]):
+                merged[m] = leaves[i]
+                flags[level, m] = True
+                i += 1
+            else:
+                merged[m] = weights[2 * j] + weights[2 * j + 1]
+                j += 1
+            m += 1
+        weights[:m] = merged[:m]
+        count = m
+        sizes[level] = m
+    lengths = np.zeros(n, dtype=np.int64)
+    chosen = 2 * n - 2
+    for level in range(limit - 1, -1, -1):
+        leaves_chosen = 0
+        for k in range(min(chosen, sizes[level])):
+            if flags[level, k]:
+                leaves_chosen += 1
+        lengths[:leaves_chosen] += 1
+        chosen = 2 * (chosen - leaves_chosen)
+        if chosen == 0:
+            break
+    return lengths
+
+
+@kernel
 def plane_histograms(data, itemsize):
     """Byte counts of each byte position ``0 .. itemsize - 1`` of *data* (rows of ``itemsize`` bytes)."""
     counts = np.zeros((itemsize, 256), dtype=np.int64)
