@@ -187,6 +187,16 @@ def test_huffman_lone_end_code_and_unmatched_bits():
         Huffman.decode(table + b"\x07" + b"\x02", BytesSpec(1), {"symbol_bits": 16})
 
 
+@pytest.mark.parametrize("width", range(1, 17))
+def test_histogram_kernel_counts_msb_fields(width):
+    from nnzip.stages import _huffman_kernels
+
+    for data in samples(20 + width).values():
+        count = 8 * len(data) // width
+        counts = _huffman_kernels.histogram(np.frombuffer(data, dtype=np.uint8), width, count, 1 << width)
+        assert (counts == np.bincount(entropy.msb_symbols(data, width), minlength=1 << width)).all()
+
+
 def test_compiled_package_merge_equals_the_numpy_one():
     rng = np.random.default_rng(5)
     for trial in range(300):

@@ -31,10 +31,25 @@ def histogram(data, width, count, alphabet):
             counts[data[i]] += 1
         return counts
     mask = (1 << width) - 1
-    acc = 0
-    have = 0
+    # g symbols fill exactly g * width / 8 whole bytes; when those fit in a 64-bit word,
+    # read them as one big-endian word and cut it with fixed shifts.
+    g = 8
+    while g % 2 == 0 and (g // 2) * width % 8 == 0:
+        g //= 2
+    group_bytes = g * width // 8
     done = 0
     i = 0
+    if group_bytes <= 8:
+        for _ in range(count // g):
+            word = np.uint64(0)
+            for b in range(group_bytes):
+                word = (word << np.uint64(8)) | np.uint64(data[i + b])
+            i += group_bytes
+            for f in range(g - 1, -1, -1):
+                counts[np.int64((word >> np.uint64(f * width)) & np.uint64(mask))] += 1
+        done = (count // g) * g
+    acc = 0
+    have = 0
     while done < count:
         acc = ((acc << 8) | data[i]) & 0xFFFFFF  # never more than width + 7 <= 23 live bits
         i += 1
