@@ -71,6 +71,31 @@ def reference_lzw(data: bytes, max_bits: int) -> bytes:
     return value.to_bytes((position + 7) // 8, "little")
 
 
+def reference_package_merge(freqs: np.ndarray, limit: int) -> np.ndarray:
+    """The 1.0 numpy package-merge (stable argsorts per level), which the compiled loop must equal."""
+    n = freqs.size
+    order = np.argsort(freqs, kind="stable")
+    leaves = freqs[order]
+    weights, leaf_flags = leaves, [np.ones(n, dtype=bool)]
+    for _ in range(limit - 1):
+        pairs = weights.size // 2
+        packages = weights[0 : 2 * pairs : 2] + weights[1 : 2 * pairs : 2]
+        merged = np.concatenate([leaves, packages])
+        sort = np.argsort(merged, kind="stable")
+        weights = merged[sort]
+        leaf_flags.append(sort < n)
+    sorted_lengths, chosen = np.zeros(n, dtype=np.int64), 2 * n - 2
+    for flags in reversed(leaf_flags):
+        leaves_chosen = int(np.count_nonzero(flags[:chosen]))
+        sorted_lengths[:leaves_chosen] += 1
+        chosen = 2 * (chosen - leaves_chosen)
+        if chosen == 0:
+            break
+    lengths = np.empty(n, dtype=np.int64)
+    lengths[order] = sorted_lengths
+    return lengths
+
+
 def inflate_symbols(payload: bytes, lengths: np.ndarray, count: int) -> bytes:
     """Decode a w <= 8 payload with zlib: it is the body of a DEFLATE block of literals (spec notes)."""
     literal = np.zeros(257, dtype=np.int64)
@@ -160,6 +185,25 @@ def test_huffman_lone_end_code_and_unmatched_bits():
         Huffman.decode(table + b"\x07" + b"\x01", BytesSpec(1), {"symbol_bits": 16})
     with pytest.raises(FormatError, match="padding bits after END"):
         Huffman.decode(table + b"\x07" + b"\x02", BytesSpec(1), {"symbol_bits": 16})
+
+
+@pytest.mark.parametrize("width", range(1, 17))
+def test_histogram_kernel_counts_msb_fields(width):
+    from nnzip.stages import _huffman_kernels
+
+    for data in samples(20 + width).values():
+        count = 8 * len(data) // width
+        counts = _huffman_kernels.histogram(np.frombuffer(data, dtype=np.uint8), width, count, 1 << width)
+        assert (counts == np.bincount(entropy.msb_symbols(data, width), minlength=1 << width)).all()
+
+
+def test_compiled_package_merge_equals_the_numpy_one():
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(2, 600))
+        limit = int(rng.integers(max(1, int(np.ceil(np.log2(n)))), 16))
+        freqs = rng.integers(1, [3, 50, 10**6][trial % 3], n) ** int(rng.integers(1, 3))  # ties and heavy skew
+        assert (entropy.limited_code_lengths(freqs, limit) == reference_package_merge(freqs, limit)).all()
 
 
 # --- lzw --------------------------------------------------------------------------------------

@@ -31,10 +31,25 @@ def histogram(data, width, count, alphabet):
             counts[data[i]] += 1
         return counts
     mask = (1 << width) - 1
-    acc = 0
-    have = 0
+    # g symbols fill exactly g * width / 8 whole bytes; when those fit in a 64-bit word,
+    # read them as one big-endian word and cut it with fixed shifts.
+    g = 8
+    while g % 2 == 0 and (g // 2) * width % 8 == 0:
+        g //= 2
+    group_bytes = g * width // 8
     done = 0
     i = 0
+    if group_bytes <= 8:
+        for _ in range(count // g):
+            word = np.uint64(0)
+            for b in range(group_bytes):
+                word = (word << np.uint64(8)) | np.uint64(data[i + b])
+            i += group_bytes
+            for f in range(g - 1, -1, -1):
+                counts[np.int64((word >> np.uint64(f * width)) & np.uint64(mask))] += 1
+        done = (count // g) * g
+    acc = 0
+    have = 0
     while done < count:
         acc = ((acc << 8) | data[i]) & 0xFFFFFF  # never more than width + 7 <= 23 live bits
         i += 1
@@ -44,6 +59,57 @@ def histogram(data, width, count, alphabet):
             counts[(acc >> have) & mask] += 1
             done += 1
     return counts
+
+
+@kernel
+def package_merge(leaves, limit):
+    """Code lengths of the sorted positive weights *leaves* (``2 <= n <= 2**limit``), at most *limit* each.
+
+    The loop form of :func:`nnzip.stages.entropy.limited_code_lengths`: each
+    level's list is the leaves merged with the pairwise sums of the previous
+    level's list, a leaf first on equal weight (exactly what the stable argsort
+    of ``[leaves, packages]`` gives, both halves being sorted); then the
+    ``2n - 2`` lightest items of the top list are chosen and a leaf's length is
+    the number of levels at which it is chosen.
+    """
+    n = leaves.size
+    flags = np.zeros((limit, 2 * n), dtype=np.bool_)
+    sizes = np.zeros(limit, dtype=np.int64)
+    flags[0, :n] = True
+    sizes[0] = n
+    weights = np.empty(2 * n, dtype=np.int64)  # the previous level's list
+    weights[:n] = leaves
+    merged = np.empty(2 * n, dtype=np.int64)
+    count = n
+    for level in range(1, limit):
+        pairs = count // 2
+        i = 0
+        j = 0
+        m = 0
+        while i < n or j < pairs:
+            if j >= pairs or (i < n and leaves[i] <= weights[2 * j] + weights[2 * j + 1]):
+                merged[m] = leaves[i]
+                flags[level, m] = True
+                i += 1
+            else:
+                merged[m] = weights[2 * j] + weights[2 * j + 1]
+                j += 1
+            m += 1
+        weights[:m] = merged[:m]
+        count = m
+        sizes[level] = m
+    lengths = np.zeros(n, dtype=np.int64)
+    chosen = 2 * n - 2
+    for level in range(limit - 1, -1, -1):
+        leaves_chosen = 0
+        for k in range(min(chosen, sizes[level])):
+            if flags[level, k]:
+                leaves_chosen += 1
+        lengths[:leaves_chosen] += 1
+        chosen = 2 * (chosen - leaves_chosen)
+        if chosen == 0:
+            break
+    return lengths
 
 
 @kernel

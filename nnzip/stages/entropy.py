@@ -103,7 +103,8 @@ def shannon_entropy(data: Any, symbol_bits: int = 8) -> float:
 def limited_code_lengths(freqs: np.ndarray, limit: int) -> np.ndarray:
     """Optimal prefix-code lengths, each at most *limit*, for positive frequencies *freqs*.
 
-    Package-merge (Larmore and Hirschberg 1990), vectorised per level: the list
+    Package-merge (Larmore and Hirschberg 1990), level by level (in a compiled loop,
+    :func:`nnzip.stages._huffman_kernels.package_merge`): the list
     of level ``d`` is the leaves merged with the pairwise sums ("packages") of
     the list of level ``d + 1``; the ``2n - 2`` lightest items of level 1 are
     chosen, and a leaf's length is the number of levels at which it is chosen.
@@ -123,27 +124,10 @@ def limited_code_lengths(freqs: np.ndarray, limit: int) -> np.ndarray:
         return np.ones(1, dtype=np.int64)
     if n > 1 << limit:
         raise ValueError(f"{n} symbols cannot have codes of at most {limit} bits")
+    from ._huffman_kernels import package_merge  # the levels, compiled
+
     order = np.argsort(freqs, kind="stable")
-    leaves = freqs[order]
-    # Build the lists from the deepest level up, keeping only "is this a leaf".
-    weights = leaves
-    leaf_flags = [np.ones(n, dtype=bool)]
-    for _ in range(limit - 1):
-        pairs = weights.size // 2
-        packages = weights[0 : 2 * pairs : 2] + weights[1 : 2 * pairs : 2]
-        merged = np.concatenate([leaves, packages])
-        sort = np.argsort(merged, kind="stable")  # leaves come first on equal weight
-        weights = merged[sort]
-        leaf_flags.append(sort < n)
-    # Walk back down from level 1, choosing prefixes.
-    sorted_lengths = np.zeros(n, dtype=np.int64)
-    chosen = 2 * n - 2
-    for flags in reversed(leaf_flags):
-        leaves_chosen = int(np.count_nonzero(flags[:chosen]))
-        sorted_lengths[:leaves_chosen] += 1
-        chosen = 2 * (chosen - leaves_chosen)
-        if chosen == 0:
-            break
+    sorted_lengths = package_merge(np.ascontiguousarray(freqs[order]), limit)
     lengths = np.empty(n, dtype=np.int64)
     lengths[order] = sorted_lengths
     return lengths
