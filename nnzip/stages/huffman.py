@@ -100,17 +100,16 @@ class Huffman(BytesStage):
 
     @classmethod
     def decode_cost(cls, spec: BytesSpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
-        """Bounds for this decoder, measured with ``tracemalloc`` (``spec/stages/huffman.md``, "Decode cost").
+        """Bounds for the compiled decoder (``spec/stages/huffman.md``, "Decode cost").
 
-        With ``n = 8 N / w`` symbols: two copies of the blob, then per symbol 9 bytes for
-        ``w = 8`` (the symbol histogram converts to intp), 12 for ``w < 8`` and 40 for ``w > 8``
-        (``fields_to_bytes`` re-packs through uint64 words or bit arrays).  A compiled
-        decoder replacing this one declares its own, smaller figures here.
+        Two copies of the blob (its bytes and the payload after the table), the output's
+        ``bytes`` copy, and tables of at most ``2**16`` entries (code lengths, canonical codes,
+        the two-level lookup table): under 2 MiB whatever the width.  Four passes over the
+        symbols and the blob.
         """
         width = config["symbol_bits"]
         symbols = 8 * spec.size // width + 1
-        per_symbol = 9 if width == 8 else 12 if width < 8 else 40
-        work = 2 * coded + per_symbol * symbols + 16 * (1 << width) + (1 << 20)
+        work = 2 * coded + spec.size + (2 << 20)
         return linear_cost(symbols + coded, passes=4, work=work)
 
     @classmethod

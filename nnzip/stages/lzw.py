@@ -69,14 +69,14 @@ class LZW(BytesStage):
 
     @classmethod
     def decode_cost(cls, spec: BytesSpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
-        """Bounds for this decoder, measured with ``tracemalloc`` (``spec/stages/lzw.md``, "Decode cost").
+        """Bounds for the compiled decoder (``spec/stages/lzw.md``, "Decode cost").
 
-        About ten int64 arrays per code (``8 coded / 9`` codes at most), the output array and
-        its bytes copy; pointer jumping makes up to 17 passes over the codes, and the string
-        writer one pass over the output.
+        The blob's bytes copy, the output's ``bytes`` copy and three tables of ``2**max_bits``
+        int64 entries (string lengths, starts): under 2 MiB.  One checking pass and one
+        writing pass over the codes, each string copied once into the output.
         """
         codes = 8 * coded // MIN_BITS + 1
-        work = 80 * codes + spec.size + (1 << 20)
+        work = coded + spec.size + (2 << 20)
         return DecodeCost(work, linear_cost(codes, passes=24).ops + linear_cost(spec.size, passes=2).ops)
 
     @classmethod
