@@ -109,6 +109,7 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
 def _zip_format(path: str | os.PathLike) -> Format:
     """Which zip-based format *path* is: a Keras ``.keras`` archive or a numpy ``.npz``."""
     with zipmeta.open_archive(path) as archive:
+        zipmeta.members(archive, limits=None)  # rules 8.10-8.14 before any member is opened; the reader checks sizes
         if keras_v3.looks_like(archive):
             return FORMATS[keras_v3.FORMAT_ID]
         if npz.looks_like(archive):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 
@@ -56,10 +55,12 @@ def looks_like(archive: zipfile.ZipFile) -> bool:
 def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
     """Read a ``.keras`` archive; optimizer state is dropped unless *keep_optimizer*.
 
-    The weights' datasets may declare at most ``limits.output_cap(archive size)`` bytes (rule 8.7).
+    The archive passes :func:`zipmeta.members` (rules 8.10-8.15: safe names, regular
+    files, declared sizes within ``limits``) before any member is read, and the weights'
+    datasets may declare at most ``limits.output_cap(archive size)`` bytes (rule 8.7).
     """
     with zipmeta.open_archive(path) as archive:
-        infos = zipmeta.members(archive)
+        infos = zipmeta.members(archive, limits)
         names = [info.filename for info in infos]
         if WEIGHTS_MEMBER not in names:
             raise InputError(f"{os.fspath(path)}: a .keras file without {WEIGHTS_MEMBER} (e.g. weights_format='npz') is not supported")
@@ -70,10 +71,10 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
                 record["hdf5"], tensors, dropped = _read_weights(archive, info, keep_optimizer,
                                                                  limits.output_cap(os.path.getsize(path)))
             else:
-                carried += info.file_size
+                carried += info.file_size  # the declared size, capped before the member is read
                 if carried > MAX_CARRIED_BYTES:
-                    raise InputError(f"{os.fspath(path)}: the non-weights members exceed {MAX_CARRIED_BYTES} bytes")
-                record["data"] = base64.b64encode(archive.read(info)).decode("ascii")
+                    raise InputError(f"rule 8.15: {os.fspath(path)}: the non-weights members exceed {MAX_CARRIED_BYTES} bytes")
+                record["data"] = base64.b64encode(zipmeta.read_member(archive, info)).decode("ascii")
             members.append(record)
         structure = {"comment": base64.b64encode(archive.comment).decode("ascii"), "members": members}
     return Model(FORMAT_ID, structure, tensors, dropped)
@@ -85,8 +86,7 @@ def _read_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, keep_optimize
     # deflated members too (seeking backwards in a ZipExtFile re-inflates from the start).
     with tempfile.TemporaryDirectory(prefix="nnzip-") as folder:
         inner = os.path.join(folder, WEIGHTS_MEMBER)
-        with archive.open(info) as source, open(inner, "wb") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+        zipmeta.extract_member(archive, info, inner)  # bounded pieces; size and CRC checked (rules 8.10, 8.15)
         try:
             h5 = h5py.File(inner, "r")
         except OSError as exc:
@@ -137,6 +137,7 @@ def check_structure(structure: object) -> None:
         if carried > MAX_CARRIED_BYTES:
             raise FormatError(f"{_WHERE}: carried members exceed {MAX_CARRIED_BYTES} bytes")
     zipmeta.check_unique_names(names, _WHERE)
+    zipmeta.check_member_paths(structure["members"], "keras-v3 structure")
     if sum("hdf5" in m for m in structure["members"]) != 1 or WEIGHTS_MEMBER not in names:
         raise FormatError(f"{_WHERE}: exactly one member, {WEIGHTS_MEMBER!r}, must carry the 'hdf5' tree")
 

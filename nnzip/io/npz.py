@@ -8,9 +8,18 @@ bytes are the tensor.  A tensor is named as ``np.load`` names the array: the
 member name without its ``.npy`` suffix.
 
 The ``.npy`` header is parsed here with :func:`ast.literal_eval`, as numpy does;
-object arrays are refused, never unpickled.  Big-endian and Fortran-ordered
+object arrays are refused, never unpickled (nnzip never calls ``np.load``, so
+there is no ``allow_pickle`` to get wrong).  Big-endian and Fortran-ordered
 arrays are carried: the tensor is the little-endian C-order array, and the
 writer converts back to what the header says.
+
+Reading is bounded (spec/container.md §8.2): the archive's members pass
+:func:`nnzip.io.zipmeta.members` (names, types, declared sizes within the output
+cap) before any is read; each ``.npy`` header is checked -- its length, its
+dtype and shape, and the array size it declares against the member's declared
+size and the cap -- before the array is allocated; the array is then streamed
+into one preallocated buffer, so memory stays near the array's size, never the
+compressed plus the decoded copy.
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from __future__ import annotations
 import ast
 import base64
 import os
+import warnings
 import zipfile
 
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from ..stages.base import normalise_dtype, parse_shape
 from . import zipmeta
@@ -38,7 +49,14 @@ _WHERE = "rule 5.6: npz structure"
 
 
 class _Malformed(ValueError):
-    """A bad ``.npy`` header; re-raised as InputError (file) or FormatError (structure)."""
+    """A bad ``.npy`` header; re-raised as InputError (file) or FormatError (structure).
+
+    ``rule`` is the §8.2 rule an input file breaks: 8.16 (the header) or 8.17 (its type).
+    """
+
+    def __init__(self, message: str, rule: str = "8.16"):
+        super().__init__(message)
+        self.rule = rule
 
 
 def looks_like(archive: zipfile.ZipFile) -> bool:
@@ -46,7 +64,7 @@ def looks_like(archive: zipfile.ZipFile) -> bool:
     for info in archive.infolist():
         if info.file_size < len(NPY_MAGIC):
             return False
-        with archive.open(info) as handle:
+        with zipmeta.open_member(archive, info) as handle:
             if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
                 return False
     return True
@@ -63,34 +81,42 @@ def tensor_name(member: str) -> str:
 def parse_npy_header(text: str) -> tuple[np.dtype, list[int], bool]:
     """``(file dtype, shape, fortran_order)`` of a ``.npy`` header dict literal.
 
-    Raises InputError for object arrays (nnzip never unpickles) and for element
-    types nnzip does not carry, :class:`_Malformed` for anything else wrong.
+    Raises :class:`_Malformed` (rule 8.17) for object arrays (nnzip never
+    unpickles) and for element types nnzip does not carry, (rule 8.16) for
+    anything else wrong.
     """
     try:
-        fields = ast.literal_eval(text)
+        with warnings.catch_warnings():  # e.g. "invalid escape sequence": one line on stderr, never two
+            warnings.simplefilter("ignore")
+            fields = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise _Malformed("the .npy header is not a Python dict literal") from None
     if not isinstance(fields, dict) or set(fields) != {"descr", "fortran_order", "shape"}:
         raise _Malformed("the .npy header needs exactly descr, fortran_order and shape")
     descr, fortran, shape = fields["descr"], fields["fortran_order"], fields["shape"]
+    if isinstance(descr, list):
+        raise _Malformed("the .npz holds a structured array: nnzip carries bool, integer and float arrays only", "8.17")
     if not isinstance(descr, str) or not isinstance(fortran, bool) or not isinstance(shape, tuple):
         raise _Malformed("the .npy header's descr must be a string, fortran_order a bool, shape a tuple")
     try:
-        dtype = np.dtype(descr)
         parse_shape(list(shape))
-    except (TypeError, ValueError, FormatError) as exc:
+    except FormatError as exc:
         raise _Malformed(f"bad .npy header: {exc}") from None
+    try:
+        dtype = np.dtype(descr)
+    except (TypeError, ValueError, OverflowError, MemoryError, SyntaxError) as exc:
+        raise _Malformed(f"bad .npy header: unsupported descr {descr[:80]!r} ({exc})", "8.17") from None
     _check_dtype(dtype)
     return dtype, list(shape), fortran
 
 
 def _check_dtype(dtype: np.dtype) -> None:
     if dtype.hasobject:
-        raise InputError("the .npz holds an object array (pickled Python objects): nnzip carries numeric arrays only and never unpickles")
+        raise _Malformed("the .npz holds an object array (pickled Python objects): nnzip carries numeric arrays only and never unpickles", "8.17")
     try:
         normalise_dtype(dtype)
-    except FormatError:
-        raise InputError(f"the .npz holds an array of type {dtype}: nnzip carries bool, integer and float arrays only") from None
+    except (FormatError, TypeError, ValueError):
+        raise _Malformed(f"the .npz holds an array of type {dtype}: nnzip carries bool, integer and float arrays only", "8.17") from None
 
 
 def npy_preamble(version: list[int], header: str) -> bytes:
@@ -103,49 +129,83 @@ def npy_preamble(version: list[int], header: str) -> bytes:
 # --- reading --------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
-    """Read an ``.npz`` archive (*keep_optimizer* is accepted for symmetry; there is none)."""
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+    """Read an ``.npz`` archive within *limits* (*keep_optimizer* is accepted for symmetry; there is none)."""
+    where = os.fspath(path)
     members, tensors = [], {}
     with zipmeta.open_archive(path) as archive:
-        for info in zipmeta.members(archive):
+        infos = zipmeta.members(archive, limits)  # rules 8.10-8.15, before any member is read
+        budget = limits.output_cap(os.path.getsize(path))
+        for info in infos:
             name = tensor_name(info.filename)
             if name in tensors:
-                raise InputError(f"{os.fspath(path)}: two members load as the array {name!r}")
+                raise InputError(f"rule 8.12: {where}: two members load as the array {name!r}")
             try:
-                npy, tensors[name] = _read_member(archive, info)
+                npy, tensors[name] = _read_member(archive, info, budget)
             except _Malformed as exc:
-                raise InputError(f"{os.fspath(path)}, member {info.filename!r}: {exc}") from None
+                raise InputError(f"rule {exc.rule}: {where}, member {info.filename!r}: {exc}") from None
+            budget -= tensors[name].nbytes
             members.append({"name": info.filename, "zip": zipmeta.describe(info), "npy": npy})
         comment = base64.b64encode(archive.comment).decode("ascii")
     return Model(FORMAT_ID, {"comment": comment, "members": members}, tensors)
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[dict, np.ndarray]:
-    """(``npy`` record, little-endian C-order value) of one member."""
-    with archive.open(info) as handle:
-        head = handle.read(len(NPY_MAGIC) + 2)
-        if len(head) < len(NPY_MAGIC) + 2 or head[:len(NPY_MAGIC)] != NPY_MAGIC:
-            raise _Malformed("not a .npy array")
-        version = [head[-2], head[-1]]
-        if tuple(version) not in NPY_VERSIONS:
-            raise _Malformed(f"unsupported .npy format version {version[0]}.{version[1]}")
-        length_size, encoding = NPY_VERSIONS[tuple(version)]
-        length = int.from_bytes(handle.read(length_size), "little")
-        if length > MAX_NPY_HEADER:
-            raise _Malformed(f".npy header of {length} bytes exceeds the {MAX_NPY_HEADER}-byte cap")
-        try:
-            header = handle.read(length).decode(encoding)
-        except UnicodeDecodeError:
-            raise _Malformed(".npy header is not text") from None
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> tuple[dict, np.ndarray]:
+    """(``npy`` record, little-endian C-order value) of one member whose array fits in *budget* bytes."""
+    with zipmeta.open_member(archive, info) as handle:
+        version, header, preamble_size = _read_preamble(handle, info.file_size)
         dtype, shape, fortran = parse_npy_header(header)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if info.file_size != len(NPY_MAGIC) + 2 + length_size + length + nbytes:
+        if nbytes > budget:
+            raise _Malformed(f"its .npy header declares {nbytes} bytes of array, over the {budget} bytes left "
+                             "of the output cap for a file of this size", "8.15")
+        if info.file_size != preamble_size + nbytes:
             raise _Malformed(f"member holds {info.file_size} bytes, its .npy header describes a different size")
-        raw = handle.read(nbytes)
-    value = np.frombuffer(raw, dtype=dtype).reshape(shape[::-1] if fortran else shape)
-    value = value.T if fortran else value
+        value = _read_array(handle, dtype, shape, fortran, nbytes)
+        zipmeta.expect_end(handle, info)
+    return {"version": version, "header": header}, value
+
+
+def _read_preamble(handle, member_size: int) -> tuple[list[int], str, int]:
+    """(version, header text, bytes before the array) of a ``.npy`` stream, each field checked before it is read."""
+    head = handle.read(len(NPY_MAGIC) + 2)
+    if len(head) < len(NPY_MAGIC) + 2 or head[:len(NPY_MAGIC)] != NPY_MAGIC:
+        raise _Malformed("not a .npy array")
+    version = [head[-2], head[-1]]
+    if tuple(version) not in NPY_VERSIONS:
+        raise _Malformed(f"unsupported .npy format version {version[0]}.{version[1]}")
+    length_size, encoding = NPY_VERSIONS[tuple(version)]
+    length = int.from_bytes(handle.read(length_size), "little")
+    if length > MAX_NPY_HEADER:
+        raise _Malformed(f".npy header of {length} bytes exceeds the {MAX_NPY_HEADER}-byte cap")
+    preamble_size = len(head) + length_size + length
+    if preamble_size > member_size:
+        raise _Malformed(f".npy header of {length} bytes runs past the member's {member_size} bytes")
+    try:
+        header = handle.read(length).decode(encoding)
+    except UnicodeDecodeError:
+        raise _Malformed(".npy header is not text") from None
+    return version, header, preamble_size
+
+
+def _read_array(handle, dtype: np.dtype, shape: list[int], fortran: bool, nbytes: int) -> np.ndarray:
+    """Stream an array's bytes into one preallocated buffer; returns it little-endian, C-order.
+
+    Only a Fortran-ordered array costs a second copy (the transpose to C order);
+    big-endian bytes are swapped in place.
+    """
+    try:
+        buffer = np.empty(nbytes, dtype=np.uint8)
+    except MemoryError:
+        raise _Malformed(f"cannot allocate the {nbytes} bytes its .npy header declares", "8.15") from None
+    if handle.readinto(buffer) != nbytes:
+        raise _Malformed("the member ends inside its array")
+    value = buffer.view(dtype)
+    if dtype.byteorder == ">":
+        value = value.byteswap(inplace=True).view(dtype.newbyteorder("<"))
+    value = value.reshape(shape[::-1]).T if fortran else value.reshape(shape)
     # astype(order="C") rather than ascontiguousarray, which would turn a 0-d array into 1-d
-    return {"version": version, "header": header}, value.astype(normalise_dtype(dtype), order="C")
+    return value.astype(normalise_dtype(dtype), order="C", copy=False)
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -187,6 +247,7 @@ def check_structure(structure: object) -> None:
         zipmeta.check_record(member["zip"], where)
         _check_npy(member["npy"], where)
     zipmeta.check_unique_names([tensor_name(n) for n in names], _WHERE)
+    zipmeta.check_member_paths(structure["members"], "npz structure")
 
 
 def _check_npy(npy: object, where: str) -> None:
@@ -203,7 +264,7 @@ def _check_npy(npy: object, where: str) -> None:
         parse_npy_header(npy["header"])
     except UnicodeEncodeError:
         raise FormatError(f"{where}: the .npy header cannot be encoded as {encoding}") from None
-    except (_Malformed, InputError) as exc:
+    except _Malformed as exc:
         raise FormatError(f"{where}: {exc}") from None
 
 

@@ -23,19 +23,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Iterable
 
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from ..stages.base import parse_shape
 
 FORMAT_ID = "safetensors"
 SUFFIX = ".safetensors"
-#: The safetensors package's own cap on the header size.
+#: The safetensors package's own cap on the header size (rule 5.5, a structure's verbatim header).
 MAX_HEADER_BYTES = 100_000_000
+#: nnzip's cap on an input file's header (rule 8.18): parsed JSON costs 10-20 times its text in
+#: memory, and the structure built from it must fit a .nnz header (64 MiB, spec §6 item 5).
+MAX_INPUT_HEADER_BYTES = 16 * 2**20
+#: Deepest nesting of arrays and objects a header may have (rule 8.18); a valid one needs 3.
+MAX_JSON_DEPTH = 16
 METADATA_KEY = "__metadata__"
 
 #: safetensors dtype -> the numpy dtype nnzip stores it as.
@@ -53,7 +60,14 @@ _WHERE = "rule 5.5: safetensors structure"
 
 
 class _Malformed(ValueError):
-    """A header that breaks the format; re-raised as InputError (file) or FormatError (structure)."""
+    """A header that breaks the format; re-raised as InputError (file) or FormatError (structure).
+
+    ``rule`` is the §8.2 rule an input file breaks: 8.18 (the header as JSON) or 8.19 (a tensor entry).
+    """
+
+    def __init__(self, message: str, rule: str = "8.18"):
+        super().__init__(message)
+        self.rule = rule
 
 
 class _Object(list):
@@ -68,8 +82,12 @@ def parse_header(text: str) -> tuple[list[list[str]] | None, list[dict]]:
 
     Each tensor is ``{"name", "dtype", "shape"}``.  Raises :class:`_Malformed`
     unless the header is an object of well-formed entries whose offsets tile the
-    data section from 0 without gaps or overlaps.
+    data section from 0 without gaps or overlaps.  Nesting is measured before
+    :func:`json.loads` runs, so a deep ``[[[[...`` costs a scan, not a parse.
     """
+    depth = json_depth(text.encode("utf-8", "surrogatepass"))
+    if depth > MAX_JSON_DEPTH:
+        raise _Malformed(f"header JSON nests {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed")
     try:
         pairs = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
@@ -87,9 +105,28 @@ def parse_header(text: str) -> tuple[list[list[str]] | None, list[dict]]:
     position = 0
     for name, (_, _, begin, end) in entries:
         if begin != position:
-            raise _Malformed(f"tensor {name!r} starts at {begin}, expected {position}: the data must be contiguous")
+            what = "overlaps the tensor before it" if begin < position else "leaves a gap after the tensor before it"
+            raise _Malformed(f"tensor {name!r} starts at {begin}, expected {position}: it {what}; the data must be contiguous", "8.19")
         position = end
     return metadata, [{"name": name, "dtype": dtype, "shape": shape} for name, (dtype, shape, _, _) in entries]
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_OPENERS, _CLOSERS = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def json_depth(data: bytes) -> int:
+    """Deepest nesting of arrays and objects in JSON text (brackets inside strings do not count).
+
+    Strings are cut out with one regular expression, then the depth is the largest
+    running sum of +1 per opening and -1 per closing bracket, computed with numpy.
+    """
+    codes = np.frombuffer(_JSON_STRING.sub(b"", data), np.uint8)
+    codes = codes[np.isin(codes, (0x5B, 0x5D, 0x7B, 0x7D))]
+    if not len(codes):
+        return 0
+    steps = np.isin(codes, _OPENERS).astype(np.int32) - np.isin(codes, _CLOSERS).astype(np.int32)
+    return int(np.cumsum(steps).max())
 
 
 def _check_text(text: str) -> None:
@@ -123,20 +160,20 @@ def _parse_metadata(value: object) -> list[list[str]]:
 def _parse_entry(name: str, value: object) -> tuple[str, list[int], int, int]:
     """``(dtype, shape, begin, end)`` of one tensor entry, checked against each other."""
     if not isinstance(value, _Object) or {k for k, _ in value} != {"dtype", "shape", "data_offsets"}:
-        raise _Malformed(f"tensor {name!r} needs exactly dtype, shape and data_offsets")
+        raise _Malformed(f"tensor {name!r} needs exactly dtype, shape and data_offsets", "8.19")
     fields = dict(value)
     dtype, shape, offsets = fields["dtype"], fields["shape"], fields["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise _Malformed(f"tensor {name!r} has unsupported dtype {dtype!r}")
+        raise _Malformed(f"tensor {name!r} has unsupported dtype {str(dtype)[:80]!r}", "8.19")
     try:
         size = int(np.prod(parse_shape(shape), dtype=np.int64))
     except FormatError as exc:
-        raise _Malformed(f"tensor {name!r}: {exc}") from None
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int and v >= 0 for v in offsets)):
-        raise _Malformed(f"tensor {name!r}: data_offsets must be two non-negative integers")
+        raise _Malformed(f"tensor {name!r}: {str(exc)[:200]}", "8.19") from None
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int and 0 <= v < 2**64 for v in offsets)):
+        raise _Malformed(f"tensor {name!r}: data_offsets must be two non-negative 64-bit integers", "8.19")
     begin, end = offsets
     if end - begin != size * np.dtype(DTYPES[dtype]).itemsize:
-        raise _Malformed(f"tensor {name!r}: data_offsets span {end - begin} bytes, its dtype and shape need {size * np.dtype(DTYPES[dtype]).itemsize}")
+        raise _Malformed(f"tensor {name!r}: data_offsets span {end - begin} bytes, its dtype and shape need {size * np.dtype(DTYPES[dtype]).itemsize}", "8.19")
     return dtype, shape, begin, end
 
 
@@ -169,15 +206,17 @@ def tensor_nbytes(item: dict) -> int:
 
 
 def looks_like(head: bytes, file_size: int) -> bool:
-    """Whether a file's first 9 bytes and size fit a safetensors file (header size, then ``{``)."""
-    if len(head) < 9 or head[8:9] != b"{":
-        return False
-    (size,) = struct.unpack_from("<Q", head)
-    return 2 <= size <= min(MAX_HEADER_BYTES, file_size - 8)
+    """Whether a file's first 9 bytes fit a safetensors file: a header size, then ``{``.
+
+    The size itself is not judged here: a file that starts like safetensors but
+    whose header size is wrong gets rule 8.18's specific error from :func:`read`
+    rather than "not a supported model file".
+    """
+    return len(head) >= 9 and head[8:9] == b"{"
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
-    """Read a safetensors file (*keep_optimizer* is accepted for symmetry; there is none)."""
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+    """Read a safetensors file within *limits* (*keep_optimizer* is accepted for symmetry; there is none)."""
     name = os.fspath(path)
     with open(path, "rb") as handle:
         file_size = os.fstat(handle.fileno()).st_size
@@ -185,12 +224,15 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
         try:
             metadata, tensors = parse_header(text)
         except _Malformed as exc:
-            raise InputError(f"{name}: not a valid safetensors file: {exc}") from None
+            raise InputError(f"rule {exc.rule}: {name}: not a valid safetensors file: {exc}") from None
         data_start = 8 + len(text.encode("utf-8"))
         total = sum(tensor_nbytes(item) for item in tensors)
         if data_start + total != file_size:
-            raise InputError(f"{name}: the header describes {total} data bytes, the file holds {file_size - data_start}")
-        values = dict(_read_values(handle, tensors))
+            raise InputError(f"rule 8.19: {name}: not a valid safetensors file: the header describes {total} data bytes, "
+                             f"the file holds {file_size - data_start}")
+        if total > limits.output_cap(file_size):
+            raise InputError(f"rule 8.19: {name}: the tensors' {total} bytes exceed the {limits.output_cap(file_size)}-byte cap")
+        values = dict(_read_values(handle, tensors, name))
     structure: dict = {"metadata": metadata, "tensors": tensors}
     if canonical_header(metadata, tensors) != text:
         structure["header"] = text  # not the package's form: keep it verbatim for an exact rebuild
@@ -202,20 +244,28 @@ def _read_header_text(handle, file_size: int, name: str) -> str:
     if len(preamble) < 8:
         raise InputError(f"{name}: too short for a safetensors file")
     (size,) = struct.unpack("<Q", preamble)
-    if size > min(MAX_HEADER_BYTES, file_size - 8):
-        raise InputError(f"{name}: safetensors header size {size} exceeds the file or the {MAX_HEADER_BYTES}-byte cap")
+    if size > file_size - 8:
+        raise InputError(f"rule 8.18: {name}: not a valid safetensors file: header size {size} runs past the end of the {file_size}-byte file")
+    if size > MAX_INPUT_HEADER_BYTES:
+        raise InputError(f"rule 8.18: {name}: not a valid safetensors file: header of {size} bytes exceeds nnzip's {MAX_INPUT_HEADER_BYTES}-byte cap")
+    if size < 2:
+        raise InputError(f"rule 8.18: {name}: not a valid safetensors file: header of {size} bytes cannot hold a JSON object")
     try:
         return handle.read(size).decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{name}: the safetensors header is not UTF-8") from None
+        raise InputError(f"rule 8.18: {name}: not a valid safetensors file: the header is not UTF-8") from None
 
 
-def _read_values(handle, tensors: list[dict]) -> Iterable[tuple[str, np.ndarray]]:
-    """Each tensor's value in data order (sizes were checked against the file before)."""
+def _read_values(handle, tensors: list[dict], name: str) -> Iterable[tuple[str, np.ndarray]]:
+    """Each tensor's value in data order, read straight into its array (sizes were checked before)."""
     for item in tensors:
-        dtype = np.dtype(DTYPES[item["dtype"]])
-        raw = handle.read(tensor_nbytes(item))
-        yield item["name"], np.frombuffer(raw, dtype=dtype).reshape(item["shape"]).copy()
+        try:
+            value = np.empty(item["shape"], dtype=np.dtype(DTYPES[item["dtype"]]))
+        except MemoryError:
+            raise InputError(f"rule 8.19: {name}: cannot allocate the {tensor_nbytes(item)} bytes of tensor {item['name']!r}") from None
+        if handle.readinto(value.reshape(-1).view(np.uint8)) != value.nbytes:
+            raise InputError(f"rule 8.19: {name}: not a valid safetensors file: the file ends inside tensor {item['name']!r}")
+        yield item["name"], value
 
 
 # --- writing --------------------------------------------------------------------------------
