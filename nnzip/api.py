@@ -187,7 +187,7 @@ def compress(
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
     check_writable(output, force, source)  # before reading the model or a long search, not only at the end
-    model = io.read_model(source, keep_optimizer=keep_optimizer)
+    model = io.read_model(source, keep_optimizer=keep_optimizer, limits=limits)
     if budget is not None:
         header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
     else:
@@ -669,7 +669,7 @@ def verify(
         if evaluator.metric == "cosine":  # the rebuilt model against itself would score a meaningless 1
             raise ConfigError("the cosine metric compares with the original model's outputs: give the original file (--original)")
         return VerifyReport(source, None, len(dataset.x), None, evaluator.measure(rebuilt), evaluator.metric)
-    reference = io.read_model(original_path, keep_optimizer=not header["source"].get("dropped"))
+    reference = io.read_model(original_path, keep_optimizer=not header["source"].get("dropped"), limits=limits)
     if list(reference.tensors) != list(rebuilt):
         raise NnzipError(f"{original_path} does not hold the same tensors as {source} (not the file it was made from?)")
     return VerifyReport(source, original_path, len(dataset.x), evaluator.compare(reference.tensors, rebuilt), metric=evaluator.metric)

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
+from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from . import hdf5_tree, keras_h5, keras_v3, npz, onnx_format, safetensors, zipmeta
 
@@ -31,7 +32,7 @@ class Format:
 
     #: The id stored as ``source.format`` in the ``.nnz`` header.
     id: str
-    #: ``read(path, keep_optimizer=False) -> Model``.
+    #: ``read(path, keep_optimizer=False, limits=DEFAULT_LIMITS) -> Model``.
     read: Callable[..., Model]
     #: ``write(path, structure, tensor)``; pulls each value with ``tensor(name)``.
     write: Callable[[str | os.PathLike, dict, Callable[[str], np.ndarray]], None]
@@ -92,15 +93,19 @@ def sniff(path: str | os.PathLike) -> str:
     return "unknown"
 
 
-def read_model(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
-    """Read a model file of any supported format."""
+def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+    """Read a model file of any supported format.
+
+    *limits* is the reader's cap a ``.nnz`` of it would meet: declared tensor bytes beyond
+    ``limits.output_cap(file size)`` are refused before anything is read (§8).
+    """
     kind = sniff(path)
     if kind == "hdf5":
-        return keras_h5.read(path, keep_optimizer=keep_optimizer)
+        return keras_h5.read(path, keep_optimizer=keep_optimizer, limits=limits)
     if kind == "zip":
-        return _zip_format(path).read(path, keep_optimizer=keep_optimizer)
+        return _zip_format(path).read(path, keep_optimizer=keep_optimizer, limits=limits)
     if kind == "safetensors":
-        return safetensors.read(path, keep_optimizer=keep_optimizer)
+        return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits)
     if kind == "onnx":
         return onnx_format.read(path, keep_optimizer=keep_optimizer)
     raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")
