@@ -110,7 +110,7 @@ def run_measured(code: str) -> tuple[int, str, int]:
     script = (
         "import resource, sys\n"
         f"{code}\n"
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\n"
+        "print('PEAK', int(next(l.split()[1] for l in open(\"/proc/self/status\") if l.startswith(\"VmHWM:\"))) * 1024, file=sys.stderr)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
