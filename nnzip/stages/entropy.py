@@ -76,8 +76,17 @@ def msb_symbols(data: bytes, symbol_bits: int) -> np.ndarray:
 
 
 def symbol_counts(data: bytes, symbol_bits: int = 8) -> np.ndarray:
-    """Occurrences of each ``symbol_bits``-bit symbol of *data* (see :func:`msb_symbols`)."""
-    return np.bincount(msb_symbols(data, symbol_bits), minlength=1 << symbol_bits)
+    """Occurrences of each ``symbol_bits``-bit symbol of *data* (see :func:`msb_symbols`).
+
+    Counted by the compiled histogram straight from the bytes: no symbol array, so
+    ``inspect`` of a large part costs its bytes, not eight times them.
+    """
+    if not 1 <= symbol_bits <= 16:
+        raise ValueError(f"symbol_bits must be in 1..16, got {symbol_bits}")
+    from . import _huffman_kernels  # compiled kernels load on first use only
+
+    buffer = np.frombuffer(bytes(data), dtype=np.uint8)
+    return _huffman_kernels.histogram(buffer, symbol_bits, 8 * len(buffer) // symbol_bits, 1 << symbol_bits)
 
 
 def entropy_bound(counts: np.ndarray) -> float:
