@@ -13,3 +13,8 @@ class UnsupportedModelError(InputError, ValueError):
 
 class ModelWeightsError(InputError, ValueError):
     """The weights given for a layer do not match what its config expects (count or shape)."""
+
+
+class DataShapeError(InputError, ValueError):
+    """The data given to a model does not fit its inputs (count, shape, batch), or a layer
+    fails on the shapes it receives; the message is one line naming the input or layer."""

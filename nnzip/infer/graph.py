@@ -16,7 +16,7 @@ import numpy as np
 from nnzip.errors import NnzipError
 from nnzip.infer import conv_layers, core_layers  # noqa: F401  (register the layer builders)
 from nnzip.infer.config import MODEL_CLASSES, Constant, LayerSpec, ModelSpec, NodeInput, TensorRef, parse_model
-from nnzip.infer.errors import ModelWeightsError, UnsupportedModelError
+from nnzip.infer.errors import DataShapeError, ModelWeightsError, UnsupportedModelError
 from nnzip.infer.registry import LayerContext, Shape, build_impl, one_line
 
 Record = Callable[[str, Any], None]
@@ -365,7 +365,7 @@ class Graph:
             except ValueError as exc:  # e.g. inputs whose unknown dims do not fit together
                 if isinstance(exc, NnzipError):
                     raise
-                raise ValueError(f"layer {node.label!r} failed on input shapes "
+                raise DataShapeError(f"layer {node.label!r} failed on input shapes "
                                  f"{[a.shape for a in args]}: {one_line(exc)}") from exc
             values[node.key] = outs
             if record is not None:

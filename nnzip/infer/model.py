@@ -9,7 +9,7 @@ import numpy as np
 
 from nnzip.errors import NnzipError
 from nnzip.infer.config import KERAS2, KERAS3, detect_flavour, load_config, parse_model
-from nnzip.infer.errors import UnsupportedModelError
+from nnzip.infer.errors import DataShapeError, UnsupportedModelError
 from nnzip.infer.graph import GET_WEIGHTS, WEIGHT_ORDERS, Graph
 from nnzip.infer.registry import Shape, one_line
 
@@ -165,7 +165,7 @@ class NumpyModel:
         if isinstance(x, Mapping):
             missing = [n for n in names if n not in x]
             if missing:
-                raise ValueError(f"missing model inputs: {', '.join(missing)}")
+                raise DataShapeError(f"missing model inputs: {', '.join(missing)}")
             arrays = [x[n] for n in names]
         elif len(names) > 1 or (isinstance(x, (list, tuple)) and len(x) == 1
                                 and isinstance(x[0], np.ndarray)):
@@ -173,14 +173,14 @@ class NumpyModel:
         else:
             arrays = [x]
         if len(arrays) != len(names):
-            raise ValueError(f"model takes {len(names)} inputs, got {len(arrays)}")
+            raise DataShapeError(f"model takes {len(names)} inputs, got {len(arrays)}")
         arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
         for name, array, shape in zip(names, arrays, shapes):
             if array.ndim != len(shape) + 1 or any(
                     d is not None and d != a for d, a in zip(shape, array.shape[1:])):
-                raise ValueError(f"input {name!r} has shape {array.shape}, expected {_with_batch(shape)}")
+                raise DataShapeError(f"input {name!r} has shape {array.shape}, expected {_with_batch(shape)}")
         if len({a.shape[0] for a in arrays}) > 1:
-            raise ValueError("model inputs have different batch sizes")
+            raise DataShapeError("model inputs have different batch sizes")
         return arrays
 
 

@@ -128,8 +128,19 @@ def model_config(model: Model) -> dict | None:
     """The Keras ``model_config`` JSON of a legacy full-model file, or None."""
     for record in model.structure["attrs"]:
         if record["name"] == "model_config" and record["kind"] == "string" and record["value"]:
-            return json.loads(record["value"][0])
+            return _config_json(record["value"][0])
     return None
+
+
+def _config_json(text: str) -> dict:
+    """The parsed ``model_config`` text; a file's own architecture is as untrusted as its weights."""
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InputError("the file's model_config attribute is not JSON (a corrupt or crafted file)") from None
+    if not isinstance(config, dict):
+        raise InputError("the file's model_config attribute is not a JSON object")
+    return config
 
 
 def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
@@ -146,7 +157,11 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
     for layer in _string_list(root, "layer_names"):
         layer_node = _child_group(root, layer)
         names = _string_list(layer_node, "weight_names") if layer_node is not None else []
-        result[layer] = [values[f"{prefix}{layer}/{name}"] for name in names]
+        paths = [f"{prefix}{layer}/{name}" for name in names]
+        missing = [path for path in paths if path not in values]
+        if missing:
+            raise InputError(f"layer {layer!r} names weight {missing[0]!r} in its weight_names, which the file does not hold")
+        result[layer] = [values[path] for path in paths]
     return result
 
 

@@ -169,7 +169,7 @@ def member_json(structure: dict, name: str) -> dict | None:
         if member["name"] == name and "data" in member:
             try:
                 return json.loads(base64.b64decode(member["data"]))
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise InputError(f"{name} in the .keras archive is not JSON") from None
     return None
 
