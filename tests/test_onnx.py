@@ -269,6 +269,21 @@ def test_nnz_whose_external_location_escapes_is_refused(tmp_path, capsys):
     assert files(tmp_path) == before and not (tmp_path / "escaped.bin").exists()
 
 
+def _far_offset(structure: dict) -> None:
+    model = onnx.ModelProto.FromString(base64.b64decode(structure["model"]))
+    entry = next(e for e in model.graph.initializer[0].external_data if e.key == "offset")
+    entry.value = str(10**15)  # a sparse file of a petabyte
+    structure["model"] = base64.b64encode(model.SerializeToString()).decode()
+
+
+def test_nnz_whose_external_offset_is_far_is_refused(tmp_path, capsys):
+    bad = nnz_with_structure(tmp_path, capsys, _far_offset)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    status, _, err = run(capsys, "decompress", bad, "-o", out_dir / "m.onnx")
+    assert_refused(status, err, out_dir, set(), "rule 5.7.3", "gap")
+
+
 @pytest.mark.parametrize("change", [
     lambda s: s.pop("tensors"),
     lambda s: s.__setitem__("model", "not base64!"),
