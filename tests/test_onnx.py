@@ -100,6 +100,14 @@ def test_what_is_a_weight():
         r["storage"] for r in ocr.structure["tensors"]}
 
 
+def test_inspect_says_what_each_tensor_feeds(tmp_path, capsys):
+    nnz = tmp_path / "bert.nnz"
+    assert run(capsys, "compress", SAMPLES / "tiny_bert.onnx", "-o", nnz, "-q")[0] == 0
+    status, out, _ = run(capsys, "inspect", nnz, "--json")
+    feeds = {t["name"]: t["feeds"] for t in json.loads(out)["tensors"]}
+    assert status == 0 and feeds["tokens.weight"] == ["Gather:0"] and feeds["positions"] == ["Add:1"]
+
+
 def every_dtype_model() -> onnx.ModelProto:
     """A model whose initializers use every storage nnzip carries, and some it leaves in the model."""
     rng = np.random.default_rng(0)
