@@ -568,6 +568,10 @@ def inspect(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> d
         check_header(header, container.file_size, limits)
         tensors = [_tensor_summary(entry, container.blob) for entry in header["tensors"]]
         file_size, version, header_size = container.file_size, container.version, container.header_stored_size
+    if header["source"]["format"] == io.onnx_format.FORMAT_ID:  # what each tensor feeds (Gemm:1, Gather:0, Reshape:1 ...)
+        feeds = {record["name"]: record["feeds"] for record in header["source"]["structure"]["tensors"]}
+        for summary in tensors:
+            summary["feeds"] = feeds.get(summary["name"], [])
     original = sum(t["original_bytes"] for t in tensors)
     return {
         "file": os.fspath(path),

@@ -39,13 +39,15 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray | None
     arrays: dict[str, np.ndarray] | None = None
+    #: False when the file has no array ``x`` (``x`` is then its first array): only ONNX models, fed by input name, take it.
+    has_x: bool = True
 
     def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """Two disjoint random subsets, the first with *fraction* of the samples."""
         order = np.random.default_rng(seed).permutation(len(self.x))
         cut = int(round(fraction * len(order)))
         pick = lambda idx: Dataset(self.x[idx], None if self.y is None else self.y[idx],  # noqa: E731
-                                   None if self.arrays is None else {k: v[idx] for k, v in self.arrays.items()})
+                                   None if self.arrays is None else {k: v[idx] for k, v in self.arrays.items()}, self.has_x)
         return pick(np.sort(order[:cut])), pick(np.sort(order[cut:]))
 
 
@@ -57,6 +59,7 @@ def load_data(path: str | os.PathLike) -> Dataset:
             magic = handle.read(8)
     except OSError as exc:
         raise InputError(f"cannot open data file {path}: {exc.strerror}") from None
+    has_x = True
     try:
         if magic == b"\x89HDF\r\n\x1a\n":
             with h5py.File(path, "r") as h5:
@@ -65,6 +68,7 @@ def load_data(path: str | os.PathLike) -> Dataset:
             with np.load(path, allow_pickle=False) as npz:
                 stored = {k: npz[k] for k in npz.files}
             arrays = {k: stored[k] for k in ("x", "y") if k in stored}
+            has_x = "x" in arrays
             if "x" not in arrays and len(set(stored) - {"y"}):  # ONNX inputs named as the model's inputs
                 arrays["x"] = stored[next(k for k in stored if k != "y")]
     except (OSError, ValueError) as exc:
@@ -79,7 +83,7 @@ def load_data(path: str | os.PathLike) -> Dataset:
         raise InputError(f"data file {path}: x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
         raise InputError(f"data file {path} holds no samples")
-    return Dataset(x, None if y is None else _labels(y), named)
+    return Dataset(x, None if y is None else _labels(y), named, has_x)
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
@@ -254,14 +258,16 @@ def load_hook(spec: str) -> Callable:
 
 def make_evaluator(model: Model, data: Dataset | None, eval_hook: str | None = None, metric: str | None = None) -> Evaluator:
     """The evaluator for *model*: the user's hook if given, else numpy inference of its architecture."""
+    if model.source_format == "onnx" and not eval_hook and data is not None:  # run by onnxruntime (nnzip[onnx])
+        from .onnx_eval import OnnxEvaluator
+
+        return OnnxEvaluator(model, data, metric)
+    if data is not None and not data.has_x:
+        raise InputError("the data file has no array 'x'")
     if eval_hook:
         return HookEvaluator(eval_hook, data)
     if data is None:
         raise ConfigError("a data set (--data) is needed to run the model")
-    if model.source_format == "onnx":  # run by onnxruntime (nnzip[onnx])
-        from .onnx_eval import OnnxEvaluator
-
-        return OnnxEvaluator(model, data, metric)
     if metric not in (None, "accuracy", "mse"):
         raise ConfigError(f"unknown metric {metric!r} (accuracy or mse)")
     return KerasEvaluator(model, data, metric)

@@ -228,7 +228,11 @@ class OnnxEvaluator(Evaluator):
         collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for start in range(0, min(limit, self.samples), self._batch):
             stop = min(start + self._batch, limit, self.samples)
-            for name, value in zip(names, session.run(names, {k: v[start:stop] for k, v in self.feeds.items()})):
+            try:
+                values = session.run(names, {k: v[start:stop] for k, v in self.feeds.items()})
+            except Exception:  # noqa: BLE001 - no statistics: the search falls back to weight-only candidates
+                return {}
+            for name, value in zip(names, values):
                 collected[name].append(np.asarray(value))
         result = {}
         for weight, (bias, activation) in found.items():

@@ -100,6 +100,14 @@ def test_what_is_a_weight():
         r["storage"] for r in ocr.structure["tensors"]}
 
 
+def test_inspect_says_what_each_tensor_feeds(tmp_path, capsys):
+    nnz = tmp_path / "bert.nnz"
+    assert run(capsys, "compress", SAMPLES / "tiny_bert.onnx", "-o", nnz, "-q")[0] == 0
+    status, out, _ = run(capsys, "inspect", nnz, "--json")
+    feeds = {t["name"]: t["feeds"] for t in json.loads(out)["tensors"]}
+    assert status == 0 and feeds["tokens.weight"] == ["Gather:0"] and feeds["positions"] == ["Add:1"]
+
+
 def every_dtype_model() -> onnx.ModelProto:
     """A model whose initializers use every storage nnzip carries, and some it leaves in the model."""
     rng = np.random.default_rng(0)
@@ -267,6 +275,21 @@ def test_nnz_whose_external_location_escapes_is_refused(tmp_path, capsys):
     status, _, err = run(capsys, "decompress", bad, "-o", out_dir / "m.onnx")
     assert_refused(status, err, out_dir, set(), "rule 5.7.3")
     assert files(tmp_path) == before and not (tmp_path / "escaped.bin").exists()
+
+
+def _far_offset(structure: dict) -> None:
+    model = onnx.ModelProto.FromString(base64.b64decode(structure["model"]))
+    entry = next(e for e in model.graph.initializer[0].external_data if e.key == "offset")
+    entry.value = str(10**15)  # a sparse file of a petabyte
+    structure["model"] = base64.b64encode(model.SerializeToString()).decode()
+
+
+def test_nnz_whose_external_offset_is_far_is_refused(tmp_path, capsys):
+    bad = nnz_with_structure(tmp_path, capsys, _far_offset)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    status, _, err = run(capsys, "decompress", bad, "-o", out_dir / "m.onnx")
+    assert_refused(status, err, out_dir, set(), "rule 5.7.3", "gap")
 
 
 @pytest.mark.parametrize("change", [

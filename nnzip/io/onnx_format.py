@@ -351,7 +351,10 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
     With *folder* None, externally stored tensors are put back as ``raw_data``
     instead (an in-memory model for onnxruntime).
     """
-    model = parse_model(base64.b64decode(structure["model"]), "the structure's model")
+    try:
+        model = parse_model(base64.b64decode(structure["model"]), "the structure's model")
+    except InputError as exc:
+        raise FormatError(f"{_WHERE}: {exc}") from None
     located = dict((tuple(at), proto) for at, proto in _carried_tensors(model))
     external: dict[str, list[tuple[int, bytes]]] = {}
     for record in structure["tensors"]:
@@ -377,10 +380,15 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
             proto.raw_data = np.ascontiguousarray(value).tobytes()
         elif storage == "external":
             info = {entry.key: entry.value for entry in proto.external_data}
-            external.setdefault(info["location"], []).append((int(info.get("offset", "0")), np.ascontiguousarray(value).tobytes()))
+            offset = info.get("offset", "0")
+            if not offset.isdigit() or len(offset) > 18:
+                raise FormatError(f"rule 5.7.3: tensor {record['name']!r}: external data offset {offset[:40]!r} is not a non-negative integer")
+            external.setdefault(info.get("location", ""), []).append((int(offset), np.ascontiguousarray(value).tobytes()))
         else:
             getattr(proto, storage).extend(_to_typed(value, _TYPED[storage][0]).tolist())
     targets = {location: safe_location(location, folder, "writing", FormatError) for location in external}  # all before any write
+    for location, pieces in external.items():
+        _check_pieces(location, sorted(pieces, key=lambda piece: piece[0]))
     for location, pieces in external.items():
         target = targets[location]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -389,6 +397,22 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
                 handle.seek(offset)
                 handle.write(data)
     return model
+
+
+#: Largest gap before or between the tensors of one external file a writer fills with zeros
+#: (onnx aligns external tensors to at most 64 KiB pages); more would let a hostile header
+#: make sparse files of any size.
+MAX_EXTERNAL_GAP = 2**16
+
+
+def _check_pieces(location: str, pieces: list[tuple[int, bytes]]) -> None:
+    """Rule 5.7.3: the tensors of one external file neither overlap nor leave gaps over MAX_EXTERNAL_GAP."""
+    position = 0
+    for offset, data in pieces:
+        if offset < position or offset - position > MAX_EXTERNAL_GAP:
+            raise FormatError(f"rule 5.7.3: external file {location!r}: a tensor at offset {offset} overlaps the one before "
+                              f"or leaves a gap of more than {MAX_EXTERNAL_GAP} bytes")
+        position = offset + len(data)
 
 
 def write(path: str | os.PathLike, structure: dict, tensor) -> None:
