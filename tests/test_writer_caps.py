@@ -74,12 +74,27 @@ def test_default_cap_figures():
     assert DecodeLimits(max_output=5).output_cap(10 * MiB) == 5
 
 
-def test_refused_write_names_rule_4_7_and_leaves_nothing(tmp_path, capsys):
+def test_refused_write_names_rule_4_7_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """The input is within its own cap (rule 8.x: 256 x its size), the .nnz it becomes is not (rule 4.7).
+
+    The issue's case is a 289 MB all-zero tensor that compresses to 24 KB; the 256 MiB floor is
+    lowered to 1 MiB here so that a 2 MiB tensor shows the same refusal.
+    """
+    monkeypatch.setattr(limits, "DEFAULT_MIN_OUTPUT", 1 * MiB)
+    source = zeros_npz(tmp_path / "z.npz", 2 * MiB)
+    before = files_in(tmp_path)
+    status, _, err = run(capsys, "compress", source, "-o", tmp_path / "z.nnz")
+    assert_one_line(status, err, "z.nnz not written", "rule 4.7", "2,097,152 bytes", "--max-output")
+    assert files_in(tmp_path) == before  # no output, no temporary file
+
+
+def test_max_output_also_caps_what_compress_reads(tmp_path, capsys):
+    """--max-output replaces the cap on both sides: an input declaring more is refused before it is read."""
     source = zeros_npz(tmp_path / "z.npz", 2 * MiB)
     before = files_in(tmp_path)
     status, _, err = run(capsys, "compress", source, "-o", tmp_path / "z.nnz", "--max-output", "1M")
-    assert_one_line(status, err, "z.nnz not written", "rule 4.7", "2,097,152 bytes", "--max-output")
-    assert files_in(tmp_path) == before  # no output, no temporary file
+    assert_one_line(status, err, "rule 8.15", "1048576-byte output cap")
+    assert files_in(tmp_path) == before
 
 
 def test_max_output_on_every_reading_command(tmp_path, capsys):
