@@ -170,6 +170,36 @@ def test_external_data_roundtrip(tmp_path, capsys):
     np.testing.assert_array_equal(run_a, run_b)
 
 
+def _external_mlp(tmp_path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save_model(onnx.load(SAMPLES / "mlp.onnx"), folder / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="mlp.data", size_threshold=0)
+    return folder / "ext.onnx"
+
+
+def test_existing_external_data_file_is_never_replaced(tmp_path, capsys):
+    """The .nnz names the external data file, not the user: an existing one is refused even with -f, and kept."""
+    nnz = tmp_path / "ext.nnz"
+    assert run(capsys, "compress", _external_mlp(tmp_path), "-o", nnz, "-q")[0] == 0
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "mlp.data").write_bytes(b"precious")
+    for extra in ([], ["-f"]):
+        status, _, err = run(capsys, "decompress", nnz, "-o", out_dir / "ext.onnx", *extra)
+        assert status == 1 and "rule 5.7.3" in err and "already exists" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["mlp.data"]
+    assert (out_dir / "mlp.data").read_bytes() == b"precious"
+
+
+def test_onnx_input_declaring_more_than_the_cap_is_refused(tmp_path, capsys):
+    """Rule 8.7 for ONNX: declared tensor bytes (external data included) are capped before any is read."""
+    out = tmp_path / "ext.nnz"
+    status, _, err = run(capsys, "compress", _external_mlp(tmp_path), "-o", out, "--max-output", "64K")
+    assert status == 1 and "rule 8.7" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 # --- hostile ONNX inputs --------------------------------------------------------------------
 
 

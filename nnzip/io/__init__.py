@@ -107,7 +107,7 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
     if kind == "safetensors":
         return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits)
     if kind == "onnx":
-        return onnx_format.read(path, keep_optimizer=keep_optimizer)
+        return onnx_format.read(path, keep_optimizer=keep_optimizer, limits=limits)
     raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")
 
 

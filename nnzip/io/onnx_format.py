@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError
+from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
+from ..outputs import atomic_output
 from ..stages.base import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
 
 FORMAT_ID = "onnx"
@@ -126,8 +128,12 @@ def looks_like(head: bytes) -> bool:
 # --- reading --------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
-    """Read an ONNX model and its external data (*keep_optimizer*: ONNX files hold none)."""
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+    """Read an ONNX model and its external data (*keep_optimizer*: ONNX files hold none).
+
+    The tensors may declare at most ``limits.output_cap`` of the model's and its external
+    data files' sizes (rule 8.7's cap, as for every input format).
+    """
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
@@ -136,6 +142,7 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
     graph = model.graph
     located = _carried_tensors(model)
     feeds = _feeds(graph)
+    _check_declared_bytes(located, path, limits)
     tensors, records = {}, []
     for at, proto in located:
         name = proto.name if at[0] == "initializer" else graph.node[at[1]].output[0]
@@ -155,6 +162,26 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False) -> Model:
                          f"{MAX_MODEL_BYTES}-byte cap the header allows (giant attributes or graph)")
     structure = {"model": base64.b64encode(stripped).decode("ascii"), "tensors": records}
     return Model(FORMAT_ID, structure, tensors)
+
+
+def _check_declared_bytes(located: list, path: Path, limits: DecodeLimits) -> None:
+    """Rule 8.7 for ONNX: the tensors' declared bytes within the cap for the input's size, before any is read.
+
+    The input's size counts the model file and the external data files it names (each once).
+    """
+    declared, files = 0, {}
+    for _, proto in located:
+        expected = _expected(proto, f"{path}, tensor {proto.name!r}")
+        declared += expected[2] if expected is not None else 0
+        if proto.data_location == 1:
+            location = next((entry.value for entry in proto.external_data if entry.key == "location"), "")
+            candidate = path.parent / location
+            if location and candidate.is_file() and not candidate.is_symlink():
+                files[location] = candidate.stat().st_size
+    cap = limits.output_cap(path.stat().st_size + sum(files.values()))
+    if declared > cap:
+        raise InputError(f"rule 8.7: {path}: the tensors declare {declared:,} bytes, more than the {cap:,}-byte cap for an "
+                         "input of this size (what could not be decompressed is not read; see --max-output)")
 
 
 def parse_model(data: bytes, where: str):
@@ -389,10 +416,14 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
     targets = {location: safe_location(location, folder, "writing", FormatError) for location in external}  # all before any write
     for location, pieces in external.items():
         _check_pieces(location, sorted(pieces, key=lambda piece: piece[0]))
+    for location in external:  # all before any write: nothing is replaced, nothing half-written
+        if os.path.lexists(targets[location]):
+            raise FormatError(f"rule 5.7.3: external data file {targets[location]} already exists beside the output; "
+                              "nnzip does not replace files the .nnz names (remove it, or decompress into another folder)")
     for location, pieces in external.items():
         target = targets[location]
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as handle:
+        with atomic_output(target, force=False) as temporary, open(temporary, "wb") as handle:
             for offset, data in sorted(pieces, key=lambda piece: piece[0]):
                 handle.seek(offset)
                 handle.write(data)
