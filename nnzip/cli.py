@@ -10,17 +10,22 @@ line naming the memory limit, and Ctrl-C exits with status 130 quietly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 from . import __version__, api
+from .container import open_container
 from .errors import NnzipError
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
-from .plan import PlanRules, Settings, load_plan_file, parse_layer_override, parse_settings, validate
+from .options import budget_from_options, rules_from_options
+from .plan import PlanRules
 
 _DESCRIPTION = """\
 Make trained neural-network weight files small, and prove they still work.
@@ -63,8 +68,35 @@ def _add_max_output(p, reading: bool = True) -> None:
                    "bytes or K/M/G/T, e.g. 4G")
 
 
+_EXIT_CODES = """\
+exit status:
+  0  success
+  1  error (bad input, corrupt .nnz, bad setting, I/O error)
+  2  usage error (bad command line)
+  3  accuracy budget exceeded (verify --max-drop)
+"""
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions, keeps texts laid out in lines (examples, the exit codes) as they are."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors in nnzip's style."""
+    """argparse with one-line errors in nnzip's style, no abbreviated options and the exit codes in --help.
+
+    Abbreviations are off: ``--keep`` must never silently mean ``--keep-optimizer``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("epilog", _EXIT_CODES)
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102 - argparse API
         self.exit(2, f"nnzip: error: {message} (see '{self.prog} --help')\n")
@@ -72,7 +104,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render --help in the README)."""
-    parser = _Parser(prog="nnzip", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="nnzip", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"nnzip {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -91,10 +123,9 @@ def _add_compress(commands) -> None:
                             "float weight tensors of at least 2 dimensions and 1024 elements (in Keras files only layer "
                             "weights: kernels, embeddings); biases, statistics, states, small tensors and tensors holding "
                             "NaN or infinity always stay exact.")
-    p.add_argument("model", type=Path, help="the model file, recognised by its content")
-    p.add_argument("-o", "--output", type=Path, help="output file (default: MODEL with suffix .nnz)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("model", type=Path, nargs="+", help="the model file(s), recognised by their content; '-' reads standard input (and writes standard output)")
+    p.add_argument("-o", "--output", type=Path, help="output file, '-' for standard output (default: MODEL with suffix .nnz; one input only)")
+    _add_manners(p)
     p.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state (dropped by default: deployment does not need it)")
     p.add_argument("--lossless", action="store_true", help="store every tensor bit for bit (the default when no lossy option is given)")
     g = p.add_argument_group("lossy representations (pick at most one of --prune/--rank/--energy/--fft-keep, optionally with one of --bits/--uniform/--float16)")
@@ -119,6 +150,16 @@ def _add_compress(commands) -> None:
     p.set_defaults(run=_run_compress)
 
 
+def _add_manners(p) -> None:
+    """The gzip/xz/zstd options compress and decompress share."""
+    p.add_argument("-c", "--stdout", action="store_true", help="write to standard output, keep the input (one input only)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("-k", "--keep", action="store_true", help="keep the input file (the default)")
+    p.add_argument("--rm", action="store_true", help="remove the input file once its output is complete and has been read back")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("-v", "--verbose", action="store_true", help="say more: one line per tensor")
+
+
 def _add_scoring(group) -> None:
     group.add_argument("--metric", choices=("accuracy", "mse", "cosine"), help="what to measure (default: accuracy when the data has labels y and the output is not shaped like the input, else reconstruction MSE; ONNX models: cosine to the original outputs when neither fits)")
     group.add_argument("--eval", dest="eval_hook", metavar="MODULE:FUNCTION", help="score weights with your function(weights, x, y) -> higher-is-better, for files without an architecture")
@@ -127,10 +168,10 @@ def _add_scoring(group) -> None:
 def _add_decompress(commands) -> None:
     p = commands.add_parser("decompress", help="rebuild the original model file format from a .nnz",
                             description="Rebuild a file of the source's own format (Keras .h5, .weights.h5 or .keras, .safetensors, .npz) that its framework loads as it is.")
-    p.add_argument("file", type=Path, help="the .nnz file")
-    p.add_argument("-o", "--output", type=Path, help="output file (default: FILE without .nnz plus the source's suffix, e.g. model.h5)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("file", type=Path, nargs="+", help="the .nnz file(s); '-' reads standard input (and writes standard output)")
+    p.add_argument("-o", "--output", type=Path, help="output file, '-' for standard output (default: FILE without .nnz plus the source's suffix, e.g. model.h5; one input only)")
+    p.add_argument("-t", "--test", action="store_true", help="check every CRC and decode every tensor; write nothing (as gzip -t)")
+    _add_manners(p)
     _add_max_output(p)
     p.set_defaults(run=_run_decompress)
 
@@ -181,83 +222,221 @@ def _add_inspect(commands) -> None:
 
 
 def rules_from_args(args: argparse.Namespace) -> PlanRules:
-    """The plan rules the compress flags describe."""
-    flags = {"bits": args.bits, "uniform": args.uniform, "prune": args.prune, "rank": args.rank, "energy": args.energy, "fft_keep": args.fft_keep}
-    asked = {k: v for k, v in flags.items() if v is not None}
-    if args.float16:
-        asked["float16"] = True
-    if args.lossless and asked:
-        raise NnzipError(f"--lossless contradicts --{next(iter(asked)).replace('_', '-')}")
-    # Without lossy settings a tensor is stored losslessly (plan.tensor_plan), so the
-    # defaults need no lossless flag unless asked: a plan file may still add settings.
-    default = parse_settings({**asked, "fft_select": args.fft_select, "fft_transform": args.fft_transform}, Settings(lossless=args.lossless), "flags")
-    rules = load_plan_file(args.plan, default) if args.plan else PlanRules(validate(default), [])
-    for text in args.layer:
-        name, items = parse_layer_override(text)
-        parse_settings(items, rules.default, f"--layer {text}")  # reject bad overrides before reading the model
-        rules.overrides.append((name, items))
-    return rules
+    """The plan rules the compress flags describe (see :func:`nnzip.options.rules_from_options`)."""
+    return rules_from_options(bits=args.bits, prune=args.prune, rank=args.rank, energy=args.energy, fft_keep=args.fft_keep,
+                              uniform=args.uniform, float16=args.float16, lossless=args.lossless, fft_select=args.fft_select,
+                              fft_transform=args.fft_transform, layers=args.layer, plan=args.plan)
 
 
-def _progress(verb: str, quiet: bool):
-    """A progress callback drawing one updating line on a terminal; silent otherwise."""
-    if quiet or not sys.stderr.isatty():
-        return None
-
-    def show(done: int, total: int, name: str) -> None:
-        line = f"\r{verb} {done}/{total} {name}"[:100]
-        sys.stderr.write(line.ljust(101) if done < total else "\r" + " " * 101 + "\r")
-        sys.stderr.flush()
-
-    return show
-
-
-def budget_from_args(args: argparse.Namespace) -> api.Budget | None:
-    """The accuracy budget the compress flags describe, or None."""
-    if args.max_drop is None:
-        if args.data is not None:
-            raise NnzipError("--data needs --max-drop (the accuracy budget)")
-        return None
-    if args.data is None and args.eval_hook is None:
-        raise NnzipError("--max-drop needs --data (or --eval)")
-    if args.max_drop < 0:
-        raise NnzipError(f"--max-drop must be >= 0, got {args.max_drop}")
+def budget_from_args(args: argparse.Namespace, log=None) -> api.Budget | None:
+    """The accuracy budget the compress flags describe, or None (see :func:`nnzip.options.budget_from_options`)."""
     fixed = [flag for flag, value in (("--bits", args.bits), ("--uniform", args.uniform), ("--prune", args.prune), ("--rank", args.rank), ("--energy", args.energy),
                                       ("--fft-keep", args.fft_keep), ("--plan", args.plan)) if value is not None]
     fixed += ["--layer"] * bool(args.layer) + ["--lossless"] * args.lossless + ["--float16"] * args.float16
-    if fixed:
-        raise NnzipError(f"--max-drop searches the settings itself; drop {fixed[0]}")
-    log = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
-    if args.margin < 0:
-        raise NnzipError(f"--margin must be >= 0, got {args.margin}")
-    return api.Budget(args.data, args.max_drop, args.eval_hook, args.metric, log, args.margin)
+    return budget_from_options(args.data, args.max_drop, eval_hook=args.eval_hook, metric=args.metric, margin=args.margin, log=log, fixed=fixed)
 
 
 def _limits(args: argparse.Namespace) -> DecodeLimits:
     return DecodeLimits(max_output=args.max_output) if args.max_output is not None else DEFAULT_LIMITS
 
 
-def _run_compress(args: argparse.Namespace) -> int:
-    budget = budget_from_args(args)
-    rules = None if budget else rules_from_args(args)
-    report = api.compress(args.model, args.output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                          progress=_progress("searching" if budget else "compressing", args.quiet), limits=_limits(args))
+class _Progress:
+    """A tqdm progress bar (rate and ETA) on a terminal's stderr, nothing elsewhere or with -q.
+
+    Called as :data:`nnzip.api.Progress` ``(done, total, name)``.  :meth:`log` prints a line
+    above the bar (tqdm.write) so that search log lines and the bar never share a line.
+    """
+
+    def __init__(self, verb: str, quiet: bool):
+        self.verb, self.bar = verb, None
+        self.enabled = not quiet and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None or self.bar.total != total:
+            self.close()
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.verb, unit="tensor", file=sys.stderr, leave=False, dynamic_ncols=True)
+        self.bar.set_postfix_str(name[:40], refresh=False)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def log(self, line: str) -> None:
+        """Print one log line on stderr, above the bar when one is drawn."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    def close(self) -> None:
+        """Remove the bar (if any) from the terminal."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _progress(verb: str, quiet: bool) -> _Progress | None:
+    """A progress callback drawing a bar on a terminal; None when nothing would be shown."""
+    progress = _Progress(verb, quiet)
+    return progress if progress.enabled else None
+
+
+#: Standard input is spooled to a private temporary file (readers need to seek); at most this much.
+STDIN_CAP = 2**36
+#: The name that means standard input (as input) or standard output (as output).
+STDIO = "-"
+
+
+def format_bytes(size: int) -> str:
+    """``872900`` -> ``872.9 KB`` (decimal units, as the summary line shows sizes)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+@contextlib.contextmanager
+def _private_dir():
+    """A fresh mode-0700 directory under the system's temporary directory, removed with its content."""
+    directory = Path(tempfile.mkdtemp(prefix="nnzip-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _spool_stdin(directory: Path, name: str) -> Path:
+    """Copy standard input into *directory*/*name* (the readers seek), refusing more than :data:`STDIN_CAP` bytes."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise NnzipError("standard input is a terminal: pipe a file in, or name it")
+    path, total = directory / name, 0
+    source = getattr(sys.stdin, "buffer", sys.stdin)
+    with open(path, "wb") as handle:
+        while chunk := source.read(2**20):
+            total += len(chunk)
+            if total > STDIN_CAP:
+                raise NnzipError(f"standard input exceeds {format_size(STDIN_CAP)} bytes (the spool cap)")
+            handle.write(chunk)
+    if total == 0:
+        raise NnzipError("standard input is empty")
+    return path
+
+
+def _to_stdout(path: Path) -> None:
+    """Copy the finished file *path* to standard output."""
+    target = getattr(sys.stdout, "buffer", sys.stdout)
+    with open(path, "rb") as handle:
+        shutil.copyfileobj(handle, target, 2**20)
+    target.flush()
+
+
+def _check_stdio(args: argparse.Namespace, inputs: list[Path], data_kind: str) -> bool:
+    """Check -o/-c/--rm against the inputs; returns whether the output goes to standard output."""
+    stdin = [p for p in inputs if str(p) == STDIO]
+    if len(stdin) > 1:
+        raise NnzipError("standard input ('-') can be read only once")
+    to_stdout = args.stdout or (args.output is not None and str(args.output) == STDIO) or (bool(stdin) and args.output is None)
+    if len(inputs) > 1 and args.output is not None:
+        raise NnzipError("-o/--output names one output: give one input, or drop -o (each input gets its own default output)")
+    if to_stdout and len(inputs) > 1:
+        raise NnzipError("-c/--stdout writes one stream: give one input")
+    if args.rm and (to_stdout or stdin):
+        raise NnzipError("--rm removes an input file after writing its output file: not with standard input or output")
+    if to_stdout and sys.stdout.isatty() and not getattr(args, "test", False):
+        raise NnzipError(f"{data_kind} not written to a terminal: redirect standard output (or use -o FILE)")
+    return to_stdout
+
+
+def _say(args: argparse.Namespace, to_stdout: bool, line: str) -> None:
+    """A summary line: on stdout, or on stderr when stdout carries the data; nothing with -q."""
     if not args.quiet:
-        for tensor in report.tensors:
-            if tensor.note:
-                print(f"note: {tensor.name}: {tensor.note}", file=sys.stderr)
-        print(f"{args.model} -> {report.output}: {report.original_bytes:,} tensor bytes -> {report.file_bytes:,} bytes "
-              f"({report.ratio:.2f}x)")
-    if report.needs_max_output:  # said even with -q: without it the file looks unreadable later
-        print(f"note: {report.output} decodes to {report.original_bytes:,} bytes, beyond rule 4.7's default cap for its size: "
-              f"decompress, inspect and verify need --max-output {format_size(args.max_output)} too", file=sys.stderr)
+        print(line, file=sys.stderr if to_stdout else sys.stdout)
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    to_stdout = _check_stdio(args, args.model, "compressed data")
+    progress = _Progress("searching" if args.max_drop is not None else "compressing", args.quiet or not sys.stderr.isatty())
+    log = None if args.quiet else (lambda line: progress.log(f"  {line}"))
+    budget = budget_from_args(args, log)
+    totals = [0, 0]
+    for source in args.model:
+        rules = None if budget else rules_from_args(args)  # fresh per input: the rules record the tensors they saw
+        with _private_dir() as directory:
+            path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
+            output = directory / "stdout.nnz" if to_stdout else args.output
+            report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
+                                  progress=progress if progress.enabled else None, limits=_limits(args))
+            in_size = os.stat(path).st_size
+            if to_stdout:
+                _to_stdout(report.output)
+        progress.close()
+        if args.rm:
+            _verified_remove(source, lambda: api.read_tensors(report.output, _limits(args)))
+        _compress_summary(args, source, report, in_size, to_stdout)
+        totals[0] += in_size
+        totals[1] += report.file_bytes
+    if len(args.model) > 1:
+        _say(args, to_stdout, f"total: {len(args.model)} files, {format_bytes(totals[0])} -> {format_bytes(totals[1])} ({totals[0] / max(totals[1], 1):.1f}x)")
     return 0
 
 
-def _run_decompress(args: argparse.Namespace) -> int:
-    written = api.decompress(args.file, args.output, force=args.force, progress=_progress("decoding", args.quiet), limits=_limits(args))
+def _compress_summary(args: argparse.Namespace, source: Path, report, in_size: int, to_stdout: bool) -> None:
+    """Notes, -v's per-tensor lines and the summary line of one compressed input."""
     if not args.quiet:
-        print(f"{args.file} -> {written}")
+        for tensor in report.tensors:
+            if tensor.note:
+                print(f"note: {printable(tensor.name)}: {tensor.note}", file=sys.stderr)
+        if args.verbose:
+            for t in report.tensors:
+                error = "exact" if t.error == 0 else f"relative error {t.error:.4f}"
+                _say(args, to_stdout, f"  {printable(t.name)}: {t.method}, {t.original_bytes:,} -> {t.stored_bytes:,} bytes, {error}")
+        where = "stdout" if to_stdout else report.output
+        name = "stdin" if str(source) == STDIO else source
+        _say(args, to_stdout, f"{name} -> {where}: {format_bytes(in_size)} -> {format_bytes(report.file_bytes)} "
+             f"({in_size / max(report.file_bytes, 1):.1f}x the file, {report.ratio:.1f}x the tensors)")
+    if report.needs_max_output:  # said even with -q: without it the file looks unreadable later
+        print(f"note: {report.output if not to_stdout else 'the output'} decodes to {report.original_bytes:,} bytes, beyond rule 4.7's default cap for its size: "
+              f"decompress, inspect and verify need --max-output {format_size(args.max_output)} too", file=sys.stderr)
+
+
+def _verified_remove(source: Path, check) -> None:
+    """--rm: remove *source* only after *check()* (reading the finished output back) succeeds."""
+    try:
+        check()
+    except NnzipError as exc:
+        raise NnzipError(f"output check failed, {source} kept: {exc}") from None
+    os.unlink(source)
+
+
+def _run_decompress(args: argparse.Namespace) -> int:
+    to_stdout = False if args.test else _check_stdio(args, args.file, "decompressed data")
+    if args.test and (args.output is not None or args.stdout or args.rm):
+        raise NnzipError("-t/--test writes nothing: not with -o, -c or --rm")
+    for source in args.file:
+        progress = _progress("testing" if args.test else "decoding", args.quiet)
+        with _private_dir() as directory:
+            path = _spool_stdin(directory, "stdin.nnz") if str(source) == STDIO else source
+            name = "stdin" if str(source) == STDIO else source
+            if args.test:
+                header, tensors = api.read_tensors(path, _limits(args))
+                _say(args, False, f"{name}: OK ({len(tensors)} tensors decoded, {len(header['blobs'])} blob CRCs checked)")
+                continue
+            output = args.output
+            if to_stdout:
+                with open_container(path) as container:
+                    api.check_header(container.header, container.file_size, _limits(args))
+                    output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), container.header).suffix)
+            written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args))
+            if to_stdout:
+                _to_stdout(written)
+        if args.rm:
+            from . import io as model_io
+
+            _verified_remove(source, lambda: model_io.read_model(written, keep_optimizer=True, limits=_limits(args)))
+        _say(args, to_stdout, f"{name} -> {'stdout' if to_stdout else written}")
     return 0
 
 
@@ -368,7 +547,7 @@ def format_inspect(info: dict) -> str:
     """
     lines = [
         f"{info['file']}: nnzip format {info['format_version']}, source {info['source_format']} ({info['source_filename']})",
-        f"  {info['file_bytes']:,} bytes (header {info['header_bytes']:,}); tensors {info['tensor_bytes_original']:,} bytes as float; ratio {info['ratio']:.2f}x",
+        f"  {info['file_bytes']:,} bytes (header {info['header_bytes']:,}); tensors {info['tensor_bytes_original']:,} bytes as stored in their own dtypes (float or integer); ratio {info['ratio']:.2f}x",
     ]
     for dropped in info["dropped"]:
         lines.append(f"  optimizer state dropped: /{dropped['path']} ({dropped['tensors']} tensors, {dropped['bytes']:,} bytes)")
@@ -388,11 +567,16 @@ def format_inspect(info: dict) -> str:
         coders = "+".join(sorted({p["codecs"][-1] for p in t["parts"]}))
         bound = [p.get("entropy_bytes") for p in t["parts"]]
         entropy = f"{sum(bound):,.0f}" if bound and None not in bound else "-"
+        if entropy != "-" and sum(bound) > t["stored_bytes"]:
+            entropy += "*"  # explained below the table: a bound above the stored size is not an error
         rows.append((t["name"], "x".join(map(str, t["shape"])) or "scalar", t["method"], coders, f"{t['stored_bytes']:,}", entropy,
                      f"{t['bits_per_weight']:.3f}", error))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         lines.append("  " + "  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    if any(row[5].endswith("*") for row in rows[1:]):
+        lines.append("  * entropy is the order-0 (symbol-frequency) bound of the coded bytes; a coder that uses "
+                     "repeats or context (LZW, byte planes) can store less than it")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ A *score* is always "higher is better" (accuracy, or minus the MSE); the
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import inspect
 import os
 from dataclasses import dataclass
@@ -242,18 +242,49 @@ class HookEvaluator(Evaluator):
 
 
 def load_hook(spec: str) -> Callable:
-    """Import ``package.module:function``."""
-    module_name, sep, function_name = spec.partition(":")
+    """Import the ``--eval`` hook ``package.module:function`` or ``path/to/file.py:function``.
+
+    A module name is looked up with the current directory importable (as ``python -m``
+    does); a path is loaded as a file.  Any failure (missing file, import or syntax error
+    in the hook's module, no such function) is one :class:`ConfigError` line.
+    """
+    module_name, sep, function_name = spec.rpartition(":")
     if not sep or not module_name or not function_name:
-        raise ConfigError(f"--eval {spec!r}: expected package.module:function")
+        raise ConfigError(f"--eval {spec!r}: expected package.module:function or path/to/file.py:function")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--eval {spec!r}: cannot import {module_name}: {exc}") from None
+        module = _hook_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the hook's own code failed to import: its error, on one line
+        raise ConfigError(f"--eval {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         raise ConfigError(f"--eval {spec!r}: {module_name} has no function {function_name}")
     return function
+
+
+def _hook_module(name: str):
+    """The module a hook names: a ``.py`` file by path, else a module importable from the cwd or sys.path."""
+    import sys
+
+    if name.endswith(".py") or os.sep in name or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"--eval: hook file {name} does not exist")
+        spec = importlib.util.spec_from_file_location(f"nnzip_hook_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"--eval: cannot load {name} as a Python file")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:  # the cwd importable, as `python -m` makes it, for this import only
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
 
 
 def make_evaluator(model: Model, data: Dataset | None, eval_hook: str | None = None, metric: str | None = None) -> Evaluator:

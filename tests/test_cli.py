@@ -36,7 +36,7 @@ def assert_one_line_error(status, err, *fragments):
 def test_default_names_follow_gzip_habits(mlp, capsys):
     status, out, _ = run(capsys, "compress", mlp)
     assert status == 0 and (mlp.parent / "mlp.nnz").exists()
-    assert "mlp.nnz" in out and "x)" in out
+    assert "mlp.nnz" in out and "x the file" in out and "x the tensors)" in out
     # decompressing next to the original refuses to overwrite it
     status, _, err = run(capsys, "decompress", mlp.parent / "mlp.nnz")
     assert_one_line_error(status, err, "mlp.h5 already exists", "-f")

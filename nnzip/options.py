@@ -1,0 +1,118 @@
+"""Compression settings as plain values -> the internal plan rules and budget.
+
+One parser of settings for both front ends: the CLI passes its parsed flags here,
+:func:`nnzip.compress` its keyword arguments, so a setting means the same and is
+refused with the same message in both.
+
+    >>> rules = rules_from_options(bits=4)
+    >>> rules.default.bits
+    4
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ConfigError, NnzipError
+from .plan import PlanRules, Settings, load_plan_file, matches, parse_layer_override, parse_settings, validate
+
+#: The lossy settings, in the order messages name them (keyword -> CLI flag).
+LOSSY = {"bits": "--bits", "uniform": "--uniform", "prune": "--prune", "rank": "--rank", "energy": "--energy", "fft_keep": "--fft-keep"}
+
+
+@dataclass
+class CheckedRules(PlanRules):
+    """Plan rules that refuse, before anything is written, an override matching no tensor.
+
+    :func:`nnzip.api.encode_model` asks :meth:`settings_for` once per tensor and records
+    :meth:`to_json` in the header after the last one: at that point every tensor has been
+    seen, so an override that matched none (a typo such as ``--layer dense_l:bits=2``) is
+    an error naming the close matches rather than a silently ignored setting.
+    """
+
+    seen: list[str] = field(default_factory=list)
+
+    def settings_for(self, tensor_name: str) -> Settings:  # noqa: D102 - as PlanRules, recording the name
+        self.seen.append(tensor_name)
+        return super().settings_for(tensor_name)
+
+    def to_json(self) -> dict:  # noqa: D102 - as PlanRules, after checking every override matched
+        for pattern, _ in self.overrides:
+            if not any(matches(pattern, name) for name in self.seen):
+                raise ConfigError(f"--layer {pattern!r} matches no tensor{_close(pattern, self.seen)}")
+        return super().to_json()
+
+
+def _close(pattern: str, names: Sequence[str]) -> str:
+    """``; close matches: dense_1, dense_1/kernel`` (layer names and full tensor names), or ''."""
+    words = dict.fromkeys([part for name in names for part in name.split("/")] + list(names))
+    close = difflib.get_close_matches(pattern, list(words), n=5, cutoff=0.6)
+    return f"; close matches: {', '.join(close)}" if close else "; no close match"
+
+
+def rules_from_options(*, bits: int | None = None, prune: float | None = None, rank: int | None = None, energy: float | None = None,
+                       fft_keep: float | None = None, uniform: float | None = None, float16: bool = False, lossless: bool = False,
+                       fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
+                       plan: str | os.PathLike | None = None) -> PlanRules:
+    """The plan rules the settings describe (checked: a bad value or contradiction is a :class:`ConfigError`).
+
+    *layers* are ``--layer`` overrides: strings ``"NAME:bits=2,prune=0.5"`` or a dict
+    ``{"NAME": {"bits": 2}}``.  An override matching no tensor fails the compression.
+    """
+    flags = {"bits": bits, "uniform": uniform, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep}
+    asked: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if float16:
+        asked["float16"] = True
+    if lossless and asked:
+        raise NnzipError(f"--lossless contradicts {LOSSY.get(next(iter(asked)), '--float16')}")
+    # Without lossy settings a tensor is stored losslessly (plan.tensor_plan), so the
+    # defaults need no lossless flag unless asked: a plan file may still add settings.
+    default = parse_settings({**asked, "fft_select": fft_select, "fft_transform": fft_transform}, Settings(lossless=lossless), "flags")
+    base = load_plan_file(plan, default) if plan else PlanRules(validate(default), [])
+    rules = CheckedRules(base.default, list(base.overrides))
+    for name, items in _overrides(layers):
+        parse_settings(items, rules.default, f"--layer {name}")  # reject bad overrides before reading the model
+        rules.overrides.append((name, items))
+    return rules
+
+
+def _overrides(layers: Sequence[str] | dict | None) -> list[tuple[str, dict]]:
+    """``--layer`` texts or a ``{name: settings}`` dict as (pattern, settings) pairs."""
+    if not layers:
+        return []
+    if isinstance(layers, dict):
+        for name, items in layers.items():
+            if not isinstance(name, str) or not isinstance(items, dict):
+                raise ConfigError(f"layers: expected {{name: {{setting: value}}}}, got {name!r}: {items!r}")
+        return list(layers.items())
+    if isinstance(layers, str):
+        layers = [layers]
+    return [parse_layer_override(text) for text in layers]
+
+
+def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None = None, metric: str | None = None, margin: float = 1.0,
+                        log: Callable[[str], None] | None = None, fixed: Sequence[str] = ()):
+    """The accuracy budget (an :class:`nnzip.api.Budget`) or None; *fixed* names fixed settings also given.
+
+    Refused: data without a drop, a drop without data or a hook, a negative drop or
+    margin, and fixed settings next to a budget (the search picks them itself).
+    """
+    from .api import Budget
+
+    if max_drop is None:
+        if data is not None:
+            raise NnzipError("--data needs --max-drop (the accuracy budget)")
+        return None
+    if data is None and eval_hook is None:
+        raise NnzipError("--max-drop needs --data (or --eval)")
+    if not isinstance(max_drop, (int, float)) or not max_drop >= 0:
+        raise NnzipError(f"--max-drop must be >= 0, got {max_drop}")
+    if fixed:
+        raise NnzipError(f"--max-drop searches the settings itself; drop {fixed[0]}")
+    if not isinstance(margin, (int, float)) or not margin >= 0:
+        raise NnzipError(f"--margin must be >= 0, got {margin}")
+    return Budget(data, float(max_drop), eval_hook, metric, log, float(margin))
