@@ -14,7 +14,8 @@ directory may be shared with someone hostile, and the output name may be one a
   link or a symlink to it), never a symlink (even a dangling one: it would
   redirect the write) and never anything but a regular file (a device such as
   ``/dev/null``, a FIFO, a socket, a directory) -- ``-f`` replaces regular files
-  only, and nnzip does not write to standard output yet;
+  only; standard output is written as a stream by the CLI's ``-c``/``-o -``, never by
+  renaming over ``/dev/stdout``;
 - the data is ``fsync``-ed before the rename and the directory after it, so a
   crash leaves either the old file or the complete new one;
 - the final mode is what ``gzip`` gives a new file: 0666 less the umask.
@@ -79,12 +80,12 @@ def _refuse_same_file(path: Path, source: Path) -> None:
 def _refuse_special(path: Path, info: os.stat_result) -> None:
     if stat.S_ISLNK(info.st_mode):
         raise NnzipError(f"{path} is a symbolic link: nnzip neither writes through nor replaces links "
-                         "(writing to standard output is not supported)")
+                         "(to write to standard output use -c or -o -)")
     if stat.S_ISDIR(info.st_mode):
         raise NnzipError(f"{path} is a directory")
     if not stat.S_ISREG(info.st_mode):
         raise NnzipError(f"{path} is not a regular file (a device, FIFO or socket): nnzip only writes or replaces "
-                         "regular files (writing to standard output is not supported)")
+                         "regular files (to write to standard output use -c or -o -)")
 
 
 def temporary_name(path: Path) -> Path:

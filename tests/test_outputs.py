@@ -153,7 +153,7 @@ def test_dev_stdout_is_refused_not_replaced(nnz, capsys):
     stdout = Path("/dev/stdout")
     before = os.lstat(stdout)
     status, err = run(["decompress", nnz, "-o", stdout, "-f"], capsys)
-    assert_one_line_error(status, err, "standard output is not supported")
+    assert_one_line_error(status, err, "to write to standard output use -c or -o -")
     after = os.lstat(stdout)
     assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
 
