@@ -6,13 +6,15 @@ The CLI is a thin layer over these; library users call them directly
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
 from .outputs import atomic_output, check_writable
-from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, serialized_bytes, serialized_entropy
+from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, part_blobs, serialized_bytes, serialized_entropy
 from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight, lossless_plan
 
 if TYPE_CHECKING:
@@ -63,6 +65,24 @@ class CompressReport:
     def ratio(self) -> float:
         """Source tensor bytes (kept tensors) / output file bytes."""
         return self.original_bytes / max(self.file_bytes, 1)
+
+
+@contextlib.contextmanager
+def workers(jobs: int | None) -> Iterator[Executor | None]:
+    """A thread pool of *jobs* workers (None: ``os.cpu_count()``), or no executor for one job.
+
+    Threads suffice: the compiled coders release the GIL (numba ``nogil=True``) and numpy
+    does for large operations.  Any :class:`concurrent.futures.Executor` can stand in (a
+    ``dask.distributed`` client's, say): the pipeline only calls its ``map``.
+    """
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if type(jobs) is not int or jobs < 1:
+        raise ConfigError(f"jobs must be a positive integer, not {jobs!r}")
+    if jobs == 1:
+        yield None
+        return
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nnzip") as executor:
+        yield executor
 
 
 def default_output(source: Path) -> Path:
@@ -172,6 +192,7 @@ def compress(
     progress: Progress | None = None,
     plans: dict[str, TensorPlan] | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
+    jobs: int | None = 1,
 ) -> CompressReport:
     """Compress a model file into a ``.nnz`` container that :func:`decompress` reads within *limits*.
 
@@ -181,6 +202,8 @@ def compress(
     Whatever is written passes the reader's own checks under *limits* (its header
     cap, blob count, rule 4.7's decoded-size cap for the file's final size, every
     rule of §3-§5); a file that would not is refused and nothing is left behind.
+    *jobs* worker threads (None: one per core) code the chunks of large parts; the file's
+    bytes are the same whatever it is.
     """
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
@@ -191,7 +214,8 @@ def compress(
     if budget is not None:
         header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
     else:
-        header, blobs, reports = encode_model(model, source.name, rules, plans, progress)
+        with workers(jobs) as executor:
+            header, blobs, reports = encode_model(model, source.name, rules, plans, progress, executor)
     with atomic_output(output, force, source) as temporary:
         with open(temporary, "wb") as handle:
             size = write_container(handle, header, blobs)
@@ -222,6 +246,7 @@ def encode_model(
     rules: PlanRules | None = None,
     plans: dict[str, TensorPlan] | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> tuple[dict, list[bytes], list[TensorReport]]:
     """Encode every tensor of *model*; returns (header without blob table, blobs, reports).
 
@@ -246,7 +271,7 @@ def encode_model(
             plan = plans[name]
         else:
             plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
-        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans)
+        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans, executor=executor)
         encoded.append(item)
         notes[name] = "; ".join(filter(None, (note, fallback)))
     if progress:
@@ -295,7 +320,8 @@ def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str,
     return reports
 
 
-def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict: bool = False) -> tuple[EncodedTensor, str]:
+def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict: bool = False,
+                          executor: Executor | None = None) -> tuple[EncodedTensor, str]:
     """Encode by *plan*; returns the encoding and a note on what fell back.
 
     A transform that would not save space falls back to dense storage; value stages that
@@ -303,18 +329,18 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict
     back to lossless storage, unless *strict* (the caller fixed the chain itself).
     """
     try:
-        item = encode_tensor(name, array, plan)
+        item = encode_tensor(name, array, plan, executor)
     except ConfigError as exc:
         if plan.transform == "dense" and (strict or not plan.value_stages):
             raise ConfigError(f"tensor {name}: {exc}") from None
         if plan.transform == "dense":
-            return encode_tensor(name, array, lossless_plan(array)), f"kept exact: {exc}"
+            return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {exc}"
         fallback = TensorPlan("dense", {}, plan.value_stages) if plan.value_stages else lossless_plan(array)
-        item, more = _encode_with_fallback(name, array, fallback, strict)
+        item, more = _encode_with_fallback(name, array, fallback, strict, executor)
         return item, "; ".join(filter(None, (f"{plan.transform} skipped: {exc}", more)))
     if _lossy(plan) and _overflowed(array, item.reconstruction):
         stages = " > ".join([plan.transform] + [stage for stage, _ in plan.value_stages])
-        return encode_tensor(name, array, lossless_plan(array)), f"kept exact: {stages} rebuilt values beyond {array.dtype.name}'s range"
+        return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {stages} rebuilt values beyond {array.dtype.name}'s range"
     return item, ""
 
 
@@ -331,11 +357,9 @@ def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dic
     entries, blob_index = [], 0
     for item in encoded:
         entry = dict(item.entry)
-        parts = []
-        for part in entry["parts"]:
-            parts.append({**part, "blob": blob_index})
-            blob_index += 1
-        entry["parts"] = parts
+        # A part's "blob" is the position of its (first) blob in item.blobs; chunks follow it.
+        entry["parts"] = [{**part, "blob": blob_index + part["blob"]} for part in entry["parts"]]
+        blob_index += len(item.blobs)
         entries.append(entry)
     return {
         "format": "nnzip",
@@ -382,7 +406,7 @@ def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LI
         checked.append(check_tensor_entry(entry, sizes, limits))
         _check_stats(entry)
     check_file_cost(checked, sizes, limits)  # rule 4.8.2 summed over the file
-    referenced = sorted(part["blob"] for entry in tensors for part in entry["parts"])
+    referenced = sorted(index for entry in tensors for part in entry["parts"] for index in part_blobs(part))
     if referenced != list(range(len(sizes))):
         raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
     decoded = sum(math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for entry in tensors)
@@ -508,8 +532,12 @@ def decompress(
     force: bool = False,
     progress: Progress | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
+    jobs: int | None = 1,
 ) -> Path:
-    """Rebuild the source-format file from a ``.nnz`` within *limits*; returns the path written."""
+    """Rebuild the source-format file from a ``.nnz`` within *limits*; returns the path written.
+
+    *jobs* worker threads (None: one per core) decode the chunks of large parts.
+    """
     source = Path(source)
     with open_container(source) as container:
         header = container.header
@@ -524,9 +552,9 @@ def decompress(
             if progress:
                 progress(done, total, name)
             done += 1
-            return decode_tensor(entries[name], container.blob, sizes, limits)
+            return decode_tensor(entries[name], container.blob, sizes, limits, executor)
 
-        with atomic_output(output, force, source) as temporary:
+        with workers(jobs) as executor, atomic_output(output, force, source) as temporary:
             io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
     if progress:
         progress(total, total, "")
@@ -593,7 +621,7 @@ def inspect(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> d
 def _tensor_summary(entry: dict, blob: Callable[[int], bytes]) -> dict:
     size = math.prod(entry["shape"])
     nbytes = size * np.dtype(entry["dtype"]).itemsize
-    parts = [_part_summary(part, blob(part["blob"])) for part in entry["parts"]]
+    parts = [_part_summary(part, [blob(index) for index in part_blobs(part)]) for part in entry["parts"]]
     stored = sum(p["bytes"] for p in parts)
     stats = entry.get("stats", {})
     return {
@@ -610,12 +638,13 @@ def _tensor_summary(entry: dict, blob: Callable[[int], bytes]) -> dict:
     }
 
 
-def _part_summary(part: dict, blob: bytes) -> dict:
-    serialized = serialized_bytes(part, blob)
+def _part_summary(part: dict, blobs: list[bytes]) -> dict:
+    serialized = serialized_bytes(part, blobs)
     return {
         "name": part["name"],
         "codecs": [c["name"] for c in part["codecs"]],
-        "bytes": len(blob),
+        "bytes": sum(map(len, blobs)),
+        "chunks": len(blobs),
         "serialized_bytes": len(serialized),
         "entropy_bytes": round(serialized_entropy(part["codecs"], serialized), 1),
     }

@@ -63,6 +63,22 @@ def _add_max_output(p, reading: bool = True) -> None:
                    "bytes or K/M/G/T, e.g. 4G")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_jobs(p) -> None:
+    p.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
+                   help="worker threads for the chunks of large tensors (default: the machine's cores); the output is the same for every N")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors in nnzip's style."""
 
@@ -116,6 +132,7 @@ def _add_compress(commands) -> None:
     b.add_argument("--margin", type=float, default=1.0, metavar="K", help="require drop + K standard errors of the measured drop <= D, so the plan holds beyond the data's sampling noise (default 1; 0 trusts the data exactly)")
     _add_scoring(b)
     _add_max_output(p, reading=False)
+    _add_jobs(p)
     p.set_defaults(run=_run_compress)
 
 
@@ -132,6 +149,7 @@ def _add_decompress(commands) -> None:
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     _add_max_output(p)
+    _add_jobs(p)
     p.set_defaults(run=_run_decompress)
 
 
@@ -241,7 +259,7 @@ def _run_compress(args: argparse.Namespace) -> int:
     budget = budget_from_args(args)
     rules = None if budget else rules_from_args(args)
     report = api.compress(args.model, args.output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                          progress=_progress("searching" if budget else "compressing", args.quiet), limits=_limits(args))
+                          progress=_progress("searching" if budget else "compressing", args.quiet), limits=_limits(args), jobs=args.jobs)
     if not args.quiet:
         for tensor in report.tensors:
             if tensor.note:
@@ -255,7 +273,7 @@ def _run_compress(args: argparse.Namespace) -> int:
 
 
 def _run_decompress(args: argparse.Namespace) -> int:
-    written = api.decompress(args.file, args.output, force=args.force, progress=_progress("decoding", args.quiet), limits=_limits(args))
+    written = api.decompress(args.file, args.output, force=args.force, progress=_progress("decoding", args.quiet), limits=_limits(args), jobs=args.jobs)
     if not args.quiet:
         print(f"{args.file} -> {written}")
     return 0
