@@ -6,6 +6,7 @@ The CLI is a thin layer over these; library users call them directly
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -14,7 +15,7 @@ import re
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -67,22 +68,51 @@ class CompressReport:
         return self.original_bytes / max(self.file_bytes, 1)
 
 
+@dataclass
+class Workers:
+    """Where the work runs: *tensors* encodes or decodes whole tensors, *chunks* the chunks of one part.
+
+    Two executors, so that a tensor's task waiting for its chunks never starves the pool that
+    would run them.  Any :class:`concurrent.futures.Executor` can stand in for either (a
+    ``dask.distributed`` client's, say): nnzip only calls ``submit`` and ``map``.  ``None``
+    runs the work inline.  The bytes written never depend on them.
+    """
+
+    tensors: Executor | None = None
+    chunks: Executor | None = None
+    #: How many tensors may be in flight at once (each holds its source and its blobs).
+    window: int = 1
+
+
 @contextlib.contextmanager
-def workers(jobs: int | None) -> Iterator[Executor | None]:
-    """A thread pool of *jobs* workers (None: ``os.cpu_count()``), or no executor for one job.
+def workers(jobs: int | None) -> Iterator[Workers]:
+    """Thread pools of *jobs* workers (None: ``os.cpu_count()``), or inline work for one job.
 
     Threads suffice: the compiled coders release the GIL (numba ``nogil=True``) and numpy
-    does for large operations.  Any :class:`concurrent.futures.Executor` can stand in (a
-    ``dask.distributed`` client's, say): the pipeline only calls its ``map``.
+    does for large operations, so no data is copied between processes.
     """
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if type(jobs) is not int or jobs < 1:
         raise ConfigError(f"jobs must be a positive integer, not {jobs!r}")
     if jobs == 1:
-        yield None
+        yield Workers()
         return
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nnzip") as executor:
-        yield executor
+    with ThreadPoolExecutor(jobs, "nnzip-tensor") as tensors, ThreadPoolExecutor(jobs, "nnzip-chunk") as chunks:
+        yield Workers(tensors, chunks, jobs)
+
+
+def _in_order(executor: Executor | None, function: Callable, items: Iterable, window: int) -> Iterator:
+    """``function(item)`` for each item, in order, with at most *window* computed ahead on *executor*."""
+    if executor is None:
+        yield from map(function, items)
+        return
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(executor.submit(function, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def default_output(source: Path) -> Path:
@@ -214,8 +244,8 @@ def compress(
     if budget is not None:
         header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
     else:
-        with workers(jobs) as executor:
-            header, blobs, reports = encode_model(model, source.name, rules, plans, progress, executor)
+        with workers(jobs) as pool:
+            header, blobs, reports = encode_model(model, source.name, rules, plans, progress, pool)
     with atomic_output(output, force, source) as temporary:
         with open(temporary, "wb") as handle:
             size = write_container(handle, header, blobs)
@@ -246,34 +276,45 @@ def encode_model(
     rules: PlanRules | None = None,
     plans: dict[str, TensorPlan] | None = None,
     progress: Progress | None = None,
-    executor: Executor | None = None,
+    pool: Workers | None = None,
 ) -> tuple[dict, list[bytes], list[TensorReport]]:
     """Encode every tensor of *model*; returns (header without blob table, blobs, reports).
 
     A lossy setting that cannot apply to a tensor (NaN or infinity in it, not a layer
     weight, already float16, a stage refusing its values) leaves that tensor exact and
     says why in its report's note; it never stops the run.  Only a *plans* entry's own
-    value stages failing is an error (the caller chose that chain).
+    value stages failing is an error (the caller chose that chain).  *pool* encodes
+    tensors and chunks in parallel; the result is the same without it.
     """
     rules = rules or PlanRules(Settings(lossless=True), [])
     plans = plans or {}
+    pool = pool or Workers()
     encoded, notes = [], {}
     total = len(model.tensors)
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
-    for index, (name, array) in enumerate(model.tensors.items()):
-        if progress:
-            progress(index, total, name)
-        note = ""
-        if (optimizer and name.startswith(optimizer)) or name in exact:
-            plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
-        elif name in plans:
-            plan = plans[name]
-        else:
-            plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
-        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans, executor=executor)
+
+    def planned():
+        for index, (name, array) in enumerate(model.tensors.items()):
+            if progress:
+                progress(index, total, name)
+            note = ""
+            if (optimizer and name.startswith(optimizer)) or name in exact:
+                plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
+            elif name in plans:
+                plan = plans[name]
+            else:
+                plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
+            yield name, array, plan, note
+
+    def encode(job):
+        name, array, plan, note = job
+        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans, executor=pool.chunks)
+        return name, item, "; ".join(filter(None, (note, fallback)))
+
+    for name, item, note in _in_order(pool.tensors, encode, planned(), pool.window):
         encoded.append(item)
-        notes[name] = "; ".join(filter(None, (note, fallback)))
+        notes[name] = note
     if progress:
         progress(total, total, "")
     reports = _add_statistics(model, encoded, notes)
@@ -545,16 +586,26 @@ def decompress(
         output = Path(output) if output is not None else default_decompressed(source, header)
         entries = {entry["name"]: entry for entry in header["tensors"]}
         sizes, total = blob_sizes(header), len(entries)
-        done = 0
+        done, order, futures, handed = 0, list(entries), {}, set()
+        positions = {name: index for index, name in enumerate(order)}
 
         def tensor(name: str) -> np.ndarray:
             nonlocal done
             if progress:
                 progress(done, total, name)
             done += 1
-            return decode_tensor(entries[name], container.blob, sizes, limits, executor)
+            if pool.tensors is None:
+                return decode_tensor(entries[name], container.blob, sizes, limits)
+            # Decode the next tensors (in header order, the order writers ask for them) meanwhile.
+            position = positions[name]
+            for ahead in order[position:position + pool.window]:
+                if ahead not in futures and ahead not in handed:
+                    futures[ahead] = pool.tensors.submit(decode_tensor, entries[ahead], container.blob, sizes, limits, pool.chunks)
+            handed.add(name)
+            future = futures.pop(name, None)
+            return future.result() if future else decode_tensor(entries[name], container.blob, sizes, limits, pool.chunks)
 
-        with workers(jobs) as executor, atomic_output(output, force, source) as temporary:
+        with workers(jobs) as pool, atomic_output(output, force, source) as temporary:
             io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
     if progress:
         progress(total, total, "")
