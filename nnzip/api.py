@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, io
-from .container import open_container, write_container
+from .container import BlobSpool, open_container, write_container, write_spooled
 from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
@@ -240,16 +240,24 @@ def compress(
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
     check_writable(output, force, source)  # before reading the model or a long search, not only at the end
-    model = io.read_model(source, keep_optimizer=keep_optimizer, limits=limits)
-    if budget is not None:
-        header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
-    else:
-        with workers(jobs) as pool:
-            header, blobs, reports = encode_model(model, source.name, rules, plans, progress, pool)
-    with atomic_output(output, force, source) as temporary:
-        with open(temporary, "wb") as handle:
-            size = write_container(handle, header, blobs)
-        decoded = _check_readable(temporary, output, limits)
+    # Without a budget search, compression streams: tensors are read when encoded (lazily, where
+    # the format allows) and their blobs spooled to an unnamed temporary file beside the output.
+    model = io.read_model(source, keep_optimizer=keep_optimizer, limits=limits, lazy=budget is None)
+    spool = None
+    try:
+        if budget is not None:
+            header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
+        else:
+            spool = BlobSpool(output.parent if str(output.parent) else None)
+            with workers(jobs) as pool:
+                header, blobs, reports = encode_model(model, source.name, rules, plans, progress, pool, spool)
+        with atomic_output(output, force, source) as temporary:
+            with open(temporary, "wb") as handle:
+                size = write_spooled(handle, header, spool) if spool is not None else write_container(handle, header, blobs)
+            decoded = _check_readable(temporary, output, limits)
+    finally:
+        if spool is not None:
+            spool.close()
     return CompressReport(output, model.nbytes, size, reports, decoded > DEFAULT_LIMITS.output_cap(size))
 
 
@@ -277,6 +285,7 @@ def encode_model(
     plans: dict[str, TensorPlan] | None = None,
     progress: Progress | None = None,
     pool: Workers | None = None,
+    spool: BlobSpool | None = None,
 ) -> tuple[dict, list[bytes], list[TensorReport]]:
     """Encode every tensor of *model*; returns (header without blob table, blobs, reports).
 
@@ -284,12 +293,15 @@ def encode_model(
     weight, already float16, a stage refusing its values) leaves that tensor exact and
     says why in its report's note; it never stops the run.  Only a *plans* entry's own
     value stages failing is an error (the caller chose that chain).  *pool* encodes
-    tensors and chunks in parallel; the result is the same without it.
+    tensors and chunks in parallel; the result is the same without it.  With *spool*,
+    each tensor's blobs go to it as soon as the tensor is encoded and are dropped, with its
+    reconstruction (streaming: only the tensors in flight are held); the returned blob list
+    is then empty.
     """
     rules = rules or PlanRules(Settings(lossless=True), [])
     plans = plans or {}
     pool = pool or Workers()
-    encoded, notes = [], {}
+    encoded = []
     total = len(model.tensors)
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
@@ -310,15 +322,24 @@ def encode_model(
     def encode(job):
         name, array, plan, note = job
         item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans, executor=pool.chunks)
-        return name, item, "; ".join(filter(None, (note, fallback)))
+        report = _statistics(name, array, item, "; ".join(filter(None, (note, fallback))))
+        if spool is not None:
+            item.reconstruction = None  # its error is recorded; the source array goes with this job
+        return item, report
 
-    for name, item, note in _in_order(pool.tensors, encode, planned(), pool.window):
+    reports, blobs = [], []
+    for item, report in _in_order(pool.tensors, encode, planned(), pool.window):
         encoded.append(item)
-        notes[name] = note
+        reports.append(report)
+        if spool is None:
+            blobs.extend(item.blobs)
+        else:
+            for blob in item.blobs:
+                spool.add(blob)
+            item.blobs = [b""] * len(item.blobs)  # only their number is used from here on (_header)
     if progress:
         progress(total, total, "")
-    reports = _add_statistics(model, encoded, notes)
-    return _header(model, filename, encoded, rules.to_json()), [b for item in encoded for b in item.blobs], reports
+    return _header(model, filename, encoded, rules.to_json()), blobs, reports
 
 
 def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None) -> tuple[dict, list[bytes], list[TensorReport]]:
@@ -342,6 +363,13 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
         if item.entry["name"] in result.choices:
             item.entry["stats"]["choice"] = result.choices[item.entry["name"]]
     return _header(model, filename, encoded, result.to_json(budget.max_drop)), [b for item in encoded for b in item.blobs], reports
+
+
+def _statistics(name: str, array: np.ndarray, item: EncodedTensor, note: str) -> TensorReport:
+    """Record one tensor's error in its header entry (null when not finite, rule 8 of §6); return its report."""
+    error = relative_error(array, item.reconstruction)
+    item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
+    return TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, sum(len(b) for b in item.blobs), error, note)
 
 
 def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str, str]) -> list[TensorReport]:

@@ -138,6 +138,53 @@ def _has_chunks(header: dict) -> bool:
     )
 
 
+class BlobSpool:
+    """The data section of a ``.nnz`` being written, kept in an unnamed temporary file.
+
+    Streaming compression adds each tensor's blobs as soon as they are encoded and drops
+    them; :func:`write_spooled` then writes the preamble and header (which needs the whole
+    blob table) and copies the data section after them in 1 MiB pieces.  The file is the one
+    :func:`write_container` writes from the same blobs, byte for byte.  The spool is created
+    unlinked (``tempfile.TemporaryFile``), so nothing is ever left behind.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None):
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(dir=directory)
+        self.table: list[dict] = []
+        self._end = 0
+
+    def add(self, blob: bytes) -> None:
+        """Append *blob* at the next aligned offset."""
+        offset = align(self._end)
+        self._file.write(b"\0" * (offset - self._end))
+        self._file.write(blob)
+        self.table.append({"offset": offset, "size": len(blob), "crc32": crc32(blob)})
+        self._end = offset + len(blob)
+
+    def copy_to(self, handle: BinaryIO) -> int:
+        """Write the data section to *handle*; returns its size."""
+        self._file.seek(0)
+        while piece := self._file.read(1 << 20):
+            handle.write(piece)
+        return self._end
+
+    def close(self) -> None:
+        """Drop the temporary file."""
+        self._file.close()
+
+
+def write_spooled(handle: BinaryIO, header: dict, spool: BlobSpool, compress_header: bool = True) -> int:
+    """Write a complete ``.nnz`` from *header* (without ``blobs``) and the blobs in *spool*; returns its size."""
+    minor = 1 if _has_chunks(header) else 0
+    stored, flags = encode_header({**header, "blobs": spool.table}, compress_header)
+    preamble = _PREAMBLE.pack(MAGIC, MAJOR, minor, flags, len(stored), crc32(stored))
+    written = handle.write(preamble) + handle.write(stored)
+    written += handle.write(b"\0" * (align(written) - written))
+    return written + spool.copy_to(handle)
+
+
 @dataclass
 class Container:
     """An opened ``.nnz``: its parsed header and access to its checked blobs."""
