@@ -6,23 +6,26 @@ The CLI is a thin layer over these; library users call them directly
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import math
 import os
 import re
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import __version__, io
-from .container import open_container, write_container
+from .container import BlobSpool, open_container, write_container, write_spooled
 from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
 from .outputs import atomic_output, check_writable
-from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, serialized_bytes, serialized_entropy
+from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, part_blobs, serialized_bytes, serialized_entropy
 from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight, lossless_plan
 
 if TYPE_CHECKING:
@@ -63,6 +66,53 @@ class CompressReport:
     def ratio(self) -> float:
         """Source tensor bytes (kept tensors) / output file bytes."""
         return self.original_bytes / max(self.file_bytes, 1)
+
+
+@dataclass
+class Workers:
+    """Where the work runs: *tensors* encodes or decodes whole tensors, *chunks* the chunks of one part.
+
+    Two executors, so that a tensor's task waiting for its chunks never starves the pool that
+    would run them.  Any :class:`concurrent.futures.Executor` can stand in for either (a
+    ``dask.distributed`` client's, say): nnzip only calls ``submit`` and ``map``.  ``None``
+    runs the work inline.  The bytes written never depend on them.
+    """
+
+    tensors: Executor | None = None
+    chunks: Executor | None = None
+    #: How many tensors may be in flight at once (each holds its source and its blobs).
+    window: int = 1
+
+
+@contextlib.contextmanager
+def workers(jobs: int | None) -> Iterator[Workers]:
+    """Thread pools of *jobs* workers (None: ``os.cpu_count()``), or inline work for one job.
+
+    Threads suffice: the compiled coders release the GIL (numba ``nogil=True``) and numpy
+    does for large operations, so no data is copied between processes.
+    """
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if type(jobs) is not int or jobs < 1:
+        raise ConfigError(f"jobs must be a positive integer, not {jobs!r}")
+    if jobs == 1:
+        yield Workers()
+        return
+    with ThreadPoolExecutor(jobs, "nnzip-tensor") as tensors, ThreadPoolExecutor(jobs, "nnzip-chunk") as chunks:
+        yield Workers(tensors, chunks, jobs)
+
+
+def _in_order(executor: Executor | None, function: Callable, items: Iterable, window: int) -> Iterator:
+    """``function(item)`` for each item, in order, with at most *window* computed ahead on *executor*."""
+    if executor is None:
+        yield from map(function, items)
+        return
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(executor.submit(function, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def default_output(source: Path) -> Path:
@@ -172,6 +222,7 @@ def compress(
     progress: Progress | None = None,
     plans: dict[str, TensorPlan] | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
+    jobs: int | None = 1,
 ) -> CompressReport:
     """Compress a model file into a ``.nnz`` container that :func:`decompress` reads within *limits*.
 
@@ -181,21 +232,32 @@ def compress(
     Whatever is written passes the reader's own checks under *limits* (its header
     cap, blob count, rule 4.7's decoded-size cap for the file's final size, every
     rule of §3-§5); a file that would not is refused and nothing is left behind.
+    *jobs* worker threads (None: one per core) code the chunks of large parts; the file's
+    bytes are the same whatever it is.
     """
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
     check_writable(output, force, source)  # before reading the model or a long search, not only at the end
-    model = io.read_model(source, keep_optimizer=keep_optimizer, limits=limits)
-    if budget is not None:
-        header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
-    else:
-        header, blobs, reports = encode_model(model, source.name, rules, plans, progress)
-    with atomic_output(output, force, source) as temporary:
-        with open(temporary, "wb") as handle:
-            size = write_container(handle, header, blobs)
-        decoded = _check_readable(temporary, output, limits)
+    # Without a budget search, compression streams: tensors are read when encoded (lazily, where
+    # the format allows) and their blobs spooled to an unnamed temporary file beside the output.
+    model = io.read_model(source, keep_optimizer=keep_optimizer, limits=limits, lazy=budget is None)
+    spool = None
+    try:
+        if budget is not None:
+            header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
+        else:
+            spool = BlobSpool(output.parent if str(output.parent) else None)
+            with workers(jobs) as pool:
+                header, blobs, reports = encode_model(model, source.name, rules, plans, progress, pool, spool)
+        with atomic_output(output, force, source) as temporary:
+            with open(temporary, "wb") as handle:
+                size = write_spooled(handle, header, spool) if spool is not None else write_container(handle, header, blobs)
+            decoded = _check_readable(temporary, output, limits)
+    finally:
+        if spool is not None:
+            spool.close()
     return CompressReport(output, model.nbytes, size, reports, decoded > DEFAULT_LIMITS.output_cap(size))
 
 
@@ -222,37 +284,62 @@ def encode_model(
     rules: PlanRules | None = None,
     plans: dict[str, TensorPlan] | None = None,
     progress: Progress | None = None,
+    pool: Workers | None = None,
+    spool: BlobSpool | None = None,
 ) -> tuple[dict, list[bytes], list[TensorReport]]:
     """Encode every tensor of *model*; returns (header without blob table, blobs, reports).
 
     A lossy setting that cannot apply to a tensor (NaN or infinity in it, not a layer
     weight, already float16, a stage refusing its values) leaves that tensor exact and
     says why in its report's note; it never stops the run.  Only a *plans* entry's own
-    value stages failing is an error (the caller chose that chain).
+    value stages failing is an error (the caller chose that chain).  *pool* encodes
+    tensors and chunks in parallel; the result is the same without it.  With *spool*,
+    each tensor's blobs go to it as soon as the tensor is encoded and are dropped, with its
+    reconstruction (streaming: only the tensors in flight are held); the returned blob list
+    is then empty.
     """
     rules = rules or PlanRules(Settings(lossless=True), [])
     plans = plans or {}
-    encoded, notes = [], {}
+    pool = pool or Workers()
+    encoded = []
     total = len(model.tensors)
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
-    for index, (name, array) in enumerate(model.tensors.items()):
-        if progress:
-            progress(index, total, name)
-        note = ""
-        if (optimizer and name.startswith(optimizer)) or name in exact:
-            plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
-        elif name in plans:
-            plan = plans[name]
-        else:
-            plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
-        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans)
+
+    def planned():
+        for index, (name, array) in enumerate(model.tensors.items()):
+            if progress:
+                progress(index, total, name)
+            note = ""
+            if (optimizer and name.startswith(optimizer)) or name in exact:
+                plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
+            elif name in plans:
+                plan = plans[name]
+            else:
+                plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
+            yield name, array, plan, note
+
+    def encode(job):
+        name, array, plan, note = job
+        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans, executor=pool.chunks)
+        report = _statistics(name, array, item, "; ".join(filter(None, (note, fallback))))
+        if spool is not None:
+            item.reconstruction = None  # its error is recorded; the source array goes with this job
+        return item, report
+
+    reports, blobs = [], []
+    for item, report in _in_order(pool.tensors, encode, planned(), pool.window):
         encoded.append(item)
-        notes[name] = "; ".join(filter(None, (note, fallback)))
+        reports.append(report)
+        if spool is None:
+            blobs.extend(item.blobs)
+        else:
+            for blob in item.blobs:
+                spool.add(blob)
+            item.blobs = [b""] * len(item.blobs)  # only their number is used from here on (_header)
     if progress:
         progress(total, total, "")
-    reports = _add_statistics(model, encoded, notes)
-    return _header(model, filename, encoded, rules.to_json()), [b for item in encoded for b in item.blobs], reports
+    return _header(model, filename, encoded, rules.to_json()), blobs, reports
 
 
 def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None) -> tuple[dict, list[bytes], list[TensorReport]]:
@@ -278,6 +365,13 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     return _header(model, filename, encoded, result.to_json(budget.max_drop)), [b for item in encoded for b in item.blobs], reports
 
 
+def _statistics(name: str, array: np.ndarray, item: EncodedTensor, note: str) -> TensorReport:
+    """Record one tensor's error in its header entry (null when not finite, rule 8 of §6); return its report."""
+    error = relative_error(array, item.reconstruction)
+    item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
+    return TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, sum(len(b) for b in item.blobs), error, note)
+
+
 def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str, str]) -> list[TensorReport]:
     """Record each tensor's error and bytes in its header entry; return the per-tensor reports.
 
@@ -295,7 +389,8 @@ def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str,
     return reports
 
 
-def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict: bool = False) -> tuple[EncodedTensor, str]:
+def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict: bool = False,
+                          executor: Executor | None = None) -> tuple[EncodedTensor, str]:
     """Encode by *plan*; returns the encoding and a note on what fell back.
 
     A transform that would not save space falls back to dense storage; value stages that
@@ -303,18 +398,18 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict
     back to lossless storage, unless *strict* (the caller fixed the chain itself).
     """
     try:
-        item = encode_tensor(name, array, plan)
+        item = encode_tensor(name, array, plan, executor)
     except ConfigError as exc:
         if plan.transform == "dense" and (strict or not plan.value_stages):
             raise ConfigError(f"tensor {name}: {exc}") from None
         if plan.transform == "dense":
-            return encode_tensor(name, array, lossless_plan(array)), f"kept exact: {exc}"
+            return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {exc}"
         fallback = TensorPlan("dense", {}, plan.value_stages) if plan.value_stages else lossless_plan(array)
-        item, more = _encode_with_fallback(name, array, fallback, strict)
+        item, more = _encode_with_fallback(name, array, fallback, strict, executor)
         return item, "; ".join(filter(None, (f"{plan.transform} skipped: {exc}", more)))
     if _lossy(plan) and _overflowed(array, item.reconstruction):
         stages = " > ".join([plan.transform] + [stage for stage, _ in plan.value_stages])
-        return encode_tensor(name, array, lossless_plan(array)), f"kept exact: {stages} rebuilt values beyond {array.dtype.name}'s range"
+        return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {stages} rebuilt values beyond {array.dtype.name}'s range"
     return item, ""
 
 
@@ -331,11 +426,9 @@ def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dic
     entries, blob_index = [], 0
     for item in encoded:
         entry = dict(item.entry)
-        parts = []
-        for part in entry["parts"]:
-            parts.append({**part, "blob": blob_index})
-            blob_index += 1
-        entry["parts"] = parts
+        # A part's "blob" is the position of its (first) blob in item.blobs; chunks follow it.
+        entry["parts"] = [{**part, "blob": blob_index + part["blob"]} for part in entry["parts"]]
+        blob_index += len(item.blobs)
         entries.append(entry)
     return {
         "format": "nnzip",
@@ -382,7 +475,7 @@ def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LI
         checked.append(check_tensor_entry(entry, sizes, limits))
         _check_stats(entry)
     check_file_cost(checked, sizes, limits)  # rule 4.8.2 summed over the file
-    referenced = sorted(part["blob"] for entry in tensors for part in entry["parts"])
+    referenced = sorted(index for entry in tensors for part in entry["parts"] for index in part_blobs(part))
     if referenced != list(range(len(sizes))):
         raise FormatError("rule 3.4: every blob must be referenced by exactly one part")
     decoded = sum(math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for entry in tensors)
@@ -508,8 +601,12 @@ def decompress(
     force: bool = False,
     progress: Progress | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
+    jobs: int | None = 1,
 ) -> Path:
-    """Rebuild the source-format file from a ``.nnz`` within *limits*; returns the path written."""
+    """Rebuild the source-format file from a ``.nnz`` within *limits*; returns the path written.
+
+    *jobs* worker threads (None: one per core) decode the chunks of large parts.
+    """
     source = Path(source)
     with open_container(source) as container:
         header = container.header
@@ -517,16 +614,26 @@ def decompress(
         output = Path(output) if output is not None else default_decompressed(source, header)
         entries = {entry["name"]: entry for entry in header["tensors"]}
         sizes, total = blob_sizes(header), len(entries)
-        done = 0
+        done, order, futures, handed = 0, list(entries), {}, set()
+        positions = {name: index for index, name in enumerate(order)}
 
         def tensor(name: str) -> np.ndarray:
             nonlocal done
             if progress:
                 progress(done, total, name)
             done += 1
-            return decode_tensor(entries[name], container.blob, sizes, limits)
+            if pool.tensors is None:
+                return decode_tensor(entries[name], container.blob, sizes, limits)
+            # Decode the next tensors (in header order, the order writers ask for them) meanwhile.
+            position = positions[name]
+            for ahead in order[position:position + pool.window]:
+                if ahead not in futures and ahead not in handed:
+                    futures[ahead] = pool.tensors.submit(decode_tensor, entries[ahead], container.blob, sizes, limits, pool.chunks)
+            handed.add(name)
+            future = futures.pop(name, None)
+            return future.result() if future else decode_tensor(entries[name], container.blob, sizes, limits, pool.chunks)
 
-        with atomic_output(output, force, source) as temporary:
+        with workers(jobs) as pool, atomic_output(output, force, source) as temporary:
             io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
     if progress:
         progress(total, total, "")
@@ -593,7 +700,7 @@ def inspect(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> d
 def _tensor_summary(entry: dict, blob: Callable[[int], bytes]) -> dict:
     size = math.prod(entry["shape"])
     nbytes = size * np.dtype(entry["dtype"]).itemsize
-    parts = [_part_summary(part, blob(part["blob"])) for part in entry["parts"]]
+    parts = [_part_summary(part, [blob(index) for index in part_blobs(part)]) for part in entry["parts"]]
     stored = sum(p["bytes"] for p in parts)
     stats = entry.get("stats", {})
     return {
@@ -610,12 +717,13 @@ def _tensor_summary(entry: dict, blob: Callable[[int], bytes]) -> dict:
     }
 
 
-def _part_summary(part: dict, blob: bytes) -> dict:
-    serialized = serialized_bytes(part, blob)
+def _part_summary(part: dict, blobs: list[bytes]) -> dict:
+    serialized = serialized_bytes(part, blobs)
     return {
         "name": part["name"],
         "codecs": [c["name"] for c in part["codecs"]],
-        "bytes": len(blob),
+        "bytes": sum(map(len, blobs)),
+        "chunks": len(blobs),
         "serialized_bytes": len(serialized),
         "entropy_bytes": round(serialized_entropy(part["codecs"], serialized), 1),
     }

@@ -86,6 +86,22 @@ class _Formatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_jobs(p) -> None:
+    p.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
+                   help="worker threads for the chunks of large tensors (default: the machine's cores); the output is the same for every N")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors in nnzip's style, no abbreviated options and the exit codes in --help.
 
@@ -147,6 +163,7 @@ def _add_compress(commands) -> None:
     b.add_argument("--margin", type=float, default=1.0, metavar="K", help="require drop + K standard errors of the measured drop <= D, so the plan holds beyond the data's sampling noise (default 1; 0 trusts the data exactly)")
     _add_scoring(b)
     _add_max_output(p, reading=False)
+    _add_jobs(p)
     p.set_defaults(run=_run_compress)
 
 
@@ -173,6 +190,7 @@ def _add_decompress(commands) -> None:
     p.add_argument("-t", "--test", action="store_true", help="check every CRC and decode every tensor; write nothing (as gzip -t)")
     _add_manners(p)
     _add_max_output(p)
+    _add_jobs(p)
     p.set_defaults(run=_run_decompress)
 
 
@@ -368,7 +386,7 @@ def _run_compress(args: argparse.Namespace) -> int:
             path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
             output = directory / "stdout.nnz" if to_stdout else args.output
             report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                                  progress=progress if progress.enabled else None, limits=_limits(args))
+                                  progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs)
             in_size = os.stat(path).st_size
             if to_stdout:
                 _to_stdout(report.output)
@@ -429,7 +447,7 @@ def _run_decompress(args: argparse.Namespace) -> int:
                 with open_container(path) as container:
                     api.check_header(container.header, container.file_size, _limits(args))
                     output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), container.header).suffix)
-            written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args))
+            written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs)
             if to_stdout:
                 _to_stdout(written)
         if args.rm:

@@ -32,9 +32,10 @@ import math
 import os
 import re
 import struct
+import threading
 import zlib
 from importlib import resources
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
 import numpy as np
@@ -42,7 +43,8 @@ import numpy as np
 from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
-MAJOR, MINOR = 1, 0
+#: The format version nnzip writes at most (1.1: chunked parts, §4.4); it writes 1.0 for files without chunks.
+MAJOR, MINOR = 1, 1
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
 FLAG_HEADER_DICTIONARY = 2
@@ -107,13 +109,16 @@ def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], comp
     *blobs* (which it consumes once, so it may be a list of already-encoded bytes).
     """
     blobs = [bytes(b) for b in blobs]
+    # The lowest version that says what the file uses (§2): 1.1 only when a part is chunked (§4.4),
+    # so a file without chunks is byte for byte what nnzip 1.0 wrote.
+    minor = 1 if _has_chunks(header) else 0
     table, offset = [], 0
     for blob in blobs:
         offset = align(offset)
         table.append({"offset": offset, "size": len(blob), "crc32": crc32(blob)})
         offset += len(blob)
     stored, flags = encode_header({**header, "blobs": table}, compress_header)
-    preamble = _PREAMBLE.pack(MAGIC, MAJOR, MINOR, flags, len(stored), crc32(stored))
+    preamble = _PREAMBLE.pack(MAGIC, MAJOR, minor, flags, len(stored), crc32(stored))
     written = handle.write(preamble) + handle.write(stored)
     written += handle.write(b"\0" * (align(written) - written))
     data_start = written
@@ -121,6 +126,63 @@ def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], comp
         written += handle.write(b"\0" * (data_start + entry["offset"] - written))
         written += handle.write(blob)
     return written
+
+
+def _has_chunks(header: dict) -> bool:
+    """Whether any part of *header* is chunked (names ``chunk_size``); tolerant of malformed headers, which tests write."""
+    tensors = header.get("tensors")
+    return isinstance(tensors, list) and any(
+        isinstance(part, dict) and "chunk_size" in part
+        for entry in tensors if isinstance(entry, dict) and isinstance(entry.get("parts"), list)
+        for part in entry["parts"]
+    )
+
+
+class BlobSpool:
+    """The data section of a ``.nnz`` being written, kept in an unnamed temporary file.
+
+    Streaming compression adds each tensor's blobs as soon as they are encoded and drops
+    them; :func:`write_spooled` then writes the preamble and header (which needs the whole
+    blob table) and copies the data section after them in 1 MiB pieces.  The file is the one
+    :func:`write_container` writes from the same blobs, byte for byte.  The spool is created
+    unlinked (``tempfile.TemporaryFile``), so nothing is ever left behind.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None):
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(dir=directory)
+        self.table: list[dict] = []
+        self._end = 0
+
+    def add(self, blob: bytes) -> None:
+        """Append *blob* at the next aligned offset."""
+        offset = align(self._end)
+        self._file.write(b"\0" * (offset - self._end))
+        self._file.write(blob)
+        self.table.append({"offset": offset, "size": len(blob), "crc32": crc32(blob)})
+        self._end = offset + len(blob)
+
+    def copy_to(self, handle: BinaryIO) -> int:
+        """Write the data section to *handle*; returns its size."""
+        self._file.seek(0)
+        while piece := self._file.read(1 << 20):
+            handle.write(piece)
+        return self._end
+
+    def close(self) -> None:
+        """Drop the temporary file."""
+        self._file.close()
+
+
+def write_spooled(handle: BinaryIO, header: dict, spool: BlobSpool, compress_header: bool = True) -> int:
+    """Write a complete ``.nnz`` from *header* (without ``blobs``) and the blobs in *spool*; returns its size."""
+    minor = 1 if _has_chunks(header) else 0
+    stored, flags = encode_header({**header, "blobs": spool.table}, compress_header)
+    preamble = _PREAMBLE.pack(MAGIC, MAJOR, minor, flags, len(stored), crc32(stored))
+    written = handle.write(preamble) + handle.write(stored)
+    written += handle.write(b"\0" * (align(written) - written))
+    return written + spool.copy_to(handle)
 
 
 @dataclass
@@ -133,12 +195,15 @@ class Container:
     data_start: int
     file_size: int
     _handle: BinaryIO
+    #: Serialises seek + read, so that worker threads may read chunks at once.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def blob(self, index: int) -> bytes:
-        """The bytes of blob *index*, after checking its CRC-32."""
+        """The bytes of blob *index*, after checking its CRC-32 (safe to call from several threads)."""
         entry = self.header["blobs"][index]
-        self._handle.seek(self.data_start + entry["offset"])
-        data = self._handle.read(entry["size"])
+        with self._lock:
+            self._handle.seek(self.data_start + entry["offset"])
+            data = self._handle.read(entry["size"])
         if len(data) != entry["size"]:
             raise FormatError(f"rule 6.11: blob {index} is truncated")
         if crc32(data) != entry["crc32"]:

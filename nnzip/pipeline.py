@@ -11,6 +11,7 @@ each message below names its rule, so a user (or a test) knows which one broke.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -23,6 +24,26 @@ from .stages.base import LossyRangeError, TransformStage
 
 #: Slack allowed over a bytes stage's ``max_expansion`` bound, for its own header bytes.
 EXPANSION_SLACK = 64
+#: Serialized bytes per independent chunk (spec/container.md §4.4): a part whose serialized
+#: bytes exceed it is entropy-coded in chunks of this many bytes (the last one shorter), each
+#: its own blob with its own CRC-32, so that decode can run chunk by chunk, in parallel.  4 MiB
+#: keeps a 16-bit Huffman table (at most 32 KiB) below 1% of a chunk.  A pure constant: chunk
+#: boundaries never depend on the number of workers.
+CHUNK_SIZE = 4 * 2**20
+
+
+def chunk_bounds(size: int, chunk_size: int | None) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` of the chunks of *size* serialized bytes (one chunk when *chunk_size* is None)."""
+    if chunk_size is None:
+        return [(0, size)]
+    return [(start, min(size, start + chunk_size)) for start in range(0, size, chunk_size)]
+
+
+def _map(executor: Executor | None, function: Callable, items: list) -> list:
+    """``[function(item) ...]`` in order, on *executor* when one is given (results never depend on it)."""
+    if executor is None or len(items) < 2:
+        return [function(item) for item in items]
+    return list(executor.map(function, items))
 
 
 @dataclass
@@ -42,6 +63,7 @@ class EncodedTensor:
     """A header entry for one tensor and its blobs, in part order."""
 
     entry: dict
+    #: The blobs of every part in part order (a chunked part has one per chunk).
     blobs: list[bytes]
     #: The tensor as the decoder will rebuild it (for error statistics).
     reconstruction: np.ndarray
@@ -50,8 +72,12 @@ class EncodedTensor:
 # --- encoding ---------------------------------------------------------------------------
 
 
-def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan) -> EncodedTensor:
-    """Encode *array* by *plan*; parts reference blobs by position in ``EncodedTensor.blobs``."""
+def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Executor | None = None) -> EncodedTensor:
+    """Encode *array* by *plan*; parts reference blobs by position in ``EncodedTensor.blobs``.
+
+    A chunked part's ``blob`` is the position of its first chunk, the others follow it.
+    *executor* codes the chunks of large parts in parallel; the bytes never depend on it.
+    """
     spec = ArraySpec.of(array)
     transform = get_stage(plan.transform)
     parts, transform_config = transform.encode(array, spec, plan.transform_params)
@@ -59,10 +85,10 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan) -> EncodedTens
     entries, blobs, rebuilt_parts = [], [], {}
     for part_name, part_spec in transform.part_specs(spec, transform_config).items():
         stages = plan.value_stages if part_name in quantizable else []
-        part_entry, blob, rebuilt = _encode_part(parts[part_name], part_spec, stages, plan.entropy)
+        part_entry, part_blobs, rebuilt = _encode_part(parts[part_name], part_spec, stages, plan.entropy, executor)
         part_entry = {"name": part_name, **part_entry, "blob": len(blobs)}
         entries.append(part_entry)
-        blobs.append(blob)
+        blobs.extend(part_blobs)
         rebuilt_parts[part_name] = rebuilt
     reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
     if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
@@ -77,8 +103,8 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan) -> EncodedTens
     return EncodedTensor(entry, blobs, reconstruction.reshape(spec.shape))
 
 
-def _encode_part(values: np.ndarray, spec: ArraySpec, value_stages, entropy: bool) -> tuple[dict, bytes, np.ndarray]:
-    """Run ARRAY stages, then the best serializer + bytes stage; return (entry, blob, rebuilt part)."""
+def _encode_part(values: np.ndarray, spec: ArraySpec, value_stages, entropy: bool, executor: Executor | None = None) -> tuple[dict, list[bytes], np.ndarray]:
+    """Run ARRAY stages, then the best serializer + bytes stage; return (entry, blobs, rebuilt part)."""
     values = np.asarray(values, dtype=spec.dtype).reshape(spec.shape)
     codecs, applied = [], []
     current, current_spec = values, spec
@@ -90,34 +116,74 @@ def _encode_part(values: np.ndarray, spec: ArraySpec, value_stages, entropy: boo
         codecs.append({"name": stage.id, "configuration": config})
         applied.append((stage, current_spec, config))
         current, current_spec = encoded, stage.output_spec(current_spec, config)
-    tail, blob = _best_tail(current, current_spec, entropy)
+    tail, blobs, chunk_size = _best_tail(current, current_spec, entropy, executor)
     rebuilt = current
     for stage, input_spec, config in reversed(applied):
         rebuilt = stage.decode(rebuilt, input_spec, config)
-    return {**spec.to_json(), "codecs": codecs + tail}, blob, rebuilt
+    entry = {**spec.to_json(), "codecs": codecs + tail}
+    if chunk_size is not None:
+        entry["chunk_size"] = chunk_size
+    return entry, blobs, rebuilt
 
 
-def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool) -> tuple[list[dict], bytes]:
+def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool, executor: Executor | None = None) -> tuple[list[dict], list[bytes], int | None]:
     """Serialize (raw, or bitpack for unsigned integers) and entropy-code; keep the smallest.
 
-    Ties keep the earlier candidate (raw before bitpack; none before huffman before lzw).
+    Returns ``(tail stages, blobs, chunk size or None)``.  Serialized bytes over
+    :data:`CHUNK_SIZE` are coded in chunks (:func:`_best_chunked`).  Ties keep the earlier
+    candidate (raw before bitpack; none before huffman before lzw).
     """
     candidates = [("raw", {})]
     if spec.dtype.kind == "u" and spec.size:
         bits = max(1, int(array.max()).bit_length())
         if bits < 8 * spec.dtype.itemsize:
             candidates.append(("bitpack", {"bits": bits}))
-    best: tuple[list[dict], bytes] | None = None
+    best: tuple[list[dict], list[bytes], int | None] | None = None
     for stage_id, params in candidates:
         serializer = get_stage(stage_id)
         data, config = serializer.encode(array, spec, params)
-        tail = [{"name": serializer.id, "configuration": config}]
-        if entropy:
+        tail, blobs, chunk_size = [{"name": serializer.id, "configuration": config}], [data], None
+        if entropy and len(data) > CHUNK_SIZE:
+            bytes_id, blobs, bytes_config = _best_chunked(data, executor)
+            if bytes_id is not None:
+                tail, chunk_size = tail + [{"name": bytes_id, "configuration": bytes_config}], CHUNK_SIZE
+            else:
+                blobs = [data]
+        elif entropy:
             bytes_id, coded, bytes_config = _best_bytes_stage(data)
             if bytes_id is not None:
-                tail, data = tail + [{"name": bytes_id, "configuration": bytes_config}], coded
-        if best is None or len(data) < len(best[1]):
-            best = (tail, data)
+                tail, blobs = tail + [{"name": bytes_id, "configuration": bytes_config}], [coded]
+        if best is None or sum(map(len, blobs)) < sum(map(len, best[1])):
+            best = (tail, blobs, chunk_size)
+        del data
+    return best
+
+
+def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | None, list[bytes], dict]:
+    """The smallest coding of *data* in :data:`CHUNK_SIZE` chunks: ``(stage id or None, blobs, configuration)``.
+
+    One bytes stage and one configuration per part (the header stays one entry per part):
+    the first chunk picks each coder's parameters (Huffman's symbol width) as
+    :func:`_best_bytes_stage` would, the other chunks are coded with them, and the coder
+    whose chunks total the fewest bytes wins ("smallest wins", measured on what is stored;
+    ties to the simpler, none before huffman before lzw).  Chunks are coded on *executor*.
+    """
+    from .stages.entropy import BYTES_STAGES, LZW_SKIP_RATIO, lzw_estimate
+
+    view = memoryview(data)
+    pieces = [view[start:end] for start, end in chunk_bounds(len(data), CHUNK_SIZE)]
+    best: tuple[str | None, list[bytes], dict] = (None, [bytes(p) for p in pieces], {})
+    best_size = len(data)
+    for stage_id in BYTES_STAGES:
+        if stage_id == "lzw" and lzw_estimate(bytes(pieces[0])) >= LZW_SKIP_RATIO * len(pieces[0]):
+            continue  # its sample of the first chunk says it loses clearly, as for unchunked blobs
+        stage = get_stage(stage_id)
+        first, config = stage.encode(bytes(pieces[0]), BytesSpec(len(pieces[0])), {})
+        rest = _map(executor, lambda piece, stage=stage, config=config: stage.encode(bytes(piece), BytesSpec(len(piece)), config)[0], pieces[1:])
+        coded = [first, *rest]
+        size = sum(map(len, coded))
+        if size < best_size:
+            best, best_size = (stage_id, coded, config), size
     return best
 
 
@@ -135,11 +201,23 @@ def serialized_entropy(codecs: list[dict], serialized: bytes) -> float:
     return entropy_bound(symbol_counts(serialized, width)) / 8
 
 
-def serialized_bytes(part: dict, blob: bytes) -> bytes:
-    """A part's serialized bytes: its blob with the bytes stage (if any) undone; the entry must be checked."""
+def serialized_bytes(part: dict, blobs: list[bytes]) -> bytes:
+    """A part's serialized bytes: its blobs (one per chunk) with the bytes stage (if any) undone; the entry must be checked."""
     resolved = _check_codecs(part["codecs"], _spec(part, "part"), "part")
     stage, input_spec, config = resolved[-1]
-    return stage.decode(blob, input_spec, config) if stage.kind is Kind.BYTES else blob
+    if stage.kind is not Kind.BYTES:
+        return b"".join(blobs)
+    bounds = chunk_bounds(input_spec.size, part.get("chunk_size"))
+    return b"".join(stage.decode(blob, BytesSpec(end - start), config) for blob, (start, end) in zip(blobs, bounds))
+
+
+def part_blobs(part: dict) -> list[int]:
+    """The blob indexes of a checked part: ``blob``, then one more per further chunk (§4.4)."""
+    chunk_size = part.get("chunk_size")
+    if chunk_size is None:
+        return [part["blob"]]
+    size = serialized_size(_check_codecs(part["codecs"], _spec(part, "part"), "part"))
+    return list(range(part["blob"], part["blob"] + -(-size // chunk_size)))
 
 
 def _best_bytes_stage(data: bytes) -> tuple[str | None, bytes, dict]:
@@ -158,7 +236,7 @@ class CheckedTensor:
     spec: ArraySpec
     transform: type[TransformStage]
     config: dict
-    #: Per part: (name, blob index, [(stage, input spec, configuration), ...]).
+    #: Per part: (name, blob indexes (one per chunk), [(stage, input spec, configuration), ...]).
     parts: list[tuple[str, int, list]]
     #: Rule 4.8.1: peak bytes its decode holds beyond the tensor's own output.
     work: int = 0
@@ -191,12 +269,11 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
         part_spec = _spec(part, where)
         if part_spec != expected[part["name"]]:
             raise FormatError(f"rule 4.2: {where} is {part_spec.to_json()}, its transform makes {expected[part['name']].to_json()}")
-        blob = part.get("blob")
-        if type(blob) is not int or not 0 <= blob < len(blob_sizes):
-            raise FormatError(f"rule 4.4: {where} names blob {blob!r}, the file has {len(blob_sizes)}")
         resolved = _check_codecs(part.get("codecs"), part_spec, where)
-        _check_blob_size(resolved, blob_sizes[blob], where)
-        checked.append((part["name"], blob, resolved))
+        blobs = _check_chunks(part, resolved, len(blob_sizes), where)
+        for index, (start, end) in zip(blobs, chunk_bounds(serialized_size(resolved), part.get("chunk_size"))):
+            _check_blob_size(resolved, blob_sizes[index], where, end - start)
+        checked.append((part["name"], blobs, resolved))
     work, ops = decode_cost(spec, transform, config, checked, blob_sizes)
     cap = limits.work_cap(spec.nbytes)
     if work > cap:
@@ -217,8 +294,9 @@ def decode_cost(spec: ArraySpec, transform: type[TransformStage], config: dict, 
     minus the tensor's own bytes (which rule 4.7 counts); ``ops`` the sum of every stage's.
     """
     held = peak = ops = 0
-    for _, blob, resolved in parts:
-        stored = blob_sizes[blob]
+    for _, blobs, resolved in parts:
+        # A chunked part counts as one blob of its chunks' total: an upper bound of chunk-wise decoding.
+        stored = sum(blob_sizes[blob] for blob in blobs)
         part_peak = 0
         for stage, input_spec, stage_config in reversed(resolved):
             decoded = _nbytes(input_spec)
@@ -294,23 +372,56 @@ def _check_codecs(codecs: Any, spec: ArraySpec, where: str) -> list:
     return resolved
 
 
-def _check_blob_size(resolved: list, blob_size: int, where: str) -> None:
-    """Rule 4.6: the blob can plausibly decode to what the chain expects."""
+def _check_chunks(part: dict, resolved: list, blob_count: int, where: str) -> list[int]:
+    """Rules 4.4 and 4.10: the part's blob indexes, one per chunk, all within the blob table."""
+    blob = part.get("blob")
+    if type(blob) is not int or not 0 <= blob < blob_count:
+        raise FormatError(f"rule 4.4: {where} names blob {blob!r}, the file has {blob_count}")
+    if "chunk_size" not in part:
+        return [blob]
+    chunk_size, size = part["chunk_size"], serialized_size(resolved)
+    if type(chunk_size) is not int or not 1 <= chunk_size < size:
+        raise FormatError(f"rule 4.10: {where}: chunk_size must be an integer from 1 to N - 1 = {size - 1} (N, the serialized bytes), not {chunk_size!r}")
+    count = -(-size // chunk_size)
+    if blob + count > blob_count:
+        raise FormatError(f"rule 4.10: {where}: its {count} chunks need blobs {blob} to {blob + count - 1}, the file has {blob_count}")
+    return list(range(blob, blob + count))
+
+
+def serialized_size(resolved: list) -> int:
+    """``N``, the serialized byte count of a checked chain (what the bytes stage, if any, decodes to)."""
     stage, input_spec, config = resolved[-1]
+    return input_spec.size if stage.kind is Kind.BYTES else stage.encoded_size(input_spec, config)
+
+
+def _check_blob_size(resolved: list, blob_size: int, where: str, expected: int | None = None) -> None:
+    """Rule 4.6: the blob can plausibly decode to what the chain expects (*expected* bytes, for a chunk)."""
+    stage, input_spec, config = resolved[-1]
+    expected = serialized_size(resolved) if expected is None else expected
     if stage.kind is Kind.BYTES:
         bound = blob_size * stage.max_expansion(config) + EXPANSION_SLACK
-        if input_spec.size > bound:
-            raise FormatError(f"rule 4.6: {where}: {stage.id} claims {input_spec.size} bytes from {blob_size}, beyond its bound")
-    elif blob_size != stage.encoded_size(input_spec, config):
-        raise FormatError(f"rule 4.6: {where}: {stage.id} needs {stage.encoded_size(input_spec, config)} bytes, the blob gives {blob_size}")
+        if expected > bound:
+            raise FormatError(f"rule 4.6: {where}: {stage.id} claims {expected} bytes from {blob_size}, beyond its bound")
+    elif blob_size != expected:
+        raise FormatError(f"rule 4.6: {where}: {stage.id} needs {expected} bytes, the blob gives {blob_size}")
 
 
-def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``, within *limits*."""
+def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS,
+                  executor: Executor | None = None) -> np.ndarray:
+    """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``, within *limits*.
+
+    The chunks of a chunked part are read and decoded on *executor* (each checked by its own
+    CRC-32 as ``blob`` reads it); the result never depends on it.
+    """
     checked = check_tensor_entry(entry, blob_sizes, limits)
     parts = {}
-    for part_name, index, resolved in checked.parts:
-        data = blob(index)
+    for (part_name, indexes, resolved), part in zip(checked.parts, entry["parts"]):
+        stage, input_spec, config = resolved[-1]
+        if stage.kind is Kind.BYTES:
+            data = _decode_chunks(blob, indexes, stage, config, chunk_bounds(input_spec.size, part.get("chunk_size")), executor)
+            resolved = resolved[:-1]
+        else:
+            data = b"".join(blob(index) for index in indexes)
         for stage, input_spec, config in reversed(resolved):
             data = stage.decode(data, input_spec, config)
         parts[part_name] = data
@@ -318,3 +429,18 @@ def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[in
     if array.shape != checked.spec.shape or array.dtype != checked.spec.dtype:
         raise FormatError(f"tensor {entry['name']!r}: transform returned {array.dtype}{array.shape}, expected {checked.spec.dtype}{checked.spec.shape}")
     return array
+
+
+def _decode_chunks(blob: Callable[[int], bytes], indexes: list[int], stage, config: dict, bounds: list[tuple[int, int]],
+                   executor: Executor | None) -> bytes:
+    """The serialized bytes of a part from its chunks' blobs, each decoded by *stage* into its slice of one buffer."""
+    if len(indexes) == 1:
+        return stage.decode(blob(indexes[0]), BytesSpec(bounds[0][1]), config)
+    out = bytearray(bounds[-1][1])
+
+    def one(item: tuple[int, tuple[int, int]]) -> None:
+        index, (start, end) = item
+        out[start:end] = stage.decode(blob(index), BytesSpec(end - start), config)
+
+    _map(executor, one, list(zip(indexes, bounds)))
+    return bytes(out)

@@ -93,11 +93,12 @@ def sniff(path: str | os.PathLike) -> str:
     return "unknown"
 
 
-def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
     """Read a model file of any supported format.
 
     *limits* is the reader's cap a ``.nnz`` of it would meet: declared tensor bytes beyond
-    ``limits.output_cap(file size)`` are refused before anything is read (§8).
+    ``limits.output_cap(file size)`` are refused before anything is read (§8).  With *lazy*,
+    formats that can (safetensors) check everything now and read each tensor when asked.
     """
     kind = sniff(path)
     if kind == "hdf5":
@@ -105,7 +106,7 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
     if kind == "zip":
         return _zip_format(path).read(path, keep_optimizer=keep_optimizer, limits=limits)
     if kind == "safetensors":
-        return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits)
+        return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
     if kind == "onnx":
         return onnx_format.read(path, keep_optimizer=keep_optimizer, limits=limits)
     raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")

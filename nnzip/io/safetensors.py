@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
-from ..model import Model
+from ..model import LazyTensors, Model
 from ..stages.base import parse_shape
 
 FORMAT_ID = "safetensors"
@@ -215,8 +215,13 @@ def looks_like(head: bytes, file_size: int) -> bool:
     return len(head) >= 9 and head[8:9] == b"{"
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
-    """Read a safetensors file within *limits* (*keep_optimizer* is accepted for symmetry; there is none)."""
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
+    """Read a safetensors file within *limits* (*keep_optimizer* is accepted for symmetry; there is none).
+
+    With *lazy*, every check above runs at once but each tensor's bytes are read from the
+    file by offset only when asked for (:class:`nnzip.model.LazyTensors`), so that a
+    streaming compressor holds one tensor at a time.
+    """
     name = os.fspath(path)
     with open(path, "rb") as handle:
         file_size = os.fstat(handle.fileno()).st_size
@@ -232,7 +237,7 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
                              f"the file holds {file_size - data_start}")
         if total > limits.output_cap(file_size):
             raise InputError(f"rule 8.19: {name}: the tensors' {total} bytes exceed the {limits.output_cap(file_size)}-byte cap")
-        values = dict(_read_values(handle, tensors, name))
+        values = _lazy_values(path, tensors, data_start, name) if lazy else dict(_read_values(handle, tensors, name))
     structure: dict = {"metadata": metadata, "tensors": tensors}
     if canonical_header(metadata, tensors) != text:
         structure["header"] = text  # not the package's form: keep it verbatim for an exact rebuild
@@ -254,6 +259,23 @@ def _read_header_text(handle, file_size: int, name: str) -> str:
         return handle.read(size).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"rule 8.18: {name}: not a valid safetensors file: the header is not UTF-8") from None
+
+
+def _lazy_values(path: str | os.PathLike, tensors: list[dict], data_start: int, name: str) -> LazyTensors:
+    """The tensors, each read by offset when asked for (its size and place were checked with the header, rule 8.19)."""
+    offsets, position = {}, data_start
+    for item in tensors:  # data order = header order (parse_header checks the offsets tile the data)
+        offsets[item["name"]] = (position, item)
+        position += tensor_nbytes(item)
+
+    def load(key: str) -> np.ndarray:
+        start, item = offsets[key]
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            return next(iter(_read_values(handle, [item], name)))[1]
+
+    specs = {item["name"]: (np.dtype(DTYPES[item["dtype"]]), tuple(item["shape"])) for item in tensors}
+    return LazyTensors(specs, load)
 
 
 def _read_values(handle, tensors: list[dict], name: str) -> Iterable[tuple[str, np.ndarray]]:

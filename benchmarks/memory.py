@@ -1,0 +1,95 @@
+"""Peak memory and CPU of compress/decompress on a generated large safetensors model, --jobs 1 vs 2.
+
+Not a test: ``python benchmarks/memory.py [--params 252e6] [--lossy] [--dir /tmp]``.  It writes a
+float32 safetensors of about PARAMS parameters (transformer-like shapes: a 16k x 1024 embedding,
+then 1024 x 4096 / 4096 x 1024 / 1024 x 1024 matrices and vectors, values like trained weights:
+Gaussian, rounded to bf16-like mantissas so that they compress a little), then runs
+``nnzip compress`` and ``nnzip decompress`` in fresh processes with --jobs 1 and 2 and prints,
+for each, wall and CPU seconds and peak RSS (VmHWM of the child) against the target
+2 x largest tensor + 256 MB.  The decompressed file is checked byte for byte (lossless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def generate(path: Path, params: float, seed: int = 0) -> int:
+    """Write the model; returns the largest tensor's bytes."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    shapes = {"embed": (16_384, 1024)}  # 64 MiB: byteplanes (rotate) refuses tensors over ~89 MB (rule 4.8.1), see the report
+    layer, total = 0, 16_384 * 1024
+    while total < params:
+        for name, shape in (("q", (1024, 1024)), ("k", (1024, 1024)), ("v", (1024, 1024)), ("o", (1024, 1024)),
+                            ("up", (1024, 4096)), ("down", (4096, 1024)), ("norm", (1024,))):
+            shapes[f"layer{layer}.{name}"] = shape
+            total += int(np.prod(shape))
+        layer += 1
+    tensors = {}
+    for name, shape in shapes.items():
+        values = (rng.standard_normal(shape, dtype=np.float32) * 0.02).view(np.uint32)
+        tensors[name] = (values & np.uint32(0xFFFF0000)).view(np.float32)  # bf16-like: low mantissa bytes zero
+    save_file(tensors, str(path))
+    return max(t.nbytes for t in tensors.values())
+
+
+def run(args: list[str]) -> tuple[float, float, int]:
+    """(wall s, CPU s, peak RSS bytes) of ``python -m nnzip ARGS`` in a fresh process."""
+    code = ("import resource, runpy, sys\n"
+            f"sys.argv = ['nnzip'] + {args!r}\n"
+            "try:\n    runpy.run_module('nnzip', run_name='__main__')\n"
+            "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+            "print('STATS', code, int(hwm) * 1024, u.ru_utime + u.ru_stime, file=sys.stderr)\n")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - start
+    line = [l for l in result.stderr.splitlines() if l.startswith("STATS")]
+    if not line or line[0].split()[1] != "0":
+        raise SystemExit(f"nnzip {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    _, _, rss, cpu = line[0].split()
+    return wall, float(cpu), int(rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=float, default=252e6)
+    parser.add_argument("--lossy", action="store_true", help="compress with --bits 4")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    options = parser.parse_args()
+    source = options.dir / f"nnzip-bench-{int(options.params / 1e6)}M.safetensors"
+    largest = generate(source, options.params)
+    print(f"{source}: {source.stat().st_size:,} bytes, largest tensor {largest:,} bytes; "
+          f"target peak RSS <= {2 * largest + 256 * 2**20:,}")
+    lossy = ["--bits", "4"] if options.lossy else []
+    for jobs in options.jobs:
+        packed = options.dir / f"nnzip-bench-j{jobs}.nnz"
+        back = options.dir / f"nnzip-bench-j{jobs}.safetensors"
+        c = run(["compress", str(source), "-o", str(packed), "-f", "-q", "--jobs", str(jobs), *lossy])
+        d = run(["decompress", str(packed), "-o", str(back), "-f", "-q", "--jobs", str(jobs)])
+        same = "identical" if not lossy and back.read_bytes() == source.read_bytes() else ("lossy" if lossy else "DIFFERENT")
+        print(f"--jobs {jobs}: {packed.stat().st_size:,} bytes; compress {c[0]:.1f} s wall, {c[1]:.1f} s CPU, "
+              f"peak {c[2] / 2**20:,.0f} MiB; decompress {d[0]:.1f} s wall, {d[1]:.1f} s CPU, peak {d[2] / 2**20:,.0f} MiB; {same}")
+        back.unlink()
+    files = [(options.dir / f"nnzip-bench-j{j}.nnz").read_bytes() for j in options.jobs]
+    print("outputs byte-identical across --jobs:", all(f == files[0] for f in files))
+    for j in options.jobs:
+        (options.dir / f"nnzip-bench-j{j}.nnz").unlink()
+    source.unlink()
+
+
+if __name__ == "__main__":
+    main()
