@@ -1,5 +1,6 @@
 """The ``byteplanes`` transform."""
 
+import json
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -162,3 +163,25 @@ def test_reject_3_boolean_tensor():
 def test_reject_4_bad_part(parts):
     with pytest.raises(FormatError, match="must be uint8"):
         BytePlanes.decode(parts, ArraySpec.make("<f2", [3]), {"mode": "split"})
+
+
+def test_large_lossless_tensor_is_within_the_default_work_cap():
+    """A 300 MB float32 tensor stored lossless (rotate) passes rule 4.8.1 by default.
+
+    The inverse rotation works in place in blocks, so its declared working memory does not
+    grow with the tensor (it was 2 x the tensor, which refused fp32 tensors above ~89 MB).
+    """
+    from nnzip.pipeline import TensorPlan, _check_codecs, _spec, check_tensor_entry, encode_tensor
+
+    small = encode_tensor("t", np.ones((4, 1024), np.float32), TensorPlan("byteplanes", {"mode": "rotate"}, entropy=False))
+    entry = json.loads(json.dumps(small.entry))
+    rows = 75_000
+    entry["shape"] = [rows, 1024]
+    for index, part in enumerate(entry["parts"]):
+        part["shape"], part["blob"] = [rows, 1024], index
+    sizes = []
+    for part in entry["parts"]:  # raw (serialized-only) chains: each blob is exactly its serializer's size
+        stage, spec, config = _check_codecs(part["codecs"], _spec(part, "part"), "part")[-1]
+        sizes.append(stage.encoded_size(spec, config))
+    checked = check_tensor_entry(entry, sizes)
+    assert checked.work < 2 * rows * 1024 * 4

@@ -72,9 +72,10 @@ class BytePlanes(TransformStage):
             raise ConfigError(f"byteplanes: 'mode' must be one of {list(allowed)} for {spec.dtype}, got {mode!r}")
         # (ascontiguousarray would turn a 0-d tensor into 1-d; reshape keeps the spec's shape.)
         words = np.ascontiguousarray(data, dtype=spec.dtype).view(_UINT[spec.dtype.itemsize]).reshape(spec.shape)
+        rotated = _rotate(words, left=True) if mode == "rotate" or (mode == "auto" and spec.dtype.str in FLOAT_DTYPES) else None
         if mode == "auto":
-            mode = _auto_mode(words, spec)
-        planes = _planes(_rotate_left(words) if mode == "rotate" else words)
+            mode = _auto_mode(words, rotated, spec)
+        planes = _planes(rotated if mode == "rotate" else words)
         return {f"plane{i}": plane for i, plane in enumerate(planes)}, {"mode": mode}
 
     @classmethod
@@ -90,13 +91,14 @@ class BytePlanes(TransformStage):
             stacked[..., i] = plane
         words = stacked.view(_UINT[itemsize]).reshape(spec.shape)
         if mode == "rotate":
-            words = _rotate_right(words)
+            _rotate(words, left=False, out=words)  # in place, block by block: no tensor-sized temporaries
         return words.view(spec.dtype)
 
     @classmethod
     def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
-        """The planes are stacked into the output in place; ``rotate`` makes two word-sized temporaries."""
-        return linear_cost(spec.size, passes=4, work=2 * spec.nbytes if config["mode"] == "rotate" else 0)
+        """The planes are stacked into the output; ``rotate`` is undone there in place, in blocks of
+        :data:`ROTATE_BLOCK` words whose two temporaries are the only working memory."""
+        return linear_cost(spec.size, passes=4, work=2 * ROTATE_BLOCK * spec.dtype.itemsize if config["mode"] == "rotate" else 0)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
@@ -125,16 +127,33 @@ def _planes(words: np.ndarray) -> list[np.ndarray]:
     return [as_bytes[..., i].copy() for i in range(words.dtype.itemsize)]
 
 
+#: Words rotated at a time: the temporaries of a rotation stay at 2 x this many words, whatever the tensor.
+ROTATE_BLOCK = 1 << 18
+
+
+def _rotate(words: np.ndarray, left: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """Rotate each unsigned word by one bit, left (the top bit wraps to bit 0) or right (its inverse).
+
+    Done in blocks of :data:`ROTATE_BLOCK` words into *out* (a new array by default; *words*
+    itself for an in-place rotation), so that a large tensor costs no tensor-sized temporaries.
+    """
+    flat = np.ascontiguousarray(words).reshape(-1)
+    result = np.empty_like(flat) if out is None else out.reshape(-1)
+    one, top = words.dtype.type(1), words.dtype.type(words.dtype.itemsize * 8 - 1)
+    first, second = (np.left_shift, np.right_shift) if left else (np.right_shift, np.left_shift)
+    high, low = np.empty(min(flat.size, ROTATE_BLOCK), flat.dtype), np.empty(min(flat.size, ROTATE_BLOCK), flat.dtype)
+    for start in range(0, flat.size, ROTATE_BLOCK):
+        block = flat[start:start + ROTATE_BLOCK]
+        n = block.size
+        first(block, one, out=high[:n])
+        second(block, top, out=low[:n])
+        np.bitwise_or(high[:n], low[:n], out=result[start:start + n])
+    return result.reshape(words.shape)
+
+
 def _rotate_left(words: np.ndarray) -> np.ndarray:
     """Rotate each unsigned word left by one bit (the top bit wraps to bit 0)."""
-    top = words.dtype.itemsize * 8 - 1
-    return (words << words.dtype.type(1)) | (words >> words.dtype.type(top))
-
-
-def _rotate_right(words: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_rotate_left`."""
-    top = words.dtype.itemsize * 8 - 1
-    return (words >> words.dtype.type(1)) | (words << words.dtype.type(top))
+    return _rotate(words, left=True)
 
 
 def _estimate(planes: list[np.ndarray]) -> float:
@@ -152,9 +171,8 @@ def _words_estimate(words: np.ndarray) -> float:
     return sum(min(entropy_bound(c), 8.0 * words.size) for c in counts)
 
 
-def _auto_mode(words: np.ndarray, spec: ArraySpec) -> str:
+def _auto_mode(words: np.ndarray, rotated: np.ndarray | None, spec: ArraySpec) -> str:
     """``rotate`` for floats unless ``split`` is estimated strictly smaller; ``split`` for integers."""
     if spec.dtype.str not in FLOAT_DTYPES:
         return "split"
-    rotated = _words_estimate(_rotate_left(words))
-    return "split" if _words_estimate(words) < rotated else "rotate"
+    return "split" if _words_estimate(words) < _words_estimate(rotated) else "rotate"
