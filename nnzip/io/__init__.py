@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
-from . import hdf5_tree, keras_h5, keras_v3, npz, onnx_format, safetensors, zipmeta
+from . import hdf5_tree, keras_h5, keras_v3, npz, onnx_format, safetensors, sharded, zipmeta
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: A zip archive starts with a local file header, or (no members) the end-of-directory record.
@@ -60,13 +60,15 @@ FORMATS: dict[str, Format] = {
         Format(npz.FORMAT_ID, npz.read, npz.write, npz.check_structure, npz.tensor_names, npz.SUFFIX),
         Format(onnx_format.FORMAT_ID, onnx_format.read, onnx_format.write, onnx_format.check_structure,
                onnx_format.tensor_names, onnx_format.SUFFIX),
+        Format(sharded.FORMAT_ID, sharded.read, sharded.write, sharded.check_structure, sharded.tensor_names, sharded.SUFFIX),
     )
 }
 
 #: Source format id -> writer (kept for callers that only write).
 WRITERS = {format_id: f.write for format_id, f in FORMATS.items()}
 
-_SUPPORTED = "supported: Keras .h5, .weights.h5 and .keras, .safetensors, numpy .npz, ONNX"
+_SUPPORTED = ("supported: Keras .h5, .weights.h5 and .keras, .safetensors, a sharded safetensors checkpoint "
+              "(its .safetensors.index.json or folder), numpy .npz, ONNX")
 
 
 def get_format(format_id: object) -> Format | None:
@@ -75,7 +77,12 @@ def get_format(format_id: object) -> Format | None:
 
 
 def sniff(path: str | os.PathLike) -> str:
-    """The container kind of *path* from its first bytes: 'hdf5', 'zip', 'safetensors', 'onnx' or 'unknown'."""
+    """The container kind of *path* from its first bytes: 'hdf5', 'zip', 'safetensors', 'onnx', 'sharded' or 'unknown'.
+
+    'sharded' is a folder or a JSON object (a sharded checkpoint's index, §5.8).
+    """
+    if os.path.isdir(path):
+        return "sharded"
     try:
         with open(path, "rb") as handle:
             head = handle.read(32)
@@ -90,6 +97,8 @@ def sniff(path: str | os.PathLike) -> str:
         return "safetensors"
     if onnx_format.looks_like(head):
         return "onnx"
+    if sharded.looks_like(head):
+        return "sharded"
     return "unknown"
 
 
@@ -109,6 +118,8 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
         return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
     if kind == "onnx":
         return onnx_format.read(path, keep_optimizer=keep_optimizer, limits=limits)
+    if kind == "sharded":
+        return sharded.read(path, keep_optimizer=keep_optimizer, limits=limits)
     raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")
 
 
