@@ -386,3 +386,22 @@ def test_budget_on_transformer_by_output_cosine(tmp_path, capsys):
     info = verify_json(capsys, nnz, SAMPLES / "tiny_bert-test.npz", SAMPLES / "tiny_bert.onnx")
     assert info["metric"] == "cosine" and info["drop"] <= 0.01 + 0.005
     assert nnz.stat().st_size < (SAMPLES / "tiny_bert.onnx").stat().st_size / 2
+
+
+def test_onnx_header_follows_the_schema(tmp_path, capsys):
+    """spec/header.schema.json describes an ONNX .nnz header (its $defs/onnx resolves and validates)."""
+    import json
+
+    import jsonschema
+
+    from nnzip.container import open_container
+
+    nnz = tmp_path / "mlp.nnz"
+    assert run(capsys, "compress", SAMPLES / "mlp.onnx", "-o", nnz, "-q")[0] == 0
+    schema = json.loads((Path(__file__).parent.parent / "spec" / "header.schema.json").read_text())
+    with open_container(nnz) as container:
+        header = container.header
+    jsonschema.Draft202012Validator(schema).validate(header)
+    broken = json.loads(json.dumps(header))
+    broken["source"]["structure"]["tensors"][0]["storage"] = "elsewhere"
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(broken))
