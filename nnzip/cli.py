@@ -66,6 +66,12 @@ def _add_max_output(p, reading: bool = True) -> None:
                    help=f"cap on {what} (spec rule 4.7; default: the larger of {format_size(DEFAULT_MIN_OUTPUT)} and "
                    f"{DEFAULT_OUTPUT_PER_FILE_BYTE} x the .nnz's size); "
                    "bytes or K/M/G/T, e.g. 4G")
+    p.add_argument("--max-work", type=parse_size, metavar="SIZE",
+                   help="cap on the working memory one tensor's decode may use beyond its output (spec rule 4.8.1; default: "
+                   "the larger of 256M and 2 x the tensor); bytes or K/M/G/T")
+    p.add_argument("--max-ops", type=parse_size, metavar="N",
+                   help="cap on the arithmetic a file's decode may cost, in multiply-adds (spec rule 4.8.2; default: the larger of "
+                   "2^35 and 2^15 x the stored bytes); a number, K/M/G/T multiply by powers of 1024")
 
 
 _EXIT_CODES = """\
@@ -255,7 +261,9 @@ def budget_from_args(args: argparse.Namespace, log=None) -> api.Budget | None:
 
 
 def _limits(args: argparse.Namespace) -> DecodeLimits:
-    return DecodeLimits(max_output=args.max_output) if args.max_output is not None else DEFAULT_LIMITS
+    """The reader's caps the command line raised or lowered (``--max-output``, ``--max-work``, ``--max-ops``)."""
+    given = {name: getattr(args, name, None) for name in ("max_output", "max_work", "max_ops")}
+    return DecodeLimits(**given) if any(v is not None for v in given.values()) else DEFAULT_LIMITS
 
 
 class _Progress:

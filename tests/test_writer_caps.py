@@ -466,3 +466,18 @@ def test_unencodable_names_print_escaped(tmp_path, capsys):
     status = cli.main(["inspect", str(tmp_path / "no\udcffsuch.nnz")])
     err = capsys.readouterr().err
     assert status == 1 and err.startswith("nnzip: error: ") and err.count("\n") == 1
+
+
+def test_max_work_and_max_ops_reach_the_reader(tmp_path, capsys):
+    """--max-work (rule 4.8.1) and --max-ops (rule 4.8.2) lower or raise the decode-cost caps on every reading command."""
+    source = tmp_path / "m.npz"
+    np.savez(source, w=np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32))
+    nnz = tmp_path / "m.nnz"
+    assert run(capsys, "compress", source, "-o", nnz, "--rank", "8")[0] == 0
+    for command in (["inspect", nnz], ["decompress", nnz, "-o", tmp_path / "out.npz"]):
+        status, _, err = run(capsys, *command, "--max-ops", "1000")
+        assert_one_line(status, err, "rule 4.8.2")
+        status, _, err = run(capsys, *command, "--max-work", "1")
+        assert_one_line(status, err, "rule 4.8.1")
+    assert not (tmp_path / "out.npz").exists()
+    assert run(capsys, "decompress", nnz, "-o", tmp_path / "out.npz", "--max-work", "1G", "--max-ops", "1T")[0] == 0
