@@ -23,7 +23,7 @@ PROB_BITS = 22
 #: The coder's probability resolution.
 CODER_BITS = 12
 #: A context's use count stops growing here (its step is then 2 / (2 * LIMIT + 3)).
-COUNT_LIMIT = 255
+COUNT_LIMIT = 1023
 #: Below this the range is renormalised (shifted by a byte).
 TOP = 1 << 24
 #: Status codes of :func:`decode`.
