@@ -153,7 +153,7 @@ def test_encode_below_gives_up_at_the_limit():
 
 
 def test_best_bytes_stage_picks_arith_where_it_is_smallest():
-    for data in (CASES["indices2"], CASES["sparse"]):
+    for data in (CASES["indices2"], CASES["indices3"]):
         stage_id, stream, config = best_bytes_stage(data)
         assert stage_id == "arith"
         assert get_stage(stage_id).decode(stream, BytesSpec(len(data)), config) == data
@@ -172,7 +172,7 @@ def test_decode_cost_and_expansion():
     config = {"symbol_bits": 8, "order": 1}
     cost = ARITH.decode_cost(BytesSpec(1000), config, 100)
     assert cost.work == 100 + 1000 + (2 << 20)
-    assert cost.ops == 16 * 8 * (8 * 1000 + 100)
+    assert cost.ops == 16 * 12 * (8 * 1000 + 100)
     assert ARITH.max_expansion(config) == arith.MAX_EXPANSION
     # The bound holds: the most compressible input (one repeated byte) stays within it.
     data = bytes(2_000_000)
@@ -291,3 +291,14 @@ def test_cli_rejects_bad_configuration_and_claimed_size(tmp_path, capsys):
     assert_cli_rejects(tmp_path, arith_file(stream, 4000, {"symbol_bits": 9, "order": 0}), capsys, "symbol_bits")
     # A 5-byte stream may not claim 64 MiB of output (rule 4.6, max_expansion).
     assert_cli_rejects(tmp_path, arith_file(stream[:5], 1 << 26, config), capsys, "rule 4.6", "beyond its bound")
+
+
+def test_best_bytes_stage_keeps_files_within_the_decode_cap():
+    """On a blob arith would shrink beyond ~21x its declared decode cost exceeds rule 4.8.2's
+    default share of its bytes, so the choice falls back to huffman/lzw."""
+    from nnzip.limits import DEFAULT_OPS_PER_DATA_BYTE
+
+    data = indices(400_000, [0.999, 0.001], 1)
+    stream, config = encode(data)
+    assert ARITH.decode_cost(BytesSpec(len(data)), config, len(stream)).ops > DEFAULT_OPS_PER_DATA_BYTE * len(stream)
+    assert best_bytes_stage(data)[0] in ("huffman", "lzw")

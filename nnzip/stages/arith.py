@@ -37,6 +37,10 @@ SKIP_RATIO = 1.02
 #: Output bytes per stream byte at most: each coded bit narrows the range by a factor of at
 #: most ``q = 1 - 2**-12 + 2**-24``, i.e. at least ``-log2 q > 1 / 2840`` bits (spec, "Decode cost").
 MAX_EXPANSION = 2840.0
+#: Declared decode operations per output bit, in vectorised passes: measured, one coder step
+#: costs about the CPU time of 10-12 numpy passes over one element (a mispredicted branch on
+#: every other bit of high-entropy data); 12, so ``O = 16 * 12 * (8 N + B)``.
+DECODE_PASSES_PER_BIT = 12
 
 
 class Arith(BytesStage):
@@ -85,11 +89,10 @@ class Arith(BytesStage):
 
         The blob's bytes, the output's ``bytes`` copy and two int64 arrays of at most
         ``2**16`` contexts (probabilities, counts): ``coded + N + 2**21``.  One step per
-        output bit, counted as 8 passes over the bits (measured: a coder step costs about
-        as much CPU time as 8 numpy passes over one element).
+        output bit, counted as :data:`DECODE_PASSES_PER_BIT` passes over the bits.
         """
         work = coded + spec.size + (2 << 20)
-        return linear_cost(8 * spec.size + coded, passes=8, work=work)
+        return linear_cost(8 * spec.size + coded, passes=DECODE_PASSES_PER_BIT, work=work)
 
     @classmethod
     def max_expansion(cls, config: Mapping[str, Any]) -> float:

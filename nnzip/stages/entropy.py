@@ -21,7 +21,11 @@ blob, is below :data:`LZW_SKIP_RATIO` times the best size so far.  ``arith``
 codes the first 64 KiB with a few widths and both orders to choose its
 parameters; that trial is its exact size on a blob of at most 64 KiB, and on a
 larger one it is run in full only when the trial, scaled to the whole blob, is
-below 1.02 times the best size so far (``arith.SKIP_RATIO``).  The fewest
+below 1.02 times the best size so far (``arith.SKIP_RATIO``).  An ``arith``
+stream is only taken if its declared decode operations stay within rule 4.8.2's
+default of ``2**15`` per stored byte (so on blobs it shrinks by at most ~21x):
+it decodes one bit at a time, and a file must stay readable under the default
+caps whatever its blobs.  The fewest
 bytes among the coders actually run wins; on equal sizes the simpler one wins,
 in the order none < huffman < lzw < arith (simpler means faster to decode and less
 format to trust), so the chosen blob is never larger than the input.
@@ -318,9 +322,23 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
         if stage_id == "lzw" and lzw_estimate(data) >= LZW_SKIP_RATIO * len(best[1]):
             continue
         result = coders[stage_id](data, len(best[1]))
+        if result is not None and stage_id == "arith" and not _arith_cost_ok(len(data), result):
+            continue
         if result is not None and len(result[0]) < len(best[1]):
             best = (stage_id, result[0], result[1])
     return best
+
+
+def _arith_cost_ok(size: int, result: tuple[bytes, dict]) -> bool:
+    """Whether an ``arith`` stream's declared decode operations stay within rule 4.8.2's default
+    share of its own bytes (``2**15`` per stored byte), so choosing it can never push a file past
+    the cap: ``arith`` decodes a bit at a time, so on blobs it shrinks more than ~21x it would."""
+    from ..limits import DEFAULT_OPS_PER_DATA_BYTE
+    from .arith import Arith
+    from .base import BytesSpec
+
+    stream, config = result
+    return Arith.decode_cost(BytesSpec(size), config, len(stream)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(stream)
 
 
 def lzw_estimate(data: bytes) -> float:
