@@ -29,7 +29,7 @@ vs ZipNN when ``import zipnn`` works), throughput on 1-4 MB synthetic blobs, and
 the coder speed table (``--speed``: CPU time, median of 3, per symbol width).
 ``--arith`` prints instead the arithmetic-coder table of ``benchmarks/README.md``: per
 sample model, k-means indices at 1..4 bits and uniform codes at steps of 0.5, 1 and 2
-standard deviations (all tensors of ``--min-size`` elements together): the order-0 bound,
+standard deviations, and 3 and 4 for codes below one bit per weight (all tensors of ``--min-size`` elements together): the order-0 bound,
 ``huffman`` and ``arith`` in bytes, and encode/decode MB/s on a 4 MB blob.
 ``--model FILE`` also times the lossless ``nnzip.api.compress`` / ``decompress``
 of FILE (CPU time, median of 3), e.g. MiniLM-L6's ``model.safetensors``::
@@ -359,7 +359,7 @@ def arith_table(paths: list[str], min_size: int) -> None:
     for path in paths:
         tensors = load_tensors([path], False, min_size)
         kinds = [(f"kmeans{b}", lambda w, b=b: (quantize(w, b), b)) for b in range(1, 5)]
-        for step in (0.5, 1.0, 2.0):
+        for step in (0.5, 1.0, 2.0, 3.0, 4.0):
             def uniform(w, step=step):
                 codes = np.asarray(Uniform.encode(w, ArraySpec.of(w), {"step_sd": step})[0]).reshape(-1)
                 return codes, max(1, int(codes.max()).bit_length())
