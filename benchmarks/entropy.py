@@ -27,6 +27,10 @@ and encode/decode speed in MB/s of uncompressed bytes (best of ``--repeat``).
 Then totals per blob kind, the lossless float comparison (byteplanes vs zstd -19
 vs ZipNN when ``import zipnn`` works), throughput on 1-4 MB synthetic blobs, and
 the coder speed table (``--speed``: CPU time, median of 3, per symbol width).
+``--arith`` prints instead the arithmetic-coder table of ``benchmarks/README.md``: per
+sample model, k-means indices at 1..4 bits and uniform codes at steps of 0.5, 1 and 2
+standard deviations, and 3 and 4 for codes below one bit per weight (all tensors of ``--min-size`` elements together): the order-0 bound,
+``huffman`` and ``arith`` in bytes, and encode/decode MB/s on a 4 MB blob.
 ``--model FILE`` also times the lossless ``nnzip.api.compress`` / ``decompress``
 of FILE (CPU time, median of 3), e.g. MiniLM-L6's ``model.safetensors``::
 
@@ -345,6 +349,50 @@ def model_speed(path: str, repeat: int = 3) -> None:
           f" compress {t_c:.2f} ({mb / t_c:.1f} MB/s), decompress {t_d:.2f} ({mb / t_d:.1f} MB/s), .nnz {size} bytes")
 
 
+def arith_table(paths: list[str], min_size: int) -> None:
+    """Bytes of ``arith`` vs the order-0 bound and vs ``huffman`` at 0.5-4 bits per weight (module docstring)."""
+    from nnzip.stages.arith import Arith
+    from nnzip.stages.uniform import Uniform
+
+    print("| model | codes | weights | bits/weight (bound) | bound B | huffman B | arith B | arith/bound | arith/huffman | arith config |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for path in paths:
+        tensors = load_tensors([path], False, min_size)
+        kinds = [(f"kmeans{b}", lambda w, b=b: (quantize(w, b), b)) for b in range(1, 5)]
+        for step in (0.5, 1.0, 2.0, 3.0, 4.0):
+            def uniform(w, step=step):
+                codes = np.asarray(Uniform.encode(w, ArraySpec.of(w), {"step_sd": step})[0]).reshape(-1)
+                return codes, max(1, int(codes.max()).bit_length())
+            kinds.append((f"uniform {step} sd", uniform))
+        for kind, make in kinds:
+            n = bound = huff = ari = 0
+            configs = set()
+            for _, weights in tensors:
+                codes, bits = make(weights)
+                data = pack_msb(codes, bits)
+                n, bound = n + codes.size, bound + order0_bytes(codes)
+                huff += len(Huffman.encode(data, BytesSpec(len(data)), {})[0])
+                stream, config = Arith.encode(data, BytesSpec(len(data)), {})
+                ari += len(stream)
+                configs.add(f"w{config['symbol_bits']}o{config['order']}")
+            print(f"| {os.path.basename(path)} | {kind} | {n} | {8 * bound / n:.3f} | {bound:.0f} | {huff} | {ari} | {ari / bound:.3f} | {ari / huff:.3f} | {' '.join(sorted(configs))} |")
+    print()
+    print("| blob (4 MB) | coder | encode MB/s | decode MB/s |")
+    print("| --- | --- | ---: | ---: |")
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal(1 << 22).astype(np.float32)
+    for bits in (2, 4, 8):
+        data = pack_msb(uniform_quantize(weights, bits), bits)[: 4 << 20]
+        if bits != 8:
+            data = (data * (-(-(4 << 20) // len(data))))[: 4 << 20]
+        for stage in (Huffman, Arith):
+            stream, config = stage.encode(data, BytesSpec(len(data)), {})
+            _, encode_s = cpu_median(lambda: stage.encode(data, BytesSpec(len(data)), dict(config)))
+            _, decode_s = cpu_median(lambda: stage.decode(stream, BytesSpec(len(data)), config))
+            mb = len(data) / 1e6
+            print(f"| uniform {bits}-bit codes | {stage.id} {config} | {mb / encode_s:.0f} | {mb / decode_s:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the measurements and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -355,7 +403,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-throughput", action="store_true", help="skip the large synthetic blobs")
     parser.add_argument("--speed-only", action="store_true", help="only the coder speed table (and --model)")
     parser.add_argument("--model", help="also time lossless compress/decompress of this model file")
+    parser.add_argument("--arith", action="store_true", help="only the arithmetic-coder table (README)")
     args = parser.parse_args(argv)
+    if args.arith:
+        paths = args.models or [os.path.join(ROOT, "samples", f"{m}.h5") for m in ("softmax", "mlp", "cnn", "autoencoder")]
+        arith_table(paths, args.min_size)
+        return
     if args.speed_only:
         coder_speed(args.repeat)
         if args.model:

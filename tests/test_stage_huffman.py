@@ -383,7 +383,7 @@ def test_best_bytes_stage_picks_the_smallest():
     random = CASES["random"]
     assert best_bytes_stage(random) == (None, random, {})
     for data, expected in ((skewed(20000), "huffman"), (bytes(100_000), "lzw")):
-        stage_id, stream, config = best_bytes_stage(data)
+        stage_id, stream, config = best_bytes_stage(data, ("huffman", "lzw"))  # arith: tests/test_stage_arith.py
         assert stage_id == expected
         assert len(stream) < len(data)
         assert get_stage(stage_id).decode(stream, BytesSpec(len(data)), config) == data
@@ -399,4 +399,4 @@ def test_best_bytes_stage_ties_go_to_the_simpler(monkeypatch):
     monkeypatch.setattr(lzw, "encode_below", lambda d, limit: (b"l" * 5, {"max_bits": 16}))
     assert best_bytes_stage(data)[0] == "huffman"
     assert best_bytes_stage(data, candidates=("lzw",))[0] == "lzw"
-    assert entropy.BYTES_STAGES == ("huffman", "lzw")
+    assert entropy.BYTES_STAGES == ("huffman", "lzw", "arith")

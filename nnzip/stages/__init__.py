@@ -39,6 +39,7 @@ _REGISTRY: dict[str, str] = {
     # bytes -> bytes
     "huffman": "nnzip.stages.huffman:Huffman",
     "lzw": "nnzip.stages.lzw:LZW",
+    "arith": "nnzip.stages.arith:Arith",
 }
 
 _LOADED: dict[str, type[Stage]] = {}

@@ -17,9 +17,17 @@ it cannot win, on every blob of at most :data:`LZW_FULL_TRIAL_BYTES`; on a large
 blob it is first estimated by coding :data:`LZW_WINDOWS` evenly spaced windows of
 :data:`LZW_WINDOW_BYTES` each from an empty dictionary (as every dictionary
 generation starts), and run in full only when that estimate, scaled to the whole
-blob, is below :data:`LZW_SKIP_RATIO` times the best size so far.  The fewest
+blob, is below :data:`LZW_SKIP_RATIO` times the best size so far.  ``arith``
+codes the first 64 KiB with a few widths and both orders to choose its
+parameters; that trial is its exact size on a blob of at most 64 KiB, and on a
+larger one it is run in full only when the trial, scaled to the whole blob, is
+below 1.02 times the best size so far (``arith.SKIP_RATIO``).  An ``arith``
+stream is only taken if its declared decode operations stay within rule 4.8.2's
+default of ``2**15`` per stored byte (so on blobs it shrinks by at most ~21x):
+it decodes one bit at a time, and a file must stay readable under the default
+caps whatever its blobs.  The fewest
 bytes among the coders actually run wins; on equal sizes the simpler one wins,
-in the order none < huffman < lzw (simpler means faster to decode and less
+in the order none < huffman < lzw < arith (simpler means faster to decode and less
 format to trust), so the chosen blob is never larger than the input.
 """
 
@@ -31,7 +39,7 @@ from typing import Any
 import numpy as np
 
 #: Candidates of :func:`best_bytes_stage`, simplest first (ties go to the earlier one).
-BYTES_STAGES = ("huffman", "lzw")
+BYTES_STAGES = ("huffman", "lzw", "arith")
 #: Blobs up to this size get a full LZW trial: the choice is then exactly the 1.0 rule's.
 LZW_FULL_TRIAL_BYTES = 1 << 18
 #: Larger blobs: LZW is estimated on this many windows of this many bytes...
@@ -293,17 +301,19 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
 
     Tries no coding and each stage of *candidates* (in :data:`BYTES_STAGES`
     order, simplest first) with its default parameters; the strictly smallest
-    output wins, ties go to the simpler (none < huffman < lzw).  ``None`` means
+    output wins, ties go to the simpler (none < huffman < lzw < arith).  ``None`` means
     "store the bytes as they are" (the returned bytes are then *data* itself and
     the configuration is ``{}``).  Each stage's ``encode_below`` may give up as
     soon as it knows it cannot beat the best size so far, which saves time but
     never changes the answer; ``lzw`` is skipped on large blobs where its
-    estimate (:func:`lzw_estimate`) is clearly worse (see the module docstring).
+    estimate (:func:`lzw_estimate`) is clearly worse, and ``arith`` on large blobs
+    where its prefix trial is (see the module docstring).
     """
     from .huffman import encode_below as huffman_below
+    from .arith import encode_below as arith_below
     from .lzw import encode_below as lzw_below
 
-    coders = {"huffman": huffman_below, "lzw": lzw_below}
+    coders = {"huffman": huffman_below, "lzw": lzw_below, "arith": arith_below}
     data = bytes(data)
     best: tuple[str | None, bytes, dict] = (None, data, {})
     for stage_id in BYTES_STAGES:
@@ -312,9 +322,23 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
         if stage_id == "lzw" and lzw_estimate(data) >= LZW_SKIP_RATIO * len(best[1]):
             continue
         result = coders[stage_id](data, len(best[1]))
+        if result is not None and stage_id == "arith" and not _arith_cost_ok(len(data), result):
+            continue
         if result is not None and len(result[0]) < len(best[1]):
             best = (stage_id, result[0], result[1])
     return best
+
+
+def _arith_cost_ok(size: int, result: tuple[bytes, dict]) -> bool:
+    """Whether an ``arith`` stream's declared decode operations stay within rule 4.8.2's default
+    share of its own bytes (``2**15`` per stored byte), so choosing it can never push a file past
+    the cap: ``arith`` decodes a bit at a time, so on blobs it shrinks more than ~21x it would."""
+    from ..limits import DEFAULT_OPS_PER_DATA_BYTE
+    from .arith import Arith
+    from .base import BytesSpec
+
+    stream, config = result
+    return Arith.decode_cost(BytesSpec(size), config, len(stream)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(stream)
 
 
 def lzw_estimate(data: bytes) -> float:
