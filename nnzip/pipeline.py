@@ -166,24 +166,31 @@ def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | 
     the first chunk picks each coder's parameters (Huffman's symbol width) as
     :func:`_best_bytes_stage` would, the other chunks are coded with them, and the coder
     whose chunks total the fewest bytes wins ("smallest wins", measured on what is stored;
-    ties to the simpler, none before huffman before lzw).  Chunks are coded on *executor*.
+    ties to the simpler, none before huffman before lzw before arith; ``arith`` under the same
+    extra conditions as for a large unchunked blob, :func:`nnzip.stages.entropy.best_bytes_stage`).
+    Chunks are coded on *executor*.
     """
-    from .stages.entropy import BYTES_STAGES, LZW_SKIP_RATIO, lzw_estimate
+    from .stages.entropy import ARITH_MIN_GAIN, BYTES_STAGES, LZW_SKIP_RATIO, _arith_cost_ok, _arith_may_pay, lzw_estimate
 
     view = memoryview(data)
     pieces = [view[start:end] for start, end in chunk_bounds(len(data), CHUNK_SIZE)]
     best: tuple[str | None, list[bytes], dict] = (None, [bytes(p) for p in pieces], {})
-    best_size = len(data)
+    best_size, best_first = len(data), len(pieces[0])
     for stage_id in BYTES_STAGES:
         if stage_id == "lzw" and lzw_estimate(bytes(pieces[0])) >= LZW_SKIP_RATIO * len(pieces[0]):
             continue  # its sample of the first chunk says it loses clearly, as for unchunked blobs
+        if stage_id == "arith" and not _arith_may_pay(bytes(pieces[0]), best_first):
+            continue  # the same histogram test as for an unchunked blob over 64 KiB
         stage = get_stage(stage_id)
         first, config = stage.encode(bytes(pieces[0]), BytesSpec(len(pieces[0])), {})
         rest = _map(executor, lambda piece, stage=stage, config=config: stage.encode(bytes(piece), BytesSpec(len(piece)), config)[0], pieces[1:])
         coded = [first, *rest]
         size = sum(map(len, coded))
+        if stage_id == "arith" and (size >= (1 - ARITH_MIN_GAIN) * best_size
+                                    or not all(_arith_cost_ok(len(p), (c, config)) for p, c in zip(pieces, coded))):
+            continue  # as unchunked: arith must save ARITH_MIN_GAIN and stay within rule 4.8.2's default
         if size < best_size:
-            best, best_size = (stage_id, coded, config), size
+            best, best_size, best_first = (stage_id, coded, config), size, len(first)
     return best
 
 
