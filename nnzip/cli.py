@@ -10,13 +10,11 @@ line naming the memory limit, and Ctrl-C exits with status 130 quietly.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from .container import open_container
 from .errors import NnzipError
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .options import budget_from_options, rules_from_options
+from .outputs import private_directory
 from .plan import PlanRules
 
 _DESCRIPTION = """\
@@ -324,16 +323,6 @@ def format_bytes(size: int) -> str:
     return f"{size} B"
 
 
-@contextlib.contextmanager
-def _private_dir():
-    """A fresh mode-0700 directory under the system's temporary directory, removed with its content."""
-    directory = Path(tempfile.mkdtemp(prefix="nnzip-"))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def _spool_stdin(directory: Path, name: str) -> Path:
     """Copy standard input into *directory*/*name* (the readers seek), refusing more than :data:`STDIN_CAP` bytes."""
     if sys.stdin is None or sys.stdin.isatty():
@@ -390,7 +379,7 @@ def _run_compress(args: argparse.Namespace) -> int:
     totals = [0, 0]
     for source in args.model:
         rules = None if budget else rules_from_args(args)  # fresh per input: the rules record the tensors they saw
-        with _private_dir() as directory:
+        with private_directory() as directory:
             path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
             output = directory / "stdout.nnz" if to_stdout else args.output
             report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
@@ -443,7 +432,7 @@ def _run_decompress(args: argparse.Namespace) -> int:
         raise NnzipError("-t/--test writes nothing: not with -o, -c or --rm")
     for source in args.file:
         progress = _progress("testing" if args.test else "decoding", args.quiet)
-        with _private_dir() as directory:
+        with private_directory() as directory:
             path = _spool_stdin(directory, "stdin.nnz") if str(source) == STDIO else source
             name = "stdin" if str(source) == STDIO else source
             if args.test:

@@ -32,7 +32,9 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +168,15 @@ def _remove_if_ours(temporary: Path, ours: os.stat_result) -> None:
     if (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+@contextlib.contextmanager
+def private_directory() -> Iterator[Path]:
+    """A fresh mode-0700 directory under the system's temporary directory, removed with its content
+    whatever happens: where standard input is spooled and stdout-bound or in-memory outputs are
+    written, since the readers seek and the writers need a path."""
+    directory = Path(tempfile.mkdtemp(prefix="nnzip-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

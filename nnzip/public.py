@@ -7,10 +7,8 @@ sources and file-object destinations; the work is done by :mod:`nnzip.api`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -21,19 +19,10 @@ from . import api
 from .errors import ConfigError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .options import budget_from_options, rules_from_options
+from .outputs import private_directory
 
 #: Where :func:`compress` may write: a path, or a binary file object (the finished file is copied into it).
 Destination = Union[str, os.PathLike, BinaryIO, None]
-
-
-@contextlib.contextmanager
-def _private_dir():
-    """A fresh mode-0700 temporary directory, removed with its content whatever happens."""
-    directory = Path(tempfile.mkdtemp(prefix="nnzip-"))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def compress(src, dst: Destination = None, *, bits: int | None = None, prune: float | None = None, rank: int | None = None,
@@ -68,7 +57,7 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     elif rules is None:
         rules = rules_from_options(**settings, float16=float16, lossless=lossless, fft_select=fft_select, fft_transform=fft_transform,
                                    layers=layers, plan=plan)
-    with _private_dir() as directory:
+    with private_directory() as directory:
         source = _source_path(src, directory)
         if dst is None and not isinstance(src, (str, os.PathLike)):
             raise ConfigError("compress: a dict source needs dst (a path or a binary file object)")
@@ -128,7 +117,7 @@ def decompress(src: str | os.PathLike, dst: Destination = None, *, force: bool =
     limits = DecodeLimits(max_output=max_output) if max_output is not None else DEFAULT_LIMITS
     if dst is None or isinstance(dst, (str, os.PathLike)):
         return api.decompress(src, dst, force=force, progress=progress, limits=limits)
-    with _private_dir() as directory:
+    with private_directory() as directory:
         from .container import open_container
 
         with open_container(src) as container:
