@@ -52,7 +52,13 @@ class TensorReport:
 
 @dataclass
 class CompressReport:
-    """Summary of a compression run."""
+    """Summary of a compression run, as :func:`nnzip.compress` returns it.
+
+    >>> import io, numpy as np, nnzip
+    >>> report = nnzip.compress({"w": np.zeros((64, 64), np.float32)}, io.BytesIO())
+    >>> report.original_bytes, report.ratio > 10, report.tensors[0].error
+    (16384, True, 0.0)
+    """
 
     output: Path
     original_bytes: int
@@ -197,7 +203,12 @@ def _stage_text(ref: dict, extra: dict | None = None) -> str:
 
 @dataclass
 class Budget:
-    """``--data``/``--max-drop``: search for the smallest plan within an accuracy budget."""
+    """``--data``/``--max-drop``: search for the smallest plan within an accuracy budget.
+
+    >>> import nnzip
+    >>> budget = nnzip.Budget("fashion-mnist-val.npz", max_drop=0.005)   # half an accuracy point
+    >>> nnzip.compress("mlp.h5", "mlp.nnz", budget=budget)                # doctest: +SKIP
+    """
 
     data: str | os.PathLike
     max_drop: float
@@ -353,7 +364,8 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
 
     data = load_data(budget.data)
     evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
-    result = BudgetSearch(model, evaluator, data, budget.log, budget.margin).run(budget.max_drop, progress)
+    search = BudgetSearch(model, evaluator, data, budget.log, budget.margin)
+    result = search.run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     optimizer = io.optimizer_prefix(model.source_format)
     notes = {name: exclusion_note(array, layer_weight(model.source_format, name)) for name, array in model.tensors.items()
@@ -362,7 +374,25 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     for item in encoded:  # which candidate the search picked, next to the tensor's error
         if item.entry["name"] in result.choices:
             item.entry["stats"]["choice"] = result.choices[item.entry["name"]]
+    _record_bias_corrections(model, result, search.layers, reports)
     return _header(model, filename, encoded, result.to_json(budget.max_drop)), [b for item in encoded for b in item.blobs], reports
+
+
+def _record_bias_corrections(model: Model, result, layers: dict, reports: list[TensorReport]) -> None:
+    """Mark each bias the search changed (bias correction) with ``stats.bias_correction`` (rule 3.9).
+
+    The value names the weight tensor whose lossy storage the new bias compensates, so
+    ``inspect`` can say why a tensor no lossy option touches differs from the source; the
+    compress report gets a note saying the same.
+    """
+    by_name = {report.name: report for report in reports}
+    for kernel in result.choices:
+        bias = getattr(layers.get(kernel), "bias", None)
+        if bias is None or bias not in result.encoded or _same_bits(model.tensors[bias], result.encoded[bias].reconstruction):
+            continue
+        result.encoded[bias].entry["stats"]["bias_correction"] = kernel
+        note = f"changed by bias correction to offset the error of {kernel} (stored exact)"
+        by_name[bias].note = "; ".join(filter(None, (by_name[bias].note, note)))
 
 
 def _statistics(name: str, array: np.ndarray, item: EncodedTensor, note: str) -> TensorReport:
@@ -470,10 +500,10 @@ def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LI
         raise FormatError("rule 3.3: the tensors must be exactly the structure's tensors (§5), in order")
     sizes = blob_sizes(header)
     # Each entry's own rules (§4) first: parts must be a list of objects.
-    checked = []
+    checked, known = [], set(names)  # strings: the names equal the structure's (rule 3.3)
     for entry in tensors:
         checked.append(check_tensor_entry(entry, sizes, limits))
-        _check_stats(entry)
+        _check_stats(entry, known)
     check_file_cost(checked, sizes, limits)  # rule 4.8.2 summed over the file
     referenced = sorted(index for entry in tensors for part in entry["parts"] for index in part_blobs(part))
     if referenced != list(range(len(sizes))):
@@ -545,8 +575,8 @@ def _check_plan(plan: object) -> None:
                           f"and a non-negative integer 'evaluations', not {_shown(search)}")
 
 
-def _check_stats(entry: dict) -> None:
-    """Rule 3.9: a tensor's informative ``stats``, which ``inspect`` prints."""
+def _check_stats(entry: dict, names: set) -> None:
+    """Rule 3.9: a tensor's informative ``stats``, which ``inspect`` prints (*names*: the file's tensor names)."""
     if "stats" not in entry:
         return
     stats = entry["stats"]
@@ -557,6 +587,10 @@ def _check_stats(entry: dict) -> None:
         raise FormatError(f"rule 3.9: {where}: stats.error must be a non-negative number, not {_shown(stats['error'])}")
     if "choice" in stats and not _is_label(stats["choice"]):
         raise FormatError(f"rule 3.9: {where}: stats.choice must be a string of at most {MAX_LABEL_CHARS} characters, not {_shown(stats['choice'])}")
+    if "bias_correction" in stats:
+        kernel = stats["bias_correction"]
+        if not isinstance(kernel, str) or kernel == entry["name"] or kernel not in names:
+            raise FormatError(f"rule 3.9: {where}: stats.bias_correction must name another tensor of the file, not {_shown(kernel)}")
 
 
 def _is_label(value: object) -> bool:
@@ -668,7 +702,16 @@ def inspect(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> d
     """A JSON-able summary of a ``.nnz``: source, sizes, and per tensor chain, bytes, bits per weight, error.
 
     Every blob is read (its CRC checked, as ``gzip -t`` does) and its bytes stage undone
-    to report the Shannon bound of what was coded next to the bytes it takes.
+    to report the Shannon bound of what was coded next to the bytes it takes.  A tensor
+    the budget search changed by bias correction has ``bias_correction`` (the weight it
+    offsets), else None.
+
+    >>> import nnzip
+    >>> info = nnzip.inspect("mlp.nnz")                    # nnzip compress mlp.h5
+    >>> info["source_format"], info["ratio"] > 1
+    ('keras-h5', True)
+    >>> [t["method"] for t in info["tensors"]][:2]
+    ['byteplanes', 'byteplanes']
     """
     with open_container(path) as container:
         header = container.header
@@ -709,6 +752,8 @@ def _tensor_summary(entry: dict, blob: Callable[[int], bytes]) -> dict:
         "dtype": np.dtype(entry["dtype"]).name,
         "method": describe_chain(entry),
         "choice": stats.get("choice"),
+        # The weight whose lossy storage this (bias) tensor's new values compensate, when the budget search changed it.
+        "bias_correction": stats.get("bias_correction"),
         "parts": parts,
         "original_bytes": nbytes,
         "stored_bytes": stored,
@@ -767,6 +812,14 @@ def verify(
 
     Without *original*, the source file named in the header is used when it
     lies beside the ``.nnz``; otherwise only the rebuilt model is scored.
+    *eval_hook* (``module:function`` or ``file.py:function``) scores files without
+    an architecture; the drop is then in the hook's units (``drop_kind`` says
+    absolute or relative).
+
+    >>> import nnzip
+    >>> report = nnzip.verify("mlp.nnz", "fashion-mnist-test.npz", original="mlp.h5")
+    >>> report.comparison.metric, report.comparison.drop, report.comparison.drop_kind
+    ('accuracy', 0.0, 'absolute')
     """
     from .evaluate import load_data, make_evaluator
 

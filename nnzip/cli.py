@@ -164,7 +164,8 @@ def _add_compress(commands) -> None:
     g.add_argument("--plan", type=Path, metavar="PLAN.json", help="JSON plan file with default settings and per-tensor overrides (spec/plan.md)")
     b = p.add_argument_group("accuracy budget (search the smallest plan instead of fixed settings)")
     b.add_argument("--data", type=Path, metavar="DATA", help="data set (.npz or .h5 with arrays x and y) to measure accuracy on; use a validation split, then 'nnzip verify' on another")
-    b.add_argument("--max-drop", type=float, metavar="D", help="largest accepted drop: absolute accuracy (0.005 = half a point), or relative MSE increase for autoencoders")
+    b.add_argument("--max-drop", type=float, metavar="D", help="largest accepted drop: absolute accuracy (0.005 = half a point), relative MSE increase for autoencoders, "
+                   "or with --eval the hook's score drop in its own units (relative if the hook sets nnzip_drop = \"relative\")")
     b.add_argument("--margin", type=float, default=1.0, metavar="K", help="require drop + K standard errors of the measured drop <= D, so the plan holds beyond the data's sampling noise (default 1; 0 trusts the data exactly)")
     _add_scoring(b)
     _add_max_output(p, reading=False)
@@ -184,7 +185,10 @@ def _add_manners(p) -> None:
 
 def _add_scoring(group) -> None:
     group.add_argument("--metric", choices=("accuracy", "mse", "cosine"), help="what to measure (default: accuracy when the data has labels y and the output is not shaped like the input, else reconstruction MSE; ONNX models: cosine to the original outputs when neither fits)")
-    group.add_argument("--eval", dest="eval_hook", metavar="MODULE:FUNCTION", help="score weights with your function(weights, x, y) -> higher-is-better, for files without an architecture")
+    group.add_argument("--eval", dest="eval_hook", metavar="MODULE:FUNCTION", help="score weights with your function(weights, x, y) (or function(weights)) returning one higher-is-better "
+                       "number, for files without an architecture; MODULE is importable from the current directory, or a path "
+                       "to a .py file. The drop is in the score's own units; set function.nnzip_drop = \"relative\" to count it "
+                       "as a fraction of the original score")
 
 
 def _add_decompress(commands) -> None:
@@ -207,7 +211,7 @@ def _add_verify(commands) -> None:
     p.add_argument("file", type=Path, help="the .nnz file")
     p.add_argument("--data", type=Path, required=True, help="data set: .npz or .h5 with arrays x (and y)")
     p.add_argument("--original", type=Path, help="the model file the .nnz was made from (default: the source file name recorded in the .nnz, if it lies beside it)")
-    p.add_argument("--max-drop", type=float, metavar="D", help="exit with status 3 when the drop exceeds D")
+    p.add_argument("--max-drop", type=float, metavar="D", help="exit with status 3 when the drop exceeds D (in the drop's units, as printed: accuracy points, relative MSE, or a hook's units)")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     _add_scoring(p)
     _add_max_output(p)
@@ -430,14 +434,18 @@ def _run_decompress(args: argparse.Namespace) -> int:
     to_stdout = False if args.test else _check_stdio(args, args.file, "decompressed data")
     if args.test and (args.output is not None or args.stdout or args.rm):
         raise NnzipError("-t/--test writes nothing: not with -o, -c or --rm")
+    totals = [0, 0]
     for source in args.file:
         progress = _progress("testing" if args.test else "decoding", args.quiet)
         with private_directory() as directory:
             path = _spool_stdin(directory, "stdin.nnz") if str(source) == STDIO else source
             name = "stdin" if str(source) == STDIO else source
+            in_size = os.stat(path).st_size
             if args.test:
                 header, tensors = api.read_tensors(path, _limits(args))
                 _say(args, False, f"{name}: OK ({len(tensors)} tensors decoded, {len(header['blobs'])} blob CRCs checked)")
+                totals[0] += in_size
+                totals[1] += sum(t.nbytes for t in tensors.values())
                 continue
             output = args.output
             if to_stdout:
@@ -445,13 +453,20 @@ def _run_decompress(args: argparse.Namespace) -> int:
                     api.check_header(container.header, container.file_size, _limits(args))
                     output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), container.header).suffix)
             written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs)
+            out_size = os.stat(written).st_size
             if to_stdout:
                 _to_stdout(written)
         if args.rm:
             from . import io as model_io
 
             _verified_remove(source, lambda: model_io.read_model(written, keep_optimizer=True, limits=_limits(args)))
-        _say(args, to_stdout, f"{name} -> {'stdout' if to_stdout else written}")
+        _say(args, to_stdout, f"{name} -> {'stdout' if to_stdout else written}: {format_bytes(in_size)} -> {format_bytes(out_size)}")
+        totals[0] += in_size
+        totals[1] += out_size
+    if len(args.file) > 1:
+        what = "tested" if args.test else "decompressed"
+        _say(args, to_stdout, f"total: {len(args.file)} files {what}, {format_bytes(totals[0])} -> {format_bytes(totals[1])}"
+             f"{' of tensors' if args.test else ''}")
     return 0
 
 
@@ -479,7 +494,7 @@ def format_verify(info: dict) -> str:
     if info.get("original_file") is None:
         lines.append(f"  rebuilt  {show(info['rebuilt'])}   (no original given: use --original MODEL to compare)")
         return "\n".join(lines)
-    drop_text = f"{info['drop']:+.4f}" if metric in ("accuracy", "cosine") else f"{info['drop']:+.2%} (relative)"
+    drop_text = _drop_text(metric, info.get("drop_kind", "absolute"), info["drop"])
     lines.append(f"  original {show(info['original'])}   ({info['original_file']})")
     lines.append(f"  rebuilt  {show(info['rebuilt'])}")
     lines.append(f"  drop     {drop_text}")
@@ -491,6 +506,15 @@ def format_verify(info: dict) -> str:
         width = max(map(len, errors))
         lines += [f"    {name.ljust(width)}  {value:.5f}" for name, value in errors.items()]
     return "\n".join(lines)
+
+
+def _drop_text(metric: str, kind: str, drop: float) -> str:
+    """The drop in the metric's own terms: accuracy points, a relative change, or a hook's units."""
+    if metric == "mse" or kind == "relative":
+        return f"{drop:+.2%} (relative)"
+    if metric in ("accuracy", "cosine"):
+        return f"{drop:+.4f}"
+    return f"{drop:+.6g} (absolute, in the hook's units)"
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -576,6 +600,10 @@ def format_inspect(info: dict) -> str:
         for tensor in info["tensors"]:
             if tensor.get("choice"):
                 lines.append(f"    {tensor['name']}: {tensor['choice']}")
+    for tensor in info["tensors"]:  # the values differ from the source's although no lossy option touched them: say why
+        if tensor.get("bias_correction"):
+            lines.append(f"  bias corrected: {tensor['name']} was changed by the budget search to offset the error of "
+                         f"{tensor['bias_correction']} (stored exact; its error is against the source's values)")
     rows = [("tensor", "shape", "method", "coders", "bytes", "entropy", "bits/w", "error")]
     for t in info["tensors"]:
         error = "exact" if t["error"] == 0 else ("-" if t["error"] is None else f"{t['error']:.4f}")
@@ -584,7 +612,8 @@ def format_inspect(info: dict) -> str:
         entropy = f"{sum(bound):,.0f}" if bound and None not in bound else "-"
         if entropy != "-" and sum(bound) > t["stored_bytes"]:
             entropy += "*"  # explained below the table: a bound above the stored size is not an error
-        rows.append((t["name"], "x".join(map(str, t["shape"])) or "scalar", t["method"], coders, f"{t['stored_bytes']:,}", entropy,
+        method = t["method"] + (" (bias corrected)" if t.get("bias_correction") else "")
+        rows.append((t["name"], "x".join(map(str, t["shape"])) or "scalar", method, coders, f"{t['stored_bytes']:,}", entropy,
                      f"{t['bits_per_weight']:.3f}", error))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

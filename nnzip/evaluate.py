@@ -10,15 +10,17 @@ An :class:`Evaluator` scores a full set of tensors (name -> array, as in a
 * :class:`HookEvaluator` calls a user function ``package.module:function`` with
   the weights and the data, for files without an architecture.
 
-A *score* is always "higher is better" (accuracy, or minus the MSE); the
-*drop* between two scores is absolute for accuracy and relative for MSE, as
-``--max-drop`` documents.
+The *drop* between two results is absolute for accuracy, cosine and a hook's score
+(in the hook's own units), and relative for MSE and for a hook that declares
+``function.nnzip_drop = "relative"``, as ``--max-drop`` documents.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +104,13 @@ class Comparison:
     rebuilt: float
     agreement: float | None
     layer_errors: dict[str, float]
+    #: How the drop is counted: "absolute" (in the metric's units) or "relative" (a fraction of the original).
+    drop_kind: str = "absolute"
 
     @property
     def drop(self) -> float:
-        """Loss of quality: absolute for accuracy, relative for MSE (positive = worse)."""
-        if self.metric == "mse":
-            return (self.rebuilt - self.original) / max(self.original, 1e-12)
-        return self.original - self.rebuilt
+        """Loss of quality (positive = worse), see :func:`quality_drop`."""
+        return quality_drop(self.metric, self.drop_kind, self.original, self.rebuilt)
 
     def to_json(self) -> dict:
         """JSON form for ``verify --json``."""
@@ -117,15 +119,36 @@ class Comparison:
             "original": self.original,
             "rebuilt": self.rebuilt,
             "drop": self.drop,
+            "drop_kind": self.drop_kind,
             "top1_agreement": self.agreement,
             "layer_output_errors": self.layer_errors,
         }
+
+
+def quality_drop(metric: str, kind: str, reference: float, value: float) -> float:
+    """Quality lost going from *reference* to *value*; positive means worse.
+
+    MSE is lower-is-better and its drop is relative; every other metric is
+    higher-is-better, its drop absolute unless *kind* is ``"relative"``.
+
+    >>> quality_drop("accuracy", "absolute", 0.9, 0.85) == 0.9 - 0.85
+    True
+    >>> quality_drop("score", "relative", 20.0, 19.0)
+    0.05
+    """
+    if metric == "mse":
+        return (value - reference) / max(reference, 1e-12)
+    if kind == "relative":
+        return (reference - value) / max(abs(reference), 1e-12)
+    return reference - value
 
 
 class Evaluator:
     """Scores tensor sets on a data set; subclasses know how to run the model."""
 
     metric: str = "score"
+    #: "absolute" or "relative": how :meth:`drop` counts (MSE is always relative).
+    drop_kind: str = "absolute"
 
     def per_sample(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         """The metric per sample (1/0 correct, or squared error), or one overall value."""
@@ -137,9 +160,7 @@ class Evaluator:
 
     def drop(self, reference: float, value: float) -> float:
         """Quality lost going from metric *reference* to *value* (as :attr:`Comparison.drop`)."""
-        if self.metric == "mse":
-            return (value - reference) / max(reference, 1e-12)
-        return reference - value
+        return quality_drop(self.metric, self.drop_kind, reference, value)
 
     def drop_error(self, reference: np.ndarray, samples: np.ndarray) -> float:
         """Standard error of the drop between two per-sample results on the same data.
@@ -150,11 +171,13 @@ class Evaluator:
         if len(samples) < 2:
             return 0.0
         difference = reference - samples if self.metric != "mse" else (samples - reference) / max(float(np.mean(reference)), 1e-12)
+        if self.metric != "mse" and self.drop_kind == "relative":
+            difference = difference / max(abs(float(np.mean(reference))), 1e-12)
         return float(np.std(difference, ddof=1) / np.sqrt(len(samples)))
 
     def compare(self, original: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray]) -> Comparison:
         """Run both weight sets and compare them."""
-        return Comparison(self.metric, self.measure(original), self.measure(rebuilt), None, {})
+        return Comparison(self.metric, self.measure(original), self.measure(rebuilt), None, {}, self.drop_kind)
 
 
 class KerasEvaluator(Evaluator):
@@ -223,22 +246,85 @@ class KerasEvaluator(Evaluator):
 class HookEvaluator(Evaluator):
     """``--eval package.module:function``: ``function(weights, x, y) -> score`` (higher is better).
 
-    *weights* maps tensor names to arrays; ``x``/``y`` are the data arrays (``y``
-    may be None).  The function may also take only ``weights``.
+    *weights* maps tensor names to read-only arrays; ``x``/``y`` are the data arrays
+    (``y`` may be None).  The function may also take only ``weights``.  The drop is
+    the score's own difference, in its own units, unless the function declares
+    ``function.nnzip_drop = "relative"`` (then it is a fraction of the original score).
+    A hook that raises or returns anything but a finite real number is one
+    :class:`ConfigError` line naming the hook.
+
+    >>> import numpy as np
+    >>> def bleu(weights, x, y):
+    ...     return 30.0 - float(np.abs(weights["w"] - 1).sum())
+    >>> bleu.nnzip_drop = "relative"
+    >>> hook = HookEvaluator.of(bleu, "demo:bleu", Dataset(np.zeros((1, 1), np.float32), None))
+    >>> hook.compare({"w": np.ones(4)}, {"w": np.full(4, 1.75)}).drop
+    0.1
     """
 
     metric = "score"
 
     def __init__(self, spec: str, data: Dataset | None):
-        self.function = load_hook(spec)
-        self.data = data
-        self.arity = len(inspect.signature(self.function).parameters)
+        self._setup(load_hook(spec), spec, data)
+
+    @classmethod
+    def of(cls, function: Callable, spec: str, data: Dataset | None) -> "HookEvaluator":
+        """An evaluator around an already loaded *function* (*spec* names it in errors)."""
+        evaluator = cls.__new__(cls)
+        evaluator._setup(function, spec, data)
+        return evaluator
+
+    def _setup(self, function: Callable, spec: str, data: Dataset | None) -> None:
+        self.function, self.spec, self.data = function, spec, data
+        self.drop_kind = hook_drop_kind(function, spec)
+        self.takes_data = data is not None and _takes_three(function)
 
     def per_sample(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         """The hook's score, as one value (a hook reports no per-sample results)."""
-        if self.data is None or self.arity == 1:
-            return np.array([float(self.function(tensors))])
-        return np.array([float(self.function(tensors, self.data.x, self.data.y))])
+        # Read-only views: a hook that writes into the weights must not change what is stored or compared.
+        weights = {name: _read_only(array) for name, array in tensors.items()}
+        try:
+            score = self.function(weights, self.data.x, self.data.y) if self.takes_data else self.function(weights)
+        except Exception as exc:  # the user's code failed: its error, on one line, named
+            raise ConfigError(f"--eval {self.spec!r} raised {type(exc).__name__}: {exc}") from None
+        return np.array([_finite_score(score, self.spec)])
+
+
+def hook_drop_kind(function: Callable, spec: str) -> str:
+    """``"absolute"`` (the default) or ``"relative"``, as the hook's ``nnzip_drop`` attribute says."""
+    kind = getattr(function, "nnzip_drop", "absolute")
+    if kind not in ("absolute", "relative"):
+        raise ConfigError(f"--eval {spec!r}: nnzip_drop must be \"absolute\" or \"relative\", not {kind!r}")
+    return kind
+
+
+def _takes_three(function: Callable) -> bool:
+    """Whether *function* accepts ``(weights, x, y)``; else it is called with the weights only."""
+    try:
+        inspect.signature(function).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): assume the documented three-argument form
+        return True
+    return True
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
+def _finite_score(score: object, spec: str) -> float:
+    """The hook's result as a float; anything but a finite real number (bool, str, array, NaN) is refused."""
+    if isinstance(score, np.ndarray) and score.shape == ():
+        score = score[()]
+    if isinstance(score, (bool, np.bool_)) or not isinstance(score, numbers.Real):
+        raise ConfigError(f"--eval {spec!r} returned {type(score).__name__}, not a number (return one higher-is-better score)")
+    value = float(score)
+    if not math.isfinite(value):
+        raise ConfigError(f"--eval {spec!r} returned {value}, not a finite score")
+    return value
 
 
 def load_hook(spec: str) -> Callable:
