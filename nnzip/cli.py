@@ -17,6 +17,7 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from . import __version__, api
 from .container import open_container
@@ -380,26 +381,61 @@ def _run_compress(args: argparse.Namespace) -> int:
     progress = _Progress("searching" if args.max_drop is not None else "compressing", args.quiet or not sys.stderr.isatty())
     log = None if args.quiet else (lambda line: progress.log(f"  {line}"))
     budget = budget_from_args(args, log)
-    totals = [0, 0]
-    for source in args.model:
+
+    def one(source: Path) -> tuple[int, int]:
         rules = None if budget else rules_from_args(args)  # fresh per input: the rules record the tensors they saw
-        with private_directory() as directory:
-            path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
-            output = directory / "stdout.nnz" if to_stdout else args.output
-            report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                                  progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs)
-            in_size = os.stat(path).st_size
-            if to_stdout:
-                _to_stdout(report.output)
-        progress.close()
+        try:
+            with private_directory() as directory:
+                path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
+                output = directory / "stdout.nnz" if to_stdout else args.output
+                report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
+                                      progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs)
+                in_size = os.stat(path).st_size
+                if to_stdout:
+                    _to_stdout(report.output)
+        finally:
+            progress.close()  # an error line must not land on a half-drawn bar
         if args.rm:
             _verified_remove(source, lambda: api.read_tensors(report.output, _limits(args)))
         _compress_summary(args, source, report, in_size, to_stdout)
-        totals[0] += in_size
-        totals[1] += report.file_bytes
-    if len(args.model) > 1:
-        _say(args, to_stdout, f"total: {len(args.model)} files, {format_bytes(totals[0])} -> {format_bytes(totals[1])} ({totals[0] / max(totals[1], 1):.1f}x)")
-    return 0
+        return in_size, report.file_bytes
+
+    def total(count: str, sizes: tuple[int, int]) -> str:
+        return f"total: {count}, {format_bytes(sizes[0])} -> {format_bytes(sizes[1])} ({sizes[0] / max(sizes[1], 1):.1f}x)"
+
+    return _for_each(args, args.model, one, total, to_stdout)
+
+
+def _for_each(args: argparse.Namespace, inputs: list[Path], one: Callable[[Path], tuple[int, int]],
+              total: Callable[[str, tuple[int, int]], str], to_stdout: bool) -> int:
+    """Run *one* on each input, as gzip does: with several, an input that fails is one error line and the rest go on.
+
+    The total line (several inputs only) counts the inputs done, and says how many failed;
+    the status is 1 when any failed.  A single input's error propagates to :func:`main`.
+    """
+    sizes, failed = [0, 0], 0
+    for source in inputs:
+        try:
+            done = one(source)
+        except (NnzipError, OSError) as exc:
+            if len(inputs) == 1 or isinstance(exc, BrokenPipeError):
+                raise
+            failed += 1
+            _fail(f"nnzip: error: {source}: {_error_text(exc)}")
+            continue
+        sizes[0] += done[0]
+        sizes[1] += done[1]
+    if len(inputs) > 1:
+        count = f"{len(inputs) - failed} files" + (f" ({failed} failed)" if failed else "")
+        _say(args, to_stdout, total(count, tuple(sizes)))
+    return 1 if failed else 0
+
+
+def _error_text(exc: Exception) -> str:
+    """The one-line message of an error :func:`main` reports (an OSError's reason and file name)."""
+    if isinstance(exc, OSError) and not isinstance(exc, NnzipError):
+        return f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}"
+    return str(exc)
 
 
 def _compress_summary(args: argparse.Namespace, source: Path, report, in_size: int, to_stdout: bool) -> None:
@@ -434,40 +470,43 @@ def _run_decompress(args: argparse.Namespace) -> int:
     to_stdout = False if args.test else _check_stdio(args, args.file, "decompressed data")
     if args.test and (args.output is not None or args.stdout or args.rm):
         raise NnzipError("-t/--test writes nothing: not with -o, -c or --rm")
-    totals = [0, 0]
-    for source in args.file:
+
+    def one(source: Path) -> tuple[int, int]:
         progress = _progress("testing" if args.test else "decoding", args.quiet)
-        with private_directory() as directory:
-            path = _spool_stdin(directory, "stdin.nnz") if str(source) == STDIO else source
-            name = "stdin" if str(source) == STDIO else source
-            in_size = os.stat(path).st_size
-            if args.test:
-                header, tensors = api.read_tensors(path, _limits(args))
-                _say(args, False, f"{name}: OK ({len(tensors)} tensors decoded, {len(header['blobs'])} blob CRCs checked)")
-                totals[0] += in_size
-                totals[1] += sum(t.nbytes for t in tensors.values())
-                continue
-            output = args.output
-            if to_stdout:
-                with open_container(path) as container:
-                    api.check_header(container.header, container.file_size, _limits(args))
-                    output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), container.header).suffix)
-            written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs)
-            out_size = os.stat(written).st_size
-            if to_stdout:
-                _to_stdout(written)
+        try:
+            with private_directory() as directory:
+                path = _spool_stdin(directory, "stdin.nnz") if str(source) == STDIO else source
+                name = "stdin" if str(source) == STDIO else source
+                in_size = os.stat(path).st_size
+                if args.test:
+                    header, tensors = api.read_tensors(path, _limits(args))
+                    _say(args, False, f"{name}: OK ({len(tensors)} tensors decoded, {len(header['blobs'])} blob CRCs checked)")
+                    return in_size, sum(t.nbytes for t in tensors.values())
+                output = args.output
+                if to_stdout:
+                    with open_container(path) as container:
+                        api.check_header(container.header, container.file_size, _limits(args))
+                        output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), container.header).suffix)
+                written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs)
+                out_size = os.stat(written).st_size
+                if to_stdout:
+                    _to_stdout(written)
+        finally:
+            if progress is not None:
+                progress.close()
         if args.rm:
             from . import io as model_io
 
             _verified_remove(source, lambda: model_io.read_model(written, keep_optimizer=True, limits=_limits(args)))
         _say(args, to_stdout, f"{name} -> {'stdout' if to_stdout else written}: {format_bytes(in_size)} -> {format_bytes(out_size)}")
-        totals[0] += in_size
-        totals[1] += out_size
-    if len(args.file) > 1:
-        what = "tested" if args.test else "decompressed"
-        _say(args, to_stdout, f"total: {len(args.file)} files {what}, {format_bytes(totals[0])} -> {format_bytes(totals[1])}"
-             f"{' of tensors' if args.test else ''}")
-    return 0
+        return in_size, out_size
+
+    def total(count: str, sizes: tuple[int, int]) -> str:
+        if args.test:
+            return f"total: {count} tested, {format_bytes(sizes[0])} -> {format_bytes(sizes[1])} of tensors"
+        return f"total: {count} decompressed, {format_bytes(sizes[0])} -> {format_bytes(sizes[1])}"
+
+    return _for_each(args, args.file, one, total, to_stdout)
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -517,6 +556,15 @@ def _drop_text(metric: str, kind: str, drop: float) -> str:
     return f"{drop:+.6g} (absolute, in the hook's units)"
 
 
+def _check_selection(pattern: str | None, names: list[str]) -> None:
+    """``sweep --layer``: a pattern matching no tensor at all is an error naming the close matches (as compress's --layer)."""
+    from .options import _close
+    from .plan import matches
+
+    if pattern is not None and not any(matches(pattern, name) for name in names):
+        raise NnzipError(f"--layer {pattern!r} matches no tensor{_close(pattern, names)}")
+
+
 def _run_sweep(args: argparse.Namespace) -> int:
     from . import io as model_io
     from .evaluate import load_data, make_evaluator
@@ -527,6 +575,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         if path is not None:
             check_writable(path, args.force)
     model = model_io.read_model(args.model)
+    _check_selection(args.layer, list(model.tensors))
     evaluator = make_evaluator(model, load_data(args.data), args.eval_hook, args.metric)
     baseline = evaluator.measure(model.tensors)
     points = run_sweep(model, args.model.name, evaluator, args.method, args.layer, _progress("sweeping", args.quiet))

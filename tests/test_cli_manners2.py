@@ -450,3 +450,42 @@ def test_public_examples_run(tmp_path, monkeypatch):
     for module in (nnzip.errors, nnzip.evaluate):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0
+
+
+# --- several inputs: one failing does not stop the others (as gzip) -------------------------
+
+
+def test_several_inputs_one_bad_the_others_done_status_1(tmp_path, capsys):
+    shutil.copy(SAMPLES / "softmax.h5", tmp_path / "a.h5")
+    (tmp_path / "bad.h5").write_bytes(b"not a model")
+    shutil.copy(SAMPLES / "softmax.h5", tmp_path / "c.h5")
+    inputs = [tmp_path / "a.h5", tmp_path / "bad.h5", tmp_path / "missing.h5", tmp_path / "c.h5"]
+    status, out, err = run(capsys, "compress", *inputs)
+    assert status == 1
+    errors = err.splitlines()
+    assert len(errors) == 2 and all(line.startswith("nnzip: error: ") for line in errors), err
+    assert f"{tmp_path / 'bad.h5'}: " in errors[0] and f"{tmp_path / 'missing.h5'}: " in errors[1]
+    assert (tmp_path / "a.nnz").exists() and (tmp_path / "c.nnz").exists()
+    assert not (tmp_path / "bad.nnz").exists() and not (tmp_path / "missing.nnz").exists() and leftovers(tmp_path) == []
+    assert out.splitlines()[-1].startswith("total: 2 files (2 failed), ")
+    # -t over several .nnz: the corrupt one is named, the good ones pass
+    data = bytearray((tmp_path / "c.nnz").read_bytes())
+    data[-3] ^= 0xFF
+    (tmp_path / "c.nnz").write_bytes(bytes(data))
+    status, out, err = run(capsys, "decompress", "-t", tmp_path / "a.nnz", tmp_path / "c.nnz")
+    assert status == 1 and err.count("\n") == 1 and f"{tmp_path / 'c.nnz'}: rule 6.13" in err
+    assert f"{tmp_path / 'a.nnz'}: OK" in out and "total: 1 files (1 failed) tested" in out
+    # a single input's error is the usual single line, without the file name prefix twice
+    status, _, err = run(capsys, "compress", tmp_path / "bad.h5")
+    assert_one_line_error(status, err)
+
+
+def test_output_to_dev_stdout_or_a_device_is_refused(tmp_path):
+    shutil.copy(SAMPLES / "softmax.h5", tmp_path / "s.h5")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for target, force in (("/dev/stdout", []), ("/dev/stdout", ["-f"]), ("/dev/null", ["-f"])):
+        done = subprocess.run([sys.executable, "-m", "nnzip", "compress", "s.h5", "-o", target, *force], cwd=tmp_path,
+                              capture_output=True, env=env)
+        assert done.returncode == 1 and done.stdout == b"" and done.stderr.count(b"\n") == 1, (target, done.stderr)
+        assert done.stderr.startswith(b"nnzip: error: ")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
