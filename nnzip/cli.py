@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from . import __version__, api
 from .container import open_container
@@ -406,6 +409,19 @@ def _run_compress(args: argparse.Namespace) -> int:
     return _for_each(args, args.model, one, total, to_stdout)
 
 
+def _tensor_lines(args: argparse.Namespace, header: dict, to_stdout: bool) -> None:
+    """-v on decompress and -t: one line per tensor (its chain, stored and decoded bytes, error), from the checked header."""
+    if not args.verbose or args.quiet:
+        return
+    sizes = api.blob_sizes(header)
+    for entry in header["tensors"]:
+        stored = sum(sizes[index] for part in entry["parts"] for index in api.part_blobs(part))
+        decoded = math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize
+        error = entry.get("stats", {}).get("error")
+        error = "exact" if error == 0 else ("error not recorded" if error is None else f"relative error {error:.4f}")
+        _say(args, to_stdout, f"  {printable(entry['name'])}: {api.describe_chain(entry)}, {stored:,} -> {decoded:,} bytes, {error}")
+
+
 def _for_each(args: argparse.Namespace, inputs: list[Path], one: Callable[[Path], tuple[int, int]],
               total: Callable[[str, tuple[int, int]], str], to_stdout: bool) -> int:
     """Run *one* on each input, as gzip does: with several, an input that fails is one error line and the rest go on.
@@ -480,14 +496,17 @@ def _run_decompress(args: argparse.Namespace) -> int:
                 in_size = os.stat(path).st_size
                 if args.test:
                     header, tensors = api.read_tensors(path, _limits(args))
+                    _tensor_lines(args, header, False)
                     _say(args, False, f"{name}: OK ({len(tensors)} tensors decoded, {len(header['blobs'])} blob CRCs checked)")
                     return in_size, sum(t.nbytes for t in tensors.values())
                 output = args.output
+                with open_container(path) as container:
+                    header = container.header
+                    api.check_header(header, container.file_size, _limits(args))
                 if to_stdout:
-                    with open_container(path) as container:
-                        api.check_header(container.header, container.file_size, _limits(args))
-                        output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), container.header).suffix)
+                    output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), header).suffix)
                 written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs)
+                _tensor_lines(args, header, to_stdout)
                 out_size = os.stat(written).st_size
                 if to_stdout:
                     _to_stdout(written)

@@ -489,3 +489,23 @@ def test_output_to_dev_stdout_or_a_device_is_refused(tmp_path):
         assert done.returncode == 1 and done.stdout == b"" and done.stderr.count(b"\n") == 1, (target, done.stderr)
         assert done.stderr.startswith(b"nnzip: error: ")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
+
+
+def test_decompress_verbose_lists_every_tensor(tmp_path, capsys):
+    shutil.copy(SAMPLES / "softmax.h5", tmp_path / "s.h5")
+    assert run(capsys, "compress", tmp_path / "s.h5", "--bits", "4", "-q")[0] == 0
+    names = [t["name"] for t in api.inspect(tmp_path / "s.nnz")["tensors"]]
+    for argv in (["decompress", "-v", "-f", tmp_path / "s.nnz"], ["decompress", "-t", "-v", tmp_path / "s.nnz"]):
+        status, out, _ = run(capsys, *argv)
+        lines = out.splitlines()
+        assert status == 0 and len(lines) == len(names) + 1
+        for name, line in zip(names, lines):
+            assert line.startswith(f"  {name}: ") and " bytes, " in line
+        assert any("kmeans(bits=4)" in line and "relative error" in line for line in lines)
+    assert run(capsys, "decompress", "-v", "-q", "-f", tmp_path / "s.nnz")[1] == ""
+
+
+def test_sweep_layer_matching_nothing_names_close_matches(capsys):
+    status, out, err = run(capsys, "sweep", SAMPLES / "mlp.h5", "--data", TEST_DATA, "--method", "kmeans", "--layer", "hiden")
+    assert_one_line_error(status, err, "--layer 'hiden' matches no tensor", "close matches: hidden")
+    assert out == ""
