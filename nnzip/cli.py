@@ -215,7 +215,7 @@ def _add_verify(commands) -> None:
     p.add_argument("file", type=Path, help="the .nnz file")
     p.add_argument("--data", type=Path, required=True, help="data set: .npz or .h5 with arrays x (and y)")
     p.add_argument("--original", type=Path, help="the model file the .nnz was made from (default: the source file name recorded in the .nnz, if it lies beside it)")
-    p.add_argument("--max-drop", type=float, metavar="D", help="exit with status 3 when the drop exceeds D (in the drop's units, as printed: accuracy points, relative MSE, or a hook's units)")
+    p.add_argument("--max-drop", type=float, metavar="D", help="exit with status 3 when the drop exceeds D (in the units verify prints: an accuracy fraction, a relative MSE increase, or the --eval hook's units)")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     _add_scoring(p)
     _add_max_output(p)

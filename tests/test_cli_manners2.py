@@ -509,3 +509,11 @@ def test_sweep_layer_matching_nothing_names_close_matches(capsys):
     status, out, err = run(capsys, "sweep", SAMPLES / "mlp.h5", "--data", TEST_DATA, "--method", "kmeans", "--layer", "hiden")
     assert_one_line_error(status, err, "--layer 'hiden' matches no tensor", "close matches: hidden")
     assert out == ""
+
+
+@pytest.mark.parametrize("command", ["compress", "verify"])
+def test_help_says_how_a_hook_declares_a_relative_drop(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert 'nnzip_drop = "relative"' in text and "own units" in text
