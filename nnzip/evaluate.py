@@ -119,7 +119,7 @@ class Comparison:
             "original": self.original,
             "rebuilt": self.rebuilt,
             "drop": self.drop,
-            "drop_kind": self.drop_kind,
+            "drop_kind": "relative" if self.metric == "mse" else self.drop_kind,  # an MSE drop is always relative
             "top1_agreement": self.agreement,
             "layer_output_errors": self.layer_errors,
         }

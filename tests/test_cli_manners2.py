@@ -517,3 +517,13 @@ def test_help_says_how_a_hook_declares_a_relative_drop(command, capsys):
         cli.main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert 'nnzip_drop = "relative"' in text and "own units" in text
+
+
+def test_drop_kind_of_accuracy_and_mse(tmp_path, capsys):
+    """verify --json says how its drop counts for the built-in metrics too: accuracy absolute, MSE relative."""
+    for sample, metric, kind in (("softmax.h5", "accuracy", "absolute"), ("autoencoder.h5", "mse", "relative")):
+        nnz = tmp_path / f"{sample}.nnz"
+        assert run(capsys, "compress", SAMPLES / sample, "-o", nnz, "--bits", "3", "-q")[0] == 0
+        status, out, _ = run(capsys, "verify", nnz, "--data", TEST_DATA, "--original", SAMPLES / sample, "--json")
+        info = json.loads(out)
+        assert status == 0 and info["metric"] == metric and info["drop_kind"] == kind
