@@ -99,7 +99,7 @@ def _source_path(src, directory: Path) -> Path:
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":  # object arrays would need pickle; complex and strings are not weights
             raise ConfigError(f"compress: tensor {name!r} has dtype {array.dtype}: only numeric and bool arrays")
-        arrays[name] = np.ascontiguousarray(array)
+        arrays[name] = np.asarray(array, order="C")  # not ascontiguousarray: it makes a 0-d scalar 1-d
     path = directory / "weights.npz"
     np.savez(path, **arrays)
     return path

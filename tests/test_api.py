@@ -153,6 +153,14 @@ def test_compress_a_dict_of_arrays_to_a_file_object_and_load_it_back(tmp_path):
         nnzip.compress(weights)
 
 
+def test_compress_a_dict_keeps_scalars_and_layouts(tmp_path):
+    """A 0-d scalar stays 0-d (np.ascontiguousarray would make it 1-d) and a Fortran-ordered array keeps its values."""
+    weights = {"step": np.array(7, dtype=np.int64), "w": np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))}
+    loaded = nnzip.load(nnzip.compress(weights, tmp_path / "s.nnz").output)
+    assert loaded["step"].shape == () and int(loaded["step"]) == 7
+    assert np.array_equal(loaded["w"], weights["w"])
+
+
 def test_decompress_to_a_file_object(mlp_nnz, tmp_path):
     stream = pyio.BytesIO()
     assert nnzip.decompress(mlp_nnz, stream) is stream
