@@ -251,6 +251,8 @@ def compress(
     """
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
+    if budget is not None and scheduler is not None:
+        raise ConfigError("--scheduler spreads fixed settings over a cluster; the --max-drop search runs on this machine: drop one of them")
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
     check_writable(output, force, source)  # before reading the model or a long search, not only at the end

@@ -204,6 +204,16 @@ def test_unreachable_scheduler_is_one_line_after_the_timeout(tmp_path, capsys, c
     assert "cannot reach the dask scheduler at tcp://127.0.0.1:" in err and "within 1 s" in err, err
 
 
+def test_scheduler_without_workers_is_one_line_after_the_timeout(tmp_path, capsys):
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as empty:
+        before = sorted(tmp_path.rglob("*"))
+        status = cli.main(["compress", str(SAMPLES / "mlp.h5"), "-o", str(tmp_path / "o.nnz"), "--scheduler", empty.scheduler_address,
+                           "--scheduler-timeout", "1"])
+    err = capsys.readouterr().err
+    _assert_clean_failure(status, err, tmp_path, before)
+    assert f"the dask scheduler at {empty.scheduler_address} has no worker after 1 s" in err, err
+
+
 @pytest.mark.parametrize("address, fragment", [
     ("ftp://host:8786", "unknown address scheme 'ftp'"),
     ("tcp://127.0.0.1:99999", "a port from 1 to 65535"),
@@ -227,6 +237,15 @@ def test_bad_timeout_is_refused(tmp_path, capsys, timeout):
     err = capsys.readouterr().err
     _assert_clean_failure(status, err, tmp_path, before)
     assert "--scheduler-timeout must be a positive number of seconds" in err, err
+
+
+def test_budget_search_is_not_spread(tmp_path, capsys):
+    before = sorted(tmp_path.rglob("*"))
+    status = cli.main(["compress", str(SAMPLES / "mlp.h5"), "-o", str(tmp_path / "o.nnz"), "--scheduler", "tcp://127.0.0.1:8786",
+                       "--data", str(SAMPLES / "fashion-mnist-val.npz"), "--max-drop", "0.01"])
+    err = capsys.readouterr().err
+    _assert_clean_failure(status, err, tmp_path, before)
+    assert "the --max-drop search runs on this machine" in err, err
 
 
 def test_keyword_api_checks_the_scheduler_like_the_cli(tmp_path):
