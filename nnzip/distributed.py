@@ -176,7 +176,8 @@ class Cluster:
         """
         where = NnzFile.of(source, container)
         table = [(entry["offset"], entry["size"], entry["crc32"]) for entry in container.header["blobs"]]
-        return decode_remote, where, self.client.scatter(table, broadcast=True, hash=False)
+        # one object (scattering the list itself would make a key per blob)
+        return decode_remote, where, self.client.scatter([table], broadcast=True, hash=False)[0]
 
 
 class _Result:
