@@ -29,6 +29,7 @@ from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_e
 from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight, lossless_plan
 
 if TYPE_CHECKING:
+    from .distributed import Scheduler
     from .evaluate import Comparison
 
 NNZ_SUFFIX = ".nnz"
@@ -88,15 +89,26 @@ class Workers:
     chunks: Executor | None = None
     #: How many tensors may be in flight at once (each holds its source and its blobs).
     window: int = 1
+    #: A :class:`nnzip.distributed.Cluster` when the tensors go to a dask cluster: it says what
+    #: travels (file slices, not closures over open files) and *tensors* submits there.
+    remote: object | None = None
 
 
 @contextlib.contextmanager
-def workers(jobs: int | None) -> Iterator[Workers]:
+def workers(jobs: int | None, scheduler: Scheduler | None = None) -> Iterator[Workers]:
     """Thread pools of *jobs* workers (None: ``os.cpu_count()``), or inline work for one job.
 
     Threads suffice: the compiled coders release the GIL (numba ``nogil=True``) and numpy
-    does for large operations, so no data is copied between processes.
+    does for large operations, so no data is copied between processes.  With *scheduler*,
+    the tensors go to that dask cluster's workers instead (:mod:`nnzip.distributed`) and
+    *jobs* is not used.
     """
+    if scheduler is not None:
+        from .distributed import cluster_workers
+
+        with cluster_workers(scheduler) as pool:
+            yield pool
+        return
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if type(jobs) is not int or jobs < 1:
         raise ConfigError(f"jobs must be a positive integer, not {jobs!r}")
@@ -234,6 +246,7 @@ def compress(
     plans: dict[str, TensorPlan] | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
     jobs: int | None = 1,
+    scheduler: Scheduler | None = None,
 ) -> CompressReport:
     """Compress a model file into a ``.nnz`` container that :func:`decompress` reads within *limits*.
 
@@ -244,10 +257,13 @@ def compress(
     cap, blob count, rule 4.7's decoded-size cap for the file's final size, every
     rule of §3-§5); a file that would not is refused and nothing is left behind.
     *jobs* worker threads (None: one per core) code the chunks of large parts; the file's
-    bytes are the same whatever it is.
+    bytes are the same whatever it is, and the same with *scheduler* (a dask cluster whose
+    workers encode the tensors, reading them from the shared file system: :mod:`nnzip.distributed`).
     """
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
+    if budget is not None and scheduler is not None:
+        raise ConfigError("--scheduler spreads fixed settings over a cluster; the --max-drop search runs on this machine: drop one of them")
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
     check_writable(output, force, source)  # before reading the model or a long search, not only at the end
@@ -260,8 +276,8 @@ def compress(
             header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
         else:
             spool = BlobSpool(output.parent if str(output.parent) else None)
-            with workers(jobs) as pool:
-                header, blobs, reports = encode_model(model, source.name, rules, plans, progress, pool, spool)
+            with workers(jobs, scheduler) as pool:
+                header, blobs, reports = encode_model(model, source.name, rules, plans, progress, pool, spool, source)
         with atomic_output(output, force, source) as temporary:
             with open(temporary, "wb") as handle:
                 size = write_spooled(handle, header, spool) if spool is not None else write_container(handle, header, blobs)
@@ -297,6 +313,7 @@ def encode_model(
     progress: Progress | None = None,
     pool: Workers | None = None,
     spool: BlobSpool | None = None,
+    source: Path | None = None,
 ) -> tuple[dict, list[bytes], list[TensorReport]]:
     """Encode every tensor of *model*; returns (header without blob table, blobs, reports).
 
@@ -307,7 +324,8 @@ def encode_model(
     tensors and chunks in parallel; the result is the same without it.  With *spool*,
     each tensor's blobs go to it as soon as the tensor is encoded and are dropped, with its
     reconstruction (streaming: only the tensors in flight are held); the returned blob list
-    is then empty.
+    is then empty.  *source*, the file *model* was read from, lets the workers of a dask
+    *pool* read its tensors themselves.
     """
     rules = rules or PlanRules(Settings(lossless=True), [])
     plans = plans or {}
@@ -317,29 +335,26 @@ def encode_model(
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
 
-    def planned():
-        for index, (name, array) in enumerate(model.tensors.items()):
+    streaming = spool is not None
+
+    def jobs():
+        for index, name in enumerate(model.tensors):
             if progress:
                 progress(index, total, name)
-            note = ""
             if (optimizer and name.startswith(optimizer)) or name in exact:
-                plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
+                yield TensorJob(name, streaming=streaming)  # kept optimizer state is for resuming training: exact
             elif name in plans:
-                plan = plans[name]
+                yield TensorJob(name, plan=plans[name], streaming=streaming)
             else:
-                plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
-            yield name, array, plan, note
+                yield TensorJob(name, settings=rules.settings_for(name), weight=layer_weight(model.source_format, name), streaming=streaming)
 
     def encode(job):
-        name, array, plan, note = job
-        item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans, executor=pool.chunks)
-        report = _statistics(name, array, item, "; ".join(filter(None, (note, fallback))))
-        if spool is not None:
-            item.reconstruction = None  # its error is recorded; the source array goes with this job
-        return item, report
+        return encode_job(job, model.tensors[job.name], pool.chunks)
 
+    # A dask pool runs a module-level function on what can travel (nnzip.distributed).
+    function, items = (encode, jobs()) if pool.remote is None else pool.remote.encoding(model, source, jobs())
     reports, blobs = [], []
-    for item, report in _in_order(pool.tensors, encode, planned(), pool.window):
+    for item, report in _in_order(pool.tensors, function, items, pool.window):
         encoded.append(item)
         reports.append(report)
         if spool is None:
@@ -351,6 +366,41 @@ def encode_model(
     if progress:
         progress(total, total, "")
     return _header(model, filename, encoded, rules.to_json()), blobs, reports
+
+
+@dataclass(frozen=True)
+class TensorJob:
+    """What encoding one tensor needs besides its values: small plain data, so that it can go to a dask worker.
+
+    With neither *plan* nor *settings* the tensor is stored exactly (kept optimizer state, a
+    format's non-weights).
+    """
+
+    name: str
+    #: The caller's own chain (``plans``): used as it is, its value stages may not fall back.
+    plan: TensorPlan | None = None
+    #: The settings to choose a chain from (:func:`nnzip.plan.choose_plan`).
+    settings: Settings | None = None
+    #: What the file says the tensor is (:func:`nnzip.plan.layer_weight`).
+    weight: bool | None = None
+    #: Drop the reconstruction once its error is recorded (the caller spools the blobs).
+    streaming: bool = False
+
+
+def encode_job(job: TensorJob, array: np.ndarray, executor: Executor | None = None) -> tuple[EncodedTensor, TensorReport]:
+    """Choose the chain for *array*, encode it (with fallbacks) and record its error; chunks on *executor*."""
+    note = ""
+    if job.plan is not None:
+        plan = job.plan
+    elif job.settings is None:
+        plan = lossless_plan(array)
+    else:
+        plan, note = choose_plan(array, job.settings, job.weight)
+    item, fallback = _encode_with_fallback(job.name, array, plan, strict=job.plan is not None, executor=executor)
+    report = _statistics(job.name, array, item, "; ".join(filter(None, (note, fallback))))
+    if job.streaming:
+        item.reconstruction = None  # its error is recorded; the source array goes with this job
+    return item, report
 
 
 def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None) -> tuple[dict, list[bytes], list[TensorReport]]:
@@ -636,10 +686,12 @@ def decompress(
     progress: Progress | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
     jobs: int | None = 1,
+    scheduler: Scheduler | None = None,
 ) -> Path:
     """Rebuild the source-format file from a ``.nnz`` within *limits*; returns the path written.
 
-    *jobs* worker threads (None: one per core) decode the chunks of large parts.
+    *jobs* worker threads (None: one per core) decode the chunks of large parts; with
+    *scheduler*, the workers of that dask cluster decode the tensors (:mod:`nnzip.distributed`).
     """
     source = Path(source)
     with open_container(source) as container:
@@ -662,12 +714,14 @@ def decompress(
             position = positions[name]
             for ahead in order[position:position + pool.window]:
                 if ahead not in futures and ahead not in handed:
-                    futures[ahead] = pool.tensors.submit(decode_tensor, entries[ahead], container.blob, sizes, limits, pool.chunks)
+                    futures[ahead] = pool.tensors.submit(decode, entries[ahead], blob, table, limits, pool.chunks)
             handed.add(name)
             future = futures.pop(name, None)
             return future.result() if future else decode_tensor(entries[name], container.blob, sizes, limits, pool.chunks)
 
-        with workers(jobs) as pool, atomic_output(output, force, source) as temporary:
+        with workers(jobs, scheduler) as pool, atomic_output(output, force, source) as temporary:
+            # A dask pool gets what can travel: the file's place and blob table, not the open handle.
+            decode, blob, table = (decode_tensor, container.blob, sizes) if pool.remote is None else pool.remote.decoding(source, container)
             io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
     if progress:
         progress(total, total, "")

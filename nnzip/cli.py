@@ -26,7 +26,8 @@ from . import __version__, api
 from .container import open_container
 from .errors import NnzipError
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
-from .options import budget_from_options, rules_from_options
+from .distributed import DEFAULT_TIMEOUT
+from .options import budget_from_options, rules_from_options, scheduler_from_options
 from .outputs import private_directory
 from .plan import PlanRules
 
@@ -109,6 +110,11 @@ def _positive_int(text: str) -> int:
 def _add_jobs(p) -> None:
     p.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
                    help="worker threads for the chunks of large tensors (default: the machine's cores); the output is the same for every N")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the per-tensor work on the dask cluster at ADDRESS (e.g. tcp://host:8786; needs nnzip[dask]); the workers read "
+                   "the input from the same path on a shared file system; the output is the same as a local run's")
+    p.add_argument("--scheduler-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"how long to wait for the scheduler and its first worker (default: {DEFAULT_TIMEOUT:g})")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -267,6 +273,11 @@ def budget_from_args(args: argparse.Namespace, log=None) -> api.Budget | None:
     return budget_from_options(args.data, args.max_drop, eval_hook=args.eval_hook, metric=args.metric, margin=args.margin, log=log, fixed=fixed)
 
 
+def _scheduler(args: argparse.Namespace):
+    """``--scheduler``/``--scheduler-timeout`` as a checked :class:`nnzip.distributed.Scheduler`, or None."""
+    return scheduler_from_options(args.scheduler, args.scheduler_timeout)
+
+
 def _limits(args: argparse.Namespace) -> DecodeLimits:
     """The reader's caps the command line raised or lowered (``--max-output``, ``--max-work``, ``--max-ops``)."""
     given = {name: getattr(args, name, None) for name in ("max_output", "max_work", "max_ops")}
@@ -392,7 +403,8 @@ def _run_compress(args: argparse.Namespace) -> int:
                 path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
                 output = directory / "stdout.nnz" if to_stdout else args.output
                 report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                                      progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs)
+                                      progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs,
+                                      scheduler=_scheduler(args))
                 in_size = os.stat(path).st_size
                 if to_stdout:
                     _to_stdout(report.output)
@@ -505,7 +517,8 @@ def _run_decompress(args: argparse.Namespace) -> int:
                     api.check_header(header, container.file_size, _limits(args))
                 if to_stdout:
                     output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), header).suffix)
-                written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs)
+                written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs,
+                                         scheduler=_scheduler(args))
                 _tensor_lines(args, header, to_stdout)
                 out_size = os.stat(written).st_size
                 if to_stdout:

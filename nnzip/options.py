@@ -12,11 +12,13 @@ refused with the same message in both.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .distributed import DEFAULT_TIMEOUT, MAX_ADDRESS_CHARS, Scheduler, check_address
 from .errors import ConfigError, NnzipError
 from .plan import PlanRules, Settings, load_plan_file, matches, parse_layer_override, parse_settings, validate
 
@@ -116,3 +118,22 @@ def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None =
     if not isinstance(margin, (int, float)) or not margin >= 0:
         raise NnzipError(f"--margin must be >= 0, got {margin}")
     return Budget(data, float(max_drop), eval_hook, metric, log, float(margin))
+
+
+def scheduler_from_options(address: object, timeout: object = DEFAULT_TIMEOUT) -> Scheduler | None:
+    """``--scheduler``/``--scheduler-timeout``: a checked :class:`nnzip.distributed.Scheduler`, or None without *address*.
+
+    The address is passed to dask as it is (``tcp://host:port``, ``tls://...``, ``host:port``)
+    once dask's own parser accepts it; a missing dask is an error here, before any input is
+    read.  Nothing is contacted yet.
+    """
+    if address is None:
+        return None
+    if isinstance(address, Scheduler):
+        return address
+    if not isinstance(address, str) or not address or len(address) > MAX_ADDRESS_CHARS or not address.isprintable() or any(c.isspace() for c in address):
+        raise ConfigError(f"--scheduler must be a scheduler address such as tcp://host:8786, not {str(address)[:80]!r}")
+    if type(timeout) not in (int, float) or not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--scheduler-timeout must be a positive number of seconds, not {timeout!r}")
+    check_address(address)
+    return Scheduler(address, float(timeout))

@@ -18,7 +18,8 @@ import numpy as np
 from . import api
 from .errors import ConfigError
 from .limits import DEFAULT_LIMITS, DecodeLimits
-from .options import budget_from_options, rules_from_options
+from .distributed import DEFAULT_TIMEOUT
+from .options import budget_from_options, rules_from_options, scheduler_from_options
 from .outputs import private_directory
 
 #: Where :func:`compress` may write: a path, or a binary file object (the finished file is copied into it).
@@ -29,12 +30,14 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
              energy: float | None = None, fft_keep: float | None = None, uniform: float | None = None, float16: bool = False,
              lossless: bool = False, fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
              plan: str | os.PathLike | None = None, budget: api.Budget | Mapping | None = None, keep_optimizer: bool = False,
-             force: bool = False, max_output: int | None = None, progress: api.Progress | None = None, rules=None) -> api.CompressReport:
+             force: bool = False, max_output: int | None = None, progress: api.Progress | None = None, rules=None,
+             scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT) -> api.CompressReport:
     """Compress a model file, or a dict of numpy arrays, into a ``.nnz``; returns a :class:`nnzip.api.CompressReport`.
 
     The keywords are ``nnzip compress``'s options (``bits=4`` is ``--bits 4``, ``layers=["dense_1:bits=2"]``
     or ``{"dense_1": {"bits": 2}}`` is ``--layer``, ``max_output`` is ``--max-output`` in bytes) with the
-    same checks.  *budget* is an :class:`nnzip.Budget` or a dict of its fields
+    same checks (``scheduler="tcp://host:8786"`` is ``--scheduler``: the tensors are encoded on that dask
+    cluster, see :mod:`nnzip.distributed`).  *budget* is an :class:`nnzip.Budget` or a dict of its fields
     (``{"data": "val.npz", "max_drop": 0.005, "margin": 1}``); a negative drop or margin is refused.
     *src* is a path or ``{name: array}`` (stored as a tensors-only ``npz`` source that
     :func:`nnzip.load` reads back); *dst* a path (default: *src* with suffix ``.nnz``) or a
@@ -48,6 +51,7 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     ('dense > kmeans(bits=2)', (64, 64))
     """
     limits = DecodeLimits(max_output=max_output) if max_output is not None else DEFAULT_LIMITS
+    cluster = scheduler_from_options(scheduler, scheduler_timeout)
     settings = {"bits": bits, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep, "uniform": uniform}
     if budget is not None:
         fixed = [k for k, v in settings.items() if v is not None] + ["plan"] * (plan is not None) + ["layers"] * bool(layers)
@@ -64,7 +68,7 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
         to_stream = dst is not None and not isinstance(dst, (str, os.PathLike))
         output = directory / "out.nnz" if to_stream else dst
         report = api.compress(source, output, rules=rules, budget=budget, keep_optimizer=keep_optimizer, force=force,
-                              progress=progress, limits=limits)
+                              progress=progress, limits=limits, scheduler=cluster)
         if to_stream:
             with open(report.output, "rb") as handle:
                 shutil.copyfileobj(handle, dst, 2**20)
@@ -106,8 +110,10 @@ def _source_path(src, directory: Path) -> Path:
 
 
 def decompress(src: str | os.PathLike, dst: Destination = None, *, force: bool = False, max_output: int | None = None,
-               progress: api.Progress | None = None):
+               progress: api.Progress | None = None, scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT):
     """Rebuild the source-format file of a ``.nnz``; *dst* a path (default beside *src*) or a binary file object.
+
+    *scheduler* (``--scheduler``): decode the tensors on that dask cluster's workers.
 
     Returns the path written, or *dst* itself for a file object (the rebuilt file is made in a
     private temporary directory, since the HDF5 and zip writers need a named file, then copied).
@@ -115,15 +121,16 @@ def decompress(src: str | os.PathLike, dst: Destination = None, *, force: bool =
     >>> nnzip.decompress("model.nnz", "rebuilt.h5")      # doctest: +SKIP
     """
     limits = DecodeLimits(max_output=max_output) if max_output is not None else DEFAULT_LIMITS
+    cluster = scheduler_from_options(scheduler, scheduler_timeout)
     if dst is None or isinstance(dst, (str, os.PathLike)):
-        return api.decompress(src, dst, force=force, progress=progress, limits=limits)
+        return api.decompress(src, dst, force=force, progress=progress, limits=limits, scheduler=cluster)
     with private_directory() as directory:
         from .container import open_container
 
         with open_container(src) as container:
             api.check_header(container.header, container.file_size, limits)
             suffix = api.default_decompressed(Path("x.nnz"), container.header).suffix
-        written = api.decompress(src, directory / f"rebuilt{suffix}", progress=progress, limits=limits)
+        written = api.decompress(src, directory / f"rebuilt{suffix}", progress=progress, limits=limits, scheduler=cluster)
         with open(written, "rb") as handle:
             shutil.copyfileobj(handle, dst, 2**20)
     return dst

@@ -28,9 +28,11 @@ import re
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
-from ..model import Model
+from ..model import LazyTensors, Model
 from ..outputs import atomic_output
 from . import safetensors
 
@@ -145,8 +147,12 @@ def _shard_path(folder: Path, name: str, where: str) -> Path:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
-    """Read a sharded checkpoint (its index file or folder) within *limits* (*keep_optimizer*: none to keep)."""
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
+    """Read a sharded checkpoint (its index file or folder) within *limits* (*keep_optimizer*: none to keep).
+
+    With *lazy*, every check runs at once but each tensor is read from its shard only when
+    asked for (:class:`nnzip.model.LazyTensors`), as for one safetensors file.
+    """
     index = find_index(Path(path))
     where = os.fspath(index)
     text = _read_index_text(index)
@@ -164,11 +170,14 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
     if total > limits.output_cap(size):
         raise InputError(f"rule 8.23: {where}: the shards' tensors declare {total} bytes, over the "
                          f"{limits.output_cap(size)}-byte cap for a {size}-byte checkpoint")
-    values, records = {}, []
+    values, records, specs = {}, [], {}
     for name in names:
-        model = safetensors.read(shards[name], limits=limits)  # rules 8.18 and 8.19 in full, per shard
-        values.update(model.tensors)
+        model = safetensors.read(shards[name], limits=limits, lazy=lazy)  # rules 8.18 and 8.19 in full, per shard
+        values.update(dict.fromkeys(model.tensors, model.tensors) if lazy else model.tensors)
+        specs.update({item["name"]: (np.dtype(safetensors.DTYPES[item["dtype"]]), tuple(item["shape"])) for item in model.structure["tensors"]})
         records.append({"file": name, "structure": model.structure})
+    if lazy:  # tensor name -> its shard's lazy mapping, which reads it by offset
+        values = LazyTensors(specs, lambda key, owners=values: owners[key][key])
     return Model(FORMAT_ID, {"index": text, "shards": records}, values)
 
 
