@@ -343,7 +343,11 @@ def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, 
     first, second, first_bits = kernels.decode_table(reverse_bits(canonical_codes(lengths), lengths), lengths, bits)
     out = np.empty(size, dtype=np.uint8)
     buffer = np.frombuffer(payload, dtype=np.uint8)
-    status, k, used = kernels.decode(buffer, first, second, first_bits, bits, width, nsym, end, tail, tail_bits, out)
+    if width == 8 and nsym >= kernels.MULTI_SYMBOLS:
+        symbols, meta = kernels.multi_table(first, first_bits, end)  # several symbols a lookup
+        status, k, used = kernels.decode_bytes(buffer, first, second, first_bits, bits, symbols, meta, nsym, end, out)
+    else:
+        status, k, used = kernels.decode(buffer, first, second, first_bits, bits, width, nsym, end, tail, tail_bits, out)
     if status == kernels.TRUNCATED:
         raise FormatError("huffman: stream truncated before END")
     if status == kernels.END_EARLY:
