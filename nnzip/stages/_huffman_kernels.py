@@ -398,3 +398,42 @@ def decode_bytes(payload, first, second, first_bits, bits, symbols, meta, count,
             return TOO_MANY, o, used
         out[o] = symbol
         o += 1
+
+
+@kernel
+def split_and_rotated_histograms(data, itemsize):
+    """Byte counts of each byte position of *data*'s ``itemsize``-byte little-endian words, as they
+    are (``split``) and after rotating each word left by one bit (``rotate``), in one pass.
+
+    Rotated byte ``j`` is byte ``j`` shifted left by one, its low bit the top bit of byte
+    ``j - 1`` (of the top byte, for ``j = 0``).
+    """
+    split = np.zeros((itemsize, 256), dtype=np.int64)
+    rotated = np.zeros((itemsize, 256), dtype=np.int64)
+    for row in range(0, data.size - itemsize + 1, itemsize):
+        carry = np.int64(data[row + itemsize - 1]) >> 7
+        for j in range(itemsize):
+            b = np.int64(data[row + j])
+            split[j, b] += 1
+            rotated[j, ((b << 1) | carry) & 0xFF] += 1
+            carry = b >> 7
+    return split, rotated
+
+
+@kernel
+def split_planes(data, itemsize, rotate, out):
+    """Byte ``j`` of every ``itemsize``-byte word of *data* into ``out[j]``, after rotating each
+    word left by one bit when *rotate* (see :func:`split_and_rotated_histograms`)."""
+    n = data.size // itemsize
+    if not rotate:
+        for i in range(n):
+            for j in range(itemsize):
+                out[j, i] = data[i * itemsize + j]
+        return
+    for i in range(n):
+        row = i * itemsize
+        carry = np.int64(data[row + itemsize - 1]) >> 7
+        for j in range(itemsize):
+            b = np.int64(data[row + j])
+            out[j, i] = ((b << 1) | carry) & 0xFF
+            carry = b >> 7

@@ -72,10 +72,9 @@ class BytePlanes(TransformStage):
             raise ConfigError(f"byteplanes: 'mode' must be one of {list(allowed)} for {spec.dtype}, got {mode!r}")
         # (ascontiguousarray would turn a 0-d tensor into 1-d; reshape keeps the spec's shape.)
         words = np.ascontiguousarray(data, dtype=spec.dtype).view(_UINT[spec.dtype.itemsize]).reshape(spec.shape)
-        rotated = _rotate(words, left=True) if mode == "rotate" or (mode == "auto" and spec.dtype.str in FLOAT_DTYPES) else None
         if mode == "auto":
-            mode = _auto_mode(words, rotated, spec)
-        planes = _planes(rotated if mode == "rotate" else words)
+            mode = _auto_mode(words, None, spec)
+        planes = _split(words, mode == "rotate")
         return {f"plane{i}": plane for i, plane in enumerate(planes)}, {"mode": mode}
 
     @classmethod
@@ -172,7 +171,27 @@ def _words_estimate(words: np.ndarray) -> float:
 
 
 def _auto_mode(words: np.ndarray, rotated: np.ndarray | None, spec: ArraySpec) -> str:
-    """``rotate`` for floats unless ``split`` is estimated strictly smaller; ``split`` for integers."""
+    """``rotate`` for floats unless ``split`` is estimated strictly smaller; ``split`` for integers.
+
+    Both splits' byte counts come from one compiled pass over *words* (the rotated words are
+    never made); *rotated* is accepted for the older callers and ignored.
+    """
     if spec.dtype.str not in FLOAT_DTYPES:
         return "split"
-    return "split" if _words_estimate(words) < _words_estimate(rotated) else "rotate"
+    from ._huffman_kernels import split_and_rotated_histograms
+
+    flat = np.ascontiguousarray(words).reshape(-1).view(np.uint8)
+    split, rotate = split_and_rotated_histograms(flat, words.dtype.itemsize)
+    estimate = {name: sum(min(entropy_bound(c), 8.0 * words.size) for c in counts) for name, counts in (("split", split), ("rotate", rotate))}
+    return "split" if estimate["split"] < estimate["rotate"] else "rotate"
+
+
+def _split(words: np.ndarray, rotate: bool) -> list[np.ndarray]:
+    """The byte planes of *words* (each rotated left by one bit first when *rotate*): one compiled
+    pass writing every plane, no rotated copy of the tensor."""
+    from ._huffman_kernels import split_planes
+
+    itemsize = words.dtype.itemsize
+    out = np.empty((itemsize, words.size), dtype=np.uint8)
+    split_planes(np.ascontiguousarray(words).reshape(-1).view(np.uint8), itemsize, rotate, out)
+    return [out[i].reshape(words.shape) for i in range(itemsize)]

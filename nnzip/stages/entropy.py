@@ -203,10 +203,14 @@ def kraft_ok(lengths: np.ndarray, limit: int) -> bool:
 def reverse_bits(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """Each value's lowest ``width`` bits in reverse order (widths up to 16)."""
     values = np.asarray(values, dtype=np.int64)
-    out = np.zeros_like(values)
-    for bit in range(16):
-        out |= ((values >> bit) & 1) << (15 - bit)
-    return out >> (16 - np.asarray(widths, dtype=np.int64))
+    widths = np.broadcast_to(np.asarray(widths, dtype=np.int64), values.shape)
+    # Through a 16-bit table of byte reversals: two lookups per value, not 16 shifts.
+    reversed16 = (_REVERSED_BYTES[values & 0xFF] << 8) | _REVERSED_BYTES[(values >> 8) & 0xFF]
+    return reversed16 >> (16 - widths)
+
+
+#: Each byte's bits in reverse order.
+_REVERSED_BYTES = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.int64)
 
 
 # --- bit packing ------------------------------------------------------------------------
