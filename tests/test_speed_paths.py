@@ -195,3 +195,30 @@ def test_exponent_heavy_model_round_trips_through_the_cli(tmp_path):
     with open_container(out) as container:
         chains = [c["name"] for t in container.header["tensors"] for p in t["parts"] for c in p["codecs"]]
     assert "huffman" in chains
+
+
+@pytest.mark.parametrize("dtype, mode", [(d, "split") for d in ("<f2", "<f4", "<f8", "<u2", "<i4", "|u1")]
+                         + [(d, "rotate") for d in ("<f2", "<f4", "<f8")])  # rotate: float tensors only
+def test_byteplanes_compiled_split_and_join_equal_numpy(dtype, mode):
+    """The compiled split (and its counts for ``auto``) and join equal the numpy definitions."""
+    from nnzip.stages import byteplanes
+    from nnzip.stages.base import ArraySpec
+
+    rng = np.random.default_rng(1)
+    array = (rng.standard_normal((37, 5)) * 3).astype(dtype)
+    words = array.view(byteplanes._UINT[array.dtype.itemsize])
+    reference = byteplanes._rotate(words, left=True) if mode == "rotate" else words
+    expected = [np.ascontiguousarray(reference).view(np.uint8).reshape(words.shape + (-1,))[..., i] for i in range(array.dtype.itemsize)]
+    got = byteplanes._split(words, mode == "rotate")
+    assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
+    spec = ArraySpec.of(array)
+    read_only = {f"plane{i}": np.frombuffer(p.tobytes(), np.uint8).reshape(p.shape) for i, p in enumerate(got)}
+    mixed = {**read_only, "plane0": got[0].copy()}
+    for parts in (dict(enumerate(got)), read_only, mixed):
+        parts = {f"plane{i}": p for i, p in enumerate(parts.values())}
+        rebuilt = byteplanes.BytePlanes.decode(parts, spec, {"mode": mode})
+        assert rebuilt.dtype == array.dtype and rebuilt.tobytes() == array.tobytes()
+    if array.dtype.str in byteplanes.FLOAT_DTYPES:
+        split = byteplanes._words_estimate(words)
+        rotated = byteplanes._words_estimate(byteplanes._rotate(words, left=True))
+        assert byteplanes._auto_mode(words, None, spec) == ("split" if split < rotated else "rotate")

@@ -437,3 +437,24 @@ def split_planes(data, itemsize, rotate, out):
             b = np.int64(data[row + j])
             out[j, i] = ((b << 1) | carry) & 0xFF
             carry = b >> 7
+
+
+@kernel
+def join_planes(planes, rotate, out):
+    """Inverse of :func:`split_planes`: byte ``j`` of word ``i`` of *out* from ``planes[j][i]`` (a tuple
+    of equal-length uint8 arrays), each word rotated right by one bit back when *rotate*.
+
+    Un-rotated byte ``j`` is rotated byte ``j`` shifted right by one, its top bit the low bit
+    of rotated byte ``j + 1`` (of byte 0, for the top byte).
+    """
+    itemsize = len(planes)
+    n = planes[0].size
+    for i in range(n):
+        row = i * itemsize
+        if rotate:
+            for j in range(itemsize):
+                following = planes[(j + 1) % itemsize][i]
+                out[row + j] = (planes[j][i] >> 1) | ((following & 1) << 7)
+        else:
+            for j in range(itemsize):
+                out[row + j] = planes[j][i]
