@@ -468,14 +468,22 @@ def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[in
 
 def _decode_chunks(blob: Callable[[int], bytes], indexes: list[int], stage, config: dict, bounds: list[tuple[int, int]],
                    executor: Executor | None) -> bytes:
-    """The serialized bytes of a part from its chunks' blobs, each decoded by *stage* into its slice of one buffer."""
-    if len(indexes) == 1:
+    """The serialized bytes of a part from its chunks' blobs, each decoded by *stage* into its slice of one buffer.
+
+    A stage with ``decode_into`` (``huffman``) writes straight into the buffer, so the part's bytes
+    are made once, not once per chunk and again joined; the result is then a memoryview of it.
+    """
+    into = getattr(stage, "decode_into", None)
+    if len(indexes) == 1 and into is None:
         return stage.decode(blob(indexes[0]), BytesSpec(bounds[0][1]), config)
-    out = bytearray(bounds[-1][1])
+    out = np.empty(bounds[-1][1], dtype=np.uint8)
 
     def one(item: tuple[int, tuple[int, int]]) -> None:
         index, (start, end) = item
-        out[start:end] = stage.decode(blob(index), BytesSpec(end - start), config)
+        if into is not None:
+            into(blob(index), BytesSpec(end - start), config, out[start:end])
+        else:
+            out[start:end] = np.frombuffer(stage.decode(blob(index), BytesSpec(end - start), config), dtype=np.uint8)
 
     _map(executor, one, list(zip(indexes, bounds)))
-    return bytes(out)
+    return memoryview(out)

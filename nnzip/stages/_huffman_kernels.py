@@ -458,3 +458,24 @@ def join_planes(planes, rotate, out):
         else:
             for j in range(itemsize):
                 out[row + j] = planes[j][i]
+
+
+@kernel
+def join_planes4(p0, p1, p2, p3, rotate, out):
+    """:func:`join_planes` for 4-byte words, unrolled (the float32 case, the common one)."""
+    for i in range(p0.size):
+        a, b, c, d = np.uint32(p0[i]), np.uint32(p1[i]), np.uint32(p2[i]), np.uint32(p3[i])
+        word = a | (b << 8) | (c << 16) | (d << 24)
+        if rotate:
+            word = (word >> 1) | ((word & 1) << 31)
+        out[i] = word
+
+
+@kernel
+def join_planes2(p0, p1, rotate, out):
+    """:func:`join_planes` for 2-byte words, unrolled (float16 and bfloat16)."""
+    for i in range(p0.size):
+        word = np.uint16(p0[i]) | (np.uint16(p1[i]) << 8)
+        if rotate:
+            word = (word >> 1) | ((word & 1) << 15)
+        out[i] = word

@@ -81,7 +81,7 @@ class BytePlanes(TransformStage):
     def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
         """Reassemble the tensor bit for bit from its planes."""
         mode = config_choice(config, "mode", MODES)
-        from ._huffman_kernels import join_planes
+        from ._huffman_kernels import join_planes, join_planes2, join_planes4
 
         itemsize = spec.dtype.itemsize
         planes = []
@@ -94,7 +94,12 @@ class BytePlanes(TransformStage):
             planes.append(plane if plane.flags.writeable else plane.copy())
         stacked = np.empty(spec.size * itemsize, dtype=np.uint8)
         # One compiled pass interleaves the planes and undoes the rotation: no strided copies, no temporaries.
-        join_planes(tuple(planes), mode == "rotate", stacked)
+        if itemsize == 4:
+            join_planes4(*planes, mode == "rotate", stacked.view("<u4"))
+        elif itemsize == 2:
+            join_planes2(*planes, mode == "rotate", stacked.view("<u2"))
+        else:
+            join_planes(tuple(planes), mode == "rotate", stacked)
         return stacked.view(_UINT[itemsize]).reshape(spec.shape).view(spec.dtype)
 
     @classmethod

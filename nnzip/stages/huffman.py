@@ -93,6 +93,15 @@ class Huffman(BytesStage):
         return _decode(bytes(data), spec.size, width)
 
     @classmethod
+    def decode_into(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any], out: np.ndarray) -> None:
+        """:meth:`decode` into *out* (``spec.size`` writable uint8, e.g. a chunk's slice of its part's
+        buffer), with no copy of the output; the same checks and errors."""
+        width = config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
+        if out.dtype != np.uint8 or out.shape != (spec.size,):
+            raise ValueError(f"huffman: decode_into needs {spec.size} uint8 bytes, got {out.dtype}{out.shape}")
+        _decode(bytes(data), spec.size, width, out)
+
+    @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: BytesSpec) -> None:
         """Only ``symbol_bits``, an integer in 1..16."""
         config_keys(config, {"symbol_bits"}, cls.id)
@@ -315,12 +324,12 @@ def _write(plan: _Plan) -> bytes:
 # --- decoding -----------------------------------------------------------------------------
 
 
-def _decode(data: bytes, size: int, width: int) -> bytes:
-    """Decode a whole stream for an output of *size* bytes."""
+def _decode(data: bytes, size: int, width: int, out: np.ndarray | None = None) -> bytes | None:
+    """Decode a whole stream for an output of *size* bytes (into *out* when given; None is then returned)."""
     if size == 0:
         if data:
             raise FormatError(f"huffman: an empty output must be coded as 0 bytes, got {len(data)}")
-        return b""
+        return b"" if out is None else None
     lengths, offset = _read_table(data, width)
     nsym, tail_bits = divmod(8 * size, width)
     tail_value, offset = _read_tail(data, offset, tail_bits)
@@ -331,17 +340,20 @@ def _decode(data: bytes, size: int, width: int) -> bytes:
     min_bits = nsym * (int(used.min()) if used.size else 0) + int(lengths[-1])
     if 8 * len(payload) < min_bits:
         raise FormatError(f"huffman: stream truncated: {len(payload)} payload bytes cannot hold {nsym} symbols")
-    return _decode_payload(payload, lengths, width, nsym, size, tail_value, tail_bits)
+    return _decode_payload(payload, lengths, width, nsym, size, tail_value, tail_bits, out)
 
 
-def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, size: int, tail: int, tail_bits: int) -> bytes:
-    """Decode *nsym* symbols and END (steps 5-7 of the spec's decoding algorithm) into *size* bytes."""
+def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, size: int, tail: int, tail_bits: int,
+                    out: np.ndarray | None = None) -> bytes | None:
+    """Decode *nsym* symbols and END (steps 5-7 of the spec's decoding algorithm) into *size* bytes
+    (returned, or written into *out*)."""
     from . import _huffman_kernels as kernels
 
     end = lengths.size - 1
     bits = int(lengths.max())
     first, second, first_bits = kernels.decode_table(reverse_bits(canonical_codes(lengths), lengths), lengths, bits)
-    out = np.empty(size, dtype=np.uint8)
+    given = out is not None
+    out = out if given else np.empty(size, dtype=np.uint8)
     buffer = np.frombuffer(payload, dtype=np.uint8)
     if width == 8 and nsym >= kernels.MULTI_SYMBOLS:
         symbols, meta = kernels.multi_table(first, first_bits, end)  # several symbols a lookup
@@ -358,7 +370,7 @@ def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, 
         raise FormatError(f"huffman: {len(payload) - (used + 7) // 8} bytes of trailing garbage after END")
     if used % 8 and payload[-1] >> (used % 8):
         raise FormatError("huffman: nonzero padding bits after END")
-    return out.tobytes()
+    return None if given else out.tobytes()
 
 
 def _read_tail(data: bytes, offset: int, bits: int) -> tuple[int, int]:
