@@ -83,14 +83,20 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
     parts, transform_config = transform.encode(array, spec, plan.transform_params)
     quantizable = set(transform.quantizable_parts(transform_config))
     entries, blobs, rebuilt_parts = [], [], {}
+    # A lossless transform whose parts get no value stages rebuilds its input bit for bit.
+    exact = transform.lossless and not (plan.value_stages and quantizable)
     for part_name, part_spec in transform.part_specs(spec, transform_config).items():
         stages = plan.value_stages if part_name in quantizable else []
-        part_entry, part_blobs, rebuilt = _encode_part(parts[part_name], part_spec, stages, plan.entropy, executor)
+        part_entry, part_blobs, rebuilt = _encode_part(parts.pop(part_name), part_spec, stages, plan.entropy, executor)
         part_entry = {"name": part_name, **part_entry, "blob": len(blobs)}
         entries.append(part_entry)
         blobs.extend(part_blobs)
-        rebuilt_parts[part_name] = rebuilt
-    reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
+        rebuilt_parts[part_name] = None if exact else rebuilt
+    if exact:
+        # (its round-trip tests say so): the input is the reconstruction, with no decode pass and no copy.
+        reconstruction = np.asarray(array).reshape(spec.shape)
+    else:
+        reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
     if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
         # Values near the dtype's maximum can round past it; such a tensor is stored losslessly.
         raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {spec.dtype}; store it losslessly")
@@ -170,15 +176,21 @@ def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | 
     extra conditions as for a large unchunked blob, :func:`nnzip.stages.entropy.best_bytes_stage`).
     Chunks are coded on *executor*.
     """
-    from .stages.entropy import ARITH_MIN_GAIN, BYTES_STAGES, LZW_SKIP_RATIO, _arith_cost_ok, _arith_may_pay, lzw_estimate
+    from .stages.entropy import ARITH_MIN_GAIN, BYTES_STAGES, _arith_cost_ok, _arith_may_pay, lzw_loses
+    from .stages.lzw import encode_below as lzw_below
 
     view = memoryview(data)
     pieces = [view[start:end] for start, end in chunk_bounds(len(data), CHUNK_SIZE)]
     best: tuple[str | None, list[bytes], dict] = (None, [bytes(p) for p in pieces], {})
     best_size, best_first = len(data), len(pieces[0])
     for stage_id in BYTES_STAGES:
-        if stage_id == "lzw" and lzw_estimate(bytes(pieces[0])) >= LZW_SKIP_RATIO * len(pieces[0]):
-            continue  # its sample of the first chunk says it loses clearly, as for unchunked blobs
+        if stage_id == "lzw" and lzw_loses(bytes(pieces[0]), best_first):
+            continue  # its sample of the first chunk says it loses clearly to the best first chunk, as unchunked
+        if stage_id == "lzw":
+            coded = _lzw_chunks(pieces, best_size, executor, lzw_below)
+            if coded is not None:
+                best, best_size, best_first = (stage_id, coded[0], coded[1]), sum(map(len, coded[0])), len(coded[0][0])
+            continue
         if stage_id == "arith" and not _arith_may_pay(bytes(pieces[0]), best_first):
             continue  # the same histogram test as for an unchunked blob over 64 KiB
         stage = get_stage(stage_id)
@@ -192,6 +204,22 @@ def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | 
         if size < best_size:
             best, best_size, best_first = (stage_id, coded, config), size, len(first)
     return best
+
+
+def _lzw_chunks(pieces: list, best_size: int, executor: Executor | None, lzw_below: Callable) -> tuple[list[bytes], dict] | None:
+    """The chunks LZW-coded with default parameters if their total is below *best_size* bytes, else None.
+
+    Each chunk is coded only while it can still win (an LZW stream only grows): the first one
+    below *best_size*, the others below what the first leaves, so a losing LZW stops early.
+    """
+    first = lzw_below(bytes(pieces[0]), best_size)
+    if first is None:
+        return None
+    left = best_size - len(first[0])
+    rest = _map(executor, lambda piece: lzw_below(bytes(piece), left), pieces[1:])
+    if any(r is None for r in rest) or len(first[0]) + sum(len(r[0]) for r in rest) >= best_size:
+        return None
+    return [first[0], *(r[0] for r in rest)], first[1]
 
 
 def serialized_entropy(codecs: list[dict], serialized: bytes) -> float:
@@ -440,14 +468,22 @@ def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[in
 
 def _decode_chunks(blob: Callable[[int], bytes], indexes: list[int], stage, config: dict, bounds: list[tuple[int, int]],
                    executor: Executor | None) -> bytes:
-    """The serialized bytes of a part from its chunks' blobs, each decoded by *stage* into its slice of one buffer."""
-    if len(indexes) == 1:
+    """The serialized bytes of a part from its chunks' blobs, each decoded by *stage* into its slice of one buffer.
+
+    A stage with ``decode_into`` (``huffman``) writes straight into the buffer, so the part's bytes
+    are made once, not once per chunk and again joined; the result is then a memoryview of it.
+    """
+    into = getattr(stage, "decode_into", None)
+    if len(indexes) == 1 and into is None:
         return stage.decode(blob(indexes[0]), BytesSpec(bounds[0][1]), config)
-    out = bytearray(bounds[-1][1])
+    out = np.empty(bounds[-1][1], dtype=np.uint8)
 
     def one(item: tuple[int, tuple[int, int]]) -> None:
         index, (start, end) = item
-        out[start:end] = stage.decode(blob(index), BytesSpec(end - start), config)
+        if into is not None:
+            into(blob(index), BytesSpec(end - start), config, out[start:end])
+        else:
+            out[start:end] = np.frombuffer(stage.decode(blob(index), BytesSpec(end - start), config), dtype=np.uint8)
 
     _map(executor, one, list(zip(indexes, bounds)))
-    return bytes(out)
+    return memoryview(out)

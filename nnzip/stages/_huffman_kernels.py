@@ -291,3 +291,191 @@ def decode(payload, first, second, first_bits, bits, width, count, end, tail, ta
         out[o] = (acc >> have) & 0xFF
         o += 1
     return OK, count, used
+
+
+#: Most byte symbols one lookup of :func:`decode_bytes` yields (they are written as one 32-bit word).
+MULTI_SYMBOLS = 4
+
+
+@kernel
+def multi_table(first, first_bits, end):
+    """For each value of the next ``P = first_bits`` stream bits, the byte symbols whose whole codes
+    lie in them, decoded one after another from the first-level table (at most
+    :data:`MULTI_SYMBOLS`, never END, never a code longer than P).
+
+    Returns ``(symbols, meta)``: ``symbols[v]`` holds them little-endian in a uint32 (first symbol
+    lowest) and ``meta[v]`` is ``count << 8 | their bits`` (count 0 where the first code is END or
+    longer than P: the caller then decodes that one symbol the ordinary way).
+    """
+    size = 1 << first_bits
+    symbols = np.zeros(size, dtype=np.uint32)
+    meta = np.zeros(size, dtype=np.int32)
+    for value in range(size):
+        rest = value
+        left = first_bits
+        used = 0
+        packed = 0
+        n = 0
+        while n < MULTI_SYMBOLS:
+            entry = first[rest & (size - 1)]  # bits beyond the window read as zeros; checked below
+            if entry < 0:
+                break
+            length = entry & 15
+            symbol = entry >> 4
+            if length > left or symbol == end:
+                break
+            packed |= symbol << (8 * n)
+            n += 1
+            used += length
+            left -= length
+            rest >>= length
+        symbols[value] = packed
+        meta[value] = (n << 8) | used
+    return symbols, meta
+
+
+@kernel
+def decode_bytes(payload, first, second, first_bits, bits, symbols, meta, count, end, out):
+    """:func:`decode` for 8-bit symbols (no tail bits), several symbols per lookup where their codes
+    are short (:func:`multi_table`); the same statuses, counts and checks, symbol for symbol.
+
+    A lookup of several symbols is taken only when all their bits are real stream bits and at
+    least :data:`MULTI_SYMBOLS` symbols are still due (so END and the count are checked by the
+    one-symbol step, exactly as :func:`decode` does); *out* gets a 32-bit word per such lookup.
+    """
+    size = payload.size
+    first_mask = np.uint64((1 << first_bits) - 1)
+    second_mask = np.uint64((1 << (bits - first_bits)) - 1)
+    shift = np.uint64(first_bits)
+    buf = np.uint64(0)
+    nbits = np.int64(0)
+    pos = 0
+    used = np.int64(0)
+    o = 0
+    while True:
+        if nbits < 32:
+            if pos + 4 <= size:
+                word = (np.uint64(payload[pos]) | (np.uint64(payload[pos + 1]) << np.uint64(8))
+                        | (np.uint64(payload[pos + 2]) << np.uint64(16)) | (np.uint64(payload[pos + 3]) << np.uint64(24)))
+                buf |= word << np.uint64(nbits)
+                pos += 4
+                nbits += 32
+            else:
+                while nbits <= 56 and pos < size:
+                    buf |= np.uint64(payload[pos]) << np.uint64(nbits)
+                    pos += 1
+                    nbits += 8
+        window = buf & first_mask
+        if o + MULTI_SYMBOLS <= count:
+            m = meta[window]
+            length = m & 255
+            if m >= 256 and length <= nbits:
+                packed = symbols[window]
+                out[o] = packed & 0xFF
+                out[o + 1] = (packed >> 8) & 0xFF
+                out[o + 2] = (packed >> 16) & 0xFF
+                out[o + 3] = (packed >> 24) & 0xFF
+                o += m >> 8
+                buf >>= np.uint64(length)
+                nbits -= length
+                used += length
+                continue
+        entry = np.int64(first[window])
+        if entry < -1:
+            entry = np.int64(second[np.uint64(-2 - entry) + ((buf >> shift) & second_mask)])
+        length = entry & 15
+        if entry < 0 or length > nbits:
+            return TRUNCATED, o, used
+        buf >>= np.uint64(length)
+        nbits -= length
+        used += length
+        symbol = entry >> 4
+        if symbol == end:
+            if o == count:
+                return OK, count, used
+            return END_EARLY, o, used
+        if o == count:
+            return TOO_MANY, o, used
+        out[o] = symbol
+        o += 1
+
+
+@kernel
+def split_and_rotated_histograms(data, itemsize):
+    """Byte counts of each byte position of *data*'s ``itemsize``-byte little-endian words, as they
+    are (``split``) and after rotating each word left by one bit (``rotate``), in one pass.
+
+    Rotated byte ``j`` is byte ``j`` shifted left by one, its low bit the top bit of byte
+    ``j - 1`` (of the top byte, for ``j = 0``).
+    """
+    split = np.zeros((itemsize, 256), dtype=np.int64)
+    rotated = np.zeros((itemsize, 256), dtype=np.int64)
+    for row in range(0, data.size - itemsize + 1, itemsize):
+        carry = np.int64(data[row + itemsize - 1]) >> 7
+        for j in range(itemsize):
+            b = np.int64(data[row + j])
+            split[j, b] += 1
+            rotated[j, ((b << 1) | carry) & 0xFF] += 1
+            carry = b >> 7
+    return split, rotated
+
+
+@kernel
+def split_planes(data, itemsize, rotate, out):
+    """Byte ``j`` of every ``itemsize``-byte word of *data* into ``out[j]``, after rotating each
+    word left by one bit when *rotate* (see :func:`split_and_rotated_histograms`)."""
+    n = data.size // itemsize
+    if not rotate:
+        for i in range(n):
+            for j in range(itemsize):
+                out[j, i] = data[i * itemsize + j]
+        return
+    for i in range(n):
+        row = i * itemsize
+        carry = np.int64(data[row + itemsize - 1]) >> 7
+        for j in range(itemsize):
+            b = np.int64(data[row + j])
+            out[j, i] = ((b << 1) | carry) & 0xFF
+            carry = b >> 7
+
+
+@kernel
+def join_planes(planes, rotate, out):
+    """Inverse of :func:`split_planes`: byte ``j`` of word ``i`` of *out* from ``planes[j][i]`` (a tuple
+    of equal-length uint8 arrays), each word rotated right by one bit back when *rotate*.
+
+    Un-rotated byte ``j`` is rotated byte ``j`` shifted right by one, its top bit the low bit
+    of rotated byte ``j + 1`` (of byte 0, for the top byte).
+    """
+    itemsize = len(planes)
+    n = planes[0].size
+    for i in range(n):
+        row = i * itemsize
+        if rotate:
+            for j in range(itemsize):
+                following = planes[(j + 1) % itemsize][i]
+                out[row + j] = (planes[j][i] >> 1) | ((following & 1) << 7)
+        else:
+            for j in range(itemsize):
+                out[row + j] = planes[j][i]
+
+
+@kernel
+def join_planes4(p0, p1, p2, p3, rotate, out):
+    """:func:`join_planes` for 4-byte words, unrolled (the float32 case, the common one)."""
+    for i in range(p0.size):
+        a, b, c, d = np.uint32(p0[i]), np.uint32(p1[i]), np.uint32(p2[i]), np.uint32(p3[i])
+        word = a | (b << 8) | (c << 16) | (d << 24)
+        if rotate:
+            word = (word >> 1) | ((word & 1) << 31)
+        out[i] = word
+
+
+@kernel
+def join_planes2(p0, p1, rotate, out):
+    """:func:`join_planes` for 2-byte words, unrolled (float16 and bfloat16)."""
+    for i in range(p0.size):
+        word = np.uint16(p0[i]) | (np.uint16(p1[i]) << 8)
+        if rotate:
+            word = (word >> 1) | ((word & 1) << 15)
+        out[i] = word

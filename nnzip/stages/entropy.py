@@ -203,10 +203,14 @@ def kraft_ok(lengths: np.ndarray, limit: int) -> bool:
 def reverse_bits(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """Each value's lowest ``width`` bits in reverse order (widths up to 16)."""
     values = np.asarray(values, dtype=np.int64)
-    out = np.zeros_like(values)
-    for bit in range(16):
-        out |= ((values >> bit) & 1) << (15 - bit)
-    return out >> (16 - np.asarray(widths, dtype=np.int64))
+    widths = np.broadcast_to(np.asarray(widths, dtype=np.int64), values.shape)
+    # Through a 16-bit table of byte reversals: two lookups per value, not 16 shifts.
+    reversed16 = (_REVERSED_BYTES[values & 0xFF] << 8) | _REVERSED_BYTES[(values >> 8) & 0xFF]
+    return reversed16 >> (16 - widths)
+
+
+#: Each byte's bits in reverse order.
+_REVERSED_BYTES = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.int64)
 
 
 # --- bit packing ------------------------------------------------------------------------
@@ -327,7 +331,7 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
     for stage_id in BYTES_STAGES:
         if stage_id not in candidates:
             continue
-        if stage_id == "lzw" and lzw_estimate(data) >= LZW_SKIP_RATIO * len(best[1]):
+        if stage_id == "lzw" and lzw_loses(data, len(best[1])):
             continue
         limit = len(best[1])
         if stage_id == "arith" and len(data) > ARITH_EXACT_BYTES:
@@ -377,6 +381,30 @@ def lzw_estimate(data: bytes) -> float:
         return 0.0
     from .lzw import lzw_size
 
+    return sum(lzw_size(w) for w in _lzw_windows(data)) / (LZW_WINDOWS * LZW_WINDOW_BYTES) * len(data)
+
+
+def lzw_loses(data: bytes, best: int) -> bool:
+    """``lzw_estimate(data) >= LZW_SKIP_RATIO * best`` (the skip test), decided while coding no
+    window further than it takes: an LZW stream only grows, so a window is coded only until the
+    windows' total passes the threshold's share (with one byte to spare for rounding)."""
+    threshold = LZW_SKIP_RATIO * best
+    if len(data) <= LZW_FULL_TRIAL_BYTES:
+        return 0.0 >= threshold
+    from .lzw import encode_below as lzw_below, lzw_size
+
+    sampled = LZW_WINDOWS * LZW_WINDOW_BYTES
+    enough = math.ceil(threshold * sampled / len(data)) + 1  # window bytes that surely reach it
+    total = 0
+    for window in _lzw_windows(data):
+        coded = lzw_below(window, enough - total)  # enough - total >= 1: total stays below enough
+        if coded is None and (total + enough - total) / sampled * len(data) >= threshold:
+            return True
+        total += lzw_size(window) if coded is None else len(coded[0])
+    return total / sampled * len(data) >= threshold
+
+
+def _lzw_windows(data: bytes) -> list[bytes]:
+    """The :data:`LZW_WINDOWS` evenly spaced windows of :func:`lzw_estimate` (the first at 0, the last at the end)."""
     step = (len(data) - LZW_WINDOW_BYTES) // (LZW_WINDOWS - 1)
-    windows = [data[k * step : k * step + LZW_WINDOW_BYTES] for k in range(LZW_WINDOWS)]
-    return sum(lzw_size(w) for w in windows) / (LZW_WINDOWS * LZW_WINDOW_BYTES) * len(data)
+    return [data[k * step : k * step + LZW_WINDOW_BYTES] for k in range(LZW_WINDOWS)]

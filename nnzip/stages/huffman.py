@@ -93,6 +93,15 @@ class Huffman(BytesStage):
         return _decode(bytes(data), spec.size, width)
 
     @classmethod
+    def decode_into(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any], out: np.ndarray) -> None:
+        """:meth:`decode` into *out* (``spec.size`` writable uint8, e.g. a chunk's slice of its part's
+        buffer), with no copy of the output; the same checks and errors."""
+        width = config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
+        if out.dtype != np.uint8 or out.shape != (spec.size,):
+            raise ValueError(f"huffman: decode_into needs {spec.size} uint8 bytes, got {out.dtype}{out.shape}")
+        _decode(bytes(data), spec.size, width, out)
+
+    @classmethod
     def check_config(cls, config: Mapping[str, Any], spec: BytesSpec) -> None:
         """Only ``symbol_bits``, an integer in 1..16."""
         config_keys(config, {"symbol_bits"}, cls.id)
@@ -136,21 +145,61 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
 class _Plan:
     """One way to code a blob: its symbol count, their code lengths and the exact output size."""
 
-    def __init__(self, data: bytes, width: int):
+    def __init__(self, data: bytes, width: int, counter: _Counter | None = None):
         self.data, self.width, self.size_in = data, width, len(data)
         self.count = 8 * len(data) // width
         self.tail = _tail_bytes(data, self.count * width, 8 * len(data) - self.count * width)
         alphabet = (1 << width) + 1  # the END symbol is the last one
-        counts = _histogram(data, width, self.count, alphabet)
-        counts[-1] = 1
+        counts = np.append((counter or _Counter(data)).counts(width, len(data)), 1)  # END's count is 1
         used = np.flatnonzero(counts)
         self.lengths = np.zeros(alphabet, dtype=np.int64)
         self.possible = used.size <= 1 << MAX_CODE_BITS
         if self.possible:
             self.lengths[used] = limited_code_lengths(counts[used], MAX_CODE_BITS)
-        self.table = _table_bytes(self.lengths) if self.possible else b""
         self.payload_bits = int((counts * self.lengths).sum())  # counts include END's 1
-        self.size = len(self.table) + len(self.tail) + (self.payload_bits + 7) // 8 if data else 0
+        table = _table_size(self.lengths, used) if self.possible else 0
+        self.size = table + len(self.tail) + (self.payload_bits + 7) // 8 if data else 0
+
+    @property
+    def table(self) -> bytes:
+        """The code-length table's bytes (built only for the plan that is written)."""
+        return _table_bytes(self.lengths) if self.possible else b""
+
+
+class _Counter:
+    """Symbol counts of one blob (or of its first bytes) for several widths, each pass made once.
+
+    The counts of ``w``-bit symbols (``w <= 8``) follow exactly from those of ``2w``-bit ones
+    already made: a ``2w``-bit symbol is two ``w``-bit ones, its high half first, so summing its
+    table over the low half counts the even symbols and over the high half the odd ones; when
+    the count of ``w``-bit symbols is odd, its last one is read from the bytes.  The width
+    search so costs one histogram pass for each of 16/8, 14/7, 12/6 and 10/5, not two.
+    """
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def counts(self, width: int, nbytes: int) -> np.ndarray:
+        """Counts (``2**width`` entries) of the ``width``-bit symbols of the first *nbytes* bytes."""
+        key = (width, nbytes)
+        if key not in self.cache:
+            wide = self.cache.get((2 * width, nbytes))
+            if wide is None:
+                self.cache[key] = _histogram(self.data[:nbytes], width, 8 * nbytes // width, 1 << width)
+            else:
+                self.cache[key] = _halve(wide, width, self.data, nbytes)
+        return self.cache[key]
+
+
+def _halve(wide: np.ndarray, width: int, data: bytes, nbytes: int) -> np.ndarray:
+    """Counts of ``width``-bit symbols from *wide*, the counts of ``2 * width``-bit ones of the same bytes."""
+    table = wide.reshape(1 << width, 1 << width)  # [high half, low half]
+    counts = table.sum(axis=1) + table.sum(axis=0)
+    count = 8 * nbytes // width
+    if count % 2:  # the last symbol starts where the last whole 2w-bit symbol ends
+        counts[int(read_msb(data, np.array([(count - 1) * width]), np.array([width]))[0])] += 1
+    return counts
 
 
 def _histogram(data: bytes, width: int, count: int, alphabet: int) -> np.ndarray:
@@ -180,10 +229,14 @@ def _best_plan(data: bytes, widths: tuple[int, ...]) -> _Plan | None:
     """
     if not data:
         return _Plan(data, widths[0] if len(widths) == 1 else 8)
+    counter = _Counter(data)
     if len(widths) > 1:
-        ranked = sorted(widths, key=lambda w: (_estimate(data, w), w))
+        # Wider first, so that each narrower width's counts come from its double's (_Counter).
+        estimates = {w: _estimate(data, w, counter) for w in sorted(widths, reverse=True)}
+        ranked = sorted(widths, key=lambda w: (estimates[w], w))
         widths = tuple(sorted(set(ranked[:EXACT_CANDIDATES]) | ({8} & set(widths))))
-    plans = [plan for plan in (_Plan(data, width) for width in widths) if plan.possible]
+    plans = [plan for plan in (_Plan(data, width, counter) for width in sorted(widths, reverse=True)) if plan.possible]
+    plans.sort(key=lambda p: p.width)  # the order the choice below has always seen
     best: _Plan | None = None
     for in_class in (lambda w: w == 8, lambda w: w < 8, lambda w: w > 8):
         candidate = min((p for p in plans if in_class(p.width)), key=lambda p: p.size, default=None)
@@ -192,17 +245,36 @@ def _best_plan(data: bytes, widths: tuple[int, ...]) -> _Plan | None:
     return best
 
 
-def _estimate(data: bytes, width: int) -> float:
+def _estimate(data: bytes, width: int, counter: _Counter | None = None) -> float:
     """Rough coded size in bytes, from a prefix: every symbol costs ``max(1, -log2 p)`` bits
     (order-0 entropy, but at least the 1 bit a Huffman code needs), plus the table's likely size."""
     prefix = data[:RANK_PREFIX]
-    counts = _histogram(prefix, width, 8 * len(prefix) // width, 1 << width)
+    counts = (counter or _Counter(data)).counts(width, len(prefix))
     counts = counts[counts > 0].astype(np.float64)
     # np.sum (pairwise), not np.dot: BLAS splits long dot products over threads, which
     # made the sum, and so possibly the ranking, depend on the machine's thread count.
     bits = float(np.sum(counts * np.maximum(1.0, np.log2(counts.sum() / counts))))
     table = min(((1 << width) + 2) // 2, 2 * counts.size + 2)
     return bits / 8 * len(data) / len(prefix) + table
+
+
+def _table_size(lengths: np.ndarray, used: np.ndarray) -> int:
+    """``len(_table_bytes(lengths))`` computed from the lengths alone: the mode byte and the shorter form.
+
+    *used* are the symbols with a nonzero length, END (the last one) included.
+    """
+    dense = (lengths.size + 1) // 2
+    symbols = used[:-1] if used.size and used[-1] == lengths.size - 1 else used
+    gaps = np.diff(symbols, prepend=-1) - 1
+    varints = _varint_size(np.concatenate([[symbols.size], gaps]))
+    sparse = varints + (symbols.size + 2) // 2
+    return 1 + min(dense, sparse)
+
+
+def _varint_size(values: np.ndarray) -> int:
+    """Bytes of :func:`_varints` of *values* (each below 2**21)."""
+    values = np.asarray(values, dtype=np.int64)
+    return int(values.size + np.count_nonzero(values >= 1 << 7) + np.count_nonzero(values >= 1 << 14))
 
 
 def _table_bytes(lengths: np.ndarray) -> bytes:
@@ -241,21 +313,23 @@ def _write(plan: _Plan) -> bytes:
     from . import _huffman_kernels
 
     codes = reverse_bits(canonical_codes(plan.lengths), plan.lengths)  # LSB-first: code MSB goes first
+    table = plan.table
+    assert len(table) + len(plan.tail) + (plan.payload_bits + 7) // 8 == plan.size  # the size the choice was made on
     payload = np.empty((plan.payload_bits + 7) // 8, dtype=np.uint8)
     end = plan.lengths.size - 1
     _huffman_kernels.encode(np.frombuffer(plan.data, dtype=np.uint8), plan.width, plan.count, codes, plan.lengths, end, payload)
-    return plan.table + plan.tail + payload.tobytes()
+    return table + plan.tail + payload.tobytes()
 
 
 # --- decoding -----------------------------------------------------------------------------
 
 
-def _decode(data: bytes, size: int, width: int) -> bytes:
-    """Decode a whole stream for an output of *size* bytes."""
+def _decode(data: bytes, size: int, width: int, out: np.ndarray | None = None) -> bytes | None:
+    """Decode a whole stream for an output of *size* bytes (into *out* when given; None is then returned)."""
     if size == 0:
         if data:
             raise FormatError(f"huffman: an empty output must be coded as 0 bytes, got {len(data)}")
-        return b""
+        return b"" if out is None else None
     lengths, offset = _read_table(data, width)
     nsym, tail_bits = divmod(8 * size, width)
     tail_value, offset = _read_tail(data, offset, tail_bits)
@@ -266,19 +340,26 @@ def _decode(data: bytes, size: int, width: int) -> bytes:
     min_bits = nsym * (int(used.min()) if used.size else 0) + int(lengths[-1])
     if 8 * len(payload) < min_bits:
         raise FormatError(f"huffman: stream truncated: {len(payload)} payload bytes cannot hold {nsym} symbols")
-    return _decode_payload(payload, lengths, width, nsym, size, tail_value, tail_bits)
+    return _decode_payload(payload, lengths, width, nsym, size, tail_value, tail_bits, out)
 
 
-def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, size: int, tail: int, tail_bits: int) -> bytes:
-    """Decode *nsym* symbols and END (steps 5-7 of the spec's decoding algorithm) into *size* bytes."""
+def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, size: int, tail: int, tail_bits: int,
+                    out: np.ndarray | None = None) -> bytes | None:
+    """Decode *nsym* symbols and END (steps 5-7 of the spec's decoding algorithm) into *size* bytes
+    (returned, or written into *out*)."""
     from . import _huffman_kernels as kernels
 
     end = lengths.size - 1
     bits = int(lengths.max())
     first, second, first_bits = kernels.decode_table(reverse_bits(canonical_codes(lengths), lengths), lengths, bits)
-    out = np.empty(size, dtype=np.uint8)
+    given = out is not None
+    out = out if given else np.empty(size, dtype=np.uint8)
     buffer = np.frombuffer(payload, dtype=np.uint8)
-    status, k, used = kernels.decode(buffer, first, second, first_bits, bits, width, nsym, end, tail, tail_bits, out)
+    if width == 8 and nsym >= kernels.MULTI_SYMBOLS:
+        symbols, meta = kernels.multi_table(first, first_bits, end)  # several symbols a lookup
+        status, k, used = kernels.decode_bytes(buffer, first, second, first_bits, bits, symbols, meta, nsym, end, out)
+    else:
+        status, k, used = kernels.decode(buffer, first, second, first_bits, bits, width, nsym, end, tail, tail_bits, out)
     if status == kernels.TRUNCATED:
         raise FormatError("huffman: stream truncated before END")
     if status == kernels.END_EARLY:
@@ -289,7 +370,7 @@ def _decode_payload(payload: bytes, lengths: np.ndarray, width: int, nsym: int, 
         raise FormatError(f"huffman: {len(payload) - (used + 7) // 8} bytes of trailing garbage after END")
     if used % 8 and payload[-1] >> (used % 8):
         raise FormatError("huffman: nonzero padding bits after END")
-    return out.tobytes()
+    return None if given else out.tobytes()
 
 
 def _read_tail(data: bytes, offset: int, bits: int) -> tuple[int, int]:
