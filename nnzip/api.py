@@ -223,6 +223,7 @@ def compress(
     plans: dict[str, TensorPlan] | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
     jobs: int | None = 1,
+    strip: bool = False,
 ) -> CompressReport:
     """Compress a model file into a ``.nnz`` container that :func:`decompress` reads within *limits*.
 
@@ -233,7 +234,8 @@ def compress(
     cap, blob count, rule 4.7's decoded-size cap for the file's final size, every
     rule of §3-§5); a file that would not is refused and nothing is left behind.
     *jobs* worker threads (None: one per core) code the chunks of large parts; the file's
-    bytes are the same whatever it is.
+    bytes are the same whatever it is.  *strip* leaves out what the rebuilt file does not
+    need to load and run (:func:`strip_structure`: Keras' training configuration).
     """
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
@@ -243,6 +245,7 @@ def compress(
     # Without a budget search, compression streams: tensors are read when encoded (lazily, where
     # the format allows) and their blobs spooled to an unnamed temporary file beside the output.
     model = io.read_model(source, keep_optimizer=keep_optimizer, limits=limits, lazy=budget is None)
+    stripped = strip_structure(model) if strip else []
     spool = None
     try:
         if budget is not None:
@@ -251,6 +254,8 @@ def compress(
             spool = BlobSpool(output.parent if str(output.parent) else None)
             with workers(jobs) as pool:
                 header, blobs, reports = encode_model(model, source.name, rules, plans, progress, pool, spool)
+        if stripped:  # informative, as the rest of the plan: what --strip left out
+            header["plan"] = {**(header.get("plan") or {}), "stripped": stripped}
         with atomic_output(output, force, source) as temporary:
             with open(temporary, "wb") as handle:
                 size = write_spooled(handle, header, spool) if spool is not None else write_container(handle, header, blobs)
@@ -420,6 +425,42 @@ def _lossy(plan: TensorPlan) -> bool:
 def _overflowed(original: np.ndarray, rebuilt: np.ndarray) -> bool:
     """Whether a lossy reconstruction turned finite values into NaN or infinity."""
     return original.dtype.kind == "f" and bool((~np.isfinite(rebuilt) & np.isfinite(original)).any())
+
+
+#: What ``--strip`` leaves out, per source format: only what Keras does not need to load the model
+#: and run it (it then loads uncompiled, as a model saved without ``compile()``).
+STRIPPED = {"keras-h5": "the root attribute training_config (loss, metrics, optimizer settings)",
+            "keras-v3": "compile_config in config.json (loss, metrics, optimizer settings)"}
+
+
+def strip_structure(model: Model) -> list[str]:
+    """Drop from *model*'s structure what a rebuilt file does not need to load and run; returns what was dropped.
+
+    ``keras-h5``: the root attribute ``training_config``; ``keras-v3``: the ``compile_config``
+    member of ``config.json`` (rewritten as ``json.dumps`` writes it, as Keras does).  Keras
+    then loads the rebuilt file uncompiled; its weights and predictions are unchanged.  Other
+    formats carry nothing of the kind and are left as they are.
+    """
+    if model.source_format == "keras-h5":
+        attrs = model.structure["attrs"]
+        kept = [record for record in attrs if record["name"] != "training_config"]
+        model.structure["attrs"] = kept
+        return ["training_config"] if len(kept) != len(attrs) else []
+    if model.source_format == "keras-v3":
+        import base64
+
+        for member in model.structure["members"]:
+            if member["name"] == "config.json" and "data" in member:
+                try:
+                    config = json.loads(base64.b64decode(member["data"]))
+                except ValueError:
+                    return []  # not JSON: Keras could not load it either; keep it as it is
+                if not isinstance(config, dict) or "compile_config" not in config:
+                    return []
+                del config["compile_config"]
+                member["data"] = base64.b64encode(json.dumps(config).encode("utf-8")).decode("ascii")
+                return ["config.json/compile_config"]
+    return []
 
 
 def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dict) -> dict:
@@ -688,6 +729,7 @@ def inspect(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> d
         "source_filename": header["source"].get("filename"),
         "file_bytes": file_size,
         "header_bytes": header_size,
+        "header_share": round(header_size / max(file_size, 1), 4),  # the stored header's fraction of the file
         "tensor_bytes_original": original,
         "ratio": round(original / max(file_size, 1), 4),
         "optimizer": "dropped" if header["source"].get("dropped") else "kept or absent",
