@@ -149,8 +149,9 @@ def _add_compress(commands) -> None:
     _add_manners(p)
     p.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state (dropped by default: deployment does not need it)")
     p.add_argument("--strip", action="store_true", help="also leave out what the rebuilt file does not need to load and run: Keras' training "
-                   "configuration (.h5 training_config, .keras compile_config: loss, metrics, optimizer settings); the rebuilt "
-                   "model then loads uncompiled, with the same weights and predictions")
+                   "configuration (.h5 training_config, .keras compile_config: loss, metrics, optimizer settings; the rebuilt "
+                   "model then loads uncompiled, with the same weights and predictions) and the header's informative plan and "
+                   "per-tensor errors (inspect then shows none)")
     p.add_argument("--lossless", action="store_true", help="store every tensor bit for bit (the default when no lossy option is given)")
     g = p.add_argument_group("lossy representations (pick at most one of --prune/--rank/--energy/--fft-keep, optionally with one of --bits/--uniform/--float16)")
     g.add_argument("--bits", type=int, metavar="B", help="k-means codebook with 2**B entries (B = 1..8), indices bit-packed")

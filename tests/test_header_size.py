@@ -341,7 +341,7 @@ def test_strip_drops_training_config_and_the_file_still_loads(tmp_path):
     assert cli.main(["compress", str(SAMPLES / "softmax.h5"), "-o", str(keep), "-q"]) == 0
     header = split_file(out.read_bytes())[0]
     assert "training_config" not in json.dumps(header["source"]) and "training_config" in json.dumps(split_file(keep.read_bytes())[0]["source"])
-    assert header["plan"]["stripped"] == ["training_config"]
+    assert "plan" not in header and not any("stats" in entry for entry in header["tensors"])
     rebuilt = tmp_path / "rebuilt.h5"
     assert cli.main(["decompress", str(out), "-o", str(rebuilt), "-q"]) == 0
     with h5py.File(rebuilt, "r") as h5, h5py.File(SAMPLES / "softmax.h5", "r") as original:
@@ -361,7 +361,7 @@ def test_strip_keras_v3_drops_compile_config(tmp_path):
     out = tmp_path / "c.nnz"
     assert cli.main(["compress", str(SAMPLES / "mlp.keras"), "-o", str(out), "-q", "--strip"]) == 0
     header = split_file(out.read_bytes())[0]
-    assert header["plan"]["stripped"] == ["config.json/compile_config"]
+    assert "plan" not in header
     config = next(m for m in header["source"]["structure"]["members"] if m["name"] == "config.json")
     assert "compile_config" not in json.loads(base64.b64decode(config["data"]))
     rebuilt = tmp_path / "rebuilt.keras"
@@ -371,18 +371,33 @@ def test_strip_keras_v3_drops_compile_config(tmp_path):
     np.testing.assert_array_equal(np.asarray(model.predict(x, verbose=0)), np.asarray(reference.predict(x, verbose=0)))
 
 
-def test_strip_leaves_other_formats_alone(tmp_path):
+def test_strip_leaves_the_structure_of_other_formats_alone(tmp_path):
     a, b = tmp_path / "a.nnz", tmp_path / "b.nnz"
-    assert cli.main(["compress", str(SAMPLES / "softmax.weights.h5"), "-o", str(a), "-q", "--strip"]) == 0
-    assert cli.main(["compress", str(SAMPLES / "softmax.weights.h5"), "-o", str(b), "-q"]) == 0
-    assert a.read_bytes() == b.read_bytes()
+    assert cli.main(["compress", str(SAMPLES / "softmax.weights.h5"), "-o", str(a), "-q", "--strip", "--bits", "4"]) == 0
+    assert cli.main(["compress", str(SAMPLES / "softmax.weights.h5"), "-o", str(b), "-q", "--bits", "4"]) == 0
+    stripped, full = split_file(a.read_bytes())[0], split_file(b.read_bytes())[0]
+    assert stripped["source"] == full["source"] and len(a.read_bytes()) < len(b.read_bytes())
+    assert blobs_of(a.read_bytes()) == blobs_of(b.read_bytes())
+    assert cli.main(["decompress", str(a), "-o", str(tmp_path / "a.weights.h5"), "-q"]) == 0
+    assert cli.main(["decompress", str(b), "-o", str(tmp_path / "b.weights.h5"), "-q"]) == 0
+    assert (tmp_path / "a.weights.h5").read_bytes() == (tmp_path / "b.weights.h5").read_bytes()
+
+
+def test_stripped_file_inspects(tmp_path, capsys):
+    out = tmp_path / "s.nnz"
+    assert cli.main(["compress", str(SAMPLES / "softmax.h5"), "-o", str(out), "-q", "--strip", "--bits", "4"]) == 0
+    assert cli.main(["inspect", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["plan"] is None and info["tensors"][1]["error"] is None
+    assert cli.main(["inspect", str(out)]) == 0
 
 
 def test_strip_keyword_of_the_api(tmp_path):
     import nnzip
 
     nnzip.compress(str(SAMPLES / "softmax.h5"), str(tmp_path / "s.nnz"), strip=True)
-    assert split_file((tmp_path / "s.nnz").read_bytes())[0]["plan"]["stripped"] == ["training_config"]
+    header = split_file((tmp_path / "s.nnz").read_bytes())[0]
+    assert "plan" not in header and "training_config" not in json.dumps(header)
 
 
 def test_strip_in_help(capsys):
