@@ -224,8 +224,9 @@ def _has_chunks(header: dict) -> bool:
 #
 # The compact form leaves out what a reader re-derives, measured to save bytes after zlib:
 # blob offsets (rule 6.11 fixes them), a part's ``blob`` when it is the previous part's + 1, a
-# part's dtype and shape when they are its tensor's, and the base64 of ``keras-v3`` members that
-# are UTF-8 text (``config.json``: base64 hides its repetitions from zlib).  The writer
+# part's dtype and shape when they are its tensor's, the base64 of ``keras-v3`` members that
+# are UTF-8 text (``config.json``: base64 hides its repetitions from zlib), and the tensor
+# names when they are the ones the structure defines (rule 3.3 requires exactly those).  The writer
 # abbreviates only where expanding gives back exactly the same header, so any header, even a
 # malformed one that tests write on purpose, round-trips: expand_compact(compact_header(h)) == h.
 
@@ -237,6 +238,8 @@ def compact_header(header: dict) -> dict:
         compact["blobs"] = _compact_blobs(header["blobs"])
     if isinstance(header.get("tensors"), list):
         compact["tensors"] = _compact_tensors(header["tensors"])
+        if _derived_names(header) == [entry.get("name") if isinstance(entry, dict) else None for entry in header["tensors"]]:
+            compact["tensors"] = [{key: value for key, value in entry.items() if key != "name"} for entry in compact["tensors"]]
     source = header.get("source")
     if isinstance(source, dict) and source.get("format") == "keras-v3" and isinstance(source.get("structure"), dict):
         members = source["structure"].get("members")
@@ -318,6 +321,8 @@ def expand_compact(header: dict) -> dict:
             for index, member in enumerate(members):
                 if isinstance(member, dict) and "text" in member:
                     members[index] = _expand_member(member, index)
+    if isinstance(header.get("tensors"), list):
+        _expand_names(header)  # last: the structure must be in its full form to define the names
     return header
 
 
@@ -355,6 +360,38 @@ def _expand_tensors(tensors: list) -> None:
                 if "dtype" not in entry or "shape" not in entry:
                     raise FormatError("rule 6.22: a compact part without dtype and shape belongs to a tensor without them")
                 part["dtype"], part["shape"] = entry["dtype"], json.loads(json.dumps(entry["shape"]))
+
+
+def _derived_names(header: dict) -> list | None:
+    """The tensor names *header*'s ``source.structure`` defines (rule 3.3), or None when it is not a valid structure.
+
+    The source format's own check runs first (it raises its own rule's FormatError, caught
+    here: the writer then keeps the names, the reader reports the structure's error).
+    """
+    from . import io  # the source formats' rules; imported here, as the container itself does not depend on them
+
+    source = header.get("source")
+    source_format = io.get_format(source.get("format")) if isinstance(source, dict) and isinstance(source.get("format"), str) else None
+    if source_format is None:
+        return None
+    try:
+        source_format.check_structure(source.get("structure"))
+        return list(source_format.tensor_names(source["structure"]))
+    except FormatError:
+        return None
+
+
+def _expand_names(header: dict) -> None:
+    """Tensor entries without ``name`` take the structure's names, in order (§3.1 item 5)."""
+    tensors = header["tensors"]
+    if all(not isinstance(entry, dict) or "name" in entry for entry in tensors):
+        return
+    names = _derived_names(header)
+    if names is None or len(names) != len(tensors):
+        raise FormatError("rule 6.22: compact tensor entries without 'name' need a valid source.structure defining exactly one name per entry")
+    for entry, name in zip(tensors, names):
+        if isinstance(entry, dict) and "name" not in entry:
+            entry["name"] = name
 
 
 def _expand_member(member: dict, index: int) -> dict:

@@ -154,6 +154,7 @@ def test_compact_form_expands_to_the_full_header(tmp_path, sample):
     compact = json.loads(_compact_text(header))
     assert all(isinstance(entry, list) for entry in compact["blobs"])  # offsets are derived
     assert all("blob" not in part for entry in compact["tensors"] for part in entry["parts"])
+    assert all("name" not in entry for entry in compact["tensors"])  # the structure's names (rule 3.3)
     if sample.endswith(".keras"):  # config.json and metadata.json are carried as text, not base64
         members = compact["source"]["structure"]["members"]
         assert {m["name"] for m in members if "text" in m} >= {"config.json", "metadata.json"}
@@ -161,8 +162,8 @@ def test_compact_form_expands_to_the_full_header(tmp_path, sample):
 
 
 def test_chunked_parts_keep_their_blob_and_round_trip():
-    header = {"tensors": [{"dtype": "<f4", "shape": [4], "parts": [{"name": "values", "dtype": "<f4", "shape": [4], "chunk_size": 8, "blob": 0}]},
-                          {"dtype": "<f4", "shape": [2], "parts": [{"name": "values", "dtype": "|u1", "shape": [8], "blob": 2}]}],
+    header = {"tensors": [{"name": "a", "dtype": "<f4", "shape": [4], "parts": [{"name": "values", "dtype": "<f4", "shape": [4], "chunk_size": 8, "blob": 0}]},
+                          {"name": "b", "dtype": "<f4", "shape": [2], "parts": [{"name": "values", "dtype": "|u1", "shape": [8], "blob": 2}]}],
               "blobs": [{"offset": 0, "size": 8, "crc32": 1}, {"offset": 8, "size": 8, "crc32": 2}, {"offset": 16, "size": 3, "crc32": 3}]}
     compact = compact_header(header)
     assert compact["tensors"][1]["parts"][0]["blob"] == 2 and "dtype" in compact["tensors"][1]["parts"][0]
@@ -201,7 +202,8 @@ def test_golden_compact_matches_spec_figures():
     text = zlib.decompressobj(zdict=header_dictionary_2()).decompress(data[24:24 + size])
     assert json.loads(text) == json.loads((FIXTURES / "golden-compact.json").read_text())
     assert json.loads(text)["blobs"] == [[24, 423224612], [12, 415913641]]
-    assert size == 98 and len(data) == 164 and data[16:24] == bytes.fromhex("62000000") + crc32(data[24:122]).to_bytes(4, "little")
+    assert size == 95 and len(data) == 156 and data[16:24] == bytes.fromhex("5F00000061A7AEF9") == struct.pack("<II", 95, crc32(data[24:119]))
+    assert data[119] == 0 and data[120:144] == np.array([[1, 2, 3], [4, 5, 6]], "<f4").tobytes()  # D = 120
     _, tensors = api.read_tensors(GOLDEN_COMPACT)
     np.testing.assert_array_equal(tensors["layers/dense/vars/0"], np.array([[1, 2, 3], [4, 5, 6]], "<f4"))
 
@@ -289,6 +291,27 @@ def test_derived_blob_that_is_wrong_is_caught_by_rule_3_4(tmp_path, tiny, capsys
     """An explicit blob 1 on the first part makes the second derive 2, beyond the blob table."""
     header, section = tiny
     assert_rejected(tmp_path, _compact_file(header, section, lambda h: h["tensors"][0]["parts"][0].__setitem__("blob", 1)), capsys, "rule")
+
+
+def test_rule6_22_more_unnamed_tensors_than_the_structure_names(tmp_path, tiny, capsys):
+    header, section = tiny
+
+    def mutate(h):
+        h["tensors"].append(json.loads(json.dumps(h["tensors"][1])))
+    assert_rejected(tmp_path, _compact_file(header, section, mutate), capsys, "rule 6.22", "'name'")
+
+
+def test_unnamed_tensors_with_a_broken_structure_report_the_structure(tmp_path, tiny, capsys):
+    header, section = tiny
+    assert_rejected(tmp_path, _compact_file(header, section, lambda h: h["source"].__setitem__("structure", {"attrs": 5})), capsys,
+                    "rule 6.22")
+
+
+def test_named_tensors_in_a_compact_header_are_still_checked(tmp_path, tiny, capsys):
+    """A compact header may keep the names; wrong ones still break rule 3.3."""
+    header, section = tiny
+    assert_rejected(tmp_path, _compact_file(header, section, lambda h: h["tensors"][0].__setitem__("name", "layers/dense/vars/9")), capsys,
+                    "rule 3.3")
 
 
 @pytest.fixture()
