@@ -549,7 +549,7 @@ def read_container(handle: BinaryIO) -> Container:
 
 
 def parse_header(stored: bytes, flags: int) -> dict:
-    """The header object of the *stored* header bytes (rules 6.5, 6.7, 6.8 and 6.16-6.20).
+    """The full header object of the *stored* header bytes (rules 6.5, 6.7, 6.8, 6.16-6.20 and, expanding a compact header, 6.22).
 
     Nesting and the number of values are counted on the text first (rules 6.17, 6.20), so
     that a small zlib stream inflating to millions of empty arrays is refused before Python

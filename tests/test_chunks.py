@@ -114,7 +114,7 @@ def test_chunked_decodes_like_unchunked(tmp_path, monkeypatch, lossy):
         assert cli.main(["decompress", str(tmp_path / "chunked.nnz"), "-o", str(tmp_path / "back.safetensors"), "-q"]) == 0
         assert (tmp_path / "back.safetensors").read_bytes() == source.read_bytes()
     summary = api.inspect(tmp_path / "chunked.nnz")
-    assert summary["format_version"] == "1.1" and max(p["chunks"] for t in summary["tensors"] for p in t["parts"]) > 2
+    assert summary["format_version"] == "1.2" and max(p["chunks"] for t in summary["tensors"] for p in t["parts"]) > 2
 
 
 def test_chunks_cost_little(tmp_path, monkeypatch):
