@@ -227,8 +227,9 @@ def _has_chunks(header: dict) -> bool:
 # part's dtype and shape when they are its tensor's, the base64 of ``keras-v3`` members that
 # are UTF-8 text (``config.json``: base64 hides its repetitions from zlib), and the tensor
 # names when they are the ones the structure defines (rule 3.3 requires exactly those).  The writer
-# abbreviates only where expanding gives back exactly the same header, so any header, even a
-# malformed one that tests write on purpose, round-trips: expand_compact(compact_header(h)) == h.
+# abbreviates only where it can tell the reader will derive the same value, and encode_header
+# checks that expanding gives back the header; a (malformed, as tests write on purpose) header
+# that does not round-trip is stored in the full form instead.
 
 
 def compact_header(header: dict) -> dict:
