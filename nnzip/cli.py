@@ -158,6 +158,10 @@ def _add_compress(commands) -> None:
     p.add_argument("-o", "--output", type=Path, help="output file, '-' for standard output (default: MODEL with suffix .nnz; one input only)")
     _add_manners(p)
     p.add_argument("--keep-optimizer", action="store_true", help="keep optimizer state (dropped by default: deployment does not need it)")
+    p.add_argument("--strip", action="store_true", help="also leave out what the rebuilt file does not need to load and run: Keras' training "
+                   "configuration (.h5 training_config, .keras compile_config: loss, metrics, optimizer settings; the rebuilt "
+                   "model then loads uncompiled, with the same weights and predictions) and the header's informative plan and "
+                   "per-tensor errors (inspect then shows none)")
     p.add_argument("--lossless", action="store_true", help="store every tensor bit for bit (the default when no lossy option is given)")
     g = p.add_argument_group("lossy representations (pick at most one of --prune/--rank/--energy/--fft-keep, optionally with one of --bits/--uniform/--float16)")
     g.add_argument("--bits", type=int, metavar="B", help="k-means codebook with 2**B entries (B = 1..8), indices bit-packed")
@@ -403,7 +407,7 @@ def _run_compress(args: argparse.Namespace) -> int:
                 path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
                 output = directory / "stdout.nnz" if to_stdout else args.output
                 report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                                      progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs,
+                                      progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs, strip=args.strip,
                                       scheduler=_scheduler(args))
                 in_size = os.stat(path).st_size
                 if to_stdout:
@@ -667,7 +671,7 @@ def format_inspect(info: dict) -> str:
     """
     lines = [
         f"{info['file']}: nnzip format {info['format_version']}, source {info['source_format']} ({info['source_filename']})",
-        f"  {info['file_bytes']:,} bytes (header {info['header_bytes']:,}); tensors {info['tensor_bytes_original']:,} bytes as stored in their own dtypes (float or integer); ratio {info['ratio']:.2f}x",
+        f"  {info['file_bytes']:,} bytes (header {info['header_bytes']:,}, {info['header_share']:.1%} of the file); tensors {info['tensor_bytes_original']:,} bytes as stored in their own dtypes (float or integer); ratio {info['ratio']:.2f}x",
     ]
     for dropped in info["dropped"]:
         lines.append(f"  optimizer state dropped: /{dropped['path']} ({dropped['tensors']} tensors, {dropped['bytes']:,} bytes)")

@@ -5,9 +5,10 @@ Layout (all integers little-endian)::
     offset  size  field
     0       8     magic  89 4E 4E 5A 0D 0A 1A 0A  ("\\x89NNZ\\r\\n\\x1a\\n")
     8       2     u16 major version (1)
-    10      2     u16 minor version (0)
+    10      2     u16 minor version (0, 1 or 2: :func:`format_minor`)
     12      4     u32 flags (bit 0: header is zlib-compressed; bit 1: with preset
-                  dictionary 1; other bits 0)
+                  dictionary 1; bit 2: with preset dictionary 2; bit 3: the header
+                  JSON is in compact form, :func:`expand_compact`; other bits 0)
     16      4     u32 H = stored header size in bytes
     20      4     u32 CRC-32 of the H stored header bytes
     24      H     header: UTF-8 JSON (zlib stream of it when flag bit 0 is set)
@@ -43,12 +44,19 @@ import numpy as np
 from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
-#: The format version nnzip writes at most (1.1: chunked parts, §4.4); it writes 1.0 for files without chunks.
-MAJOR, MINOR = 1, 1
+#: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
+#: the compact header, §2.2, §3.1); :func:`format_minor` picks the lowest one a file's features need.
+MAJOR, MINOR = 1, 2
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
 FLAG_HEADER_DICTIONARY = 2
-_KNOWN_FLAGS = FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY
+#: Format 1.2: the header's zlib stream uses preset dictionary 2 (spec/container.md §2.2).
+FLAG_HEADER_DICTIONARY_2 = 4
+#: Format 1.2: the header JSON is in compact form (spec/container.md §3.1).
+FLAG_HEADER_COMPACT = 8
+_KNOWN_FLAGS = FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY | FLAG_HEADER_DICTIONARY_2 | FLAG_HEADER_COMPACT
+#: The flags only format 1.2 defines (rule 6.21: a file claiming an older version may not use them).
+FLAGS_1_2 = FLAG_HEADER_DICTIONARY_2 | FLAG_HEADER_COMPACT
 _PREAMBLE = struct.Struct("<8sHHIII")
 PREAMBLE_SIZE = _PREAMBLE.size  # 24
 
@@ -89,43 +97,117 @@ def header_dictionary() -> bytes:
     return resources.files("nnzip").joinpath("data/header-dictionary-1.txt").read_bytes()
 
 
-def encode_header(header: dict, compress: bool = True) -> tuple[bytes, int]:
-    """The stored header bytes and the flags describing them."""
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("utf-8")
+@functools.lru_cache(maxsize=1)
+def header_dictionary_2() -> bytes:
+    """Preset zlib dictionary 2 (``spec/header-dictionary-2.txt``, format 1.2, normative, never changed).
+
+    Built by ``tools/make_header_dictionary.py`` from compact headers (§3.1) nnzip writes for
+    Keras 3 models of many architectures, lossless and lossy, so that it holds the stage
+    configurations and Keras configs a small model's header is made of (spec/container.md §2.2).
+    """
+    return resources.files("nnzip").joinpath("data/header-dictionary-2.txt").read_bytes()
+
+
+#: The preset dictionary each dictionary flag names, by flag bit.
+_DICTIONARIES = {FLAG_HEADER_DICTIONARY: (1, header_dictionary), FLAG_HEADER_DICTIONARY_2: (2, header_dictionary_2)}
+
+
+def header_dictionary_for(flags: int) -> bytes | None:
+    """The preset dictionary a header stored with *flags* uses, or None."""
+    for bit, (_, load) in _DICTIONARIES.items():
+        if flags & bit:
+            return load()
+    return None
+
+
+def format_minor(header: dict, flags: int) -> int:
+    """The minor version a file is written as: the lowest whose features it uses (spec/container.md §2).
+
+    1.2 when the stored header uses dictionary 2 or the compact form (or any other 1.2 feature:
+    add its test here, this is the one place the writer picks a version); 1.1 when a part is
+    chunked (§4.4); else 1.0, so such a file is byte for byte what nnzip 1.0 wrote.
+    """
+    if flags & FLAGS_1_2:
+        return 2
+    return 1 if _has_chunks(header) else 0
+
+
+def encode_header(header: dict, compress: bool = True, dictionary: int = 2) -> tuple[bytes, int]:
+    """The stored header bytes and the flags describing them.
+
+    *compress* stores the header as a zlib stream; with *dictionary* 2 (format 1.2, the default)
+    of its compact form (:func:`compact_header`) with preset dictionary 2, with *dictionary* 1
+    of the full form with preset dictionary 1 (what formats 1.0 and 1.1 write).  Without
+    *compress* the header is the full form as plain JSON, readable in a hex dump.
+    """
+    if dictionary not in (1, 2):
+        raise ValueError(f"no preset dictionary {dictionary!r}")
+    text = _json_text(header)
     try:
         check_header_text(text)  # never write a header the reader refuses (rules 6.5, 6.17, 6.20)
     except FormatError as exc:
         raise NnzipError(f"cannot write this .nnz: {exc}") from None
-    if compress:
-        deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=header_dictionary())
-        return deflater.compress(text) + deflater.flush(), FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY
-    return text, 0
+    if not compress:
+        return text, 0
+    stored_text = _compact_text(header, text) if dictionary == 2 else None
+    if stored_text is None:  # format 1.0's form, also for the (malformed) headers the compact form cannot hold
+        stored_text, flags, zdict = text, FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY, header_dictionary()
+    else:
+        flags, zdict = FLAG_HEADER_ZLIB | FLAG_HEADER_DICTIONARY_2 | FLAG_HEADER_COMPACT, header_dictionary_2()
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
+    return deflater.compress(stored_text) + deflater.flush(), flags
 
 
-def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], compress_header: bool = True) -> int:
+def _compact_text(header: dict, text: bytes) -> bytes | None:
+    """The compact form's JSON text of *header* (full form *text*), or None when expanding it would not give the header back.
+
+    Every header nnzip writes round-trips; a malformed one (a part without ``blob``, which tests
+    write on purpose) may not, and is then stored in the full form so that it reads back as written.
+    """
+    compact = _json_text(compact_header(header))
+    try:
+        expanded = expand_compact(json.loads(compact))
+    except FormatError:
+        return None
+    # Member order carries no meaning (§1), so the two are compared with sorted members.
+    same = json.dumps(expanded, sort_keys=True) == json.dumps(json.loads(text), sort_keys=True)
+    return compact if same else None
+
+
+def _json_text(header: dict) -> bytes:
+    """The compact JSON text nnzip writes a header as (no whitespace, ASCII with ``\\u`` escapes)."""
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("utf-8")
+
+
+def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], compress_header: bool = True, dictionary: int = 2) -> int:
     """Write a complete ``.nnz`` to *handle*; returns the number of bytes written.
 
     *header* must not contain ``blobs``: this function computes that table from
     *blobs* (which it consumes once, so it may be a list of already-encoded bytes).
+    *compress_header* and *dictionary* are :func:`encode_header`'s.
     """
     blobs = [bytes(b) for b in blobs]
-    # The lowest version that says what the file uses (§2): 1.1 only when a part is chunked (§4.4),
-    # so a file without chunks is byte for byte what nnzip 1.0 wrote.
-    minor = 1 if _has_chunks(header) else 0
     table, offset = [], 0
     for blob in blobs:
         offset = align(offset)
         table.append({"offset": offset, "size": len(blob), "crc32": crc32(blob)})
         offset += len(blob)
-    stored, flags = encode_header({**header, "blobs": table}, compress_header)
-    preamble = _PREAMBLE.pack(MAGIC, MAJOR, minor, flags, len(stored), crc32(stored))
-    written = handle.write(preamble) + handle.write(stored)
-    written += handle.write(b"\0" * (align(written) - written))
+    written = _write_head(handle, header, table, compress_header, dictionary)
     data_start = written
     for entry, blob in zip(table, blobs):
         written += handle.write(b"\0" * (data_start + entry["offset"] - written))
         written += handle.write(blob)
     return written
+
+
+def _write_head(handle: BinaryIO, header: dict, table: list[dict], compress_header: bool, dictionary: int) -> int:
+    """Write the preamble, the stored header and its padding; returns the bytes written (the data section's start)."""
+    stored, flags = encode_header({**header, "blobs": table}, compress_header, dictionary)
+    # The lowest version that says what the file uses (§2): a file without 1.1 or 1.2 features
+    # is byte for byte what nnzip 1.0 wrote.
+    preamble = _PREAMBLE.pack(MAGIC, MAJOR, format_minor(header, flags), flags, len(stored), crc32(stored))
+    written = handle.write(preamble) + handle.write(stored)
+    return written + handle.write(b"\0" * (align(written) - written))
 
 
 def _has_chunks(header: dict) -> bool:
@@ -136,6 +218,204 @@ def _has_chunks(header: dict) -> bool:
         for entry in tensors if isinstance(entry, dict) and isinstance(entry.get("parts"), list)
         for part in entry["parts"]
     )
+
+
+# --- the compact header (format 1.2, spec/container.md §3.1) --------------------------------
+#
+# The compact form leaves out what a reader re-derives, measured to save bytes after zlib:
+# blob offsets (rule 6.11 fixes them), a part's ``blob`` when it is the previous part's + 1, a
+# part's dtype and shape when they are its tensor's, the base64 of ``keras-v3`` members that
+# are UTF-8 text (``config.json``: base64 hides its repetitions from zlib), and the tensor
+# names when they are the ones the structure defines (rule 3.3 requires exactly those).  The writer
+# abbreviates only where it can tell the reader will derive the same value, and encode_header
+# checks that expanding gives back the header; a (malformed, as tests write on purpose) header
+# that does not round-trip is stored in the full form instead.
+
+
+def compact_header(header: dict) -> dict:
+    """The compact form (§3.1) of the full *header* (with ``blobs``); the input is not changed."""
+    compact = dict(header)
+    if isinstance(header.get("blobs"), list):
+        compact["blobs"] = _compact_blobs(header["blobs"])
+    if isinstance(header.get("tensors"), list):
+        compact["tensors"] = _compact_tensors(header["tensors"])
+        if _derived_names(header) == [entry.get("name") if isinstance(entry, dict) else None for entry in header["tensors"]]:
+            compact["tensors"] = [{key: value for key, value in entry.items() if key != "name"} for entry in compact["tensors"]]
+    source = header.get("source")
+    if isinstance(source, dict) and source.get("format") == "keras-v3" and isinstance(source.get("structure"), dict):
+        members = source["structure"].get("members")
+        if isinstance(members, list):
+            structure = {**source["structure"], "members": [_compact_member(m) for m in members]}
+            compact["source"] = {**source, "structure": structure}
+    return compact
+
+
+def _compact_blobs(blobs: list) -> list:
+    """Each blob entry at the offset rule 6.11 gives it becomes ``[size, crc32]``."""
+    out, end = [], 0
+    for entry in blobs:
+        if isinstance(entry, dict) and set(entry) == {"offset", "size", "crc32"} and _is_uint(entry["size"]) \
+                and _is_uint(entry["crc32"]) and entry["offset"] == align(end) and type(entry["offset"]) is int:
+            out.append([entry["size"], entry["crc32"]])
+        else:
+            out.append(entry)
+        end = entry["offset"] + entry["size"] if isinstance(entry, dict) and _is_uint(entry.get("offset")) and _is_uint(entry.get("size")) else -1
+        if end < 0:  # a broken entry: keep every later one in full, as it is
+            return out + list(blobs[len(out):])
+    return out
+
+
+def _compact_tensors(tensors: list) -> list:
+    """Parts drop ``blob`` when it is one past the previous part's, and dtype/shape when they are the tensor's."""
+    out, previous = [], -1
+    for entry in tensors:
+        if not (isinstance(entry, dict) and isinstance(entry.get("parts"), list)):
+            out.append(entry)
+            previous = None
+            continue
+        parts = []
+        for part in entry["parts"]:
+            if not isinstance(part, dict):
+                parts.append(part)
+                previous = None
+                continue
+            part = dict(part)
+            blob = part.get("blob")
+            if previous is not None and type(blob) is int and blob == previous + 1:
+                del part["blob"]
+            previous = blob if type(blob) is int else None
+            if "dtype" in part and "shape" in part and part["dtype"] == entry.get("dtype") and part["shape"] == entry.get("shape") \
+                    and _same_json(part["shape"], entry.get("shape")):
+                del part["dtype"], part["shape"]
+            parts.append(part)
+        out.append({**entry, "parts": parts})
+    return out
+
+
+def _compact_member(member: object) -> object:
+    """A ``keras-v3`` member whose ``data`` is canonical base64 of UTF-8 text carries the ``text`` instead."""
+    if not (isinstance(member, dict) and isinstance(member.get("data"), str) and "text" not in member):
+        return member
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(member["data"], validate=True)
+        text = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return member
+    if base64.b64encode(raw).decode("ascii") != member["data"]:
+        return member  # not the one base64 form expanding writes
+    return {("text" if key == "data" else key): (text if key == "data" else value) for key, value in member.items()}
+
+
+def expand_compact(header: dict) -> dict:
+    """The full header of a *header* stored in compact form (§3.1); a malformed abbreviation breaks rule 6.22."""
+    if "blobs" in header and isinstance(header["blobs"], list):
+        header["blobs"] = _expand_blobs(header["blobs"])
+    if isinstance(header.get("tensors"), list):
+        _expand_tensors(header["tensors"])
+    source = header.get("source")
+    if isinstance(source, dict) and source.get("format") == "keras-v3" and isinstance(source.get("structure"), dict):
+        members = source["structure"].get("members")
+        if isinstance(members, list):
+            for index, member in enumerate(members):
+                if isinstance(member, dict) and "text" in member:
+                    members[index] = _expand_member(member, index)
+    if isinstance(header.get("tensors"), list):
+        _expand_names(header)  # last: the structure must be in its full form to define the names
+    return header
+
+
+def _expand_blobs(blobs: list) -> list:
+    out, end = [], 0
+    for index, entry in enumerate(blobs):
+        if isinstance(entry, list):
+            if len(entry) != 2 or not all(_is_uint(v) for v in entry) or entry[1] > 0xFFFFFFFF:
+                raise FormatError(f"rule 6.22: compact blob {index} must be [size, crc32], two non-negative integers (crc32 < 2^32)")
+            if end is None:
+                raise FormatError(f"rule 6.22: compact blob {index} follows a blob entry without a valid offset and size")
+            entry = {"offset": align(end), "size": entry[0], "crc32": entry[1]}
+        out.append(entry)
+        valid = isinstance(entry, dict) and _is_uint(entry.get("offset")) and _is_uint(entry.get("size"))
+        end = entry["offset"] + entry["size"] if valid else None
+    return out
+
+
+def _expand_tensors(tensors: list) -> None:
+    previous = -1
+    for entry in tensors:
+        if not (isinstance(entry, dict) and isinstance(entry.get("parts"), list)):
+            previous = None
+            continue
+        for part in entry["parts"]:
+            if not isinstance(part, dict):
+                previous = None
+                continue
+            if "blob" not in part:
+                if previous is None:
+                    raise FormatError("rule 6.22: a compact part without 'blob' follows a part without an integer 'blob'")
+                part["blob"] = previous + 1
+            previous = part["blob"] if type(part["blob"]) is int else None
+            if "dtype" not in part and "shape" not in part:
+                if "dtype" not in entry or "shape" not in entry:
+                    raise FormatError("rule 6.22: a compact part without dtype and shape belongs to a tensor without them")
+                part["dtype"], part["shape"] = entry["dtype"], json.loads(json.dumps(entry["shape"]))
+
+
+def _derived_names(header: dict) -> list | None:
+    """The tensor names *header*'s ``source.structure`` defines (rule 3.3), or None when it is not a valid structure.
+
+    The source format's own check runs first (it raises its own rule's FormatError, caught
+    here: the writer then keeps the names, the reader reports the structure's error).
+    """
+    from . import io  # the source formats' rules; imported here, as the container itself does not depend on them
+
+    source = header.get("source")
+    source_format = io.get_format(source.get("format")) if isinstance(source, dict) and isinstance(source.get("format"), str) else None
+    if source_format is None:
+        return None
+    try:
+        source_format.check_structure(source.get("structure"))
+        return list(source_format.tensor_names(source["structure"]))
+    except FormatError:
+        return None
+
+
+def _expand_names(header: dict) -> None:
+    """Tensor entries without ``name`` take the structure's names, in order (§3.1 item 5)."""
+    tensors = header["tensors"]
+    if all(not isinstance(entry, dict) or "name" in entry for entry in tensors):
+        return
+    names = _derived_names(header)
+    if names is None or len(names) != len(tensors):
+        raise FormatError("rule 6.22: compact tensor entries without 'name' need a valid source.structure defining exactly one name per entry")
+    for entry, name in zip(tensors, names):
+        if isinstance(entry, dict) and "name" not in entry:
+            entry["name"] = name
+
+
+def _expand_member(member: dict, index: int) -> dict:
+    import base64
+
+    text = member["text"]
+    if "data" in member or not isinstance(text, str):
+        raise FormatError(f"rule 6.22: keras-v3 member {index}: compact 'text' must be a string, instead of 'data'")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"rule 6.22: keras-v3 member {index}: compact 'text' is not Unicode text (a lone surrogate)") from None
+    return {("data" if key == "text" else key): (base64.b64encode(raw).decode("ascii") if key == "text" else value)
+            for key, value in member.items()}
+
+
+def _is_uint(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _same_json(a: object, b: object) -> bool:
+    """Whether *a* and *b* are the same JSON (``1`` and ``True``, ``1`` and ``1.0`` are not)."""
+    return json.dumps(a) == json.dumps(b)
 
 
 class BlobSpool:
@@ -175,14 +455,9 @@ class BlobSpool:
         self._file.close()
 
 
-def write_spooled(handle: BinaryIO, header: dict, spool: BlobSpool, compress_header: bool = True) -> int:
+def write_spooled(handle: BinaryIO, header: dict, spool: BlobSpool, compress_header: bool = True, dictionary: int = 2) -> int:
     """Write a complete ``.nnz`` from *header* (without ``blobs``) and the blobs in *spool*; returns its size."""
-    minor = 1 if _has_chunks(header) else 0
-    stored, flags = encode_header({**header, "blobs": spool.table}, compress_header)
-    preamble = _PREAMBLE.pack(MAGIC, MAJOR, minor, flags, len(stored), crc32(stored))
-    written = handle.write(preamble) + handle.write(stored)
-    written += handle.write(b"\0" * (align(written) - written))
-    return written + spool.copy_to(handle)
+    return _write_head(handle, header, spool.table, compress_header, dictionary) + spool.copy_to(handle)
 
 
 @dataclass
@@ -251,6 +526,12 @@ def read_container(handle: BinaryIO) -> Container:
         raise FormatError(f"rule 6.4: unknown flags 0x{flags:08x} in the preamble")
     if flags & FLAG_HEADER_DICTIONARY and not flags & FLAG_HEADER_ZLIB:
         raise FormatError("rule 6.4: flag bit 1 (preset dictionary) is set without bit 0 (zlib header)")
+    if flags & FLAG_HEADER_DICTIONARY_2 and not flags & FLAG_HEADER_ZLIB:
+        raise FormatError("rule 6.4: flag bit 2 (preset dictionary 2) is set without bit 0 (zlib header)")
+    if flags & FLAG_HEADER_DICTIONARY and flags & FLAG_HEADER_DICTIONARY_2:
+        raise FormatError("rule 6.4: flag bits 1 and 2 are both set (a header stream has one preset dictionary)")
+    if flags & FLAGS_1_2 and minor < 2:
+        raise FormatError(f"rule 6.21: flags 0x{flags:08x} use format 1.2 features (bit 2: dictionary 2, bit 3: compact header) but the file says {major}.{minor}")
     if header_size > MAX_HEADER_BYTES:
         raise FormatError(f"rule 6.5: header size {header_size} exceeds the cap of {MAX_HEADER_BYTES} bytes")
     if PREAMBLE_SIZE + header_size > file_size:
@@ -269,7 +550,7 @@ def read_container(handle: BinaryIO) -> Container:
 
 
 def parse_header(stored: bytes, flags: int) -> dict:
-    """The header object of the *stored* header bytes (rules 6.5, 6.7, 6.8 and 6.16-6.20).
+    """The full header object of the *stored* header bytes (rules 6.5, 6.7, 6.8, 6.16-6.20 and, expanding a compact header, 6.22).
 
     Nesting and the number of values are counted on the text first (rules 6.17, 6.20), so
     that a small zlib stream inflating to millions of empty arrays is refused before Python
@@ -290,7 +571,7 @@ def parse_header(stored: bytes, flags: int) -> dict:
         raise FormatError("rule 6.8: header must be a JSON object")
     if re.search(rb"\\u[dD][89a-fA-F]", text):
         _check_surrogate_escapes(text)
-    return header
+    return expand_compact(header) if flags & FLAG_HEADER_COMPACT else header
 
 
 def check_header_text(text: bytes) -> None:
@@ -365,17 +646,19 @@ def _structure_counts(text: bytes) -> tuple[int, int]:
 
 
 def _inflate(stored: bytes, flags: int) -> bytes:
-    """Rule 6.7: one complete zlib stream of at most MAX_HEADER_BYTES, with dictionary 1 exactly when flag bit 1 says so."""
+    """Rule 6.7: one complete zlib stream of at most MAX_HEADER_BYTES, with the preset dictionary flag bit 1 or 2 names, or none."""
     # zlib's FLG byte has FDICT (0x20) set when DICTID (the dictionary's Adler-32, big-endian)
     # follows.  Python's decompressobj(zdict=...) also inflates a stream that never asks for
     # the dictionary, so the flag and the DICTID are checked here, before inflating.
     wants_dictionary = len(stored) >= 2 and bool(stored[1] & 0x20)
-    if flags & FLAG_HEADER_DICTIONARY:
-        if not wants_dictionary or stored[2:6] != zlib.adler32(header_dictionary()).to_bytes(4, "big"):
-            raise FormatError("rule 6.7: flag bit 1 is set but the header's zlib stream does not use preset dictionary 1 (FDICT/DICTID)")
-        inflater = zlib.decompressobj(zdict=header_dictionary())
+    dictionary = header_dictionary_for(flags)
+    if dictionary is not None:
+        number, bit = (2, 2) if flags & FLAG_HEADER_DICTIONARY_2 else (1, 1)
+        if not wants_dictionary or stored[2:6] != zlib.adler32(dictionary).to_bytes(4, "big"):
+            raise FormatError(f"rule 6.7: flag bit {bit} is set but the header's zlib stream does not use preset dictionary {number} (FDICT/DICTID)")
+        inflater = zlib.decompressobj(zdict=dictionary)
     elif wants_dictionary:
-        raise FormatError("rule 6.7: header is not a valid zlib stream without a dictionary: it asks for a preset dictionary and flag bit 1 is clear")
+        raise FormatError("rule 6.7: header is not a valid zlib stream without a dictionary: it asks for a preset dictionary and flag bits 1 and 2 are clear")
     else:
         inflater = zlib.decompressobj()
     try:

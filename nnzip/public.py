@@ -30,12 +30,12 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
              energy: float | None = None, fft_keep: float | None = None, uniform: float | None = None, float16: bool = False,
              lossless: bool = False, fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
              plan: str | os.PathLike | None = None, budget: api.Budget | Mapping | None = None, keep_optimizer: bool = False,
-             force: bool = False, max_output: int | None = None, progress: api.Progress | None = None, rules=None,
+             strip: bool = False, force: bool = False, max_output: int | None = None, progress: api.Progress | None = None, rules=None,
              scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT) -> api.CompressReport:
     """Compress a model file, or a dict of numpy arrays, into a ``.nnz``; returns a :class:`nnzip.api.CompressReport`.
 
     The keywords are ``nnzip compress``'s options (``bits=4`` is ``--bits 4``, ``layers=["dense_1:bits=2"]``
-    or ``{"dense_1": {"bits": 2}}`` is ``--layer``, ``max_output`` is ``--max-output`` in bytes) with the
+    or ``{"dense_1": {"bits": 2}}`` is ``--layer``, ``max_output`` is ``--max-output`` in bytes, ``strip=True`` is ``--strip``) with the
     same checks (``scheduler="tcp://host:8786"`` is ``--scheduler``: the tensors are encoded on that dask
     cluster, see :mod:`nnzip.distributed`).  *budget* is an :class:`nnzip.Budget` or a dict of its fields
     (``{"data": "val.npz", "max_drop": 0.005, "margin": 1}``); a negative drop or margin is refused.
@@ -67,7 +67,7 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
             raise ConfigError("compress: a dict source needs dst (a path or a binary file object)")
         to_stream = dst is not None and not isinstance(dst, (str, os.PathLike))
         output = directory / "out.nnz" if to_stream else dst
-        report = api.compress(source, output, rules=rules, budget=budget, keep_optimizer=keep_optimizer, force=force,
+        report = api.compress(source, output, rules=rules, budget=budget, keep_optimizer=keep_optimizer, strip=strip, force=force,
                               progress=progress, limits=limits, scheduler=cluster)
         if to_stream:
             with open(report.output, "rb") as handle:

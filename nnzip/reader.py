@@ -155,6 +155,7 @@ def _inspect_container(container: Container, name: str) -> dict:
         "source_filename": header["source"].get("filename"),
         "file_bytes": container.file_size,
         "header_bytes": container.header_stored_size,
+        "header_share": round(container.header_stored_size / max(container.file_size, 1), 4),  # as api.inspect
         "tensor_bytes_original": original,
         "ratio": round(original / max(container.file_size, 1), 4),
         "optimizer": "dropped" if header["source"].get("dropped") else "kept or absent",

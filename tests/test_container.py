@@ -118,7 +118,7 @@ def test_rule3_future_major_version(tmp_path, valid, capsys):
 
 
 def test_rule4_unknown_flags(tmp_path, valid, capsys):
-    assert_rejected(tmp_path, valid[:12] + struct.pack("<I", 4) + valid[16:], capsys, "unknown flags")
+    assert_rejected(tmp_path, valid[:12] + struct.pack("<I", 16) + valid[16:], capsys, "unknown flags")
 
 
 def test_rule5_header_length_beyond_file(tmp_path, valid, capsys):
@@ -395,7 +395,7 @@ def test_dictionary_header_round_trips_and_is_smaller(tmp_path):
     header, _, section = split_file(GOLDEN.read_bytes())
     from nnzip.container import encode_header, read_container
 
-    stored, flags = encode_header({k: v for k, v in header.items() if k != "blobs"} | {"blobs": header["blobs"]})
+    stored, flags = encode_header({k: v for k, v in header.items() if k != "blobs"} | {"blobs": header["blobs"]}, dictionary=1)
     assert flags == 3 and len(stored) < len(zlib.compress(json.dumps(header).encode(), 9))
     data = assemble(header, section, flags=3, header_bytes=stored)
     import io as _io
@@ -412,7 +412,7 @@ def test_rule7_zlib_stream_without_the_dictionary_flag(tmp_path, valid, capsys):
     header, _, section = split_file(valid)
     from nnzip.container import encode_header
 
-    stored, _ = encode_header(header)
+    stored, _ = encode_header(header, dictionary=1)
     assert_rejected(tmp_path, assemble(header, section, flags=1, header_bytes=stored), capsys, "not a valid zlib stream")
 
 

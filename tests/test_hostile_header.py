@@ -222,7 +222,7 @@ def test_rule6_7_dictionary_stream_starts_as_the_spec_says():
     """§2.1: nnzip writes 78 F9 and DICTID 81 78 0E E4, the Adler-32 of dictionary 1."""
     from nnzip.container import header_dictionary
 
-    stored, flags = encode_header(golden_parts()[0])
+    stored, flags = encode_header(golden_parts()[0], dictionary=1)
     assert flags == 3 and stored[:6] == bytes.fromhex("78F981780EE4") and zlib.adler32(header_dictionary()) == 0x81780EE4
 
 
