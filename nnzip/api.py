@@ -25,7 +25,8 @@ from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
 from .outputs import atomic_output, check_writable
-from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, part_blobs, serialized_bytes, serialized_entropy
+from .pipeline import (EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, logical_values, part_blobs,
+                       serialized_bytes, serialized_entropy)
 from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight, lossless_plan
 
 if TYPE_CHECKING:
@@ -170,6 +171,8 @@ def describe_chain(entry: dict) -> str:
     """Human form of a tensor's chain, e.g. ``csr(density=0.2,index_coding=gaps) > kmeans(bits=4)``."""
     transform = entry["transform"]
     text = _stage_text(transform, _density(entry))
+    if "widen" in entry:  # the chain ran on the values of a bfloat16 tensor (spec/container.md §4.5)
+        text = f"{entry['widen']}: {text}"
     values = [_stage_text(codec) for part in entry["parts"] for codec in part["codecs"] if codec["name"] in ("kmeans", "cast", "uniform")]
     for value in dict.fromkeys(values):
         text += f" > {value}"
@@ -305,6 +308,7 @@ def encode_model(
     total = len(model.tensors)
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
+    elements = io.element_types(model)  # bfloat16 and 8-bit floats carried as raw bits
 
     def planned():
         for index, (name, array) in enumerate(model.tensors.items()):
@@ -316,7 +320,7 @@ def encode_model(
             elif name in plans:
                 plan = plans[name]
             else:
-                plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
+                plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name), elements.get(name))
             yield name, array, plan, note
 
     def encode(job):
@@ -367,7 +371,7 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
 
 def _statistics(name: str, array: np.ndarray, item: EncodedTensor, note: str) -> TensorReport:
     """Record one tensor's error in its header entry (null when not finite, rule 8 of §6); return its report."""
-    error = relative_error(array, item.reconstruction)
+    error = relative_error(logical_values(item.entry, array), logical_values(item.entry, item.reconstruction))
     item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
     return TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, sum(len(b) for b in item.blobs), error, note)
 
@@ -382,7 +386,7 @@ def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str,
     for item in encoded:
         name = item.entry["name"]
         array = model.tensors[name]
-        error = relative_error(array, item.reconstruction)
+        error = relative_error(logical_values(item.entry, array), logical_values(item.entry, item.reconstruction))
         stored = sum(len(b) for b in item.blobs)
         item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
         reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, notes.get(name, "")))
@@ -404,7 +408,7 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict
             raise ConfigError(f"tensor {name}: {exc}") from None
         if plan.transform == "dense":
             return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {exc}"
-        fallback = TensorPlan("dense", {}, plan.value_stages) if plan.value_stages else lossless_plan(array)
+        fallback = TensorPlan("dense", {}, plan.value_stages, widen=plan.widen) if plan.value_stages else lossless_plan(array)
         item, more = _encode_with_fallback(name, array, fallback, strict, executor)
         return item, "; ".join(filter(None, (f"{plan.transform} skipped: {exc}", more)))
     if _lossy(plan) and _overflowed(array, item.reconstruction):

@@ -43,8 +43,9 @@ import numpy as np
 from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
-#: The format version nnzip writes at most (1.1: chunked parts, §4.4); it writes 1.0 for files without chunks.
-MAJOR, MINOR = 1, 1
+#: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: widened tensors, §4.5);
+#: it writes the lowest one a file needs (:func:`minor_version`).
+MAJOR, MINOR = 1, 2
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
 FLAG_HEADER_DICTIONARY = 2
@@ -109,9 +110,7 @@ def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], comp
     *blobs* (which it consumes once, so it may be a list of already-encoded bytes).
     """
     blobs = [bytes(b) for b in blobs]
-    # The lowest version that says what the file uses (§2): 1.1 only when a part is chunked (§4.4),
-    # so a file without chunks is byte for byte what nnzip 1.0 wrote.
-    minor = 1 if _has_chunks(header) else 0
+    minor = minor_version(header)
     table, offset = [], 0
     for blob in blobs:
         offset = align(offset)
@@ -126,6 +125,17 @@ def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], comp
         written += handle.write(b"\0" * (data_start + entry["offset"] - written))
         written += handle.write(blob)
     return written
+
+
+def minor_version(header: dict) -> int:
+    """The lowest minor version that says what the file uses (§2), the one place the writer chooses it:
+    1.2 when a tensor is widened (``widen``, §4.5), 1.1 when a part is chunked (§4.4), else 1.0,
+    so a file without either is byte for byte what nnzip 1.0 wrote."""
+    from .pipeline import WIDEN_MINOR, uses_widen  # pipeline imports stages; only writers need it
+
+    if uses_widen(header):
+        return WIDEN_MINOR
+    return 1 if _has_chunks(header) else 0
 
 
 def _has_chunks(header: dict) -> bool:
@@ -177,7 +187,7 @@ class BlobSpool:
 
 def write_spooled(handle: BinaryIO, header: dict, spool: BlobSpool, compress_header: bool = True) -> int:
     """Write a complete ``.nnz`` from *header* (without ``blobs``) and the blobs in *spool*; returns its size."""
-    minor = 1 if _has_chunks(header) else 0
+    minor = minor_version(header)
     stored, flags = encode_header({**header, "blobs": spool.table}, compress_header)
     preamble = _PREAMBLE.pack(MAGIC, MAJOR, minor, flags, len(stored), crc32(stored))
     written = handle.write(preamble) + handle.write(stored)

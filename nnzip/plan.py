@@ -16,6 +16,9 @@ Which tensors lossy settings touch (:func:`is_lossy_candidate`):
 * only finite ones: a tensor holding NaN or ±infinity (attention masks, running
   statistics) is stored bit for bit, with a note, since no lossy stage can
   represent those values;
+* tensors a file carries as raw bits (:func:`nnzip.io.element_types`): bfloat16 ones are
+  planned on their exact float32 values and marked ``widen`` (the decoder rounds back to
+  bfloat16, spec/container.md §4.5); 8- and 4-bit floats stay exact, with a note;
 * in Keras files, only *layer weights* — decided by what the file says a
   variable is, not by its shape (:func:`layer_weight`).  A legacy ``.h5`` names
   each variable (``…/dense/kernel:0``): ``kernel``, ``recurrent_kernel``,
@@ -45,7 +48,7 @@ import numpy as np
 
 from . import io as model_io
 from .errors import ConfigError
-from .pipeline import TensorPlan
+from .pipeline import TensorPlan, widen_values
 
 #: Tensors with fewer elements than this are kept lossless whatever the settings.
 MIN_LOSSY_ELEMENTS = 1024
@@ -272,13 +275,17 @@ def tensor_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
     return choose_plan(array, settings, weight)[0]
 
 
-def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = None) -> tuple[TensorPlan, str]:
+def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = None,
+                element: str | None = None) -> tuple[TensorPlan, str]:
     """The stage chain for one tensor under *settings*, and a note when a lossy setting was not applied.
 
-    *weight* is what the file says the tensor is (:func:`layer_weight`).
+    *weight* is what the file says the tensor is (:func:`layer_weight`); *element* its real
+    element type when the file carries it as raw bits (:func:`nnzip.io.element_types`).
     """
     if not asks_lossy(settings):
         return lossless_plan(array), ""
+    if element is not None:
+        return _bit_pattern_plan(array, settings, weight, element)
     if not is_lossy_candidate(array, weight):
         return lossless_plan(array), exclusion_note(array, weight)
     if settings.rank is not None:
@@ -305,6 +312,28 @@ def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
     if transform == "dense" and not values:
         return lossless_plan(array), note
     return TensorPlan(transform, params, values), note
+
+
+def _bit_pattern_plan(array: np.ndarray, settings: Settings, weight: bool | None, element: str) -> tuple[TensorPlan, str]:
+    """Lossy settings for a tensor carried as raw bits (*element*: ``"bfloat16"``, ``"float8_e4m3fn"`` …).
+
+    bfloat16 is widened to float32 exactly, planned like a float32 tensor and marked
+    ``widen`` so that the decoder rounds the result back to bfloat16 (spec/container.md §4.5):
+    every lossy setting applies but ``--float16``, which would not make a 16-bit type smaller.
+    Other element types (8- and 4-bit floats) have no lossy stage: kept exact, with a note
+    whenever the shape rule would have picked them.
+    """
+    widened = widen_values(array, "bfloat16") if element == "bfloat16" else None
+    if widened is None or settings.float16:
+        if array.ndim < 2 or array.size < MIN_LOSSY_ELEMENTS or weight is False:
+            return lossless_plan(array), ""
+        if widened is not None:
+            return lossless_plan(array), "already bfloat16: --float16 leaves it as it is"
+        return lossless_plan(array), f"kept exact: {element}: no lossy stage takes that type; stored bit for bit"
+    plan, note = choose_plan(widened, settings, weight)
+    if plan.transform in ("dense", "byteplanes") and not plan.value_stages:
+        return lossless_plan(array), note
+    return replace(plan, widen="bfloat16"), note
 
 
 #: Float tensors with at least this many elements are split into byte planes when stored
