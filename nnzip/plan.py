@@ -49,6 +49,7 @@ import numpy as np
 from . import io as model_io
 from .errors import ConfigError
 from .pipeline import TensorPlan, widen_values
+from .stages.uniform import MAX_RDO
 
 #: Tensors with fewer elements than this are kept lossless whatever the settings.
 MIN_LOSSY_ELEMENTS = 1024
@@ -70,6 +71,7 @@ class Settings:
     fft_transform: str = "dct"       # "dct" or "rfft"
     float16: bool = False            # cast kept values to float16 (when no k-means)
     uniform: float | None = None     # uniform quantization step, in standard deviations of the values
+    rdo: float | None = None         # with uniform: rate-distortion weight of RDOQ, in squared steps per bit
 
     def to_json(self) -> dict:
         """Non-default fields as JSON."""
@@ -77,7 +79,7 @@ class Settings:
         return {k: v for k, v in asdict(self).items() if v != default[k]}
 
 
-_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float}
+_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float, "rdo": float}
 
 
 def parse_settings(items: dict[str, Any], base: Settings, where: str) -> Settings:
@@ -128,6 +130,8 @@ def validate(settings: Settings, where: str = "settings") -> Settings:
     values = [n for n in ("bits", "float16", "uniform") if getattr(s, n) not in (None, False)]
     if len(values) > 1:
         raise ConfigError(f"{where}: choose one of bits, float16, uniform (got {', '.join(values)})")
+    if s.rdo is not None and not 0 <= s.rdo <= MAX_RDO:
+        raise ConfigError(f"{where}: rdo must be from 0 to {MAX_RDO} (squared steps per bit; 0.12 suits most weights), got {s.rdo}")
     if s.uniform is not None and not s.uniform > 0:
         raise ConfigError(f"{where}: uniform must be a positive step (in standard deviations), got {s.uniform}")
     return s
@@ -303,7 +307,7 @@ def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
     if settings.bits is not None:
         values.append(("kmeans", {"bits": settings.bits}))
     elif settings.uniform is not None:
-        values.append(("uniform", {"step_sd": settings.uniform}))
+        values.append(("uniform", {"step_sd": settings.uniform, **({"rdo": settings.rdo} if settings.rdo else {})}))
     elif settings.float16:
         if array.dtype.str in CAST_INPUTS:
             values.append(("cast", {"dtype": "<f2"}))
