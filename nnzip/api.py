@@ -360,7 +360,9 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     result = BudgetSearch(model, evaluator, data, budget.log, budget.margin).run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     optimizer = io.optimizer_prefix(model.source_format)
-    notes = {name: exclusion_note(array, layer_weight(model.source_format, name)) for name, array in model.tensors.items()
+    exact = io.exact_names(model)
+    elements = {name: e for name, e in io.element_types(model).items() if name not in exact}
+    notes = {name: exclusion_note(array, layer_weight(model.source_format, name), elements.get(name)) for name, array in model.tensors.items()
              if not (optimizer and name.startswith(optimizer)) and name not in result.choices}
     reports = _add_statistics(model, encoded, notes)
     for item in encoded:  # which candidate the search picked, next to the tensor's error

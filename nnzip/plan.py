@@ -257,8 +257,14 @@ def is_lossy_candidate(array: np.ndarray, weight: bool | None = None) -> bool:
     return _shape_allows(array) and weight is not False and bool(np.isfinite(array).all())
 
 
-def exclusion_note(array: np.ndarray, weight: bool | None = None) -> str:
-    """Why lossy settings leave a tensor that the shape rule would pick exact, or "" (nothing worth saying)."""
+def exclusion_note(array: np.ndarray, weight: bool | None = None, element: str | None = None) -> str:
+    """Why lossy settings leave a tensor that the shape rule would pick exact, or "" (nothing worth saying).
+
+    *element* is the real type of a tensor carried as raw bits: the accuracy-budget search
+    (which calls this for every tensor it leaves alone) does not take those yet.
+    """
+    if element is not None and array.ndim >= 2 and array.size >= MIN_LOSSY_ELEMENTS and weight is not False:
+        return f"kept exact: {element}: the accuracy-budget search does not quantize this type yet (fixed settings do)"
     if not _shape_allows(array):
         return ""  # biases and small tensors: exact by the documented rule, every time
     if weight is False:

@@ -389,3 +389,13 @@ def test_widened_decode_cost_counts_the_float32_tensor(tmp_path, capsys):
         from nnzip.limits import DecodeLimits
 
         pipeline.check_tensor_entry(item.entry, [len(b) for b in item.blobs], DecodeLimits(max_work=cost.work - 1))
+
+
+def test_budget_search_notes_bit_pattern_weights_it_leaves_exact():
+    """The accuracy-budget search does not take raw-bit types yet: it says so per tensor, not silently."""
+    from nnzip.plan import exclusion_note
+
+    weight = np.zeros((64, 64), "<u2")
+    assert exclusion_note(weight, None, "bfloat16").startswith("kept exact: bfloat16: the accuracy-budget search")
+    assert exclusion_note(weight, False, "bfloat16") == ""  # the file says it is no layer weight: exact by rule
+    assert exclusion_note(np.zeros(64, "<u2"), None, "bfloat16") == ""  # vectors: exact by the documented rule
