@@ -138,10 +138,19 @@ def widen_values(bits: np.ndarray, widen: str) -> np.ndarray:
 
 
 def narrow_values(values: np.ndarray, widen: str) -> np.ndarray:
-    """float32 *values* rounded to *widen* bit patterns: bfloat16 by round to nearest, ties to even (§4.5)."""
+    """float32 *values* rounded to *widen* bit patterns: bfloat16 by round to nearest, ties to even (§4.5).
+
+    In blocks of :data:`~nnzip.stages.base.BLOCK_ELEMENTS`, so the uint32 temporaries stay a
+    few MiB whatever the tensor's size (the decode cost §4.5 declares).
+    """
+    from .stages.base import BLOCK_ELEMENTS
     from .stages.cast import to_bfloat16
 
-    return to_bfloat16(np.asarray(values, dtype="<f4"))
+    flat = np.asarray(values, dtype="<f4").reshape(-1)
+    out = np.empty(flat.size, dtype="<u2")
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        out[start:start + BLOCK_ELEMENTS] = to_bfloat16(flat[start:start + BLOCK_ELEMENTS])
+    return out.reshape(np.shape(values))
 
 
 def logical_values(entry: Mapping, array: np.ndarray) -> np.ndarray:
@@ -344,7 +353,7 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
     work, ops = decode_cost(spec, transform, config, checked, blob_sizes)
     if "widen" in entry:
         work, ops = widened_cost(output_spec, work, ops)
-    cap = limits.work_cap(output_spec.nbytes)
+    cap = limits.work_cap(spec.nbytes)  # a widened tensor's cap is its float32 tensor's (§4.5)
     if work > cap:
         raise FormatError(
             f"rule 4.8.1: tensor {name!r}: decoding needs {work:,} bytes of working memory "
@@ -356,12 +365,12 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
 
 def widened_cost(spec: ArraySpec, work: int, ops: int) -> tuple[int, int]:
     """``(work, ops)`` of a widened tensor (§4.5) from those of its float32 chain: the float32 tensor
-    (4 bytes an element) is a temporary, and narrowing it holds it, two uint32 temporaries and the
-    output, in three passes."""
-    from .stages.base import linear_cost
+    (4 bytes an element) is a temporary, and narrowing it holds it, the output and 12 bytes an
+    element of one block (uint32 temporaries), in three passes."""
+    from .stages.base import BLOCK_ELEMENTS, linear_cost
 
     n = spec.size
-    peak = max(work + 4 * n, 4 * n + 8 * n + spec.nbytes)
+    peak = max(work + 4 * n, 4 * n + spec.nbytes + 12 * min(n, BLOCK_ELEMENTS))
     return peak - spec.nbytes, ops + linear_cost(n, passes=3).ops
 
 
