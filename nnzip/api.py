@@ -25,7 +25,8 @@ from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import Model
 from .outputs import atomic_output, check_writable
-from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, part_blobs, serialized_bytes, serialized_entropy
+from .pipeline import (EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, logical_values, part_blobs,
+                       serialized_bytes, serialized_entropy)
 from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight, lossless_plan
 
 if TYPE_CHECKING:
@@ -200,6 +201,8 @@ def describe_chain(entry: dict) -> str:
     """Human form of a tensor's chain, e.g. ``csr(density=0.2,index_coding=gaps) > kmeans(bits=4)``."""
     transform = entry["transform"]
     text = _stage_text(transform, _density(entry))
+    if "widen" in entry:  # the chain ran on the values of a bfloat16 tensor (spec/container.md §4.5)
+        text = f"{entry['widen']}: {text}"
     values = [_stage_text(codec) for part in entry["parts"] for codec in part["codecs"] if codec["name"] in ("kmeans", "cast", "uniform")]
     for value in dict.fromkeys(values):
         text += f" > {value}"
@@ -354,6 +357,7 @@ def encode_model(
     total = len(model.tensors)
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
+    elements = io.element_types(model)  # bfloat16 and 8-bit floats carried as raw bits
 
     streaming = spool is not None
 
@@ -366,7 +370,8 @@ def encode_model(
             elif name in plans:
                 yield TensorJob(name, plan=plans[name], streaming=streaming)
             else:
-                yield TensorJob(name, settings=rules.settings_for(name), weight=layer_weight(model.source_format, name), streaming=streaming)
+                yield TensorJob(name, settings=rules.settings_for(name), weight=layer_weight(model.source_format, name),
+                                element=elements.get(name), streaming=streaming)
 
     def encode(job):
         return encode_job(job, model.tensors[job.name], pool.chunks)
@@ -403,6 +408,8 @@ class TensorJob:
     settings: Settings | None = None
     #: What the file says the tensor is (:func:`nnzip.plan.layer_weight`).
     weight: bool | None = None
+    #: The element type a raw-bits tensor stands for (``"bfloat16"``, 8-bit floats: :func:`nnzip.io.element_types`).
+    element: str | None = None
     #: Drop the reconstruction once its error is recorded (the caller spools the blobs).
     streaming: bool = False
 
@@ -415,7 +422,7 @@ def encode_job(job: TensorJob, array: np.ndarray, executor: Executor | None = No
     elif job.settings is None:
         plan = lossless_plan(array)
     else:
-        plan, note = choose_plan(array, job.settings, job.weight)
+        plan, note = choose_plan(array, job.settings, job.weight, job.element)
     item, fallback = _encode_with_fallback(job.name, array, plan, strict=job.plan is not None, executor=executor)
     report = _statistics(job.name, array, item, "; ".join(filter(None, (note, fallback))))
     if job.streaming:
@@ -438,7 +445,9 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     result = search.run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     optimizer = io.optimizer_prefix(model.source_format)
-    notes = {name: exclusion_note(array, layer_weight(model.source_format, name)) for name, array in model.tensors.items()
+    exact = io.exact_names(model)
+    elements = {name: e for name, e in io.element_types(model).items() if name not in exact}
+    notes = {name: exclusion_note(array, layer_weight(model.source_format, name), elements.get(name)) for name, array in model.tensors.items()
              if not (optimizer and name.startswith(optimizer)) and name not in result.choices}
     reports = _add_statistics(model, encoded, notes)
     for item in encoded:  # which candidate the search picked, next to the tensor's error
@@ -467,7 +476,7 @@ def _record_bias_corrections(model: Model, result, layers: dict, reports: list[T
 
 def _statistics(name: str, array: np.ndarray, item: EncodedTensor, note: str) -> TensorReport:
     """Record one tensor's error in its header entry (null when not finite, rule 8 of §6); return its report."""
-    error = relative_error(array, item.reconstruction)
+    error = relative_error(logical_values(item.entry, array), logical_values(item.entry, item.reconstruction))
     item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
     return TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, sum(len(b) for b in item.blobs), error, note)
 
@@ -482,7 +491,7 @@ def _add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str,
     for item in encoded:
         name = item.entry["name"]
         array = model.tensors[name]
-        error = relative_error(array, item.reconstruction)
+        error = relative_error(logical_values(item.entry, array), logical_values(item.entry, item.reconstruction))
         stored = sum(len(b) for b in item.blobs)
         item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
         reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, notes.get(name, "")))
@@ -504,7 +513,7 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict
             raise ConfigError(f"tensor {name}: {exc}") from None
         if plan.transform == "dense":
             return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {exc}"
-        fallback = TensorPlan("dense", {}, plan.value_stages) if plan.value_stages else lossless_plan(array)
+        fallback = TensorPlan("dense", {}, plan.value_stages, widen=plan.widen) if plan.value_stages else lossless_plan(array)
         item, more = _encode_with_fallback(name, array, fallback, strict, executor)
         return item, "; ".join(filter(None, (f"{plan.transform} skipped: {exc}", more)))
     if _lossy(plan) and _overflowed(array, item.reconstruction):

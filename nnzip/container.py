@@ -45,7 +45,8 @@ from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
-#: the compact header, §2.2, §3.1); :func:`format_minor` picks the lowest one a file's features need.
+#: the compact header, §2.2, §3.1, and widened tensors, §4.5); :func:`format_minor` picks the lowest
+#: one a file's features need.
 MAJOR, MINOR = 1, 2
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
@@ -123,12 +124,15 @@ def header_dictionary_for(flags: int) -> bytes | None:
 def format_minor(header: dict, flags: int) -> int:
     """The minor version a file is written as: the lowest whose features it uses (spec/container.md §2).
 
-    1.2 when the stored header uses dictionary 2 or the compact form (or any other 1.2 feature:
-    add its test here, this is the one place the writer picks a version); 1.1 when a part is
-    chunked (§4.4); else 1.0, so such a file is byte for byte what nnzip 1.0 wrote.
+    1.2 when the stored header uses dictionary 2 or the compact form, or a tensor is widened
+    (``widen``, §4.5) — any other 1.2 feature: add its test here, this is the one place the
+    writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so such a file is
+    byte for byte what nnzip 1.0 wrote.
     """
-    if flags & FLAGS_1_2:
-        return 2
+    from .pipeline import WIDEN_MINOR, uses_widen  # pipeline imports stages; only writers need it
+
+    if flags & FLAGS_1_2 or uses_widen(header):
+        return WIDEN_MINOR
     return 1 if _has_chunks(header) else 0
 
 

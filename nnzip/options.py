@@ -59,7 +59,7 @@ def _close(pattern: str, names: Sequence[str]) -> str:
 def rules_from_options(*, bits: int | None = None, prune: float | None = None, rank: int | None = None, energy: float | None = None,
                        fft_keep: float | None = None, uniform: float | None = None, float16: bool = False, lossless: bool = False,
                        fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
-                       plan: str | os.PathLike | None = None) -> PlanRules:
+                       plan: str | os.PathLike | None = None, rdo: float | None = None) -> PlanRules:
     """The plan rules the settings describe (checked: a bad value or contradiction is a :class:`ConfigError`).
 
     *layers* are ``--layer`` overrides: strings ``"NAME:bits=2,prune=0.5"`` or a dict
@@ -69,6 +69,10 @@ def rules_from_options(*, bits: int | None = None, prune: float | None = None, r
     asked: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if float16:
         asked["float16"] = True
+    if rdo is not None:
+        if uniform is None and not layers and not plan:
+            raise ConfigError("--rdo tunes --uniform's rounding: give --uniform too (or set rdo in --layer/--plan settings)")
+        asked["rdo"] = rdo
     if lossless and asked:
         raise NnzipError(f"--lossless contradicts {LOSSY.get(next(iter(asked)), '--float16')}")
     # Without lossy settings a tensor is stored losslessly (plan.tensor_plan), so the

@@ -56,6 +56,9 @@ class TensorPlan:
     value_stages: list[tuple[str, dict]] = field(default_factory=list)
     #: Try huffman/lzw on every blob and keep the smallest (raw bytes otherwise).
     entropy: bool = True
+    #: The tensor's real element type when it is carried as raw bits (``"bfloat16"`` in ``<u2``)
+    #: and the chain runs on its exact float32 widening (spec/container.md §4.5, format 1.2).
+    widen: str | None = None
 
 
 @dataclass
@@ -78,6 +81,10 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
     A chunked part's ``blob`` is the position of its first chunk, the others follow it.
     *executor* codes the chunks of large parts in parallel; the bytes never depend on it.
     """
+    stored_spec = ArraySpec.of(array)
+    if plan.widen is not None:
+        check_widen(plan.widen, stored_spec, f"tensor {name!r}")
+        array = widen_values(array, plan.widen)  # exact: the chain sees the values, not their bits
     spec = ArraySpec.of(array)
     transform = get_stage(plan.transform)
     parts, transform_config = transform.encode(array, spec, plan.transform_params)
@@ -100,13 +107,68 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
     if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
         # Values near the dtype's maximum can round past it; such a tensor is stored losslessly.
         raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {spec.dtype}; store it losslessly")
-    entry = {
-        "name": name,
-        **spec.to_json(),
-        "transform": {"name": transform.id, "configuration": transform_config},
-        "parts": entries,
-    }
+    entry = {"name": name, **stored_spec.to_json()}
+    if plan.widen is not None:
+        reconstruction = narrow_values(reconstruction, plan.widen)
+        if not np.isfinite(widen_values(reconstruction, plan.widen)).all():
+            # float32 values just below the largest finite one can round up to infinity in bfloat16
+            raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {plan.widen}; store it losslessly")
+        entry["widen"] = plan.widen
+    entry.update({"transform": {"name": transform.id, "configuration": transform_config}, "parts": entries})
     return EncodedTensor(entry, blobs, reconstruction.reshape(spec.shape))
+
+
+# --- widened tensors (format 1.2) ---------------------------------------------------------
+
+#: ``widen`` value -> (the tensor dtype that carries its bit patterns, the dtype its chain runs on).
+WIDEN_TYPES = {"bfloat16": (np.dtype("<u2"), np.dtype("<f4"))}
+#: Format minor version that introduced the tensor member ``widen``.
+WIDEN_MINOR = 2
+
+
+def check_widen(widen: Any, spec: ArraySpec, where: str) -> ArraySpec:
+    """Rule 4.11: *widen* names a known element type carried in *spec*'s dtype; returns the chain's spec."""
+    if type(widen) is not str or widen not in WIDEN_TYPES:
+        raise FormatError(f"rule 4.11: {where}: widen must be one of {list(WIDEN_TYPES)}, not {widen!r}")
+    carrier, compute = WIDEN_TYPES[widen]
+    if spec.dtype != carrier:
+        raise FormatError(f"rule 4.11: {where}: widen {widen!r} needs dtype {carrier.str!r}, the tensor is {spec.dtype.str!r}")
+    return ArraySpec(compute, spec.shape)
+
+
+def widen_values(bits: np.ndarray, widen: str) -> np.ndarray:
+    """The exact float32 values of *widen* bit patterns (bfloat16: the top half of a float32)."""
+    from .stages.cast import from_bfloat16
+
+    return from_bfloat16(bits)
+
+
+def narrow_values(values: np.ndarray, widen: str) -> np.ndarray:
+    """float32 *values* rounded to *widen* bit patterns: bfloat16 by round to nearest, ties to even (§4.5).
+
+    In blocks of :data:`~nnzip.stages.base.BLOCK_ELEMENTS`, so the uint32 temporaries stay a
+    few MiB whatever the tensor's size (the decode cost §4.5 declares).
+    """
+    from .stages.base import BLOCK_ELEMENTS
+    from .stages.cast import to_bfloat16
+
+    flat = np.asarray(values, dtype="<f4").reshape(-1)
+    out = np.empty(flat.size, dtype="<u2")
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        out[start:start + BLOCK_ELEMENTS] = to_bfloat16(flat[start:start + BLOCK_ELEMENTS])
+    return out.reshape(np.shape(values))
+
+
+def logical_values(entry: Mapping, array: np.ndarray) -> np.ndarray:
+    """*array* (a tensor as stored under *entry*) as the numbers it means: bfloat16 bits widened, others as they are."""
+    widen = entry.get("widen")
+    return widen_values(array, widen) if widen in WIDEN_TYPES else array
+
+
+def uses_widen(header: Mapping) -> bool:
+    """Whether any tensor entry of *header* names ``widen`` (a 1.2 file); tolerant of malformed headers, which tests write."""
+    tensors = header.get("tensors")
+    return isinstance(tensors, list) and any(isinstance(entry, dict) and "widen" in entry for entry in tensors)
 
 
 def _encode_part(values: np.ndarray, spec: ArraySpec, value_stages, entropy: bool, executor: Executor | None = None) -> tuple[dict, list[bytes], np.ndarray]:
@@ -277,6 +339,10 @@ class CheckedTensor:
     work: int = 0
     #: Rule 4.8.2: operations its decode costs.
     ops: int = 0
+    #: The entry's ``widen`` (§4.5), or None; with it the transform rebuilds ``chain_spec``, then narrows.
+    widen: str | None = None
+    #: What the transform rebuilds: ``spec`` itself, or its float32 widening.
+    chain_spec: ArraySpec | None = None
 
 
 def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> CheckedTensor:
@@ -287,7 +353,10 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise FormatError("rule 4.1: a tensor entry must be an object with a string name")
     name = entry["name"]
-    spec = _spec(entry, f"tensor {name!r}")
+    output_spec = _spec(entry, f"tensor {name!r}")
+    widen = entry.get("widen")
+    # Rule 4.11: a widened tensor's transform and parts describe its float32 values (§4.5).
+    spec = check_widen(widen, output_spec, f"tensor {name!r}") if "widen" in entry else output_spec
     transform_ref = entry.get("transform")
     transform = get_stage(_stage_name(transform_ref, name))
     if transform.kind is not Kind.TRANSFORM:
@@ -310,14 +379,27 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
             _check_blob_size(resolved, blob_sizes[index], where, end - start)
         checked.append((part["name"], blobs, resolved))
     work, ops = decode_cost(spec, transform, config, checked, blob_sizes)
-    cap = limits.work_cap(spec.nbytes)
+    if "widen" in entry:
+        work, ops = widened_cost(output_spec, work, ops)
+    cap = limits.work_cap(spec.nbytes)  # a widened tensor's cap is its float32 tensor's (§4.5)
     if work > cap:
         raise FormatError(
             f"rule 4.8.1: tensor {name!r}: decoding needs {work:,} bytes of working memory "
-            f"beyond its {spec.nbytes:,}-byte output (cap {cap:,})"
+            f"beyond its {output_spec.nbytes:,}-byte output (cap {cap:,})"
         )
     _check_ops(ops, blob_sizes, limits, f"tensor {name!r}")
-    return CheckedTensor(spec, transform, config, checked, work, ops)
+    return CheckedTensor(output_spec, transform, config, checked, work, ops, widen if "widen" in entry else None, spec)
+
+
+def widened_cost(spec: ArraySpec, work: int, ops: int) -> tuple[int, int]:
+    """``(work, ops)`` of a widened tensor (§4.5) from those of its float32 chain: the float32 tensor
+    (4 bytes an element) is a temporary, and narrowing it holds it, the output and 12 bytes an
+    element of one block (uint32 temporaries), in three passes."""
+    from .stages.base import BLOCK_ELEMENTS, linear_cost
+
+    n = spec.size
+    peak = max(work + 4 * n, 4 * n + spec.nbytes + 12 * min(n, BLOCK_ELEMENTS))
+    return peak - spec.nbytes, ops + linear_cost(n, passes=3).ops
 
 
 def decode_cost(spec: ArraySpec, transform: type[TransformStage], config: dict, parts: list, blob_sizes: list[int]) -> tuple[int, int]:
@@ -460,9 +542,12 @@ def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[in
         for stage, input_spec, config in reversed(resolved):
             data = stage.decode(data, input_spec, config)
         parts[part_name] = data
-    array = np.asarray(checked.transform.decode(parts, checked.spec, checked.config))
-    if array.shape != checked.spec.shape or array.dtype != checked.spec.dtype:
-        raise FormatError(f"tensor {entry['name']!r}: transform returned {array.dtype}{array.shape}, expected {checked.spec.dtype}{checked.spec.shape}")
+    chain_spec = checked.chain_spec or checked.spec
+    array = np.asarray(checked.transform.decode(parts, chain_spec, checked.config))
+    if array.shape != chain_spec.shape or array.dtype != chain_spec.dtype:
+        raise FormatError(f"tensor {entry['name']!r}: transform returned {array.dtype}{array.shape}, expected {chain_spec.dtype}{chain_spec.shape}")
+    if checked.widen is not None:
+        array = narrow_values(array, checked.widen)
     return array
 
 

@@ -16,6 +16,9 @@ Which tensors lossy settings touch (:func:`is_lossy_candidate`):
 * only finite ones: a tensor holding NaN or ±infinity (attention masks, running
   statistics) is stored bit for bit, with a note, since no lossy stage can
   represent those values;
+* tensors a file carries as raw bits (:func:`nnzip.io.element_types`): bfloat16 ones are
+  planned on their exact float32 values and marked ``widen`` (the decoder rounds back to
+  bfloat16, spec/container.md §4.5); 8- and 4-bit floats stay exact, with a note;
 * in Keras files, only *layer weights* — decided by what the file says a
   variable is, not by its shape (:func:`layer_weight`).  A legacy ``.h5`` names
   each variable (``…/dense/kernel:0``): ``kernel``, ``recurrent_kernel``,
@@ -45,7 +48,8 @@ import numpy as np
 
 from . import io as model_io
 from .errors import ConfigError
-from .pipeline import TensorPlan
+from .pipeline import TensorPlan, widen_values
+from .stages.uniform import MAX_RDO
 
 #: Tensors with fewer elements than this are kept lossless whatever the settings.
 MIN_LOSSY_ELEMENTS = 1024
@@ -67,6 +71,7 @@ class Settings:
     fft_transform: str = "dct"       # "dct" or "rfft"
     float16: bool = False            # cast kept values to float16 (when no k-means)
     uniform: float | None = None     # uniform quantization step, in standard deviations of the values
+    rdo: float | None = None         # with uniform: rate-distortion weight of RDOQ, in squared steps per bit
 
     def to_json(self) -> dict:
         """Non-default fields as JSON."""
@@ -74,7 +79,7 @@ class Settings:
         return {k: v for k, v in asdict(self).items() if v != default[k]}
 
 
-_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float}
+_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float, "rdo": float}
 
 
 def parse_settings(items: dict[str, Any], base: Settings, where: str) -> Settings:
@@ -125,6 +130,8 @@ def validate(settings: Settings, where: str = "settings") -> Settings:
     values = [n for n in ("bits", "float16", "uniform") if getattr(s, n) not in (None, False)]
     if len(values) > 1:
         raise ConfigError(f"{where}: choose one of bits, float16, uniform (got {', '.join(values)})")
+    if s.rdo is not None and not 0 <= s.rdo <= MAX_RDO:
+        raise ConfigError(f"{where}: rdo must be from 0 to {MAX_RDO} (squared steps per bit; 0.12 suits most weights), got {s.rdo}")
     if s.uniform is not None and not s.uniform > 0:
         raise ConfigError(f"{where}: uniform must be a positive step (in standard deviations), got {s.uniform}")
     return s
@@ -250,8 +257,14 @@ def is_lossy_candidate(array: np.ndarray, weight: bool | None = None) -> bool:
     return _shape_allows(array) and weight is not False and bool(np.isfinite(array).all())
 
 
-def exclusion_note(array: np.ndarray, weight: bool | None = None) -> str:
-    """Why lossy settings leave a tensor that the shape rule would pick exact, or "" (nothing worth saying)."""
+def exclusion_note(array: np.ndarray, weight: bool | None = None, element: str | None = None) -> str:
+    """Why lossy settings leave a tensor that the shape rule would pick exact, or "" (nothing worth saying).
+
+    *element* is the real type of a tensor carried as raw bits: the accuracy-budget search
+    (which calls this for every tensor it leaves alone) does not take those yet.
+    """
+    if element is not None and array.ndim >= 2 and array.size >= MIN_LOSSY_ELEMENTS and weight is not False:
+        return f"kept exact: {element}: the accuracy-budget search does not quantize this type yet (fixed settings do)"
     if not _shape_allows(array):
         return ""  # biases and small tensors: exact by the documented rule, every time
     if weight is False:
@@ -272,13 +285,17 @@ def tensor_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
     return choose_plan(array, settings, weight)[0]
 
 
-def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = None) -> tuple[TensorPlan, str]:
+def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = None,
+                element: str | None = None) -> tuple[TensorPlan, str]:
     """The stage chain for one tensor under *settings*, and a note when a lossy setting was not applied.
 
-    *weight* is what the file says the tensor is (:func:`layer_weight`).
+    *weight* is what the file says the tensor is (:func:`layer_weight`); *element* its real
+    element type when the file carries it as raw bits (:func:`nnzip.io.element_types`).
     """
     if not asks_lossy(settings):
         return lossless_plan(array), ""
+    if element is not None:
+        return _bit_pattern_plan(array, settings, weight, element)
     if not is_lossy_candidate(array, weight):
         return lossless_plan(array), exclusion_note(array, weight)
     if settings.rank is not None:
@@ -296,7 +313,7 @@ def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
     if settings.bits is not None:
         values.append(("kmeans", {"bits": settings.bits}))
     elif settings.uniform is not None:
-        values.append(("uniform", {"step_sd": settings.uniform}))
+        values.append(("uniform", {"step_sd": settings.uniform, **({"rdo": settings.rdo} if settings.rdo else {})}))
     elif settings.float16:
         if array.dtype.str in CAST_INPUTS:
             values.append(("cast", {"dtype": "<f2"}))
@@ -305,6 +322,28 @@ def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
     if transform == "dense" and not values:
         return lossless_plan(array), note
     return TensorPlan(transform, params, values), note
+
+
+def _bit_pattern_plan(array: np.ndarray, settings: Settings, weight: bool | None, element: str) -> tuple[TensorPlan, str]:
+    """Lossy settings for a tensor carried as raw bits (*element*: ``"bfloat16"``, ``"float8_e4m3fn"`` …).
+
+    bfloat16 is widened to float32 exactly, planned like a float32 tensor and marked
+    ``widen`` so that the decoder rounds the result back to bfloat16 (spec/container.md §4.5):
+    every lossy setting applies but ``--float16``, which would not make a 16-bit type smaller.
+    Other element types (8- and 4-bit floats) have no lossy stage: kept exact, with a note
+    whenever the shape rule would have picked them.
+    """
+    widened = widen_values(array, "bfloat16") if element == "bfloat16" else None
+    if widened is None or settings.float16:
+        if array.ndim < 2 or array.size < MIN_LOSSY_ELEMENTS or weight is False:
+            return lossless_plan(array), ""
+        if widened is not None:
+            return lossless_plan(array), "already bfloat16: --float16 leaves it as it is"
+        return lossless_plan(array), f"kept exact: {element}: no lossy stage takes that type; stored bit for bit"
+    plan, note = choose_plan(widened, settings, weight)
+    if plan.transform in ("dense", "byteplanes") and not plan.value_stages:
+        return lossless_plan(array), note
+    return replace(plan, widen="bfloat16"), note
 
 
 #: Float tensors with at least this many elements are split into byte planes when stored

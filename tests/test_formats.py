@@ -109,7 +109,8 @@ def test_safetensors_roundtrip_is_byte_identical(tmp_path):
     assert all(t["error"] == 0 for t in api.inspect(nnz)["tensors"])
 
 
-def test_safetensors_bf16_is_raw_bits_and_never_lossy(tmp_path):
+def test_safetensors_bf16_is_raw_bits_and_quantized_in_bf16(tmp_path):
+    """bf16 is carried as raw bits (<u2); lossy settings widen it exactly and rebuild bf16 (spec §4.5)."""
     need("safetensors")
     torch = need("torch")
     from safetensors.torch import load_file, save_file
@@ -124,10 +125,11 @@ def test_safetensors_bf16_is_raw_bits_and_never_lossy(tmp_path):
     nnz = tmp_path / "bf16.nnz"
     api.compress(source, nnz, rules=_bits(4))
     errors = {t["name"]: t["error"] for t in api.inspect(nnz)["tensors"]}
-    assert errors["w"] == 0 and errors["v"] > 0  # the float32 matrix was quantized, the bf16 one not
+    assert 0 < errors["w"] < 0.2 and errors["v"] > 0  # both quantized; w's error is on its values, not its bits
     out = tmp_path / "out.safetensors"
     api.decompress(nnz, out)
-    assert torch.equal(load_file(str(out))["w"], weights["w"])
+    rebuilt = load_file(str(out))["w"]
+    assert rebuilt.dtype == torch.bfloat16 and len(torch.unique(rebuilt)) <= 16
 
 
 def _bits(bits: int):

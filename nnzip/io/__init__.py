@@ -156,6 +156,30 @@ def exact_names(model: Model) -> set[str]:
     return set()
 
 
+#: safetensors dtype -> element type name, for the types carried as raw bit patterns (§5.5).
+_SAFETENSORS_ELEMENTS = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+#: ONNX TensorProto.DataType -> element type name, for the types carried as raw bit patterns (§5.7).
+_ONNX_ELEMENTS = {16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz",
+                  23: "float4_e2m1", 24: "float8_e8m0"}
+
+
+def element_types(model: Model) -> dict[str, str]:
+    """Tensor name -> real element type, for the tensors *model* carries as raw bit patterns
+    (safetensors ``BF16``/``F8_*``, ONNX ``BFLOAT16``/8-bit floats): ``"bfloat16"``,
+    ``"float8_e4m3fn"`` ….  The planner widens bfloat16 exactly for lossy stages and reports
+    the others as kept exact (:func:`nnzip.plan.choose_plan`)."""
+    if model.source_format == safetensors.FORMAT_ID:
+        items = [(t["name"], _SAFETENSORS_ELEMENTS.get(t["dtype"])) for t in model.structure["tensors"]]
+    elif model.source_format == sharded.FORMAT_ID:
+        items = [(t["name"], _SAFETENSORS_ELEMENTS.get(t["dtype"])) for shard in model.structure["shards"]
+                 for t in shard["structure"]["tensors"]]
+    elif model.source_format == onnx_format.FORMAT_ID:
+        items = [(r["name"], _ONNX_ELEMENTS.get(r["data_type"])) for r in model.structure["tensors"]]
+    else:
+        return {}
+    return {name: element for name, element in items if element is not None}
+
+
 # --- views used by inference --------------------------------------------------------------
 
 
@@ -212,6 +236,6 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
 
 
 __all__ = [
-    "FORMATS", "Format", "WRITERS", "exact_names", "get_format", "keras_version", "layer_weights", "model_config", "optimizer_prefix",
+    "FORMATS", "Format", "WRITERS", "element_types", "exact_names", "get_format", "keras_version", "layer_weights", "model_config", "optimizer_prefix",
     "read_model", "sniff", "write_model",
 ]

@@ -52,7 +52,7 @@ _WHERE = "rule 5.7.1: onnx structure"
 
 # ONNX TensorProto.DataType -> numpy dtype the tensor is carried as (raw_data / external).
 # BFLOAT16 and the 8-bit float types are carried as their raw bit patterns (unsigned
-# integers), so no lossy stage ever touches them.
+# integers): only a BFLOAT16 weight is made lossy, as a widened tensor (spec §4.5).
 _CARRIED = {
     1: "<f4", 2: "|u1", 3: "|i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9: "|b1",
     10: "<f2", 11: "<f8", 12: "<u4", 13: "<u8", 16: "<u2", 17: "|u1", 18: "|u1", 19: "|u1",

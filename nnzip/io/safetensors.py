@@ -14,9 +14,9 @@ therefore byte-identical to the original either way.
 
 Types without a numpy equivalent (``BF16``, ``F8_E4M3``, ``F8_E5M2``) are carried
 as raw bit patterns in unsigned integers (``<u2``, ``|u1``); the structure's
-dtype keeps the real type.  Being integers, the planner never quantizes them
-(:func:`nnzip.plan.is_lossy_candidate` only takes ``dtype.kind == "f"``), so they
-are always stored bit-exactly.
+dtype keeps the real type (:func:`nnzip.io.element_types`).  A lossy setting widens a
+bfloat16 tensor exactly to float32 and the decoder rounds it back (spec/container.md §4.5);
+8-bit floats are always stored bit-exactly.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ DTYPES = {
     "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "|i1",
     "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "|u1",
     "BOOL": "|b1",
-    # no numpy type: raw bit patterns, kept lossless because they are integers
+    # no numpy type: raw bit patterns (bfloat16 made lossy only as a widened tensor, spec §4.5)
     "BF16": "<u2", "F8_E4M3": "|u1", "F8_E5M2": "|u1",
 }
 #: The types carried as raw bits.

@@ -20,6 +20,10 @@ from .base import BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeE
 INPUT_DTYPES = ("<f2", "<f4", "<f8")
 #: Codes are stored as uint16, so at most this many levels between the smallest and largest value.
 MAX_LEVELS = 1 << 16
+#: Largest rate weight ``rdo`` (in squared steps per bit): beyond it nearly every value would go to 0.
+MAX_RDO = 4.0
+#: Histogram refinements of the rate-distortion choice (the second one moves well under 1% of the codes).
+RDO_PASSES = 2
 #: Largest magnitude of the stored offset (the smallest code).
 MAX_OFFSET = 1 << 40
 CODE_DTYPE = np.dtype("<u2")
@@ -38,9 +42,12 @@ class Uniform(ArrayStage):
         Params: ``step`` (absolute), or ``step_sd`` (a multiple of the values' standard
         deviation, so one setting suits parts of different scales such as SVD factors).
         """
-        unknown = set(params) - {"step", "step_sd"}
+        unknown = set(params) - {"step", "step_sd", "rdo"}
         if unknown or ("step" in params) == ("step_sd" in params):
-            raise ConfigError("uniform: give exactly one of the parameters 'step' and 'step_sd'")
+            raise ConfigError("uniform: give exactly one of the parameters 'step' and 'step_sd' (and optionally 'rdo')")
+        rdo = params.get("rdo", 0.0)
+        if isinstance(rdo, bool) or not isinstance(rdo, (int, float)) or not 0 <= rdo <= MAX_RDO:
+            raise ConfigError(f"uniform: 'rdo' must be a number from 0 to {MAX_RDO}, got {rdo!r}")
         if not np.isfinite(np.asarray(data)).all():
             raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
         step = params["step"] if "step" in params else _relative_step(data, params["step_sd"])
@@ -52,6 +59,8 @@ class Uniform(ArrayStage):
         if not np.all(np.isfinite(values)):
             raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
         levels = np.rint(values / step).astype(np.int64) if values.size else np.zeros(spec.shape, np.int64)
+        if rdo and values.size:
+            levels = rdo_levels(values / step, levels, rdo)
         offset = int(levels.min()) if values.size else 0
         if values.size and int(levels.max()) - offset >= MAX_LEVELS:
             raise ConfigError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
@@ -107,6 +116,31 @@ class Uniform(ArrayStage):
     def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
         """uint16 codes of the input's shape."""
         return ArraySpec(CODE_DTYPE, spec.shape)
+
+
+def rdo_levels(scaled: np.ndarray, nearest: np.ndarray, rdo: float, passes: int = RDO_PASSES) -> np.ndarray:
+    """Rate-distortion-optimised levels (RDOQ; entropy-constrained scalar quantization on a fixed grid).
+
+    *scaled* is ``values / step`` and *nearest* its rounding.  Each value keeps its nearest level
+    or moves one level toward zero, whichever costs less in ``D + rdo · R``: ``D`` the squared
+    error in steps², ``R`` the level's code length ``-log2 p`` in bits under the histogram of the
+    current choice (what an order-0 entropy coder spends), refined *passes* times.  ``rdo`` ≈
+    0.12 matches the slope of a fine uniform quantizer's rate-distortion curve (2·ln 2 · 1/12);
+    larger values trade more error for fewer bits.  Only levels the nearest rounding produced
+    occur, so the offset and the range do not grow; decoding is unchanged.
+    """
+    flat_t, chosen = scaled.reshape(-1), nearest.reshape(-1)
+    toward = chosen - np.sign(chosen)  # one level toward zero (0 stays 0)
+    extra = (flat_t - toward) ** 2 - (flat_t - chosen) ** 2  # added distortion of moving, >= 0
+    lowest, count = int(chosen.min()), chosen.size
+    near_index, toward_index = chosen - lowest, toward - lowest
+    current = chosen
+    for _ in range(passes):
+        histogram = np.bincount(current - lowest, minlength=int(chosen.max()) - lowest + 1)
+        bits = -np.log2(np.maximum(histogram, 0.5) / count)  # an unused level costs as if seen half a time
+        move = (chosen != 0) & (extra + rdo * (bits[toward_index] - bits[near_index]) < 0)
+        current = np.where(move, toward, chosen)
+    return current.reshape(nearest.shape)
 
 
 def _finite_in(dtype: np.dtype, step: float, lowest: int, span: int) -> bool:
