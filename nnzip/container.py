@@ -44,7 +44,7 @@ from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4); it writes 1.0 for files without chunks.
-MAJOR, MINOR = 1, 1
+MAJOR, MINOR = 1, 2
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
 FLAG_HEADER_DICTIONARY = 2
@@ -111,7 +111,7 @@ def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], comp
     blobs = [bytes(b) for b in blobs]
     # The lowest version that says what the file uses (§2): 1.1 only when a part is chunked (§4.4),
     # so a file without chunks is byte for byte what nnzip 1.0 wrote.
-    minor = 1 if _has_chunks(header) else 0
+    minor = _minor(header)
     table, offset = [], 0
     for blob in blobs:
         offset = align(offset)
@@ -126,6 +126,17 @@ def write_container(handle: BinaryIO, header: dict, blobs: Iterable[bytes], comp
         written += handle.write(b"\0" * (data_start + entry["offset"] - written))
         written += handle.write(blob)
     return written
+
+
+def _minor(header: dict) -> int:
+    """The lowest minor version for what *header* uses (§2): 2 for ONNX subgraph tensors (§5.7), 1 for chunks, else 0."""
+    source = header.get("source")
+    if isinstance(source, dict) and source.get("format") == "onnx":
+        from .io.onnx_format import uses_subgraph_tensors  # the onnx module imports onnx itself only when used
+
+        if uses_subgraph_tensors(source.get("structure")):
+            return 2
+    return 1 if _has_chunks(header) else 0
 
 
 def _has_chunks(header: dict) -> bool:
@@ -177,7 +188,7 @@ class BlobSpool:
 
 def write_spooled(handle: BinaryIO, header: dict, spool: BlobSpool, compress_header: bool = True) -> int:
     """Write a complete ``.nnz`` from *header* (without ``blobs``) and the blobs in *spool*; returns its size."""
-    minor = 1 if _has_chunks(header) else 0
+    minor = _minor(header)
     stored, flags = encode_header({**header, "blobs": spool.table}, compress_header)
     preamble = _PREAMBLE.pack(MAGIC, MAJOR, minor, flags, len(stored), crc32(stored))
     written = handle.write(preamble) + handle.write(stored)

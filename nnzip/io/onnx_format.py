@@ -48,6 +48,8 @@ MAX_FILE_BYTES = 2**31 - 1
 MAX_MODEL_BYTES = 40 * 2**20
 #: Tensor records in a structure (as many as a header may list tensors).
 MAX_TENSORS = 2**20
+#: Deepest subgraph nesting walked (rule 5.7.6); protobuf's parser already stops near 33.
+MAX_GRAPH_DEPTH = 32
 _WHERE = "rule 5.7.1: onnx structure"
 
 # ONNX TensorProto.DataType -> numpy dtype the tensor is carried as (raw_data / external).
@@ -143,25 +145,46 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
     located = _carried_tensors(model)
     feeds = _feeds(graph)
     _check_declared_bytes(located, path, limits)
-    tensors, records = {}, []
+    tensors, records, local_feeds = {}, [], {}
     for at, proto in located:
-        name = proto.name if at[0] == "initializer" else graph.node[at[1]].output[0]
+        owner = graph if len(at) == 2 else _graph_at(model, at[2])
+        name = proto.name if at[0] == "initializer" else owner.node[at[1]].output[0]
         where = f"{path}, tensor {name!r}"
         value, storage = _value(proto, path.parent, where)
         if value is None:
             continue  # stays inside the stripped model
-        if name in tensors:
-            raise InputError(f"rule 5.7.4: {where}: two tensors have this name")
+        if len(at) == 2:
+            if name in tensors:
+                raise InputError(f"rule 5.7.4: {where}: two tensors have this name")
+            slots = feeds.get(name, [])
+        else:
+            # Subgraphs may reuse a name (two If branches, each its own scope): the carried
+            # tensor gets a unique one, and what it feeds is read in its own graph.
+            name = _unique(name, tensors)
+            if at[2] not in local_feeds:
+                local_feeds[at[2]] = _feeds(owner)
+            slots = local_feeds[at[2]].get(proto.name if at[0] == "initializer" else owner.node[at[1]].output[0], [])
         tensors[name] = value
         _strip(proto, storage)
-        records.append({"name": name, "at": list(at), "data_type": int(proto.data_type), "dims": [int(d) for d in proto.dims],
-                        "storage": storage, "feeds": feeds.get(name, [])})
+        record_at = [at[0], at[1]] + ([[list(step) for step in at[2]]] if len(at) == 3 else [])
+        records.append({"name": name, "at": record_at, "data_type": int(proto.data_type), "dims": [int(d) for d in proto.dims],
+                        "storage": storage, "feeds": slots})
     stripped = model.SerializeToString()
     if len(stripped) > MAX_MODEL_BYTES:
         raise InputError(f"rule 5.7.5: {path}: the model without its tensors' data is {len(stripped)} bytes, over the "
                          f"{MAX_MODEL_BYTES}-byte cap the header allows (giant attributes or graph)")
     structure = {"model": base64.b64encode(stripped).decode("ascii"), "tensors": records}
     return Model(FORMAT_ID, structure, tensors)
+
+
+def _unique(name: str, taken: dict) -> str:
+    """*name*, or *name* with the first free ``#2``, ``#3``… suffix when a carried tensor already has it."""
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}#{suffix}" in taken:
+        suffix += 1
+    return f"{name}#{suffix}"
 
 
 def _check_declared_bytes(located: list, path: Path, limits: DecodeLimits) -> None:
@@ -197,16 +220,75 @@ def parse_model(data: bytes, where: str):
     return model
 
 
-def _carried_tensors(model) -> list[tuple[tuple[str, int], object]]:
-    """((kind, index), TensorProto) of every candidate tensor: initializers, then Constant values."""
-    graph = model.graph
-    found = [(("initializer", i), t) for i, t in enumerate(graph.initializer)]
+def _carried_tensors(model) -> list[tuple[tuple, object]]:
+    """(at, TensorProto) of every candidate tensor (§5.7 order).
+
+    The top-level graph's initializers, then its Constant values (``at`` = ``(kind,
+    index)``), then the same for every subgraph, depth first in node and attribute
+    order (``at`` = ``(kind, index, path)``, *path* the ``(node, attribute, graph)``
+    steps from the top-level graph down to the subgraph; graph -1 is the attribute's
+    ``g``, k >= 0 its ``graphs[k]``).
+    """
+    found = _graph_tensors(model.graph, ())
+    for path, graph in _subgraphs(model.graph, ()):
+        found += _graph_tensors(graph, path)
+    return found
+
+
+def _graph_tensors(graph, path: tuple) -> list[tuple[tuple, object]]:
+    """(at, TensorProto) of one graph's initializers and Constant values."""
+    tail = (path,) if path else ()
+    found = [(("initializer", i, *tail), t) for i, t in enumerate(graph.initializer)]
     for i, node in enumerate(graph.node):
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
             for attribute in node.attribute:
                 if attribute.name == "value" and attribute.HasField("t"):
-                    found.append((("constant", i), attribute.t))
+                    found.append((("constant", i, *tail), attribute.t))
     return found
+
+
+def _subgraphs(graph, path: tuple) -> list[tuple[tuple, object]]:
+    """(path, GraphProto) of every subgraph below *graph*, depth first (If/Loop/Scan bodies, any GRAPH(S) attribute).
+
+    Nesting is bounded by protobuf's recursion limit when parsing (rule 5.7.2), and
+    again here by MAX_GRAPH_DEPTH, so a hand-made structure cannot recurse further.
+    """
+    if len(path) >= MAX_GRAPH_DEPTH:
+        raise InputError(f"rule 5.7.6: the model's graphs nest more than {MAX_GRAPH_DEPTH} deep")
+    found = []
+    for n, node in enumerate(graph.node):
+        for a, attribute in enumerate(node.attribute):
+            children = ([(-1, attribute.g)] if attribute.HasField("g") else []) + list(enumerate(attribute.graphs))
+            for k, child in children:
+                step = path + ((n, a, k),)
+                found.append((step, child))
+                found += _subgraphs(child, step)
+    return found
+
+
+def _graph_at(model, path) -> object | None:
+    """The graph a record's path names, or None when the model has no such graph."""
+    graph = model.graph
+    for n, a, k in path:
+        if not (0 <= n < len(graph.node) and 0 <= a < len(graph.node[n].attribute)):
+            return None
+        attribute = graph.node[n].attribute[a]
+        if k == -1:
+            if not attribute.HasField("g"):
+                return None
+            graph = attribute.g
+        elif 0 <= k < len(attribute.graphs):
+            graph = attribute.graphs[k]
+        else:
+            return None
+    return graph
+
+
+def _at_key(at: list | tuple) -> tuple:
+    """A record's ``at`` as a hashable key: (kind, index) or (kind, index, ((n, a, k), ...))."""
+    if len(at) == 2:
+        return (at[0], at[1])
+    return (at[0], at[1], tuple(tuple(step) for step in at[2]))
 
 
 def _expected(proto, where: str) -> tuple[np.dtype, tuple[int, ...], int] | None:
@@ -382,10 +464,13 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
         model = parse_model(base64.b64decode(structure["model"]), "the structure's model")
     except InputError as exc:
         raise FormatError(f"{_WHERE}: {exc}") from None
-    located = dict((tuple(at), proto) for at, proto in _carried_tensors(model))
+    try:
+        located = dict(_carried_tensors(model))
+    except InputError as exc:
+        raise FormatError(f"{_WHERE}: {exc}") from None
     external: dict[str, list[tuple[int, bytes]]] = {}
     for record in structure["tensors"]:
-        proto = located.get(tuple(record["at"]))
+        proto = located.get(_at_key(record["at"]))
         if proto is None:
             raise FormatError(f"{_WHERE}: tensor {record['name']!r} is at {record['at']}, where the model has no tensor")
         if int(proto.data_type) != record["data_type"] or [int(d) for d in proto.dims] != record["dims"]:
@@ -488,10 +573,10 @@ def check_structure(structure: object) -> None:
     names, places = set(), set()
     for record in records:
         _check_record(record)
-        if record["name"] in names or tuple(record["at"]) in places:
+        if record["name"] in names or _at_key(record["at"]) in places:
             raise FormatError(f"{_WHERE}: two tensor records share the name {record['name']!r} or the place {record['at']}")
         names.add(record["name"])
-        places.add(tuple(record["at"]))
+        places.add(_at_key(record["at"]))
 
 
 def _check_record(record: object) -> None:
@@ -502,8 +587,10 @@ def _check_record(record: object) -> None:
     where = f"{_WHERE}, tensor {name!r}"
     if not isinstance(name, str) or not name or len(name) > 65536:
         raise FormatError(f"{_WHERE}: a tensor name must be a non-empty string")
-    if not (isinstance(at, list) and len(at) == 2 and at[0] in ("initializer", "constant") and type(at[1]) is int and 0 <= at[1] < 2**31):
-        raise FormatError(f"{where}: 'at' must be [\"initializer\" or \"constant\", index]")
+    if not (isinstance(at, list) and len(at) in (2, 3) and at[0] in ("initializer", "constant") and type(at[1]) is int and 0 <= at[1] < 2**31
+            and (len(at) == 2 or _is_path(at[2]))):
+        raise FormatError(f"{where}: 'at' must be [\"initializer\" or \"constant\", index] or, in a subgraph, "
+                          f"[kind, index, path of 1..{MAX_GRAPH_DEPTH} [node, attribute, graph] steps]")
     if type(data_type) is not int or (data_type not in _CARRIED and data_type not in _PACKED_BITS):
         raise FormatError(f"{where}: data_type {data_type!r} is not one nnzip carries")
     if not isinstance(dims, list) or len(dims) > MAX_NDIM or any(type(d) is not int or not 0 <= d <= MAX_ELEMENTS for d in dims) \
@@ -515,6 +602,19 @@ def _check_record(record: object) -> None:
     if not isinstance(record["feeds"], list) or not all(isinstance(f, str) and len(f) < 256 for f in record["feeds"]):
         raise FormatError(f"{where}: 'feeds' must be a list of short strings")
     assert _record_spec(record)[0].str in ALLOWED_DTYPES
+
+
+def _is_path(path: object) -> bool:
+    """Whether *path* is a subgraph path: 1..MAX_GRAPH_DEPTH steps [node >= 0, attribute >= 0, graph >= -1]."""
+    return isinstance(path, list) and 1 <= len(path) <= MAX_GRAPH_DEPTH and all(
+        isinstance(step, list) and len(step) == 3 and all(type(v) is int for v in step)
+        and 0 <= step[0] < 2**31 and 0 <= step[1] < 2**31 and -1 <= step[2] < 2**31 for step in path)
+
+
+def uses_subgraph_tensors(structure: object) -> bool:
+    """Whether an onnx structure carries a tensor of a subgraph (format 1.2, §2); tolerant of malformed structures."""
+    records = structure.get("tensors") if isinstance(structure, dict) else None
+    return isinstance(records, list) and any(isinstance(r, dict) and isinstance(r.get("at"), list) and len(r["at"]) == 3 for r in records)
 
 
 def tensor_names(structure: dict) -> list[str]:
