@@ -236,3 +236,20 @@ def test_nnz_with_a_bad_subgraph_path_is_refused(model_file, tmp_path, capsys, a
     status, _, err = run(capsys, "decompress", nnz, "-o", out)
     assert status == 1 and "rule 5.7.1" in err and err.count("\n") == 1, err
     assert {p.name for p in tmp_path.iterdir()} == before
+
+
+def test_subgraph_header_follows_the_schema(model_file, tmp_path, capsys):
+    """spec/header.schema.json takes the 1.2 `at` with a path, and not a path step of two."""
+    import jsonschema
+
+    from nnzip.container import open_container
+
+    nnz = tmp_path / "b.nnz"
+    assert run(capsys, "compress", model_file, "-o", nnz, "-q")[0] == 0
+    schema = json.loads((Path(__file__).parent.parent / "spec" / "header.schema.json").read_text())
+    with open_container(nnz) as container:
+        header = container.header
+    jsonschema.Draft202012Validator(schema).validate(header)
+    broken = json.loads(json.dumps(header))
+    next(r for r in broken["source"]["structure"]["tensors"] if r["name"] == "W")["at"][2][0] = [0, 0]
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(broken))
