@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
-from ..model import Model
+from ..model import LazyTensors, Model
 from ..outputs import atomic_output
 from ..stages.base import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
 
@@ -130,11 +131,14 @@ def looks_like(head: bytes) -> bool:
 # --- reading --------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
     """Read an ONNX model and its external data (*keep_optimizer*: ONNX files hold none).
 
     The tensors may declare at most ``limits.output_cap`` of the model's and its external
-    data files' sizes (rule 8.7's cap, as for every input format).
+    data files' sizes (rule 8.7's cap, as for every input format).  With *lazy*, every
+    check runs now but externally stored tensors are read from their files only when
+    asked for (:class:`nnzip.model.LazyTensors`), so compressing a model whose weights
+    live in external data holds one tensor at a time, not the whole model.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -150,7 +154,7 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
         owner = graph if len(at) == 2 else _graph_at(model, at[2])
         name = proto.name if at[0] == "initializer" else owner.node[at[1]].output[0]
         where = f"{path}, tensor {name!r}"
-        value, storage = _value(proto, path.parent, where)
+        value, storage = _value(proto, path.parent, where, lazy)
         if value is None:
             continue  # stays inside the stripped model
         if len(at) == 2:
@@ -174,7 +178,43 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
         raise InputError(f"rule 5.7.5: {path}: the model without its tensors' data is {len(stripped)} bytes, over the "
                          f"{MAX_MODEL_BYTES}-byte cap the header allows (giant attributes or graph)")
     structure = {"model": base64.b64encode(stripped).decode("ascii"), "tensors": records}
+    if lazy:
+        return Model(FORMAT_ID, structure, _lazy(tensors, records))
     return Model(FORMAT_ID, structure, tensors)
+
+
+def _lazy(tensors: dict, records: list[dict]) -> LazyTensors:
+    """The tensors as a LazyTensors: inline ones as read, external ones (an :class:`_External`) read on each access."""
+    specs = {}
+    for record in records:
+        dtype, shape, _ = _record_spec(record)
+        specs[record["name"]] = (dtype, shape)
+
+    def load(name: str) -> np.ndarray:
+        value = tensors[name]
+        return value.load() if isinstance(value, _External) else value
+
+    return LazyTensors(specs, load)
+
+
+class _External:
+    """Where a checked external tensor's bytes are (file, offset, dtype, shape): read when loaded."""
+
+    def __init__(self, target: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...], where: str):
+        self.target, self.offset, self.dtype, self.shape, self.where = target, offset, dtype, shape, where
+
+    def load(self) -> np.ndarray:
+        """The tensor, read from its file now."""
+        count = math.prod(self.shape)
+        try:
+            with open(self.target, "rb") as handle:
+                handle.seek(self.offset)
+                value = np.fromfile(handle, dtype=self.dtype, count=count)
+        except OSError as exc:
+            raise InputError(f"rule 5.7.3: {self.where}: cannot read external data: {exc.strerror}") from None
+        if value.size != count:
+            raise InputError(f"rule 5.7.3: {self.where}: the external data file changed while it was read")
+        return value.reshape(self.shape)
 
 
 def _unique(name: str, taken: dict) -> str:
@@ -309,13 +349,20 @@ def _expected(proto, where: str) -> tuple[np.dtype, tuple[int, ...], int] | None
     return None
 
 
-def _value(proto, folder: Path, where: str) -> tuple[np.ndarray | None, str]:
-    """(carried array, storage) of one TensorProto, or (None, '') when it stays in the stripped model."""
+def _value(proto, folder: Path, where: str, lazy: bool = False) -> tuple[np.ndarray | None, str]:
+    """(carried array, storage) of one TensorProto, or (None, '') when it stays in the stripped model.
+
+    With *lazy*, an external tensor is checked (rule 5.7.3) but not read: its value is an
+    :class:`_External` that reads it when loaded.
+    """
     expected = _expected(proto, where)
     if expected is None or proto.HasField("segment"):
         return None, ""
     dtype, shape, nbytes = expected
     if proto.data_location == 1:  # EXTERNAL
+        if lazy:
+            target, offset = _external_place(proto, folder, nbytes, where)
+            return _External(target, offset, dtype, shape, where), "external"
         return np.frombuffer(_external_bytes(proto, folder, nbytes, where), dtype).reshape(shape).copy(), "external"
     if proto.HasField("raw_data"):
         if len(proto.raw_data) != nbytes:
@@ -354,6 +401,27 @@ def _to_typed(value: np.ndarray, element: str) -> np.ndarray:
     if flat.dtype == np.dtype("<f2"):
         flat = flat.view("<u2")
     return flat.astype(element)
+
+
+def _external_place(proto, folder: Path, nbytes: int, where: str) -> tuple[Path, int]:
+    """(file, offset) of an externally stored tensor, after rule 5.7.3's checks (nothing read)."""
+    info = {entry.key: entry.value for entry in proto.external_data}
+    location = info.get("location", "")
+    target = safe_location(location, folder, where, InputError)
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info.get("length", str(nbytes)))
+    except ValueError:
+        raise InputError(f"rule 5.7.3: {where}: external data offset/length are not integers") from None
+    if length != nbytes or offset < 0:
+        raise InputError(f"rule 5.7.3: {where}: external data length {length} at offset {offset}; its dims and type need {nbytes} bytes")
+    try:
+        size = target.stat().st_size
+    except OSError as exc:
+        raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {exc.strerror}") from None
+    if not target.is_file() or offset + length > size:
+        raise InputError(f"rule 5.7.3: {where}: external data {location!r} holds {size} bytes, the tensor needs {offset}..{offset + length}")
+    return target, offset
 
 
 def _external_bytes(proto, folder: Path, nbytes: int, where: str) -> bytes:
@@ -468,8 +536,8 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
         located = dict(_carried_tensors(model))
     except InputError as exc:
         raise FormatError(f"{_WHERE}: {exc}") from None
-    external: dict[str, list[tuple[int, bytes]]] = {}
-    for record in structure["tensors"]:
+    protos, external = [], {}
+    for record in structure["tensors"]:  # every record checked against the model before any tensor is pulled
         proto = located.get(_at_key(record["at"]))
         if proto is None:
             raise FormatError(f"{_WHERE}: tensor {record['name']!r} is at {record['at']}, where the model has no tensor")
@@ -478,41 +546,53 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
         if (record["storage"] == "external") != (proto.data_location == 1):
             raise FormatError(f"{_WHERE}: tensor {record['name']!r}: storage {record['storage']!r} but the model's tensor is "
                               f"{'not ' if proto.data_location != 1 else ''}external")
-        value = np.asarray(tensor(record["name"]))
-        dtype, shape, _ = _record_spec(record)
-        if value.dtype != dtype or tuple(value.shape) != shape:
-            raise FormatError(f"tensor {record['name']!r} decodes to {value.dtype.str} {list(value.shape)}, "
-                              f"its ONNX type and dims need {dtype.str} {list(shape)}")
-        storage = record["storage"]
-        if storage == "raw":
-            proto.raw_data = np.ascontiguousarray(value).tobytes()
-        elif storage == "external" and folder is None:
-            proto.data_location = 0
-            del proto.external_data[:]
-            proto.raw_data = np.ascontiguousarray(value).tobytes()
-        elif storage == "external":
+        if record["storage"] == "external" and folder is not None:
             info = {entry.key: entry.value for entry in proto.external_data}
             offset = info.get("offset", "0")
             if not offset.isdigit() or len(offset) > 18:
                 raise FormatError(f"rule 5.7.3: tensor {record['name']!r}: external data offset {offset[:40]!r} is not a non-negative integer")
-            external.setdefault(info.get("location", ""), []).append((int(offset), np.ascontiguousarray(value).tobytes()))
-        else:
-            getattr(proto, storage).extend(_to_typed(value, _TYPED[storage][0]).tolist())
+            external.setdefault(info.get("location", ""), []).append((int(offset), _record_spec(record)[2]))
+        protos.append((record, proto))
     targets = {location: safe_location(location, folder, "writing", FormatError) for location in external}  # all before any write
     for location, pieces in external.items():
-        _check_pieces(location, sorted(pieces, key=lambda piece: piece[0]))
+        _check_pieces(location, sorted(pieces))
     for location in external:  # all before any write: nothing is replaced, nothing half-written
         if os.path.lexists(targets[location]):
             raise FormatError(f"rule 5.7.3: external data file {targets[location]} already exists beside the output; "
                               "nnzip does not replace files the .nnz names (remove it, or decompress into another folder)")
-    for location, pieces in external.items():
-        target = targets[location]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(target, force=False) as temporary, open(temporary, "wb") as handle:
-            for offset, data in sorted(pieces, key=lambda piece: piece[0]):
-                handle.seek(offset)
-                handle.write(data)
+    with contextlib.ExitStack() as stack:
+        handles = {}
+        for location, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handles[location] = stack.enter_context(open(stack.enter_context(atomic_output(target, force=False)), "wb"))
+        for record, proto in protos:  # one tensor at a time: external ones go to their file as they come
+            _put(record, proto, tensor(record["name"]), handles)
+        for location, pieces in external.items():  # zeros up to the end of the last piece (a gap at the end)
+            handles[location].truncate(max(offset + size for offset, size in pieces))
     return model
+
+
+def _put(record: dict, proto, value, handles: dict) -> None:
+    """Put one tensor's data back into its TensorProto, or write it into its external file (open in *handles*)."""
+    value = np.asarray(value)
+    dtype, shape, _ = _record_spec(record)
+    if value.dtype != dtype or tuple(value.shape) != shape:
+        raise FormatError(f"tensor {record['name']!r} decodes to {value.dtype.str} {list(value.shape)}, "
+                          f"its ONNX type and dims need {dtype.str} {list(shape)}")
+    storage = record["storage"]
+    if storage == "raw":
+        proto.raw_data = np.ascontiguousarray(value).tobytes()
+    elif storage == "external" and not handles:
+        proto.data_location = 0
+        del proto.external_data[:]
+        proto.raw_data = np.ascontiguousarray(value).tobytes()
+    elif storage == "external":
+        info = {entry.key: entry.value for entry in proto.external_data}
+        handle = handles[info.get("location", "")]
+        handle.seek(int(info.get("offset", "0")))
+        handle.write(np.ascontiguousarray(value).data)
+    else:
+        getattr(proto, storage).extend(_to_typed(value, _TYPED[storage][0]).tolist())
 
 
 #: Largest gap before or between the tensors of one external file a writer fills with zeros
@@ -521,14 +601,14 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
 MAX_EXTERNAL_GAP = 2**16
 
 
-def _check_pieces(location: str, pieces: list[tuple[int, bytes]]) -> None:
-    """Rule 5.7.3: the tensors of one external file neither overlap nor leave gaps over MAX_EXTERNAL_GAP."""
+def _check_pieces(location: str, pieces: list[tuple[int, int]]) -> None:
+    """Rule 5.7.3: the tensors (offset, size) of one external file neither overlap nor leave gaps over MAX_EXTERNAL_GAP."""
     position = 0
-    for offset, data in pieces:
+    for offset, size in pieces:
         if offset < position or offset - position > MAX_EXTERNAL_GAP:
             raise FormatError(f"rule 5.7.3: external file {location!r}: a tensor at offset {offset} overlaps the one before "
                               f"or leaves a gap of more than {MAX_EXTERNAL_GAP} bytes")
-        position = offset + len(data)
+        position = offset + size
 
 
 def write(path: str | os.PathLike, structure: dict, tensor) -> None:
