@@ -20,7 +20,8 @@ For a Dense layer ``y = x @ W + b`` with inputs ``X`` (N×in) on the data:
   pixels) contribute a constant: fold it into the bias and zero their rows.
 
 Conv2D kernels (kh, kw, in, out) are handled as the matrix (kh·kw·in, out) with
-``X`` the image patches, which is exactly the product Conv2D computes.
+``X`` the image patches, which is exactly the product Conv2D computes; ONNX Conv
+kernels (out, in, kh, kw) likewise as (in·kh·kw, out) with :func:`conv_patches_nchw`.
 """
 
 from __future__ import annotations
@@ -186,3 +187,22 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, 
     effective = (kernel - 1) * dilation + 1
     total = max((-(-size // stride) - 1) * stride + effective - size, 0)
     return total // 2, total - total // 2
+
+
+def conv_patches_nchw(inputs: np.ndarray, kernel_size, strides, pads, dilation=(1, 1), batch: int = 64):
+    """Yield the im2col rows (patches × in·kh·kw) an ONNX Conv (group 1) multiplies with its kernel.
+
+    *inputs* are NCHW and *pads* ONNX's ``[top, left, bottom, right]``; the row order
+    (channel, kernel row, kernel column) is that of ``W.reshape(out, -1)`` for an OIHW
+    kernel ``W``.  Rows are produced *batch* images at a time to bound memory.
+    """
+    kh, kw = kernel_size
+    sh, sw = strides
+    dh, dw = dilation
+    top, left, bottom, right = pads
+    for start in range(0, len(inputs), batch):
+        x = np.asarray(inputs[start:start + batch], dtype=np.float32)
+        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        windows = np.lib.stride_tricks.sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+        windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, oh, ow, kh, kw)
+        yield windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw)

@@ -692,6 +692,9 @@ def format_inspect(info: dict) -> str:
             lines.append(f"  bias corrected: {tensor['name']} was changed by the budget search to offset the error of "
                          f"{tensor['bias_correction']} (stored exact; its error is against the source's values)")
     rows = [("tensor", "shape", "method", "coders", "bytes", "entropy", "bits/w", "error")]
+    feeds = any("feeds" in t for t in info["tensors"])  # ONNX: the operator inputs each tensor reaches
+    if feeds:
+        rows[0] += ("feeds",)
     for t in info["tensors"]:
         error = "exact" if t["error"] == 0 else ("-" if t["error"] is None else f"{t['error']:.4f}")
         coders = "+".join(sorted({p["codecs"][-1] for p in t["parts"]}))
@@ -701,10 +704,10 @@ def format_inspect(info: dict) -> str:
             entropy += "*"  # explained below the table: a bound above the stored size is not an error
         method = t["method"] + (" (bias corrected)" if t.get("bias_correction") else "")
         rows.append((t["name"], "x".join(map(str, t["shape"])) or "scalar", method, coders, f"{t['stored_bytes']:,}", entropy,
-                     f"{t['bits_per_weight']:.3f}", error))
+                     f"{t['bits_per_weight']:.3f}", error) + ((",".join(t.get("feeds", [])) or "-",) if feeds else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        lines.append("  " + "  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        lines.append("  " + "  ".join(cell.ljust(w) if i < 4 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     if any(row[5].endswith("*") for row in rows[1:]):
         lines.append("  * entropy is the order-0 (symbol-frequency) bound of the coded bytes; a coder that uses "
                      "repeats or context (LZW, byte planes) can store less than it")

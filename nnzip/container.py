@@ -45,8 +45,8 @@ from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
-#: the compact header, §2.2, §3.1, and widened tensors, §4.5); :func:`format_minor` picks the lowest
-#: one a file's features need.
+#: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7);
+#: :func:`format_minor` picks the lowest one a file's features need.
 MAJOR, MINOR = 1, 2
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
@@ -125,13 +125,13 @@ def format_minor(header: dict, flags: int) -> int:
     """The minor version a file is written as: the lowest whose features it uses (spec/container.md §2).
 
     1.2 when the stored header uses dictionary 2 or the compact form, or a tensor is widened
-    (``widen``, §4.5) — any other 1.2 feature: add its test here, this is the one place the
+    (``widen``, §4.5), or an ONNX source carries subgraph tensors (§5.7) — any other 1.2 feature: add its test here, this is the one place the
     writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so such a file is
     byte for byte what nnzip 1.0 wrote.
     """
     from .pipeline import WIDEN_MINOR, uses_widen  # pipeline imports stages; only writers need it
 
-    if flags & FLAGS_1_2 or uses_widen(header):
+    if flags & FLAGS_1_2 or uses_widen(header) or _uses_subgraph_tensors(header):
         return WIDEN_MINOR
     return 1 if _has_chunks(header) else 0
 
@@ -212,6 +212,16 @@ def _write_head(handle: BinaryIO, header: dict, table: list[dict], compress_head
     preamble = _PREAMBLE.pack(MAGIC, MAJOR, format_minor(header, flags), flags, len(stored), crc32(stored))
     written = handle.write(preamble) + handle.write(stored)
     return written + handle.write(b"\0" * (align(written) - written))
+
+
+def _uses_subgraph_tensors(header: dict) -> bool:
+    """Whether an ONNX source carries tensors of its subgraphs (a 1.2 feature, §5.7)."""
+    source = header.get("source")
+    if isinstance(source, dict) and source.get("format") == "onnx":
+        from .io.onnx_format import uses_subgraph_tensors  # the onnx module imports onnx itself only when used
+
+        return bool(uses_subgraph_tensors(source.get("structure")))
+    return False
 
 
 def _has_chunks(header: dict) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import calibrate
 from .errors import ConfigError, InputError
 from .evaluate import Comparison, Dataset, Evaluator
 from .io import onnx_format
@@ -88,7 +89,8 @@ class OnnxEvaluator(Evaluator):
         cannot run the model that way (an operator that needs a constant input).
         """
         onnx = onnx_format._onnx()
-        variable = [n for n, v in self.model.tensors.items() if v.dtype.kind == "f"]
+        top_level = {r["name"] for r in self.model.structure["tensors"] if len(r["at"]) == 2}  # subgraph tensors stay inside
+        variable = [n for n, v in self.model.tensors.items() if v.dtype.kind == "f" and n in top_level]
         if not variable:
             return None, []
         model = onnx_format.rebuild(self.model.structure, self.model.tensors.__getitem__, None)
@@ -170,53 +172,34 @@ class OnnxEvaluator(Evaluator):
 
     # calibration ------------------------------------------------------------------------------
 
-    def layer_inputs(self, limit: int) -> dict[str, tuple[str | None, np.ndarray]]:
-        """Weight matrix name -> (its bias name or None, the activations it multiplies on the first *limit* samples).
+    def layer_inputs(self, limit: int) -> dict[str, tuple[str | None, str, calibrate.LayerStatistics]]:
+        """Weight name -> (its bias name or None, its layout, statistics of the inputs it multiplies on *limit* samples).
 
-        For every ``MatMul`` whose input 1 is a 2-D weight ``(in, out)`` and every ``Gemm``
-        with ``transA = transB = 0`` and ``alpha = beta = 1`` (the layouts the search's
-        data-aware steps assume, as a Keras Dense kernel), the layer input is taken by
-        adding it as a graph output.  A bias is a 1-D ``(out,)`` tensor the ``Gemm`` adds,
-        or an ``Add`` that is the ``MatMul`` output's only consumer adds.  Weights used by
-        more than one node are left out.
+        The layers taken, each layer's input added as a graph output:
+
+        * ``MatMul`` whose input 1 is a 2-D weight ``(in, out)`` (layout ``"last"``, as a
+          Keras Dense kernel); its bias is a 1-D ``(out,)`` tensor added by an ``Add`` that
+          is the ``MatMul`` output's only consumer;
+        * ``Gemm`` with ``transA = 0``, ``alpha = beta = 1`` and a 2-D weight: ``(in, out)``
+          when ``transB = 0``, ``(out, in)`` (layout ``"first"``, torch's Linear) when
+          ``transB = 1``; its bias is its input 2 when 1-D ``(out,)``;
+        * 2-D ``Conv`` with ``group = 1``: kernel ``(out, in, kh, kw)`` (layout ``"first"``),
+          statistics over its input's im2col patches (:func:`calibrate.conv_patches_nchw`);
+          its bias is input 2.
+
+        Weights used by more than one node are left out, and so is everything when
+        onnxruntime cannot expose the inputs (the search then stays weight-only).
         """
         onnx = onnx_format._onnx()
         model = onnx_format.rebuild(self.model.structure, self.model.tensors.__getitem__, None)
-        graph, tensors = model.graph, self.model.tensors
-        uses: dict[str, int] = {}
-        consumers: dict[str, list] = {}
-        for node in graph.node:
-            for name in node.input:
-                uses[name] = uses.get(name, 0) + 1
-                consumers.setdefault(name, []).append(node)
-        found: dict[str, tuple[str | None, str]] = {}
-        for node in graph.node:
-            if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
-                continue
-            weight = node.input[1]
-            value = tensors.get(weight)
-            if value is None or value.ndim != 2 or value.dtype.kind != "f" or uses.get(weight) != 1 or node.input[0] in tensors:
-                continue
-            bias = None
-            if node.op_type == "Gemm":
-                attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                if attributes.get("transA", 0) or attributes.get("transB", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
-                    continue
-                bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-            else:
-                following = consumers.get(node.output[0], [])
-                if len(following) == 1 and following[0].op_type == "Add":
-                    bias = next((n for n in following[0].input if n != node.output[0]), None)
-            if bias is not None and (bias not in tensors or tensors[bias].shape != (value.shape[1],) or uses.get(bias) != 1):
-                bias = None
-            found[weight] = (bias, node.input[0])
+        found = _calibrated_layers(model.graph, self.model.tensors, onnx)
         if not found:
             return {}
-        declared = {o.name for o in graph.output}
-        for _, activation in found.values():
-            if activation not in declared:
-                graph.output.append(onnx.helper.make_tensor_value_info(activation, onnx.TensorProto.FLOAT, None))
-                declared.add(activation)
+        graph, declared = model.graph, {o.name for o in model.graph.output}
+        for layer in found.values():
+            if layer["activation"] not in declared:
+                graph.output.append(onnx.helper.make_tensor_value_info(layer["activation"], onnx.TensorProto.FLOAT, None))
+                declared.add(layer["activation"])
         ort = _ort()
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 2, 1, 3
@@ -224,7 +207,7 @@ class OnnxEvaluator(Evaluator):
             session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception:  # noqa: BLE001 - e.g. a non-float activation: no calibration
             return {}
-        names = sorted({activation for _, activation in found.values()})
+        names = sorted({layer["activation"] for layer in found.values()})
         collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for start in range(0, min(limit, self.samples), self._batch):
             stop = min(start + self._batch, limit, self.samples)
@@ -233,12 +216,13 @@ class OnnxEvaluator(Evaluator):
             except Exception:  # noqa: BLE001 - no statistics: the search falls back to weight-only candidates
                 return {}
             for name, value in zip(names, values):
-                collected[name].append(np.asarray(value))
+                collected[name].append(np.asarray(value, dtype=np.float32))
         result = {}
-        for weight, (bias, activation) in found.items():
-            inputs = np.concatenate(collected[activation])
-            if inputs.shape[-1] == tensors[weight].shape[0]:
-                result[weight] = (bias, inputs.reshape(-1, inputs.shape[-1]))
+        for weight, layer in found.items():
+            inputs = np.concatenate(collected[layer["activation"]])
+            stats = _layer_statistics(inputs, self.model.tensors[weight], layer)
+            if stats is not None:
+                result[weight] = (layer["bias"], layer["layout"], stats)
         return result
 
     # scoring ---------------------------------------------------------------------------------
@@ -292,3 +276,92 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     both_zero = norms == 0
     return np.where(both_zero, 1.0, dot / np.where(both_zero, 1.0, norms))
+
+
+def _calibrated_layers(graph, tensors: dict[str, np.ndarray], onnx) -> dict[str, dict]:
+    """Weight name -> {"bias", "layout", "activation", "conv"} for the layers :meth:`OnnxEvaluator.layer_inputs` takes."""
+    uses: dict[str, int] = {}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+            consumers.setdefault(name, []).append(node)
+    found: dict[str, dict] = {}
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm", "Conv") or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        weight = node.input[1]
+        value = tensors.get(weight)
+        if value is None or value.dtype.kind != "f" or uses.get(weight) != 1 or node.input[0] in tensors:
+            continue
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        layer = _layer_of(node, value, attributes, consumers)
+        if layer is None:
+            continue
+        bias, out = layer["bias"], (value.shape[0] if layer["layout"] == "first" else value.shape[-1])
+        if bias is not None and (bias not in tensors or tensors[bias].shape != (out,) or tensors[bias].dtype.kind != "f" or uses.get(bias) != 1):
+            layer["bias"] = None
+        layer["activation"] = node.input[0]
+        found[weight] = layer
+    return found
+
+
+def _layer_of(node, value: np.ndarray, attributes: dict, consumers: dict) -> dict | None:
+    """The bias slot, layout and conv geometry of one MatMul/Gemm/Conv node, or None when its layout is not handled."""
+    optional = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if node.op_type == "Conv":
+        if value.ndim != 4 or attributes.get("group", 1) != 1:
+            return None
+        kernel = tuple(value.shape[2:])
+        conv = {"kernel": kernel, "strides": tuple(attributes.get("strides", (1, 1))), "dilations": tuple(attributes.get("dilations", (1, 1))),
+                "pads": tuple(attributes.get("pads", (0, 0, 0, 0))), "auto_pad": _text(attributes.get("auto_pad", b"NOTSET"))}
+        if len(conv["strides"]) != 2 or len(conv["dilations"]) != 2 or len(conv["pads"]) != 4 or tuple(attributes.get("kernel_shape", kernel)) != kernel:
+            return None
+        return {"bias": optional, "layout": "first", "conv": conv}
+    if value.ndim != 2:
+        return None
+    if node.op_type == "Gemm":
+        if attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0:
+            return None
+        return {"bias": optional, "layout": "first" if attributes.get("transB", 0) else "last", "conv": None}
+    following = consumers.get(node.output[0], [])
+    bias = None
+    if len(following) == 1 and following[0].op_type == "Add":
+        bias = next((n for n in following[0].input if n != node.output[0]), None)
+    return {"bias": bias, "layout": "last", "conv": None}
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _layer_statistics(inputs: np.ndarray, weight: np.ndarray, layer: dict) -> calibrate.LayerStatistics | None:
+    """Statistics of a layer's inputs (im2col patches for a Conv), or None when their shape does not fit the weight."""
+    rows = int(np.prod(weight.shape[1:])) if layer["layout"] == "first" else weight.shape[0]
+    conv = layer["conv"]
+    if conv is None:
+        return calibrate.LayerStatistics.of(inputs.reshape(-1, inputs.shape[-1])) if inputs.shape[-1] == rows else None
+    if inputs.ndim != 4 or inputs.shape[1] != weight.shape[1]:
+        return None
+    pads = _conv_pads(conv, inputs.shape[2:])
+    if pads is None:
+        return None
+    return calibrate.LayerStatistics(calibrate.conv_patches_nchw(inputs, conv["kernel"], conv["strides"], pads, conv["dilations"]))
+
+
+def _conv_pads(conv: dict, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """ONNX's ``[top, left, bottom, right]`` padding of a 2-D Conv on inputs of spatial *size* (auto_pad resolved)."""
+    mode = conv["auto_pad"]
+    if mode == "NOTSET":
+        return conv["pads"]
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        return None
+    begin, end = [], []
+    for extent, kernel, stride, dilation in zip(size, conv["kernel"], conv["strides"], conv["dilations"]):
+        total = max((-(-extent // stride) - 1) * stride + (kernel - 1) * dilation + 1 - extent, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if mode == "SAME_UPPER" else large)
+        end.append(large if mode == "SAME_UPPER" else small)
+    return (begin[0], begin[1], end[0], end[1])

@@ -93,6 +93,9 @@ class LayerTensors:
     kernel: str
     bias: str | None
     stats: calibrate.LayerStatistics | None = None
+    #: How the kernel is the (in, out) matrix the statistics are for: "last" (Keras: the
+    #: last axis is the output) or "first" (ONNX Gemm transB=1 and Conv OIHW: the first is).
+    layout: str = "last"
 
 
 @dataclass
@@ -201,8 +204,8 @@ class BudgetSearch:
     def _calibrated_layers(self) -> dict[str, LayerTensors]:
         """Kernel tensor name -> its layer, with input statistics when data-aware steps apply."""
         if hasattr(self.evaluator, "layer_inputs") and self.data is not None:  # ONNX: MatMul/Gemm inputs from onnxruntime
-            return {kernel: LayerTensors(kernel, "Dense", {}, kernel, bias, calibrate.LayerStatistics.of(inputs))
-                    for kernel, (bias, inputs) in self.evaluator.layer_inputs(CALIBRATION_SAMPLES).items()
+            return {kernel: LayerTensors(kernel, "Dense", {}, kernel, bias, stats, layout)
+                    for kernel, (bias, layout, stats) in self.evaluator.layer_inputs(CALIBRATION_SAMPLES).items()
                     if is_lossy_candidate(self.model.tensors[kernel])}
         if not isinstance(self.evaluator, KerasEvaluator) or self.data is None:
             return {}
@@ -264,7 +267,8 @@ class BudgetSearch:
         tensors[name] = encoded.reconstruction
         bias = None
         if layer is not None and layer.bias is not None and layer.stats is not None:
-            bias = calibrate.corrected_bias(self.model.tensors[layer.bias], _as_matrix(array), _as_matrix(encoded.reconstruction), layer.stats)
+            bias = calibrate.corrected_bias(self.model.tensors[layer.bias], _as_matrix(array, layer.layout),
+                                            _as_matrix(encoded.reconstruction, layer.layout), layer.stats)
             tensors[layer.bias] = bias
         stored = sum(len(blob) for blob in encoded.blobs)
         return Trial(candidate, encoded, stored, self._drop(tensors), bias)
@@ -277,7 +281,11 @@ class BudgetSearch:
         """
         stats = layer.stats
         if candidate.rank is not None:
+            if layer.layout != "last" and array.ndim != 2:
+                raise ConfigError("the svd stage's matrix view of this kernel is not the layer's (in, out) matrix")
             u, s, vt = cache.aware().decomposition(candidate.rank)
+            if layer.layout != "last":  # the stored (out, in) matrix is the transpose
+                u, vt = vt.T, u.T
             return ((u * s) @ vt).astype(array.dtype).reshape(array.shape), (u, s, vt)
         from .stages import ArraySpec, get_stage
         from .stages.base import decode_floats
@@ -289,10 +297,12 @@ class BudgetSearch:
             levels = np.arange(-np.ceil(reach / candidate.step), np.ceil(reach / candidate.step) + 1)
             codebook = levels * candidate.step
         else:
-            importance = np.broadcast_to(stats.importance()[:, None], matrix.shape).reshape(array.shape)
-            _, config = get_stage("kmeans").encode(matrix.reshape(array.shape), ArraySpec.of(array), {"bits": candidate.bits, "weights": importance})
+            importance = _from_matrix(np.broadcast_to(stats.importance()[:, None], matrix.shape), array.shape, layer.layout)
+            _, config = get_stage("kmeans").encode(_from_matrix(matrix, array.shape, layer.layout), ArraySpec.of(array),
+                                                   {"bits": candidate.bits, "weights": importance})
             codebook = decode_floats(config["codebook"], "<f4", 256)
-        return calibrate.quantize_with_error_feedback(matrix, stats, codebook).reshape(array.shape).astype(array.dtype), None
+        quantized = calibrate.quantize_with_error_feedback(matrix, stats, codebook)
+        return _from_matrix(quantized, array.shape, layer.layout).astype(array.dtype), None
 
     # step 2 and 3: allocation and check -----------------------------------------------------
 
@@ -395,7 +405,8 @@ class _Factorisations:
     """Per-tensor work shared by its candidates, done on first use."""
 
     def __init__(self, array: np.ndarray, layer: LayerTensors | None, bias: np.ndarray | None):
-        self.matrix = _as_matrix(array)
+        self.view = _as_matrix(array)  # the svd stage's matrix view
+        self.matrix = _as_matrix(array, layer.layout) if layer is not None else self.view  # the layer's (in, out) matrix
         self.layer = layer
         self._plain = self._aware = None
         self.folded = self.matrix
@@ -407,7 +418,7 @@ class _Factorisations:
     def plain(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The thin SVD of the tensor's matrix view."""
         if self._plain is None:
-            self._plain = np.linalg.svd(self.matrix.astype(np.float64), full_matrices=False)
+            self._plain = np.linalg.svd(self.view.astype(np.float64), full_matrices=False)
         return self._plain
 
     def aware(self) -> calibrate.ActivationAwareSVD:
@@ -460,9 +471,24 @@ def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400) -
     return {name: pick[name] for name in names}
 
 
-def _as_matrix(array: np.ndarray) -> np.ndarray:
-    """(…, out) -> (prod(…), out): Dense kernels as they are, Conv2D HWIO as (kh·kw·in, out)."""
-    return np.asarray(array).reshape(-1, array.shape[-1])
+def _as_matrix(array: np.ndarray, layout: str = "last") -> np.ndarray:
+    """The (in, out) matrix of a kernel.
+
+    "last": (…, out) -> (prod(…), out): Dense kernels as they are, Conv2D HWIO as
+    (kh·kw·in, out).  "first": (out, …) -> (prod(…), out): ONNX Gemm transB=1 (out, in)
+    and Conv OIHW as (in·kh·kw, out), the order of onnx_eval's im2col patches.
+    """
+    array = np.asarray(array)
+    if layout == "first":
+        return array.reshape(array.shape[0], -1).T
+    return array.reshape(-1, array.shape[-1])
+
+
+def _from_matrix(matrix: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
+    """Inverse of :func:`_as_matrix`: the kernel of *shape* whose (in, out) matrix is *matrix*."""
+    if layout == "first":
+        return np.ascontiguousarray(np.asarray(matrix).T).reshape(shape)
+    return np.asarray(matrix).reshape(shape)
 
 
 def _config_layers(config: dict) -> list[dict]:

@@ -2,7 +2,7 @@
 
 Run from the repository root (needs torch, onnx, onnxruntime, h5py)::
 
-    python samples/make_onnx_samples.py [--ppocr-data DIR]
+    python samples/make_onnx_samples.py [--ppocr-data DIR [--ppocr-count N]]
 
 * ``mlp.onnx`` and ``cnn.onnx``: the trained Keras samples ``mlp.h5`` and ``cnn.h5``,
   their weights (read with h5py) put into the same architecture in torch and exported
@@ -167,12 +167,13 @@ def make_ppocr_data(model: Path, folder: Path, count: int = 256) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ppocr-data", type=Path, metavar="DIR", help="also write the ppocr_cls calibration/test data into DIR")
+    parser.add_argument("--ppocr-count", type=int, default=256, metavar="N", help="strips per ppocr split (default 256; 400 make ~0.9 MB files)")
     args = parser.parse_args()
     make_mlp()
     make_cnn()
     make_tiny_bert()
     if args.ppocr_data:
-        make_ppocr_data(HERE / "ppocr_cls.onnx", args.ppocr_data)
+        make_ppocr_data(HERE / "ppocr_cls.onnx", args.ppocr_data, args.ppocr_count)
 
 
 if __name__ == "__main__":

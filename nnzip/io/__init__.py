@@ -107,7 +107,7 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
 
     *limits* is the reader's cap a ``.nnz`` of it would meet: declared tensor bytes beyond
     ``limits.output_cap(file size)`` are refused before anything is read (§8).  With *lazy*,
-    formats that can (safetensors, sharded checkpoints) check everything now and read each tensor when asked.
+    formats that can (safetensors, sharded checkpoints, ONNX external data) check everything now and read each tensor when asked.
     """
     kind = sniff(path)
     if kind == "hdf5":
@@ -117,7 +117,7 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
     if kind == "safetensors":
         return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
     if kind == "onnx":
-        return onnx_format.read(path, keep_optimizer=keep_optimizer, limits=limits)
+        return onnx_format.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
     if kind == "sharded":
         return sharded.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
     raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")

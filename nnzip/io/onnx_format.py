@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
-from ..model import Model
+from ..model import LazyTensors, Model
 from ..outputs import atomic_output
 from ..stages.base import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
 
@@ -48,6 +49,8 @@ MAX_FILE_BYTES = 2**31 - 1
 MAX_MODEL_BYTES = 40 * 2**20
 #: Tensor records in a structure (as many as a header may list tensors).
 MAX_TENSORS = 2**20
+#: Deepest subgraph nesting walked (rule 5.7.6); protobuf's parser already stops near 33.
+MAX_GRAPH_DEPTH = 32
 _WHERE = "rule 5.7.1: onnx structure"
 
 # ONNX TensorProto.DataType -> numpy dtype the tensor is carried as (raw_data / external).
@@ -128,11 +131,14 @@ def looks_like(head: bytes) -> bool:
 # --- reading --------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
     """Read an ONNX model and its external data (*keep_optimizer*: ONNX files hold none).
 
     The tensors may declare at most ``limits.output_cap`` of the model's and its external
-    data files' sizes (rule 8.7's cap, as for every input format).
+    data files' sizes (rule 8.7's cap, as for every input format).  With *lazy*, every
+    check runs now but externally stored tensors are read from their files only when
+    asked for (:class:`nnzip.model.LazyTensors`), so compressing a model whose weights
+    live in external data holds one tensor at a time, not the whole model.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -143,25 +149,82 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
     located = _carried_tensors(model)
     feeds = _feeds(graph)
     _check_declared_bytes(located, path, limits)
-    tensors, records = {}, []
+    tensors, records, local_feeds = {}, [], {}
     for at, proto in located:
-        name = proto.name if at[0] == "initializer" else graph.node[at[1]].output[0]
+        owner = graph if len(at) == 2 else _graph_at(model, at[2])
+        name = proto.name if at[0] == "initializer" else owner.node[at[1]].output[0]
         where = f"{path}, tensor {name!r}"
-        value, storage = _value(proto, path.parent, where)
+        value, storage = _value(proto, path.parent, where, lazy)
         if value is None:
             continue  # stays inside the stripped model
-        if name in tensors:
-            raise InputError(f"rule 5.7.4: {where}: two tensors have this name")
+        if len(at) == 2:
+            if name in tensors:
+                raise InputError(f"rule 5.7.4: {where}: two tensors have this name")
+            slots = feeds.get(name, [])
+        else:
+            # Subgraphs may reuse a name (two If branches, each its own scope): the carried
+            # tensor gets a unique one, and what it feeds is read in its own graph.
+            name = _unique(name, tensors)
+            if at[2] not in local_feeds:
+                local_feeds[at[2]] = _feeds(owner)
+            slots = local_feeds[at[2]].get(proto.name if at[0] == "initializer" else owner.node[at[1]].output[0], [])
         tensors[name] = value
         _strip(proto, storage)
-        records.append({"name": name, "at": list(at), "data_type": int(proto.data_type), "dims": [int(d) for d in proto.dims],
-                        "storage": storage, "feeds": feeds.get(name, [])})
+        record_at = [at[0], at[1]] + ([[list(step) for step in at[2]]] if len(at) == 3 else [])
+        records.append({"name": name, "at": record_at, "data_type": int(proto.data_type), "dims": [int(d) for d in proto.dims],
+                        "storage": storage, "feeds": slots})
     stripped = model.SerializeToString()
     if len(stripped) > MAX_MODEL_BYTES:
         raise InputError(f"rule 5.7.5: {path}: the model without its tensors' data is {len(stripped)} bytes, over the "
                          f"{MAX_MODEL_BYTES}-byte cap the header allows (giant attributes or graph)")
     structure = {"model": base64.b64encode(stripped).decode("ascii"), "tensors": records}
+    if lazy:
+        return Model(FORMAT_ID, structure, _lazy(tensors, records))
     return Model(FORMAT_ID, structure, tensors)
+
+
+def _lazy(tensors: dict, records: list[dict]) -> LazyTensors:
+    """The tensors as a LazyTensors: inline ones as read, external ones (an :class:`_External`) read on each access."""
+    specs = {}
+    for record in records:
+        dtype, shape, _ = _record_spec(record)
+        specs[record["name"]] = (dtype, shape)
+
+    def load(name: str) -> np.ndarray:
+        value = tensors[name]
+        return value.load() if isinstance(value, _External) else value
+
+    return LazyTensors(specs, load)
+
+
+class _External:
+    """Where a checked external tensor's bytes are (file, offset, dtype, shape): read when loaded."""
+
+    def __init__(self, target: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...], where: str):
+        self.target, self.offset, self.dtype, self.shape, self.where = target, offset, dtype, shape, where
+
+    def load(self) -> np.ndarray:
+        """The tensor, read from its file now."""
+        count = math.prod(self.shape)
+        try:
+            with open(self.target, "rb") as handle:
+                handle.seek(self.offset)
+                value = np.fromfile(handle, dtype=self.dtype, count=count)
+        except OSError as exc:
+            raise InputError(f"rule 5.7.3: {self.where}: cannot read external data: {exc.strerror}") from None
+        if value.size != count:
+            raise InputError(f"rule 5.7.3: {self.where}: the external data file changed while it was read")
+        return value.reshape(self.shape)
+
+
+def _unique(name: str, taken: dict) -> str:
+    """*name*, or *name* with the first free ``#2``, ``#3``… suffix when a carried tensor already has it."""
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}#{suffix}" in taken:
+        suffix += 1
+    return f"{name}#{suffix}"
 
 
 def _check_declared_bytes(located: list, path: Path, limits: DecodeLimits) -> None:
@@ -197,16 +260,75 @@ def parse_model(data: bytes, where: str):
     return model
 
 
-def _carried_tensors(model) -> list[tuple[tuple[str, int], object]]:
-    """((kind, index), TensorProto) of every candidate tensor: initializers, then Constant values."""
-    graph = model.graph
-    found = [(("initializer", i), t) for i, t in enumerate(graph.initializer)]
+def _carried_tensors(model) -> list[tuple[tuple, object]]:
+    """(at, TensorProto) of every candidate tensor (§5.7 order).
+
+    The top-level graph's initializers, then its Constant values (``at`` = ``(kind,
+    index)``), then the same for every subgraph, depth first in node and attribute
+    order (``at`` = ``(kind, index, path)``, *path* the ``(node, attribute, graph)``
+    steps from the top-level graph down to the subgraph; graph -1 is the attribute's
+    ``g``, k >= 0 its ``graphs[k]``).
+    """
+    found = _graph_tensors(model.graph, ())
+    for path, graph in _subgraphs(model.graph, ()):
+        found += _graph_tensors(graph, path)
+    return found
+
+
+def _graph_tensors(graph, path: tuple) -> list[tuple[tuple, object]]:
+    """(at, TensorProto) of one graph's initializers and Constant values."""
+    tail = (path,) if path else ()
+    found = [(("initializer", i, *tail), t) for i, t in enumerate(graph.initializer)]
     for i, node in enumerate(graph.node):
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
             for attribute in node.attribute:
                 if attribute.name == "value" and attribute.HasField("t"):
-                    found.append((("constant", i), attribute.t))
+                    found.append((("constant", i, *tail), attribute.t))
     return found
+
+
+def _subgraphs(graph, path: tuple) -> list[tuple[tuple, object]]:
+    """(path, GraphProto) of every subgraph below *graph*, depth first (If/Loop/Scan bodies, any GRAPH(S) attribute).
+
+    Nesting is bounded by protobuf's recursion limit when parsing (rule 5.7.2), and
+    again here by MAX_GRAPH_DEPTH, so a hand-made structure cannot recurse further.
+    """
+    if len(path) >= MAX_GRAPH_DEPTH:
+        raise InputError(f"rule 5.7.6: the model's graphs nest more than {MAX_GRAPH_DEPTH} deep")
+    found = []
+    for n, node in enumerate(graph.node):
+        for a, attribute in enumerate(node.attribute):
+            children = ([(-1, attribute.g)] if attribute.HasField("g") else []) + list(enumerate(attribute.graphs))
+            for k, child in children:
+                step = path + ((n, a, k),)
+                found.append((step, child))
+                found += _subgraphs(child, step)
+    return found
+
+
+def _graph_at(model, path) -> object | None:
+    """The graph a record's path names, or None when the model has no such graph."""
+    graph = model.graph
+    for n, a, k in path:
+        if not (0 <= n < len(graph.node) and 0 <= a < len(graph.node[n].attribute)):
+            return None
+        attribute = graph.node[n].attribute[a]
+        if k == -1:
+            if not attribute.HasField("g"):
+                return None
+            graph = attribute.g
+        elif 0 <= k < len(attribute.graphs):
+            graph = attribute.graphs[k]
+        else:
+            return None
+    return graph
+
+
+def _at_key(at: list | tuple) -> tuple:
+    """A record's ``at`` as a hashable key: (kind, index) or (kind, index, ((n, a, k), ...))."""
+    if len(at) == 2:
+        return (at[0], at[1])
+    return (at[0], at[1], tuple(tuple(step) for step in at[2]))
 
 
 def _expected(proto, where: str) -> tuple[np.dtype, tuple[int, ...], int] | None:
@@ -227,13 +349,20 @@ def _expected(proto, where: str) -> tuple[np.dtype, tuple[int, ...], int] | None
     return None
 
 
-def _value(proto, folder: Path, where: str) -> tuple[np.ndarray | None, str]:
-    """(carried array, storage) of one TensorProto, or (None, '') when it stays in the stripped model."""
+def _value(proto, folder: Path, where: str, lazy: bool = False) -> tuple[np.ndarray | None, str]:
+    """(carried array, storage) of one TensorProto, or (None, '') when it stays in the stripped model.
+
+    With *lazy*, an external tensor is checked (rule 5.7.3) but not read: its value is an
+    :class:`_External` that reads it when loaded.
+    """
     expected = _expected(proto, where)
     if expected is None or proto.HasField("segment"):
         return None, ""
     dtype, shape, nbytes = expected
     if proto.data_location == 1:  # EXTERNAL
+        if lazy:
+            target, offset = _external_place(proto, folder, nbytes, where)
+            return _External(target, offset, dtype, shape, where), "external"
         return np.frombuffer(_external_bytes(proto, folder, nbytes, where), dtype).reshape(shape).copy(), "external"
     if proto.HasField("raw_data"):
         if len(proto.raw_data) != nbytes:
@@ -272,6 +401,27 @@ def _to_typed(value: np.ndarray, element: str) -> np.ndarray:
     if flat.dtype == np.dtype("<f2"):
         flat = flat.view("<u2")
     return flat.astype(element)
+
+
+def _external_place(proto, folder: Path, nbytes: int, where: str) -> tuple[Path, int]:
+    """(file, offset) of an externally stored tensor, after rule 5.7.3's checks (nothing read)."""
+    info = {entry.key: entry.value for entry in proto.external_data}
+    location = info.get("location", "")
+    target = safe_location(location, folder, where, InputError)
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info.get("length", str(nbytes)))
+    except ValueError:
+        raise InputError(f"rule 5.7.3: {where}: external data offset/length are not integers") from None
+    if length != nbytes or offset < 0:
+        raise InputError(f"rule 5.7.3: {where}: external data length {length} at offset {offset}; its dims and type need {nbytes} bytes")
+    try:
+        size = target.stat().st_size
+    except OSError as exc:
+        raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {exc.strerror}") from None
+    if not target.is_file() or offset + length > size:
+        raise InputError(f"rule 5.7.3: {where}: external data {location!r} holds {size} bytes, the tensor needs {offset}..{offset + length}")
+    return target, offset
 
 
 def _external_bytes(proto, folder: Path, nbytes: int, where: str) -> bytes:
@@ -382,10 +532,13 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
         model = parse_model(base64.b64decode(structure["model"]), "the structure's model")
     except InputError as exc:
         raise FormatError(f"{_WHERE}: {exc}") from None
-    located = dict((tuple(at), proto) for at, proto in _carried_tensors(model))
-    external: dict[str, list[tuple[int, bytes]]] = {}
-    for record in structure["tensors"]:
-        proto = located.get(tuple(record["at"]))
+    try:
+        located = dict(_carried_tensors(model))
+    except InputError as exc:
+        raise FormatError(f"{_WHERE}: {exc}") from None
+    protos, external = [], {}
+    for record in structure["tensors"]:  # every record checked against the model before any tensor is pulled
+        proto = located.get(_at_key(record["at"]))
         if proto is None:
             raise FormatError(f"{_WHERE}: tensor {record['name']!r} is at {record['at']}, where the model has no tensor")
         if int(proto.data_type) != record["data_type"] or [int(d) for d in proto.dims] != record["dims"]:
@@ -393,41 +546,53 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
         if (record["storage"] == "external") != (proto.data_location == 1):
             raise FormatError(f"{_WHERE}: tensor {record['name']!r}: storage {record['storage']!r} but the model's tensor is "
                               f"{'not ' if proto.data_location != 1 else ''}external")
-        value = np.asarray(tensor(record["name"]))
-        dtype, shape, _ = _record_spec(record)
-        if value.dtype != dtype or tuple(value.shape) != shape:
-            raise FormatError(f"tensor {record['name']!r} decodes to {value.dtype.str} {list(value.shape)}, "
-                              f"its ONNX type and dims need {dtype.str} {list(shape)}")
-        storage = record["storage"]
-        if storage == "raw":
-            proto.raw_data = np.ascontiguousarray(value).tobytes()
-        elif storage == "external" and folder is None:
-            proto.data_location = 0
-            del proto.external_data[:]
-            proto.raw_data = np.ascontiguousarray(value).tobytes()
-        elif storage == "external":
+        if record["storage"] == "external" and folder is not None:
             info = {entry.key: entry.value for entry in proto.external_data}
             offset = info.get("offset", "0")
             if not offset.isdigit() or len(offset) > 18:
                 raise FormatError(f"rule 5.7.3: tensor {record['name']!r}: external data offset {offset[:40]!r} is not a non-negative integer")
-            external.setdefault(info.get("location", ""), []).append((int(offset), np.ascontiguousarray(value).tobytes()))
-        else:
-            getattr(proto, storage).extend(_to_typed(value, _TYPED[storage][0]).tolist())
+            external.setdefault(info.get("location", ""), []).append((int(offset), _record_spec(record)[2]))
+        protos.append((record, proto))
     targets = {location: safe_location(location, folder, "writing", FormatError) for location in external}  # all before any write
     for location, pieces in external.items():
-        _check_pieces(location, sorted(pieces, key=lambda piece: piece[0]))
+        _check_pieces(location, sorted(pieces))
     for location in external:  # all before any write: nothing is replaced, nothing half-written
         if os.path.lexists(targets[location]):
             raise FormatError(f"rule 5.7.3: external data file {targets[location]} already exists beside the output; "
                               "nnzip does not replace files the .nnz names (remove it, or decompress into another folder)")
-    for location, pieces in external.items():
-        target = targets[location]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(target, force=False) as temporary, open(temporary, "wb") as handle:
-            for offset, data in sorted(pieces, key=lambda piece: piece[0]):
-                handle.seek(offset)
-                handle.write(data)
+    with contextlib.ExitStack() as stack:
+        handles = {}
+        for location, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handles[location] = stack.enter_context(open(stack.enter_context(atomic_output(target, force=False)), "wb"))
+        for record, proto in protos:  # one tensor at a time: external ones go to their file as they come
+            _put(record, proto, tensor(record["name"]), handles)
+        for location, pieces in external.items():  # zeros up to the end of the last piece (a gap at the end)
+            handles[location].truncate(max(offset + size for offset, size in pieces))
     return model
+
+
+def _put(record: dict, proto, value, handles: dict) -> None:
+    """Put one tensor's data back into its TensorProto, or write it into its external file (open in *handles*)."""
+    value = np.asarray(value)
+    dtype, shape, _ = _record_spec(record)
+    if value.dtype != dtype or tuple(value.shape) != shape:
+        raise FormatError(f"tensor {record['name']!r} decodes to {value.dtype.str} {list(value.shape)}, "
+                          f"its ONNX type and dims need {dtype.str} {list(shape)}")
+    storage = record["storage"]
+    if storage == "raw":
+        proto.raw_data = np.ascontiguousarray(value).tobytes()
+    elif storage == "external" and not handles:
+        proto.data_location = 0
+        del proto.external_data[:]
+        proto.raw_data = np.ascontiguousarray(value).tobytes()
+    elif storage == "external":
+        info = {entry.key: entry.value for entry in proto.external_data}
+        handle = handles[info.get("location", "")]
+        handle.seek(int(info.get("offset", "0")))
+        handle.write(np.ascontiguousarray(value).data)
+    else:
+        getattr(proto, storage).extend(_to_typed(value, _TYPED[storage][0]).tolist())
 
 
 #: Largest gap before or between the tensors of one external file a writer fills with zeros
@@ -436,14 +601,14 @@ def rebuild(structure: dict, tensor, folder: Path | None = None) -> object:
 MAX_EXTERNAL_GAP = 2**16
 
 
-def _check_pieces(location: str, pieces: list[tuple[int, bytes]]) -> None:
-    """Rule 5.7.3: the tensors of one external file neither overlap nor leave gaps over MAX_EXTERNAL_GAP."""
+def _check_pieces(location: str, pieces: list[tuple[int, int]]) -> None:
+    """Rule 5.7.3: the tensors (offset, size) of one external file neither overlap nor leave gaps over MAX_EXTERNAL_GAP."""
     position = 0
-    for offset, data in pieces:
+    for offset, size in pieces:
         if offset < position or offset - position > MAX_EXTERNAL_GAP:
             raise FormatError(f"rule 5.7.3: external file {location!r}: a tensor at offset {offset} overlaps the one before "
                               f"or leaves a gap of more than {MAX_EXTERNAL_GAP} bytes")
-        position = offset + len(data)
+        position = offset + size
 
 
 def write(path: str | os.PathLike, structure: dict, tensor) -> None:
@@ -488,10 +653,10 @@ def check_structure(structure: object) -> None:
     names, places = set(), set()
     for record in records:
         _check_record(record)
-        if record["name"] in names or tuple(record["at"]) in places:
+        if record["name"] in names or _at_key(record["at"]) in places:
             raise FormatError(f"{_WHERE}: two tensor records share the name {record['name']!r} or the place {record['at']}")
         names.add(record["name"])
-        places.add(tuple(record["at"]))
+        places.add(_at_key(record["at"]))
 
 
 def _check_record(record: object) -> None:
@@ -502,8 +667,10 @@ def _check_record(record: object) -> None:
     where = f"{_WHERE}, tensor {name!r}"
     if not isinstance(name, str) or not name or len(name) > 65536:
         raise FormatError(f"{_WHERE}: a tensor name must be a non-empty string")
-    if not (isinstance(at, list) and len(at) == 2 and at[0] in ("initializer", "constant") and type(at[1]) is int and 0 <= at[1] < 2**31):
-        raise FormatError(f"{where}: 'at' must be [\"initializer\" or \"constant\", index]")
+    if not (isinstance(at, list) and len(at) in (2, 3) and at[0] in ("initializer", "constant") and type(at[1]) is int and 0 <= at[1] < 2**31
+            and (len(at) == 2 or _is_path(at[2]))):
+        raise FormatError(f"{where}: 'at' must be [\"initializer\" or \"constant\", index] or, in a subgraph, "
+                          f"[kind, index, path of 1..{MAX_GRAPH_DEPTH} [node, attribute, graph] steps]")
     if type(data_type) is not int or (data_type not in _CARRIED and data_type not in _PACKED_BITS):
         raise FormatError(f"{where}: data_type {data_type!r} is not one nnzip carries")
     if not isinstance(dims, list) or len(dims) > MAX_NDIM or any(type(d) is not int or not 0 <= d <= MAX_ELEMENTS for d in dims) \
@@ -515,6 +682,19 @@ def _check_record(record: object) -> None:
     if not isinstance(record["feeds"], list) or not all(isinstance(f, str) and len(f) < 256 for f in record["feeds"]):
         raise FormatError(f"{where}: 'feeds' must be a list of short strings")
     assert _record_spec(record)[0].str in ALLOWED_DTYPES
+
+
+def _is_path(path: object) -> bool:
+    """Whether *path* is a subgraph path: 1..MAX_GRAPH_DEPTH steps [node >= 0, attribute >= 0, graph >= -1]."""
+    return isinstance(path, list) and 1 <= len(path) <= MAX_GRAPH_DEPTH and all(
+        isinstance(step, list) and len(step) == 3 and all(type(v) is int for v in step)
+        and 0 <= step[0] < 2**31 and 0 <= step[1] < 2**31 and -1 <= step[2] < 2**31 for step in path)
+
+
+def uses_subgraph_tensors(structure: object) -> bool:
+    """Whether an onnx structure carries a tensor of a subgraph (format 1.2, §2); tolerant of malformed structures."""
+    records = structure.get("tensors") if isinstance(structure, dict) else None
+    return isinstance(records, list) and any(isinstance(r, dict) and isinstance(r.get("at"), list) and len(r["at"]) == 3 for r in records)
 
 
 def tensor_names(structure: dict) -> list[str]:
