@@ -474,7 +474,7 @@ class BudgetSearch:
         def tick(name: str, count: int) -> None:
             done[0] += count
             if progress:
-                progress(done[0], total, f"step 1 of 2, trying ways to store {self.display(name)}")
+                progress(done[0], total, f"1/2 trying {self.display(name)}")
 
         self._pool = ThreadPoolExecutor(self.jobs, "nnzip-search") if self.jobs > 1 else None
         try:
@@ -505,7 +505,8 @@ class BudgetSearch:
         if len(front) == 1:
             return f"{self.display(name)}: nothing smaller than lossless storage ({lossless:,} bytes)"
         smallest = front[-1]
-        return (f"{self.display(name)}: {len(front) - 1} ways to store it are smaller than lossless ({lossless:,} bytes) "
+        ways = "1 way to store it is" if len(front) == 2 else f"{len(front) - 1} ways to store it are"
+        return (f"{self.display(name)}: {ways} smaller than lossless ({lossless:,} bytes) "
                 f"and no worse than a smaller one; the smallest, {describe(smallest.candidate.label)}, "
                 f"takes {smallest.stored_bytes:,} bytes ({self._words(smallest.drop)})")
 
@@ -521,7 +522,7 @@ class BudgetSearch:
         low, high, expanding = 0.0, 4 * max(max_drop, 1e-9), True
         for index in range(10):
             if progress:
-                progress(index, 10, "step 2 of 2, combining: the drops of single tensors add up to a target")
+                progress(index, 10, "2/2 combining")
             target = high if expanding else (low + high) / 2
             plan = self._measured_plan(_allocate(options, target))
             fits = plan["drop"] <= max_drop
