@@ -89,8 +89,8 @@ def test_search_result_does_not_depend_on_jobs():
 
 def test_search_without_every_tensor_keeps_the_bias_exact():
     search, result = _search("softmax.h5", 2, every_tensor=False)
-    assert set(result.choices) == {"model_weights/output/output/kernel"}
-    bias = "model_weights/output/output/bias"
+    kernel, bias = "model_weights/dense/softmax/dense/kernel", "model_weights/dense/softmax/dense/bias"
+    assert search.tensors_in_play() == ([kernel], []) and set(result.choices) == {kernel}
     # stored bit for bit (bias correction may have shifted its values, as before)
     rebuilt = result.encoded[bias].reconstruction
     assert result.encoded[bias].blobs == encode_tensor(bias, rebuilt, lossless_plan(rebuilt)).blobs
@@ -118,8 +118,8 @@ def test_biases_and_small_kernels_are_in_play_with_their_own_candidates():
 def test_a_lossy_bias_is_chosen_only_when_measured_within_the_budget():
     """A budget of 0 with no margin: whatever is lossy was measured not to lower accuracy, alone and together."""
     search, result = _search("softmax.h5", 2, max_drop=0.0, margin=0.0)
-    bias = "model_weights/output/output/bias"
-    assert bias in result.choices
+    bias = "model_weights/dense/softmax/dense/bias"
+    assert search.tensors_in_play()[1] == [bias] and bias in result.choices
     assert result.drop <= 0.0 and result.drop_bound <= 0.0
     tensors = {n: e.reconstruction for n, e in result.encoded.items()}
     assert search.evaluator.drop(search.baseline, search.evaluator.measure(tensors)) == pytest.approx(result.drop)
