@@ -247,6 +247,10 @@ class Budget:
     log: Callable[[str], None] | None = None
     #: Standard errors of the measured drop added before comparing with max_drop.
     margin: float = 1.0
+    #: Called with one line per candidate tried (``-v``), in words.
+    detail: Callable[[str], None] | None = None
+    #: With False, only tensors the fixed-flag rule makes lossy are in play (not biases and small kernels).
+    every_tensor: bool = True
 
 
 def compress(
@@ -294,7 +298,7 @@ def compress(
     spool = None
     try:
         if budget is not None:
-            header, blobs, reports = encode_with_budget(model, source.name, budget, progress)
+            header, blobs, reports = encode_with_budget(model, source.name, budget, progress, jobs)
         else:
             spool = BlobSpool(output.parent if str(output.parent) else None)
             with workers(jobs, scheduler) as pool:
@@ -430,8 +434,11 @@ def encode_job(job: TensorJob, array: np.ndarray, executor: Executor | None = No
     return item, report
 
 
-def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None) -> tuple[dict, list[bytes], list[TensorReport]]:
+def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None,
+                       jobs: int | None = 1) -> tuple[dict, list[bytes], list[TensorReport]]:
     """Search the smallest plan within *budget* (see :mod:`nnzip.search`) and encode it.
+
+    *jobs* threads (None: one per core) try candidates at once; the plan is the same for any number.
 
     Tensors the search may not touch for a reason worth telling (NaN or infinity, not a
     layer weight: :func:`nnzip.plan.exclusion_note`) get that note in their report.
@@ -441,8 +448,8 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
 
     data = load_data(budget.data)
     evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
-    search = BudgetSearch(model, evaluator, data, budget.log, budget.margin)
-    result = search.run(budget.max_drop, progress)
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    result = BudgetSearch(model, evaluator, data, budget.log, budget.margin, jobs, budget.every_tensor, budget.detail).run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)

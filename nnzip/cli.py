@@ -401,6 +401,8 @@ def _run_compress(args: argparse.Namespace) -> int:
     progress = _Progress("searching" if args.max_drop is not None else "compressing", args.quiet or not sys.stderr.isatty())
     log = None if args.quiet else (lambda line: progress.log(f"  {line}"))
     budget = budget_from_args(args, log)
+    if budget is not None and args.verbose:  # -v: every candidate the search tries, in words
+        budget.detail = log
 
     def one(source: Path) -> tuple[int, int]:
         rules = None if budget else rules_from_args(args)  # fresh per input: the rules record the tensors they saw

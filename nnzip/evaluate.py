@@ -154,6 +154,17 @@ class Evaluator:
         """The metric per sample (1/0 correct, or squared error), or one overall value."""
         raise NotImplementedError
 
+    def prepare_changes(self, names: list[str]) -> None:
+        """Get ready to score tensor sets that differ from the model's own in a few of *names*
+        (:meth:`per_sample_changed`); evaluators that cannot reuse work do nothing."""
+
+    def per_sample_changed(self, tensors: dict[str, np.ndarray], changed: set[str]) -> np.ndarray:
+        """As :meth:`per_sample`, for *tensors* equal to the model's own except at the names in *changed*.
+
+        The result is the same as :meth:`per_sample`'s; an evaluator may compute less to get it.
+        """
+        return self.per_sample(tensors)
+
     def measure(self, tensors: dict[str, np.ndarray]) -> float:
         """The metric (accuracy, MSE or hook score) of *tensors* on the data."""
         return float(np.mean(self.per_sample(tensors)))
@@ -190,6 +201,33 @@ class KerasEvaluator(Evaluator):
         self.model, self.config, self.data, self.batch_size = model, config, data, batch_size
         self.keras_version = model_io.keras_version(model)
         self.metric = metric or self._default_metric()
+
+    #: Cap on the layer values :meth:`prepare_changes` keeps (bytes); layers past it rerun the whole model.
+    CACHE_BYTES = 1 << 30
+
+    def prepare_changes(self, names: list[str]) -> None:
+        """Run the model's own weights once and keep, per batch, what the layers downstream of each
+        named tensor's layer read, so that :meth:`per_sample_changed` runs only those layers."""
+        layer_of = self._layer_of()
+        layers = [layer_of[name] for name in names if name in layer_of]
+        self._cache = self.network(self.model.tensors).forward_cache(self.data.x, layers, self.batch_size, self.CACHE_BYTES)
+
+    def per_sample_changed(self, tensors: dict[str, np.ndarray], changed: set[str]) -> np.ndarray:
+        """As :meth:`per_sample`, rerunning only the layers downstream of the changed tensors' layers
+        from the cached values (same batches, same arithmetic: the same bits)."""
+        cache, layer_of = getattr(self, "_cache", None), self._layer_of()
+        layers = {layer_of.get(name) for name in changed}
+        if cache is None or None in layers or not cache.covers(layers):
+            return self.per_sample(tensors)
+        return self._samples_of(np.asarray(self.network(tensors).predict_changed(cache, layers)))
+
+    def _layer_of(self) -> dict[str, str]:
+        """Tensor name -> the top-level layer that holds it (a nested model's weights: the nested model)."""
+        if getattr(self, "_layers", None) is None:
+            # layer_weights only indexes the mapping it is given: names in, names out.
+            by_layer = model_io.layer_weights(self.model, {n: n for n in self.model.tensors})
+            self._layers = {name: layer for layer, held in by_layer.items() for name in _names_in(held)}
+        return self._layers
 
     def _default_metric(self) -> str:
         output = self.predict(self.model.tensors, self.data.x[:2])
@@ -241,6 +279,14 @@ class KerasEvaluator(Evaluator):
             flat_a, flat_b = final_a.reshape(len(final_a), -1), final_b.reshape(len(final_b), -1)
             agreement = float(np.mean(np.argmax(flat_a, axis=1) == np.argmax(flat_b, axis=1)))
         return Comparison(self.metric, self._metric_of(final_a), self._metric_of(final_b), agreement, errors)
+
+
+def _names_in(held) -> list[str]:
+    """The tensor names in one layer's entry of ``layer_weights`` (a list, or a nested model's dict of lists)."""
+    if isinstance(held, str):
+        return [held]
+    values = held.values() if isinstance(held, dict) else held if isinstance(held, (list, tuple)) else ()
+    return [name for item in values for name in _names_in(item)]
 
 
 class HookEvaluator(Evaluator):

@@ -27,8 +27,11 @@ The search has three steps (all measured, nothing estimated from formulas):
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -40,13 +43,16 @@ from .evaluate import Dataset, Evaluator, KerasEvaluator
 from . import io as model_io
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
-from .plan import is_lossy_candidate, layer_weight, lossless_plan
+from .plan import KERAS_WEIGHT_NAMES, is_lossy_candidate, layer_weight, lossless_plan
 
 #: Layer classes whose kernel gets data-aware candidates.
 CALIBRATED_LAYERS = {"Dense", "Conv2D"}
 #: Uniform quantization steps tried, in units of the tensor's standard deviation
 #: (entropy-coded: about 1 to 5 bits per weight on the samples).
 UNIFORM_STEPS = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25, 0.18, 0.125)
+#: Uniform steps tried on biases, in units of the bias's standard deviation (finer than for
+#: kernels: a bias shifts every output of its layer).
+BIAS_STEPS = (0.5, 0.25, 0.125, 0.0625, 0.03125)
 #: Samples used to gather layer-input statistics.
 CALIBRATION_SAMPLES = 1024
 #: A plan is accepted when drop + DEFAULT_MARGIN × (standard error of the drop) fits the
@@ -175,29 +181,97 @@ def _rank_ladder(rows: int, cols: int) -> list[int]:
     return [r for r in ranks if r >= 2]
 
 
+def small_candidates(array: np.ndarray, bias: bool) -> list[Candidate]:
+    """The ladder for a tensor the fixed-flag rule keeps exact (a bias, or a kernel under
+    :data:`nnzip.plan.MIN_LOSSY_ELEMENTS` elements): float16, uniform steps, and for kernels k-means.
+
+    Whether any of them is taken is decided by the measured drop, as for the large tensors.
+    """
+    out: list[Candidate] = []
+    if array.dtype.str in ("<f4", "<f8"):
+        out.append(Candidate("float16", TensorPlan("dense", {}, [("cast", {"dtype": "<f2"})])))
+    spread = float(np.std(array))
+    for factor in (BIAS_STEPS if bias else UNIFORM_STEPS) if spread > 0 else ():
+        out.append(Candidate(f"uniform{factor:g}sd", TensorPlan("dense", {}, [("uniform", {"step": factor * spread})]), step=factor * spread))
+    if not bias:
+        for bits in range(1, 9):
+            if 2**bits < array.size:  # more levels than values: no smaller than the values themselves
+                out.append(Candidate(f"kmeans{bits}", TensorPlan("dense", {}, [("kmeans", {"bits": bits})]), bits=bits))
+    return out
+
+
+def describe(label: str) -> str:
+    """A candidate's label in words: ``kmeans3+gptq`` -> "3-bit k-means fitted to the layer's inputs"."""
+    base, _, extra = label.partition("+")
+    words = {"lossless": "lossless storage", "float16": "float16"}.get(base)
+    if words is None:
+        words = _describe_part(base)
+    if base.startswith(("svd", "aasvd")) and extra:
+        return f"{words}, factors in {_describe_part(extra)}"
+    if base.startswith(("prune", "dct")) and extra:
+        return f"{words}, the rest in {_describe_part(extra)}"
+    return words + (" fitted to the layer's inputs" if extra == "gptq" else "")
+
+
+def _describe_part(part: str) -> str:
+    """One piece of a label in words (``kmeans4``, ``uniform0.5sd``, ``svd8``, ``prune0.9``, ``dct0.2``)."""
+    for prefix, template in (("kmeans", "{}-bit k-means"), ("aasvd", "data-aware rank-{} SVD"), ("svd", "rank-{} SVD")):
+        if part.startswith(prefix):
+            return template.format(part[len(prefix):])
+    if part.startswith("uniform"):
+        return f"uniform steps of {part[len('uniform'):].removesuffix('sd')} standard deviations"
+    if part.startswith("prune"):
+        return f"the smallest {float(part[5:]):.0%} of weights pruned"
+    if part.startswith("dct"):
+        return f"the largest {float(part[3:]):.0%} of DCT coefficients kept"
+    return part
+
+
 # --- the search ---------------------------------------------------------------------------
 
 
 class BudgetSearch:
-    """Runs the three steps for one model on one data set."""
+    """Runs the three steps for one model on one data set.
 
-    def __init__(self, model: Model, evaluator: Evaluator, data: Dataset | None, log: Log | None = None, margin: float = DEFAULT_MARGIN):
+    *jobs* threads encode and measure candidates at once (the numpy and numba kernels
+    release the GIL); the result is the same for any number.  With *every_tensor*,
+    biases and small kernels are in play too (:func:`small_candidates`); without it
+    only the tensors the fixed-flag rule would touch (:func:`nnzip.plan.is_lossy_candidate`).
+    *log* gets a line per tensor and per combination; *detail*, when given (``-v``), a
+    line per candidate too.
+    """
+
+    def __init__(self, model: Model, evaluator: Evaluator, data: Dataset | None, log: Log | None = None, margin: float = DEFAULT_MARGIN,
+                 jobs: int = 1, every_tensor: bool = True, detail: Log | None = None):
         self.model, self.evaluator, self.data, self.margin = model, evaluator, data, margin
         self.log = log or (lambda message: None)
+        self.detail = detail or (lambda message: None)
+        self.jobs, self.every_tensor = max(1, int(jobs)), every_tensor
         self.evaluations = 0
+        self._lock = threading.Lock()
         self.baseline_samples = self._samples(model.tensors)
         self.baseline = float(np.mean(self.baseline_samples))
         self.layers = self._calibrated_layers()
+        #: bias tensor -> the calibrated kernel whose trials may correct it.
+        self.bias_of_kernel = {info.bias: kernel for kernel, info in self.layers.items() if info.bias is not None}
+        self._roles = self._tensor_roles()
+        self._large, self._small = self.tensors_in_play()
+        self._plans: dict[tuple, dict] = {}
+        self._biases: dict[tuple, EncodedTensor] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
-    def _samples(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
-        self.evaluations += 1
-        return self.evaluator.per_sample(tensors)
+    def _samples(self, tensors: dict[str, np.ndarray], changed: set[str] | None = None) -> np.ndarray:
+        with self._lock:  # counted the same with any number of threads
+            self.evaluations += 1
+        if changed is None:
+            return self.evaluator.per_sample(tensors)
+        return self.evaluator.per_sample_changed(tensors, changed)
 
-    def _measure(self, tensors: dict[str, np.ndarray]) -> float:
-        return float(np.mean(self._samples(tensors)))
-
-    def _drop(self, tensors: dict[str, np.ndarray]) -> float:
-        return self.evaluator.drop(self.baseline, self._measure(tensors))
+    def _map(self, function, items: list) -> list:
+        """``[function(item) for item in items]``, on the worker threads when there are several (same order)."""
+        if self._pool is None or len(items) < 2:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
 
     # step 0: layer input statistics --------------------------------------------------------
 
@@ -225,6 +299,19 @@ class BudgetSearch:
             self._gather_statistics(found)
         return found
 
+    def _tensor_roles(self) -> dict[str, tuple[str, str]]:
+        """Tensor name -> (layer, weight name such as ``kernel`` or ``bias``), where the architecture says."""
+        roles = {info.bias: (info.layer, "bias") for info in self.layers.values() if info.bias is not None}
+        roles.update({kernel: (info.layer, "kernel") for kernel, info in self.layers.items()})
+        if not isinstance(self.evaluator, KerasEvaluator):
+            return roles
+        order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
+        layout = self.evaluator.network(self.model.tensors).weight_layout(order)
+        for layer, held in model_io.layer_weights(self.model, {n: n for n in self.model.tensors}).items():
+            if isinstance(held, list) and held and len(held) == len(layout.get(layer, ())):
+                roles.update({name: (layer, weight.split("/")[-1]) for name, weight in zip(held, layout[layer]) if isinstance(name, str)})
+        return roles
+
     def _gather_statistics(self, layers: dict[str, LayerTensors]) -> None:
         x = self.data.x[:CALIBRATION_SAMPLES]
         network = self.evaluator.network(self.model.tensors)
@@ -238,40 +325,118 @@ class BudgetSearch:
             else:
                 info.stats = calibrate.LayerStatistics.of(values)
 
+    # which tensors are in play -----------------------------------------------------------------
+
+    def tensors_in_play(self) -> tuple[list[str], list[str]]:
+        """(tensors the fixed-flag rule would make lossy, the biases and small kernels also in play).
+
+        The second list is empty without *every_tensor*.  Never in play: optimizer state,
+        tensors an ONNX graph uses as shapes or indices, non-float or non-finite tensors, and
+        variables that are neither kernels nor biases (normalisation statistics and scales).
+        """
+        optimizer = model_io.optimizer_prefix(self.model.source_format)
+        exact = model_io.exact_names(self.model)  # e.g. an ONNX model's shapes and indices
+        tensors = self.model.tensors
+        allowed = [n for n in tensors if not (optimizer and n.startswith(optimizer)) and n not in exact]
+        large = [n for n in allowed if is_lossy_candidate(tensors[n], layer_weight(self.model.source_format, n))]
+        if not self.every_tensor:
+            return large, []
+        small = []
+        for name in allowed:
+            array, role = tensors[name], self._roles.get(name, ("", ""))[1]
+            if name in large or array.dtype.kind != "f" or array.size < 2 or not np.isfinite(array).all():
+                continue
+            if role == "bias" or role in KERAS_WEIGHT_NAMES:
+                small.append(name)
+        return large, small
+
+    def display(self, name: str) -> str:
+        """A tensor as a newcomer reads it: ``conv2's kernel`` (or its name when the layer is unknown)."""
+        layer, role = self._roles.get(name, (None, None))
+        return f"{layer}'s {role}" if layer and layer != name else name
+
+    def _words(self, drop: float) -> str:
+        """A measured drop in words: accuracy points, relative error, or the hook's score."""
+        if self.evaluator.metric == "accuracy":
+            return f"drop {100 * drop:.2f} points" if drop >= 0 else f"gain {-100 * drop:.2f} points"
+        if self.evaluator.metric == "mse":
+            return f"error {100 * drop:+.2f}%"
+        return f"score drop {drop:.5g}"
+
     # step 1: sensitivity ----------------------------------------------------------------------
 
-    def trials_for(self, name: str) -> list[Trial]:
-        """Encode and measure every candidate of one tensor."""
+    def trials_for(self, name: str, progress: Callable[[str, int], None] | None = None) -> list[Trial]:
+        """Encode and measure every candidate of one tensor.
+
+        Candidates are encoded on the worker threads, those whose rebuilt values equal an
+        earlier one's share its measurement, and the rest are measured on the threads,
+        rerunning only the layers downstream of the tensor's layer.
+        """
         array = self.model.tensors[name]
         layer = self.layers.get(name)
         calibrated = layer is not None and layer.stats is not None
+        candidates = self.candidates(name)
         cache = _Factorisations(array, layer, self.model.tensors.get(layer.bias) if calibrated else None)
+        if any(c.plan.transform == "svd" and c.mode != "data" for c in candidates):
+            cache.plain()  # shared by the threads: computed once, before them
+        if any(c.rank is not None and c.mode == "data" for c in candidates):
+            cache.aware()
+        encoded = self._map(lambda candidate: self._encode(name, array, candidate, layer, cache), candidates)
+        built = [item for item in encoded if item is not None]
+        unique: dict[bytes, tuple] = {}
+        for item in built:
+            unique.setdefault(item[3], item)
+        measured = dict(zip(unique, self._map(lambda item: self._trial_drop(name, item), list(unique.values()))))
+        self.evaluations += len(unique)
         trials = []
-        for candidate in candidates_for(array, calibrated):
-            try:
-                trials.append(self._trial(name, array, candidate, layer, cache))
-            except ConfigError:
-                continue  # e.g. a rank that does not save space for this shape
+        for candidate, result, bias, key in built:
+            trials.append(Trial(candidate, result, sum(len(blob) for blob in result.blobs), measured[key], bias))
+            self.detail(f"trying {describe(candidate.label)} on {self.display(name)}: {self._words(trials[-1].drop)}, "
+                        f"{trials[-1].stored_bytes:,} bytes")
+        if progress:
+            progress(name, len(candidates))
         return trials
 
-    def _trial(self, name: str, array: np.ndarray, candidate: Candidate, layer: LayerTensors | None, cache: "_Factorisations") -> Trial:
-        plan = candidate.plan
-        if candidate.mode == "data":
-            values, decomposition = self._prepare(array, candidate, layer, cache)
-        else:
-            values, decomposition = array, (cache.plain() if plan.transform == "svd" else None)
-        if decomposition is not None:  # factor once per tensor, not once per candidate
-            plan = replace(plan, transform_params={**plan.transform_params, "decomposition": decomposition})
-        encoded = encode_tensor(name, values, plan)
-        tensors = dict(self.model.tensors)
-        tensors[name] = encoded.reconstruction
+    def candidates(self, name: str) -> list[Candidate]:
+        """The candidate ladder of one tensor in play."""
+        array = self.model.tensors[name]
+        layer = self.layers.get(name)
+        if name in self._large:
+            return candidates_for(array, layer is not None and layer.stats is not None)
+        return small_candidates(array, self._roles.get(name, ("", ""))[1] == "bias")
+
+    def _encode(self, name: str, array: np.ndarray, candidate: Candidate, layer: LayerTensors | None, cache: "_Factorisations"):
+        """(candidate, encoding, corrected bias or None, digest of the rebuilt values), or None when it does not apply."""
+        try:
+            plan = candidate.plan
+            if candidate.mode == "data":
+                values, decomposition = self._prepare(array, candidate, layer, cache)
+            else:
+                values, decomposition = array, (cache.plain() if plan.transform == "svd" else None)
+            if decomposition is not None:  # factor once per tensor, not once per candidate
+                plan = replace(plan, transform_params={**plan.transform_params, "decomposition": decomposition})
+            encoded = encode_tensor(name, values, plan)
+        except ConfigError:
+            return None  # e.g. a rank that does not save space for this shape
         bias = None
         if layer is not None and layer.bias is not None and layer.stats is not None:
             bias = calibrate.corrected_bias(self.model.tensors[layer.bias], _as_matrix(array, layer.layout),
                                             _as_matrix(encoded.reconstruction, layer.layout), layer.stats)
-            tensors[layer.bias] = bias
-        stored = sum(len(blob) for blob in encoded.blobs)
-        return Trial(candidate, encoded, stored, self._drop(tensors), bias)
+        digest = hashlib.blake2b(np.ascontiguousarray(encoded.reconstruction).tobytes(), digest_size=16)
+        if bias is not None:
+            digest.update(np.ascontiguousarray(bias).tobytes())
+        return candidate, encoded, bias, digest.digest()
+
+    def _trial_drop(self, name: str, item: tuple) -> float:
+        """The measured drop of one encoded candidate (only its tensor, and its corrected bias, changed)."""
+        _, encoded, bias, _ = item
+        tensors = dict(self.model.tensors)
+        tensors[name] = encoded.reconstruction
+        changed = {name}
+        if bias is not None:
+            tensors[self.layers[name].bias] = bias
+            changed.add(self.layers[name].bias)
+        return self.evaluator.drop(self.baseline, float(np.mean(self.evaluator.per_sample_changed(tensors, changed))))
 
     def _prepare(self, array: np.ndarray, candidate: Candidate, layer: LayerTensors, cache: "_Factorisations"):
         """Data-aware values for a candidate, and their SVD when it is known: (values, decomposition or None).
@@ -307,38 +472,55 @@ class BudgetSearch:
     # step 2 and 3: allocation and check -----------------------------------------------------
 
     def run(self, max_drop: float, progress: Callable[[int, int, str], None] | None = None) -> SearchResult:
-        """Search; every tensor not eligible for lossy storage stays lossless."""
+        """Search; every tensor not in play stays lossless."""
         started = time.monotonic()
-        optimizer = model_io.optimizer_prefix(self.model.source_format)
-        exact = model_io.exact_names(self.model)  # e.g. an ONNX model's shapes and indices
-        names = [
-            n
-            for n, a in self.model.tensors.items()
-            if is_lossy_candidate(a, layer_weight(self.model.source_format, n)) and not (optimizer and n.startswith(optimizer)) and n not in exact
-        ]
+        names = [n for n in self.model.tensors if n in set(self._large) | set(self._small)]  # file order
+        self.evaluator.prepare_changes(names)
         lossless = {n: encode_tensor(n, a, lossless_plan(a)) for n, a in self.model.tensors.items()}
         options: dict[str, list[Trial]] = {}
-        for index, name in enumerate(names):
+        total = sum(len(self.candidates(n)) for n in names)
+        done = [0]
+
+        def tick(name: str, count: int) -> None:
+            done[0] += count
             if progress:
-                progress(index, len(names), name)
-            baseline_trial = Trial(Candidate("lossless", lossless_plan(self.model.tensors[name])), lossless[name], sum(map(len, lossless[name].blobs)), 0.0)
-            options[name] = _pareto(baseline_trial, self.trials_for(name))
-            self.log(f"{name}: {len(options[name])} useful candidates")
-        if progress:
-            progress(len(names), len(names), "")
-        best = self._choose(options, max_drop)
+                progress(done[0], total, f"1/2 trying {self.display(name)}")
+
+        self._pool = ThreadPoolExecutor(self.jobs, "nnzip-search") if self.jobs > 1 else None
+        try:
+            for name in names:
+                baseline_trial = Trial(Candidate("lossless", lossless_plan(self.model.tensors[name])), lossless[name], sum(map(len, lossless[name].blobs)), 0.0)
+                options[name] = _pareto(baseline_trial, self.trials_for(name, tick))
+                self.log(self._front_words(name, options[name]))
+            best = self._choose(options, max_drop, progress)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
         encoded = dict(lossless)
         choices = {}
         for name, trial in best["trials"].items():
             encoded[name] = trial.encoded
             choices[name] = trial.candidate.label
+        for name, trial in best["trials"].items():
             if trial.bias is not None:
                 bias_name = self.layers[name].bias
-                encoded[bias_name] = encode_tensor(bias_name, trial.bias, lossless_plan(trial.bias))
+                encoded[bias_name] = self._bias_encoding(bias_name, trial, best["trials"].get(bias_name))
         return SearchResult(encoded, choices, self.baseline, best["measured"], best["raw_drop"], best["drop"], self.margin,
                             self.evaluator.metric, self.evaluations, time.monotonic() - started)
 
-    def _choose(self, options: dict[str, list[Trial]], max_drop: float) -> dict:
+    def _front_words(self, name: str, front: list[Trial]) -> str:
+        """The step-1 summary of one tensor in words."""
+        lossless = front[0].stored_bytes
+        if len(front) == 1:
+            return f"{self.display(name)}: nothing smaller than lossless storage ({lossless:,} bytes)"
+        smallest = front[-1]
+        ways = "1 way to store it is" if len(front) == 2 else f"{len(front) - 1} ways to store it are"
+        return (f"{self.display(name)}: {ways} smaller than lossless ({lossless:,} bytes) "
+                f"and no worse than a smaller one; the smallest, {describe(smallest.candidate.label)}, "
+                f"takes {smallest.stored_bytes:,} bytes ({self._words(smallest.drop)})")
+
+    def _choose(self, options: dict[str, list[Trial]], max_drop: float, progress: Callable[[int, int, str], None] | None = None) -> dict:
         """Pick the plan: allocation targets bisected on the *measured* drop, then greedy refinement.
 
         The summed per-tensor drops only guide (drops interact), so every
@@ -348,56 +530,104 @@ class BudgetSearch:
         lossless = {n: t[0] for n, t in options.items()}
         best = self._measured_plan(lossless)
         low, high, expanding = 0.0, 4 * max(max_drop, 1e-9), True
-        for _ in range(10):
+        for index in range(10):
+            if progress:
+                progress(index, 10, "2/2 combining")
             target = high if expanding else (low + high) / 2
             plan = self._measured_plan(_allocate(options, target))
-            self.log(f"target {target:.5f}: {plan['bytes']} bytes, drop {plan['raw_drop']:.5f} (with margin {plan['drop']:.5f})")
-            if plan["drop"] <= max_drop:
+            fits = plan["drop"] <= max_drop
+            self.log(f"combining choices whose drops add up to {self._target_words(target)}: {plan['bytes']:,} bytes, "
+                     f"measured {self._words(plan['raw_drop'])} ({self._words(plan['drop'])} with the noise margin): "
+                     + ("within the budget" if fits else "over the budget"))
+            if fits:
                 best = min(best, plan, key=lambda p: p["bytes"])
                 low, high = target, (high * 4 if expanding else high)
             else:
                 high, expanding = target, False
+        if progress:
+            progress(10, 10, "")
         return self._refine(best, options, max_drop)
+
+    def _target_words(self, target: float) -> str:
+        if self.evaluator.metric == "accuracy":
+            return f"{100 * target:.3f} points"
+        return f"{100 * target:.3f}%" if self.evaluator.metric == "mse" else f"{target:.5g}"
 
     def _refine(self, plan: dict, options: dict[str, list[Trial]], max_drop: float, rounds: int = 12) -> dict:
         """Greedy descent: move one tensor to its next smaller option while the measured drop fits."""
         for _ in range(rounds):
-            improved = None
+            steps = []
             for name, front in options.items():
                 current = plan["trials"][name]
                 smaller = [t for t in front if t.stored_bytes < current.stored_bytes]
-                if not smaller:
-                    continue
-                step = max(smaller, key=lambda t: t.stored_bytes)  # the nearest smaller option
-                candidate = self._measured_plan({**plan["trials"], name: step})
+                if smaller:
+                    steps.append((name, max(smaller, key=lambda t: t.stored_bytes)))  # the nearest smaller option
+            measured = self._map(lambda step: self._measured_plan({**plan["trials"], step[0]: step[1]}), steps)
+            improved, moved = None, None
+            for (name, step), candidate in zip(steps, measured):
                 if candidate["drop"] <= max_drop and (improved is None or candidate["bytes"] < improved["bytes"]):
-                    improved = candidate
+                    improved, moved = candidate, (name, step)
             if improved is None:
                 break
-            self.log(f"refined: {improved['bytes']} bytes, drop {improved['raw_drop']:.5f} (with margin {improved['drop']:.5f})")
+            self.log(f"smaller: {self.display(moved[0])} in {describe(moved[1].candidate.label)}: {improved['bytes']:,} bytes, "
+                     f"measured {self._words(improved['raw_drop'])} ({self._words(improved['drop'])} with the noise margin): within the budget")
             plan = improved
         return plan
 
     def _measured_plan(self, trials: dict[str, Trial]) -> dict:
-        """Measure a combination; its ``drop`` includes the noise margin (margin × standard error)."""
-        samples = self._samples(self._combined(trials))
+        """Measure a combination; its ``drop`` includes the noise margin (margin × standard error).
+
+        A combination measured before is not measured again (the bisection often lands on
+        the same one); the lossless combination is the model itself.
+        """
+        key = tuple((name, id(trial)) for name, trial in trials.items())
+        if key in self._plans:
+            return self._plans[key]
+        changed = {name for name, trial in trials.items() if trial.candidate.label != "lossless"}
+        changed |= {self.layers[name].bias for name, trial in trials.items() if trial.bias is not None}
+        samples = self._samples(self._combined(trials), changed) if changed else self.baseline_samples
         measured = float(np.mean(samples))
         raw = self.evaluator.drop(self.baseline, measured)
         error = self.evaluator.drop_error(self.baseline_samples, samples)
-        return {
+        plan = self._plans[key] = {
             "trials": trials,
             "measured": measured,
             "raw_drop": raw,
             "drop": raw + self.margin * error,
-            "bytes": sum(t.stored_bytes for t in trials.values()),
+            "bytes": self._plan_bytes(trials),
         }
+        return plan
+
+    def _plan_bytes(self, trials: dict[str, Trial]) -> int:
+        """Stored bytes of the tensors in play under *trials* (a corrected bias counted as it is stored)."""
+        total = 0
+        for name, trial in trials.items():
+            kernel = trials.get(self.bias_of_kernel.get(name, ""))
+            if kernel is not None and kernel.bias is not None:
+                total += sum(map(len, self._bias_encoding(name, kernel, trial).blobs))
+            else:
+                total += trial.stored_bytes
+        return total
+
+    def _bias_encoding(self, bias_name: str, kernel: Trial, own: Trial | None) -> EncodedTensor:
+        """A kernel trial's corrected bias, stored as the bias's own choice says (lossless without one)."""
+        key = (id(kernel), id(own))
+        if key not in self._biases:
+            plan = own.candidate.plan if own is not None and own.candidate.label != "lossless" else lossless_plan(kernel.bias)
+            try:
+                self._biases[key] = encode_tensor(bias_name, kernel.bias, plan)
+            except ConfigError:  # the corrected values do not suit the bias's choice
+                self._biases[key] = encode_tensor(bias_name, kernel.bias, lossless_plan(kernel.bias))
+        return self._biases[key]
 
     def _combined(self, trials: dict[str, Trial]) -> dict[str, np.ndarray]:
         tensors = dict(self.model.tensors)
         for name, trial in trials.items():
             tensors[name] = trial.encoded.reconstruction
+        for name, trial in trials.items():
             if trial.bias is not None:
-                tensors[self.layers[name].bias] = trial.bias
+                bias_name = self.layers[name].bias
+                tensors[bias_name] = self._bias_encoding(bias_name, trial, trials.get(bias_name)).reconstruction
         return tensors
 
 

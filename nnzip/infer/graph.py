@@ -287,11 +287,7 @@ class Graph:
                 raise UnsupportedModelError(f"model output {name!r} refers to no layer call")
 
     def _count_consumers(self) -> dict[NodeKey, int]:
-        counts: dict[NodeKey, int] = {}
-        for node in self.nodes:
-            for name, index, _ in tensor_refs(node.inputs):
-                counts[(name, index)] = counts.get((name, index), 0) + 1
-        return counts
+        return _count_reads(self.nodes)
 
     @property
     def input_shapes(self) -> list[Shape]:
@@ -344,18 +340,54 @@ class Graph:
             layer.bind(weights.get(name), first_inputs.get(name), order)
 
     def run(self, inputs: Sequence[np.ndarray], record: Record | None = None,
-            record_inputs: Record | None = None) -> list[np.ndarray]:
+            record_inputs: Record | None = None, capture: dict | None = None) -> list[np.ndarray]:
         """Forward pass over one batch; ``record(label, output)`` is called for every node.
 
         ``record_inputs(label, [inputs])`` is called with the inputs of every top-level node
-        (calibration needs what each layer multiplies its kernel with).
+        (calibration needs what each layer multiplies its kernel with).  ``capture`` maps
+        node keys (or model inputs ``(name, 0)``) to None; their output lists are stored in it
+        (the cache :meth:`run_nodes` starts from).
         """
         values: dict[NodeKey, list[np.ndarray]] = {
             (name, 0): [x] for (name, _, _), x in zip(self.inputs, inputs)
         }
-        pending = dict(self._consumers)
-        keep = {(name, index) for name, index, _ in self.outputs}
+        return self.run_nodes(self.nodes, values, record, record_inputs, capture, self._consumers)
+
+    def dependent_nodes(self, layers: set[str]) -> list[_Node]:
+        """The nodes (in run order) whose output depends on the weights of *layers*: their calls
+        and everything downstream of them; the others give the same output whatever those weights are."""
+        dirty: set[NodeKey] = set()
+        nodes = []
         for node in self.nodes:
+            if node.layer.name in layers or any((name, index) in dirty for name, index, _ in tensor_refs(node.inputs)):
+                dirty.add(node.key)
+                nodes.append(node)
+        return nodes
+
+    def frontier(self, nodes: Sequence[_Node]) -> set[NodeKey]:
+        """The values *nodes* need from outside themselves: what they read, and model outputs they do not make."""
+        made = {node.key for node in nodes}
+        needed = {(name, index) for node in nodes for name, index, _ in tensor_refs(node.inputs)}
+        needed |= {(name, index) for name, index, _ in self.outputs}
+        return needed - made
+
+    def value_bytes(self, key: NodeKey) -> int:
+        """Bytes of one sample's value *key* (float32), to size a cache before filling it."""
+        return sum(4 * int(np.prod([d or 1 for d in shape])) for shape in self.shapes[key])
+
+    def run_nodes(self, nodes: Sequence[_Node], values: dict[NodeKey, list[np.ndarray]], record: Record | None = None,
+                  record_inputs: Record | None = None, capture: dict | None = None,
+                  consumers: dict[NodeKey, int] | None = None) -> list[np.ndarray]:
+        """Run *nodes* (in run order) given *values* (node key -> output list) for everything they read.
+
+        With all nodes and the model inputs this is the forward pass; with
+        :meth:`dependent_nodes` and a cache of the :meth:`frontier` it recomputes only what a
+        weight change can alter, with the same arithmetic on the same arrays (so the same bits).
+        """
+        values = dict(values)  # the caller's cache stays as it is
+        pending = dict(consumers) if consumers is not None else _count_reads(nodes)
+        keep = {(name, index) for name, index, _ in self.outputs} | set(capture or ())
+        for node in nodes:
             args = [np.asarray(item.value, dtype=np.float32) if isinstance(item, Constant)
                     else values[item[:2]][item[2]] for item in node.inputs]
             if record_inputs is not None:
@@ -376,7 +408,19 @@ class Graph:
             for key in {(name, index) for name, index, _ in refs} | {node.key}:
                 if key not in keep and pending.get(key, 0) == 0:
                     values.pop(key, None)  # free outputs no later node reads
+        if capture is not None:
+            for key in capture:
+                capture[key] = values[key]
         return [values[(name, index)][tensor] for name, index, tensor in self.outputs]
+
+
+def _count_reads(nodes: Sequence[_Node]) -> dict[NodeKey, int]:
+    """How many times *nodes* read each value (so that each is freed after its last reader)."""
+    counts: dict[NodeKey, int] = {}
+    for node in nodes:
+        for name, index, _ in tensor_refs(node.inputs):
+            counts[(name, index)] = counts.get((name, index), 0) + 1
+    return counts
 
 
 def _input_shapes(shapes: Mapping[NodeKey, list[Shape]], inputs: Sequence[NodeInput]) -> list[Shape]:

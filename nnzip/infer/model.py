@@ -160,6 +160,45 @@ class NumpyModel:
             self._graph.run(batch, record_inputs=record)
         return {label: np.concatenate(parts[label]) for label in layers if label in parts}
 
+    def forward_cache(self, x: Any, layers: Sequence[str], batch_size: int = 256,
+                      max_bytes: int | None = None) -> "ForwardCache":
+        """Run ``x`` once and keep what :meth:`predict_changed` needs to rerun only the part of the
+        model that a change to one or more of *layers* can alter.
+
+        For each layer, the values its downstream part reads from upstream (its input, and
+        what side branches feed in) are kept per batch.  Layers whose kept values would pass
+        *max_bytes* in total are left out (a change to them reruns the whole model).
+        """
+        graph = self._graph
+        inputs = self._inputs(x)
+        count = inputs[0].shape[0]
+        keys: set = set()
+        covered = set()
+        for layer in dict.fromkeys(layers):
+            if layer not in graph.layers:
+                continue
+            more = keys | graph.frontier(graph.dependent_nodes({layer}))
+            if max_bytes is not None and count * sum(graph.value_bytes(k) for k in more) > max_bytes:
+                continue
+            keys, covered = more, covered | {layer}
+        batches = []
+        for batch in _batches(inputs, batch_size):
+            capture = dict.fromkeys(keys)
+            graph.run(batch, capture=capture)
+            batches.append(capture)
+        return ForwardCache(frozenset(covered), batches)
+
+    def predict_changed(self, cache: "ForwardCache", layers: set[str]) -> np.ndarray | list[np.ndarray]:
+        """Model output for the inputs *cache* was made from, when only *layers* differ from the
+        weights it was made with: only their nodes and those downstream run, batch by batch as
+        :meth:`predict` does, so the result is the same to the bit."""
+        if not cache.covers(layers):
+            raise ValueError(f"the forward cache does not cover layers {sorted(set(layers) - cache.layers)}")
+        nodes = self._graph.dependent_nodes(set(layers))
+        parts = [self._graph.run_nodes(nodes, batch) for batch in cache.batches]
+        outputs = [np.concatenate([p[i] for p in parts]) for i in range(len(self._graph.outputs))]
+        return outputs[0] if len(outputs) == 1 else outputs
+
     def _inputs(self, x: Any) -> list[np.ndarray]:
         names, shapes = self._graph.input_names, self._graph.input_shapes
         if isinstance(x, Mapping):
@@ -196,3 +235,23 @@ def _concat(values: list[Any]) -> Any:
     if isinstance(values[0], list):  # nested multi-output model: a list of outputs
         return [np.concatenate([v[i] for v in values]) for i in range(len(values[0]))]
     return np.concatenate(values)
+
+
+class ForwardCache:
+    """Per-batch values of one forward pass, kept so that a weight change reruns only downstream layers.
+
+    Made by :meth:`NumpyModel.forward_cache`; valid for the inputs and the weights it was made
+    with, for changes to the layers in :attr:`layers`.
+    """
+
+    def __init__(self, layers: frozenset[str], batches: list[dict]):
+        self.layers, self.batches = layers, batches
+
+    def covers(self, layers: set[str]) -> bool:
+        """Whether a change to *layers* can be rerun from this cache (else run the whole model)."""
+        return bool(layers) and set(layers) <= self.layers
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached arrays."""
+        return sum(a.nbytes for batch in self.batches for outs in batch.values() for a in outs)
