@@ -449,7 +449,8 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     data = load_data(budget.data)
     evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
-    result = BudgetSearch(model, evaluator, data, budget.log, budget.margin, jobs, budget.every_tensor, budget.detail).run(budget.max_drop, progress)
+    search = BudgetSearch(model, evaluator, data, budget.log, budget.margin, jobs, budget.every_tensor, budget.detail)
+    result = search.run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)
