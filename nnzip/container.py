@@ -102,7 +102,7 @@ def header_dictionary() -> bytes:
 def header_dictionary_2() -> bytes:
     """Preset zlib dictionary 2 (``spec/header-dictionary-2.txt``, format 1.2, normative, never changed).
 
-    Built by ``tools/make_header_dictionary.py`` from compact headers (§3.1) nnzip writes for
+    Built by ``spec/make_header_dictionary.py`` from compact headers (§3.1) nnzip writes for
     Keras 3 models of many architectures, lossless and lossy, so that it holds the stage
     configurations and Keras configs a small model's header is made of (spec/container.md §2.2).
     """

@@ -2,7 +2,7 @@
 
 Rerun (from the repository root; a few minutes on 2 cores)::
 
-    KERAS_BACKEND=torch PYTHONPATH=$PWD python tools/make_header_dictionary.py OUT.txt
+    KERAS_BACKEND=torch PYTHONPATH=$PWD python spec/make_header_dictionary.py OUT.txt
 
 The dictionary is normative and never changes once committed: this script documents how it
 was made (and makes the same bytes with the same keras 3.15.1, torch and zstandard 0.25

@@ -1,6 +1,6 @@
 """Measure the header of ``.nnz`` files: stored bytes, share of the file, and what each member costs.
 
-Usage: ``python tools/header_size.py FILE.nnz ...`` prints, per file, the file and stored
+Usage: ``python benchmarks/header_size.py FILE.nnz ...`` prints, per file, the file and stored
 header bytes, the header's share, the JSON's length, and for the largest members of
 ``source.structure`` (and the top-level members) how many stored bytes the header would lose
 without them (encoded as the file's version encodes headers: 1.2 compact with dictionary 2,
