@@ -120,39 +120,71 @@ def default_output(source: Path) -> Path:
     return source.with_suffix(NNZ_SUFFIX)
 
 
+#: Elements per block of the error statistics: two float64 blocks of 8 MiB, whatever the tensor's size.
+ERROR_BLOCK = 2**20
+
+
 def relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
     """``||original - rebuilt||_F / ||original||_F`` (0 for bit-identical copies, also of zeros and NaN).
 
     Values near the float range's end are scaled before squaring so the norms do not
     overflow; the result is ``inf`` only when non-finite values differ or the original is 0.
+    The sums run over blocks of :data:`ERROR_BLOCK` elements in float64, so the working
+    memory is a few MiB, not three float64 copies of the tensor (bounded memory, §4.4).
     """
+    original, rebuilt = np.asarray(original), np.asarray(rebuilt)
+    if original.shape != rebuilt.shape:
+        original, rebuilt = np.broadcast_arrays(original, rebuilt)
+    if not original.size:
+        return 0.0
     with np.errstate(over="ignore", invalid="ignore"):  # NaN and huge values are handled below
-        a = np.asarray(original, dtype=np.float64)
-        b = np.asarray(rebuilt, dtype=np.float64)
-        diff = float(np.linalg.norm((a - b).ravel())) if a.size else 0.0
+        diff, norm = (math.sqrt(total) for total in _square_sums(original, rebuilt))
         if diff == 0.0:
             return 0.0
-        norm = float(np.linalg.norm(a.ravel()))
         if math.isfinite(diff) and math.isfinite(norm):
             return diff / norm if norm else math.inf
-        return _scaled_relative_error(np.asarray(original), np.asarray(rebuilt), a, b)
+        return _scaled_relative_error(original, rebuilt)
 
 
-def _scaled_relative_error(original: np.ndarray, rebuilt: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+def _blocks(original: np.ndarray, rebuilt: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Both arrays flattened, as float64 blocks of at most :data:`ERROR_BLOCK` elements."""
+    a, b = original.reshape(-1), rebuilt.reshape(-1)
+    for start in range(0, a.size, ERROR_BLOCK):
+        yield a[start:start + ERROR_BLOCK].astype(np.float64), b[start:start + ERROR_BLOCK].astype(np.float64)
+
+
+def _square_sums(original: np.ndarray, rebuilt: np.ndarray, scale: float = 1.0) -> tuple[float, float]:
+    """(sum of (original - rebuilt)**2, sum of original**2), both divided by scale**2 first, blockwise."""
+    diff = norm = 0.0
+    for a, b in _blocks(original, rebuilt):
+        if scale != 1.0:
+            a /= scale
+            b /= scale
+        np.subtract(a, b, out=b)
+        diff += float(b.dot(b))
+        norm += float(a.dot(a))
+    return diff, norm
+
+
+def _scaled_relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
     """The relative error where the plain sums overflowed or met NaN/infinity."""
-    if original.shape == rebuilt.shape and original.dtype == rebuilt.dtype and _same_bits(original, rebuilt):
+    if original.dtype == rebuilt.dtype and _same_bits(original, rebuilt):
         return 0.0
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return math.inf
-    scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
-    diff = float(np.linalg.norm((a / scale - b / scale).ravel()))
-    norm = float(np.linalg.norm((a / scale).ravel()))
+    scale = 0.0
+    for a, b in _blocks(original, rebuilt):
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            return math.inf
+        scale = max(scale, float(np.abs(a).max()), float(np.abs(b).max()))
+    diff, norm = (math.sqrt(total) for total in _square_sums(original, rebuilt, scale))
     return diff / norm if norm else math.inf
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two arrays of one dtype hold the very same bytes (NaN payloads included)."""
-    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    """Whether two arrays of one dtype and shape hold the very same bytes (NaN payloads included), blockwise."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    step = max(1, ERROR_BLOCK // max(a.itemsize, 1))
+    return all(np.ascontiguousarray(a[i:i + step]).tobytes() == np.ascontiguousarray(b[i:i + step]).tobytes()
+               for i in range(0, a.size, step))
 
 
 #: Configuration fields worth showing per stage in ``inspect``'s method column.

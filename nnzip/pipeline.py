@@ -82,15 +82,24 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
     transform = get_stage(plan.transform)
     parts, transform_config = transform.encode(array, spec, plan.transform_params)
     quantizable = set(transform.quantizable_parts(transform_config))
+    # A lossless transform whose parts are stored exactly rebuilds the very array: no need to
+    # decode it again for the statistics, nor to keep the parts once coded (bounded memory).
+    exact = transform.lossless and not (plan.value_stages and quantizable)
     entries, blobs, rebuilt_parts = [], [], {}
     for part_name, part_spec in transform.part_specs(spec, transform_config).items():
         stages = plan.value_stages if part_name in quantizable else []
-        part_entry, part_blobs, rebuilt = _encode_part(parts[part_name], part_spec, stages, plan.entropy, executor)
+        part_entry, part_blobs, rebuilt = _encode_part(parts.pop(part_name), part_spec, stages, plan.entropy, executor)
         part_entry = {"name": part_name, **part_entry, "blob": len(blobs)}
         entries.append(part_entry)
         blobs.extend(part_blobs)
-        rebuilt_parts[part_name] = rebuilt
-    reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
+        if not exact:
+            rebuilt_parts[part_name] = rebuilt
+        del rebuilt
+    if exact:
+        reconstruction = np.asarray(array)
+    else:
+        reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
+        del rebuilt_parts
     if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
         # Values near the dtype's maximum can round past it; such a tensor is stored losslessly.
         raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {spec.dtype}; store it losslessly")
@@ -174,7 +183,7 @@ def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | 
 
     view = memoryview(data)
     pieces = [view[start:end] for start, end in chunk_bounds(len(data), CHUNK_SIZE)]
-    best: tuple[str | None, list[bytes], dict] = (None, [bytes(p) for p in pieces], {})
+    best: tuple[str | None, list[bytes], dict] = (None, [], {})  # no coder wins: the caller stores the data unchunked
     best_size, best_first = len(data), len(pieces[0])
     for stage_id in BYTES_STAGES:
         if stage_id == "lzw" and lzw_estimate(bytes(pieces[0])) >= LZW_SKIP_RATIO * len(pieces[0]):
