@@ -48,18 +48,21 @@ class Uniform(ArrayStage):
             raise ConfigError(f"uniform: 'step' must be a positive finite number, got {step!r}")
         if spec.dtype.str not in INPUT_DTYPES:
             raise ConfigError(f"uniform: input must be a float array, got {spec.dtype}")
-        values = np.asarray(data, dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
-        levels = np.rint(values / step).astype(np.int64) if values.size else np.zeros(spec.shape, np.int64)
-        offset = int(levels.min()) if values.size else 0
-        if values.size and int(levels.max()) - offset >= MAX_LEVELS:
+        flat = np.asarray(data).reshape(-1)
+        # Levels are computed block by block (float64 and int64 temporaries of one block, not of the
+        # tensor: bounded memory, spec/container.md §4.4); each element's level is the same either way.
+        low, high = _level_range(flat, step) if flat.size else (0, 0)
+        offset = low
+        if flat.size and high - offset >= MAX_LEVELS:
             raise ConfigError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
         if abs(offset) > MAX_OFFSET:
             raise ConfigError(f"uniform: step {step:g} is too small for values of this size")
-        if values.size and not _finite_in(spec.dtype, step, offset, int(levels.max()) - offset):
+        if flat.size and not _finite_in(spec.dtype, step, offset, high - offset):
             raise LossyRangeError(f"uniform: step {step:g} rounds values beyond the range of {spec.dtype}; store this tensor losslessly")
-        return (levels - offset).astype(CODE_DTYPE), {"step": encode_floats(np.array([step]), "<f8"), "offset": offset}
+        codes = np.empty(flat.size, dtype=CODE_DTYPE)
+        for start in range(0, flat.size, BLOCK_ELEMENTS):
+            codes[start:start + BLOCK_ELEMENTS] = _levels(flat[start:start + BLOCK_ELEMENTS], step) - offset
+        return codes.reshape(spec.shape), {"step": encode_floats(np.array([step]), "<f8"), "offset": offset}
 
     @classmethod
     def decode(cls, data: np.ndarray, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
@@ -107,6 +110,21 @@ class Uniform(ArrayStage):
     def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
         """uint16 codes of the input's shape."""
         return ArraySpec(CODE_DTYPE, spec.shape)
+
+
+def _levels(block: np.ndarray, step: float) -> np.ndarray:
+    """``rint(x / step)`` of a block of finite values, in float64, as int64 levels."""
+    return np.rint(block.astype(np.float64) / step).astype(np.int64)
+
+
+def _level_range(flat: np.ndarray, step: float) -> tuple[int, int]:
+    """The smallest and largest level of the (non-empty, finite) values, block by block."""
+    low, high = None, None
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        levels = _levels(flat[start:start + BLOCK_ELEMENTS], step)
+        low = int(levels.min()) if low is None else min(low, int(levels.min()))
+        high = int(levels.max()) if high is None else max(high, int(levels.max()))
+    return low, high
 
 
 def _finite_in(dtype: np.dtype, step: float, lowest: int, span: int) -> bool:
