@@ -23,7 +23,7 @@ from . import __version__, io
 from .container import BlobSpool, open_container, write_container, write_spooled
 from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
-from .model import Model
+from .model import LazyTensors, Model
 from .outputs import atomic_output, check_writable
 from .pipeline import EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, part_blobs, serialized_bytes, serialized_entropy
 from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight, lossless_plan
@@ -113,6 +113,38 @@ def _in_order(executor: Executor | None, function: Callable, items: Iterable, wi
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+#: Tensors in flight (encoded or decoded ahead) may hold this many source bytes together, or
+#: the largest tensor's when that is more (one tensor always runs): bounded memory whatever --jobs.
+WINDOW_MIN_BYTES = 64 * 2**20
+
+
+def _in_order_within(executor: Executor | None, function: Callable, items: Iterable, window: int, budget: int,
+                     weight: Callable) -> Iterator:
+    """As :func:`_in_order`, and the items in flight weigh at most *budget* together (one always runs)."""
+    if executor is None:
+        yield from map(function, items)
+        return
+    pending: collections.deque = collections.deque()
+    held = 0
+    for item in items:
+        size = weight(item)
+        while pending and (len(pending) >= window or held + size > budget):
+            future, done = pending.popleft()
+            held -= done
+            yield future.result()
+        pending.append((executor.submit(function, item), size))
+        held += size
+    while pending:
+        yield pending.popleft()[0].result()
+
+
+def tensor_bytes(model: Model, name: str) -> int:
+    """Bytes of one tensor's values, without reading a lazily read one."""
+    if isinstance(model.tensors, LazyTensors):
+        return model.tensors.nbytes_of(name)
+    return int(model.tensors[name].nbytes)
 
 
 def default_output(source: Path) -> Path:
@@ -338,29 +370,32 @@ def encode_model(
     optimizer = io.optimizer_prefix(model.source_format)
     exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
 
-    def planned():
-        for index, (name, array) in enumerate(model.tensors.items()):
+    def names():
+        for index, name in enumerate(model.tensors):
             if progress:
                 progress(index, total, name)
-            note = ""
-            if (optimizer and name.startswith(optimizer)) or name in exact:
-                plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
-            elif name in plans:
-                plan = plans[name]
-            else:
-                plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
-            yield name, array, plan, note
+            yield name
 
-    def encode(job):
-        name, array, plan, note = job
+    def encode(name):
+        # The tensor is read (lazily, where the format allows) and planned by the job itself, so
+        # that only the tensors in flight are in memory, however far ahead the names are.
+        array, note = model.tensors[name], ""
+        if (optimizer and name.startswith(optimizer)) or name in exact:
+            plan = lossless_plan(array)  # kept optimizer state is for resuming training: exact
+        elif name in plans:
+            plan = plans[name]
+        else:
+            plan, note = choose_plan(array, rules.settings_for(name), layer_weight(model.source_format, name))
         item, fallback = _encode_with_fallback(name, array, plan, strict=name in plans, executor=pool.chunks)
         report = _statistics(name, array, item, "; ".join(filter(None, (note, fallback))))
         if spool is not None:
             item.reconstruction = None  # its error is recorded; the source array goes with this job
         return item, report
 
+    sizes = {name: tensor_bytes(model, name) for name in model.tensors}
+    budget = max([WINDOW_MIN_BYTES, *sizes.values()])
     reports, blobs = [], []
-    for item, report in _in_order(pool.tensors, encode, planned(), pool.window):
+    for item, report in _in_order_within(pool.tensors, encode, names(), pool.window, budget, sizes.get):
         encoded.append(item)
         reports.append(report)
         if spool is None:
@@ -451,7 +486,11 @@ def _lossy(plan: TensorPlan) -> bool:
 
 def _overflowed(original: np.ndarray, rebuilt: np.ndarray) -> bool:
     """Whether a lossy reconstruction turned finite values into NaN or infinity."""
-    return original.dtype.kind == "f" and bool((~np.isfinite(rebuilt) & np.isfinite(original)).any())
+    if original.dtype.kind != "f":
+        return False
+    a, b = original.reshape(-1), np.asarray(rebuilt).reshape(-1)
+    # block by block: four boolean temporaries of one block, not of the tensor
+    return any(bool((~np.isfinite(b[i:i + ERROR_BLOCK]) & np.isfinite(a[i:i + ERROR_BLOCK])).any()) for i in range(0, a.size, ERROR_BLOCK))
 
 
 def _header(model: Model, filename: str, encoded: list[EncodedTensor], plan: dict) -> dict:
@@ -648,6 +687,8 @@ def decompress(
         sizes, total = blob_sizes(header), len(entries)
         done, order, futures, handed = 0, list(entries), {}, set()
         positions = {name: index for index, name in enumerate(order)}
+        decoded = {name: math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for name, entry in entries.items()}
+        budget = max([WINDOW_MIN_BYTES, *decoded.values()])
 
         def tensor(name: str) -> np.ndarray:
             nonlocal done
@@ -656,11 +697,16 @@ def decompress(
             done += 1
             if pool.tensors is None:
                 return decode_tensor(entries[name], container.blob, sizes, limits)
-            # Decode the next tensors (in header order, the order writers ask for them) meanwhile.
-            position = positions[name]
+            # Decode the next tensors (in header order, the order writers ask for them) meanwhile, as
+            # many as --jobs and the byte budget allow (WINDOW_MIN_BYTES or the largest tensor).
+            position, flight = positions[name], sum(decoded[ahead] for ahead in futures)
             for ahead in order[position:position + pool.window]:
-                if ahead not in futures and ahead not in handed:
-                    futures[ahead] = pool.tensors.submit(decode_tensor, entries[ahead], container.blob, sizes, limits, pool.chunks)
+                if ahead in futures or ahead in handed:
+                    continue
+                if ahead != name and flight + decoded[ahead] > budget:
+                    break
+                futures[ahead] = pool.tensors.submit(decode_tensor, entries[ahead], container.blob, sizes, limits, pool.chunks)
+                flight += decoded[ahead]
             handed.add(name)
             future = futures.pop(name, None)
             return future.result() if future else decode_tensor(entries[name], container.blob, sizes, limits, pool.chunks)

@@ -150,7 +150,12 @@ def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool, executor: Exec
     best: tuple[list[dict], list[bytes], int | None] | None = None
     for stage_id, params in candidates:
         serializer = get_stage(stage_id)
-        data, config = serializer.encode(array, spec, params)
+        view = _raw_view(array, spec) if stage_id == "raw" else None
+        if view is not None and len(view) > CHUNK_SIZE:
+            data, config = view, {}  # raw's bytes are the array's own: chunked from a view, not a tensor-sized copy
+        else:
+            data, config = serializer.encode(array, spec, params)
+        del view
         tail, blobs, chunk_size = [{"name": serializer.id, "configuration": config}], [data], None
         if entropy and len(data) > CHUNK_SIZE:
             bytes_id, blobs, bytes_config = _best_chunked(data, executor)
@@ -166,6 +171,11 @@ def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool, executor: Exec
             best = (tail, blobs, chunk_size)
         del data
     return best
+
+
+def _raw_view(array: np.ndarray, spec: ArraySpec) -> memoryview:
+    """The bytes the ``raw`` serializer writes (C order, the spec's byte order), as a view of *array* where it can be."""
+    return memoryview(np.ascontiguousarray(array, dtype=spec.dtype).reshape(-1).view(np.uint8))
 
 
 def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | None, list[bytes], dict]:

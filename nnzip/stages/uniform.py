@@ -9,7 +9,7 @@ are a few small integers and cost far fewer bits than a fixed-rate k-means index
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -141,10 +141,53 @@ def _finite_in(dtype: np.dtype, step: float, lowest: int, span: int) -> bool:
 def _relative_step(data: np.ndarray, factor: Any) -> float:
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise ConfigError(f"uniform: 'step_sd' must be a positive number, got {factor!r}")
-    values = np.asarray(data, dtype=np.float64)
-    spread = float(np.std(values)) if values.size else 0.0
+    data = np.asarray(data)
+    spread = _std(data) if data.size else 0.0
     if spread > 0:
         return factor * spread
     # A constant array: a step equal to its value stores it exactly.
-    magnitude = float(np.abs(values).max()) if values.size else 0.0
+    magnitude = max((float(np.abs(_float64(block)).max()) for block in _flat_blocks(data)), default=0.0)
     return magnitude if magnitude > 0 else 1.0
+
+
+#: Leaves of the blockwise pairwise sum (:func:`_pairwise`): float64 temporaries of at most 4 MiB.
+SUM_LEAF = 1 << 19
+
+
+def _std(data: np.ndarray) -> float:
+    """``np.std(data.astype(float64))``, bit for bit, without the tensor-sized float64 copies.
+
+    numpy sums a contiguous array pairwise, halving it (at multiples of 8) down to small
+    blocks; :func:`_pairwise` makes the same cuts and lets numpy sum each leaf, so the sums,
+    and the step stored in the file, are those of ``np.std`` (checked in the tests).
+    """
+    if not data.flags.c_contiguous:
+        return float(np.std(np.asarray(data, dtype=np.float64)))
+    flat = data.reshape(-1)
+    n = flat.size
+    mean = float(_pairwise(flat, _float64)) / n
+    squares = _pairwise(flat, lambda block: _squared(_float64(block) - mean))
+    return float(np.sqrt(squares / n))
+
+
+def _pairwise(flat: np.ndarray, leaf) -> np.float64:
+    """numpy's pairwise sum of ``leaf(flat)``, computed leaf block by leaf block."""
+    if flat.size <= SUM_LEAF:
+        return np.add.reduce(leaf(flat))
+    half = flat.size // 2
+    half -= half % 8
+    return _pairwise(flat[:half], leaf) + _pairwise(flat[half:], leaf)
+
+
+def _float64(block: np.ndarray) -> np.ndarray:
+    return block.astype(np.float64)
+
+
+def _squared(block: np.ndarray) -> np.ndarray:
+    return np.multiply(block, block, out=block)
+
+
+def _flat_blocks(data: np.ndarray) -> Iterator[np.ndarray]:
+    flat = data.reshape(-1)
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        yield flat[start:start + BLOCK_ELEMENTS]
