@@ -1,6 +1,6 @@
 """Peak memory and CPU of compress/decompress on a generated large safetensors model, --jobs 1 vs 2.
 
-Not a test: ``python benchmarks/memory.py [--params 252e6] [--lossy] [--dir /tmp]``.  It writes a
+Not a test: ``python benchmarks/memory.py [--params 252e6] [--lossy | --uniform 0.05] [--keep] [--dir /tmp]``.  It writes a
 float32 safetensors of about PARAMS parameters (transformer-like shapes: a 16k x 1024 embedding,
 then 1024 x 4096 / 4096 x 1024 / 1024 x 1024 matrices and vectors, values like trained weights:
 Gaussian, rounded to bf16-like mantissas so that they compress a little), then runs
@@ -28,7 +28,17 @@ def generate(path: Path, params: float, seed: int = 0) -> int:
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(seed)
-    shapes = {"embed": (16_384, 1024)}  # 64 MiB: byteplanes (rotate) refuses tensors over ~89 MB (rule 4.8.1), see the report
+    tensors = {}
+    for name, shape in _shapes(params).items():
+        values = (rng.standard_normal(shape, dtype=np.float32) * 0.02).view(np.uint32)
+        tensors[name] = (values & np.uint32(0xFFFF0000)).view(np.float32)  # bf16-like: low mantissa bytes zero
+    save_file(tensors, str(path))
+    return max(t.nbytes for t in tensors.values())
+
+
+def _shapes(params: float) -> dict[str, tuple[int, ...]]:
+    """The model's tensor shapes: a 64 MiB embedding, then transformer layers up to PARAMS parameters."""
+    shapes = {"embed": (16_384, 1024)}
     layer, total = 0, 16_384 * 1024
     while total < params:
         for name, shape in (("q", (1024, 1024)), ("k", (1024, 1024)), ("v", (1024, 1024)), ("o", (1024, 1024)),
@@ -36,12 +46,7 @@ def generate(path: Path, params: float, seed: int = 0) -> int:
             shapes[f"layer{layer}.{name}"] = shape
             total += int(np.prod(shape))
         layer += 1
-    tensors = {}
-    for name, shape in shapes.items():
-        values = (rng.standard_normal(shape, dtype=np.float32) * 0.02).view(np.uint32)
-        tensors[name] = (values & np.uint32(0xFFFF0000)).view(np.float32)  # bf16-like: low mantissa bytes zero
-    save_file(tensors, str(path))
-    return max(t.nbytes for t in tensors.values())
+    return shapes
 
 
 def run(args: list[str]) -> tuple[float, float, int]:
@@ -67,14 +72,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=float, default=252e6)
     parser.add_argument("--lossy", action="store_true", help="compress with --bits 4")
+    parser.add_argument("--uniform", type=float, help="compress with --uniform STEP instead")
+    parser.add_argument("--keep", action="store_true", help="reuse the generated model if it is there, and keep it")
     parser.add_argument("--dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     options = parser.parse_args()
     source = options.dir / f"nnzip-bench-{int(options.params / 1e6)}M.safetensors"
-    largest = generate(source, options.params)
+    if options.keep and source.exists():
+        largest = max(int(np.prod(shape)) * 4 for shape in _shapes(options.params).values())
+    else:
+        largest = generate(source, options.params)
     print(f"{source}: {source.stat().st_size:,} bytes, largest tensor {largest:,} bytes; "
           f"target peak RSS <= {2 * largest + 256 * 2**20:,}")
-    lossy = ["--bits", "4"] if options.lossy else []
+    lossy = ["--uniform", str(options.uniform)] if options.uniform else ["--bits", "4"] if options.lossy else []
     for jobs in options.jobs:
         packed = options.dir / f"nnzip-bench-j{jobs}.nnz"
         back = options.dir / f"nnzip-bench-j{jobs}.safetensors"
@@ -88,7 +98,8 @@ def main() -> None:
     print("outputs byte-identical across --jobs:", all(f == files[0] for f in files))
     for j in options.jobs:
         (options.dir / f"nnzip-bench-j{j}.nnz").unlink()
-    source.unlink()
+    if not options.keep:
+        source.unlink()
 
 
 if __name__ == "__main__":

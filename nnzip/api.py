@@ -23,7 +23,7 @@ from . import __version__, io
 from .container import BlobSpool, open_container, write_container, write_spooled
 from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
-from .model import Model
+from .model import LazyTensors, Model
 from .outputs import atomic_output, check_writable
 from .pipeline import (EncodedTensor, TensorPlan, check_file_cost, check_tensor_entry, decode_tensor, encode_tensor, logical_values, part_blobs,
                        serialized_bytes, serialized_entropy)
@@ -134,9 +134,45 @@ def _in_order(executor: Executor | None, function: Callable, items: Iterable, wi
         yield pending.popleft().result()
 
 
+#: Tensors in flight (encoded or decoded ahead) may hold this many source bytes together, or
+#: the largest tensor's when that is more (one tensor always runs): bounded memory whatever --jobs.
+WINDOW_MIN_BYTES = 64 * 2**20
+
+
+def _in_order_within(executor: Executor | None, function: Callable, items: Iterable, window: int, budget: int,
+                     weight: Callable) -> Iterator:
+    """As :func:`_in_order`, and the items in flight weigh at most *budget* together (one always runs)."""
+    if executor is None:
+        yield from map(function, items)
+        return
+    pending: collections.deque = collections.deque()
+    held = 0
+    for item in items:
+        size = weight(item)
+        while pending and (len(pending) >= window or held + size > budget):
+            future, done = pending.popleft()
+            held -= done
+            yield future.result()
+        pending.append((executor.submit(function, item), size))
+        held += size
+    while pending:
+        yield pending.popleft()[0].result()
+
+
+def tensor_bytes(model: Model, name: str) -> int:
+    """Bytes of one tensor's values, without reading a lazily read one."""
+    if isinstance(model.tensors, LazyTensors):
+        return model.tensors.nbytes_of(name)
+    return int(model.tensors[name].nbytes)
+
+
 def default_output(source: Path) -> Path:
     """``model.h5`` -> ``model.nnz`` (gzip/zstd habit: beside the source)."""
     return source.with_suffix(NNZ_SUFFIX)
+
+
+#: Elements per block of the error statistics: two float64 blocks of 8 MiB, whatever the tensor's size.
+ERROR_BLOCK = 2**20
 
 
 def relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
@@ -144,30 +180,55 @@ def relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
 
     Values near the float range's end are scaled before squaring so the norms do not
     overflow; the result is ``inf`` only when non-finite values differ or the original is 0.
+    The sums run over blocks of :data:`ERROR_BLOCK` elements in float64, so the working
+    memory is a few MiB, not three float64 copies of the tensor (bounded memory, §4.4).
     """
     if _same_view(original, rebuilt):  # a lossless encoding hands back (a view of) its input itself
         return 0.0
+    original, rebuilt = np.asarray(original), np.asarray(rebuilt)
+    if original.shape != rebuilt.shape:
+        original, rebuilt = np.broadcast_arrays(original, rebuilt)
+    if not original.size:
+        return 0.0
     with np.errstate(over="ignore", invalid="ignore"):  # NaN and huge values are handled below
-        a = np.asarray(original, dtype=np.float64)
-        b = np.asarray(rebuilt, dtype=np.float64)
-        diff = float(np.linalg.norm((a - b).ravel())) if a.size else 0.0
+        diff, norm = (math.sqrt(total) for total in _square_sums(original, rebuilt))
         if diff == 0.0:
             return 0.0
-        norm = float(np.linalg.norm(a.ravel()))
         if math.isfinite(diff) and math.isfinite(norm):
             return diff / norm if norm else math.inf
-        return _scaled_relative_error(np.asarray(original), np.asarray(rebuilt), a, b)
+        return _scaled_relative_error(original, rebuilt)
 
 
-def _scaled_relative_error(original: np.ndarray, rebuilt: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+def _blocks(original: np.ndarray, rebuilt: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Both arrays flattened, as float64 blocks of at most :data:`ERROR_BLOCK` elements."""
+    a, b = original.reshape(-1), rebuilt.reshape(-1)
+    for start in range(0, a.size, ERROR_BLOCK):
+        yield a[start:start + ERROR_BLOCK].astype(np.float64), b[start:start + ERROR_BLOCK].astype(np.float64)
+
+
+def _square_sums(original: np.ndarray, rebuilt: np.ndarray, scale: float = 1.0) -> tuple[float, float]:
+    """(sum of (original - rebuilt)**2, sum of original**2), both divided by scale**2 first, blockwise."""
+    diff = norm = 0.0
+    for a, b in _blocks(original, rebuilt):
+        if scale != 1.0:
+            a /= scale
+            b /= scale
+        np.subtract(a, b, out=b)
+        diff += float(b.dot(b))
+        norm += float(a.dot(a))
+    return diff, norm
+
+
+def _scaled_relative_error(original: np.ndarray, rebuilt: np.ndarray) -> float:
     """The relative error where the plain sums overflowed or met NaN/infinity."""
-    if original.shape == rebuilt.shape and original.dtype == rebuilt.dtype and _same_bits(original, rebuilt):
+    if original.dtype == rebuilt.dtype and _same_bits(original, rebuilt):
         return 0.0
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return math.inf
-    scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
-    diff = float(np.linalg.norm((a / scale - b / scale).ravel()))
-    norm = float(np.linalg.norm((a / scale).ravel()))
+    scale = 0.0
+    for a, b in _blocks(original, rebuilt):
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            return math.inf
+        scale = max(scale, float(np.abs(a).max()), float(np.abs(b).max()))
+    diff, norm = (math.sqrt(total) for total in _square_sums(original, rebuilt, scale))
     return diff / norm if norm else math.inf
 
 
@@ -182,8 +243,11 @@ def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two arrays of one dtype hold the very same bytes (NaN payloads included)."""
-    return np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    """Whether two arrays of one dtype and shape hold the very same bytes (NaN payloads included), blockwise."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    step = max(1, ERROR_BLOCK // max(a.itemsize, 1))
+    return all(np.ascontiguousarray(a[i:i + step]).tobytes() == np.ascontiguousarray(b[i:i + step]).tobytes()
+               for i in range(0, a.size, step))
 
 
 #: Configuration fields worth showing per stage in ``inspect``'s method column.
@@ -381,9 +445,17 @@ def encode_model(
         return encode_job(job, model.tensors[job.name], pool.chunks)
 
     # A dask pool runs a module-level function on what can travel (nnzip.distributed).
-    function, items = (encode, jobs()) if pool.remote is None else pool.remote.encoding(model, source, jobs())
+    if pool.remote is None:
+        # Each job reads (lazily, where the format allows) and plans its own tensor, and the
+        # tensors in flight are bounded by bytes, so only they are in memory however far ahead the jobs are.
+        sizes = {name: tensor_bytes(model, name) for name in model.tensors}
+        budget = max([WINDOW_MIN_BYTES, *sizes.values()])
+        results = _in_order_within(pool.tensors, encode, jobs(), pool.window, budget, lambda job: sizes[job.name])
+    else:  # a dask pool runs a module-level function on what can travel (nnzip.distributed)
+        function, items = pool.remote.encoding(model, source, jobs())
+        results = _in_order(pool.tensors, function, items, pool.window)
     reports, blobs = [], []
-    for item, report in _in_order(pool.tensors, function, items, pool.window):
+    for item, report in results:
         encoded.append(item)
         reports.append(report)
         if spool is None:
@@ -536,7 +608,11 @@ def _lossy(plan: TensorPlan) -> bool:
 
 def _overflowed(original: np.ndarray, rebuilt: np.ndarray) -> bool:
     """Whether a lossy reconstruction turned finite values into NaN or infinity."""
-    return original.dtype.kind == "f" and bool((~np.isfinite(rebuilt) & np.isfinite(original)).any())
+    if original.dtype.kind != "f":
+        return False
+    a, b = original.reshape(-1), np.asarray(rebuilt).reshape(-1)
+    # block by block: four boolean temporaries of one block, not of the tensor
+    return any(bool((~np.isfinite(b[i:i + ERROR_BLOCK]) & np.isfinite(a[i:i + ERROR_BLOCK])).any()) for i in range(0, a.size, ERROR_BLOCK))
 
 
 def strip_structure(model: Model) -> list[str]:
@@ -781,6 +857,8 @@ def decompress(
         sizes, total = blob_sizes(header), len(entries)
         done, order, futures, handed = 0, list(entries), {}, set()
         positions = {name: index for index, name in enumerate(order)}
+        decoded = {name: math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for name, entry in entries.items()}
+        budget = max([WINDOW_MIN_BYTES, *decoded.values()])
 
         def tensor(name: str) -> np.ndarray:
             nonlocal done
@@ -789,11 +867,16 @@ def decompress(
             done += 1
             if pool.tensors is None:
                 return decode_tensor(entries[name], container.blob, sizes, limits)
-            # Decode the next tensors (in header order, the order writers ask for them) meanwhile.
-            position = positions[name]
+            # Decode the next tensors (in header order, the order writers ask for them) meanwhile, as
+            # many as --jobs and the byte budget allow (WINDOW_MIN_BYTES or the largest tensor).
+            position, flight = positions[name], sum(decoded[ahead] for ahead in futures)
             for ahead in order[position:position + pool.window]:
-                if ahead not in futures and ahead not in handed:
-                    futures[ahead] = pool.tensors.submit(decode, entries[ahead], blob, table, limits, pool.chunks)
+                if ahead in futures or ahead in handed:
+                    continue
+                if ahead != name and flight + decoded[ahead] > budget:
+                    break
+                futures[ahead] = pool.tensors.submit(decode, entries[ahead], blob, table, limits, pool.chunks)
+                flight += decoded[ahead]
             handed.add(name)
             future = futures.pop(name, None)
             return future.result() if future else decode_tensor(entries[name], container.blob, sizes, limits, pool.chunks)

@@ -42,7 +42,12 @@ class LazyTensors(Mapping):
     @property
     def nbytes(self) -> int:
         """Bytes of all values, from their declared dtypes and shapes (nothing is read)."""
-        return sum(int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64)) for dtype, shape in self._specs.values())
+        return sum(map(self.nbytes_of, self._specs))
+
+    def nbytes_of(self, name: str) -> int:
+        """Bytes of one value, from its declared dtype and shape (nothing is read)."""
+        dtype, shape = self._specs[name]
+        return int(np.dtype(dtype).itemsize * np.prod(shape, dtype=np.int64))
 
 
 @dataclass

@@ -89,21 +89,25 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
     transform = get_stage(plan.transform)
     parts, transform_config = transform.encode(array, spec, plan.transform_params)
     quantizable = set(transform.quantizable_parts(transform_config))
-    entries, blobs, rebuilt_parts = [], [], {}
-    # A lossless transform whose parts get no value stages rebuilds its input bit for bit.
+    # A lossless transform whose parts are stored exactly rebuilds the very array: no need to
+    # decode it again for the statistics, nor to keep the parts once coded (bounded memory).
     exact = transform.lossless and not (plan.value_stages and quantizable)
+    entries, blobs, rebuilt_parts = [], [], {}
     for part_name, part_spec in transform.part_specs(spec, transform_config).items():
         stages = plan.value_stages if part_name in quantizable else []
         part_entry, part_blobs, rebuilt = _encode_part(parts.pop(part_name), part_spec, stages, plan.entropy, executor)
         part_entry = {"name": part_name, **part_entry, "blob": len(blobs)}
         entries.append(part_entry)
         blobs.extend(part_blobs)
-        rebuilt_parts[part_name] = None if exact else rebuilt
+        if not exact:
+            rebuilt_parts[part_name] = rebuilt
+        del rebuilt
     if exact:
         # (its round-trip tests say so): the input is the reconstruction, with no decode pass and no copy.
         reconstruction = np.asarray(array).reshape(spec.shape)
     else:
         reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
+        del rebuilt_parts
     if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
         # Values near the dtype's maximum can round past it; such a tensor is stored losslessly.
         raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {spec.dtype}; store it losslessly")
@@ -209,7 +213,12 @@ def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool, executor: Exec
     best: tuple[list[dict], list[bytes], int | None] | None = None
     for stage_id, params in candidates:
         serializer = get_stage(stage_id)
-        data, config = serializer.encode(array, spec, params)
+        view = _raw_view(array, spec) if stage_id == "raw" else None
+        if view is not None and len(view) > CHUNK_SIZE:
+            data, config = view, {}  # raw's bytes are the array's own: chunked from a view, not a tensor-sized copy
+        else:
+            data, config = serializer.encode(array, spec, params)
+        del view
         tail, blobs, chunk_size = [{"name": serializer.id, "configuration": config}], [data], None
         if entropy and len(data) > CHUNK_SIZE:
             bytes_id, blobs, bytes_config = _best_chunked(data, executor)
@@ -225,6 +234,11 @@ def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool, executor: Exec
             best = (tail, blobs, chunk_size)
         del data
     return best
+
+
+def _raw_view(array: np.ndarray, spec: ArraySpec) -> memoryview:
+    """The bytes the ``raw`` serializer writes (C order, the spec's byte order), as a view of *array* where it can be."""
+    return memoryview(np.ascontiguousarray(array, dtype=spec.dtype).reshape(-1).view(np.uint8))
 
 
 def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | None, list[bytes], dict]:
@@ -243,7 +257,7 @@ def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | 
 
     view = memoryview(data)
     pieces = [view[start:end] for start, end in chunk_bounds(len(data), CHUNK_SIZE)]
-    best: tuple[str | None, list[bytes], dict] = (None, [bytes(p) for p in pieces], {})
+    best: tuple[str | None, list[bytes], dict] = (None, [], {})  # no coder wins: the caller stores the data unchunked
     best_size, best_first = len(data), len(pieces[0])
     for stage_id in BYTES_STAGES:
         if stage_id == "lzw" and lzw_loses(bytes(pieces[0]), best_first):

@@ -107,13 +107,17 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
 
     *limits* is the reader's cap a ``.nnz`` of it would meet: declared tensor bytes beyond
     ``limits.output_cap(file size)`` are refused before anything is read (§8).  With *lazy*,
-    formats that can (safetensors, sharded checkpoints, ONNX external data) check everything now and read each tensor when asked.
+    formats that can (safetensors, sharded checkpoints, ONNX external data, HDF5 ``.h5``/``.weights.h5``,
+    ``.npz``) check everything now and read each tensor when asked (:class:`nnzip.model.LazyTensors`).
     """
     kind = sniff(path)
     if kind == "hdf5":
-        return keras_h5.read(path, keep_optimizer=keep_optimizer, limits=limits)
+        return keras_h5.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
     if kind == "zip":
-        return _zip_format(path).read(path, keep_optimizer=keep_optimizer, limits=limits)
+        fmt = _zip_format(path)
+        if fmt.id == npz.FORMAT_ID:
+            return npz.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
+        return fmt.read(path, keep_optimizer=keep_optimizer, limits=limits)
     if kind == "safetensors":
         return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
     if kind == "onnx":

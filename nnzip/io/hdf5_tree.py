@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError, NnzipError
 from ..limits import DEFAULT_LIMITS, MiB
+from ..model import LazyTensors
 from ..stages.base import MAX_NDIM, normalise_dtype, parse_dtype, parse_shape
 
 _STRING_ENCODINGS = ("ascii", "utf-8")
@@ -88,8 +89,13 @@ class _AttributeBudget:
 # --- reading --------------------------------------------------------------------------
 
 
-def read_tree(h5: h5py.File, skip: Callable[[str], bool] = lambda path: False, max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+def read_tree(h5: h5py.File, skip: Callable[[str], bool] = lambda path: False, max_bytes: int | None = None,
+              lazy: bool = False) -> tuple[dict, dict[str, np.ndarray] | LazyTensors]:
     """Describe *h5* as a JSON tree and return ``(tree, tensors)``.
+
+    With *lazy*, every check runs now but no value is read: ``tensors`` is a
+    :class:`nnzip.model.LazyTensors` that reopens the file and reads one dataset when
+    asked for (:func:`lazy_values`), so that compressing holds one tensor at a time.
 
     *skip* is called with each child path (no leading ``/``); a skipped group or
     dataset is left out of both results.  The file is surveyed first (rules
@@ -103,13 +109,37 @@ def read_tree(h5: h5py.File, skip: Callable[[str], bool] = lambda path: False, m
     try:
         _Survey(skip, max_bytes).group(h5, "", 0)
         budget = _AttributeBudget(InputError, "rule 8.9")
-        tensors: dict[str, np.ndarray] = {}
-        tree = _read_group(h5, "", tensors, skip, budget)
+        tensors: dict = {}
+        tree = _read_group(h5, "", tensors, skip, budget, lazy)
     except NnzipError:
         raise
     except _H5_ERRORS as exc:
         raise InputError(f"cannot read {h5.filename} as HDF5: {_one_line(exc)}") from None
-    return tree, tensors
+    return tree, (lazy_values(h5.filename, tensors) if lazy else tensors)
+
+
+def lazy_values(filename: str, specs: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> LazyTensors:
+    """Datasets (path -> surveyed dtype and shape) read from *filename* one at a time, when asked for.
+
+    Each read opens the file again and checks that the path still names a dataset of the
+    surveyed type and shape before reading it in pieces (:func:`_read_values`): what rules
+    8.1-8.9 checked is what is read, even if the file changed meanwhile.
+    """
+
+    def load(path: str) -> np.ndarray:
+        dtype, shape = specs[path]
+        try:
+            with h5py.File(filename, "r") as h5:
+                ds = h5.get(path)
+                if not isinstance(ds, h5py.Dataset) or normalise_dtype(ds.dtype) != dtype or tuple(ds.shape) != shape:
+                    raise InputError(f"{filename}: /{path} changed since the file was checked (rules 8.1-8.9); read it again")
+                return _read_values(ds, dtype, path)
+        except NnzipError:
+            raise
+        except _H5_ERRORS as exc:
+            raise InputError(f"cannot read the values of /{path}: {_one_line(exc)}") from None
+
+    return LazyTensors(specs, load)
 
 
 class _Survey:
@@ -255,7 +285,7 @@ def _attr_dtype(dtype: np.dtype, where: str) -> np.dtype:
         raise InputError(f"rule 8.8: unsupported attribute type {dtype} for {where}") from None
 
 
-def _read_group(group: h5py.Group, path: str, tensors: dict, skip, budget: _AttributeBudget) -> dict:
+def _read_group(group: h5py.Group, path: str, tensors: dict, skip, budget: _AttributeBudget, lazy: bool = False) -> dict:
     node: dict = {"attrs": _read_attrs(group, path, budget)}
     order = _creation_order_flags(group)
     if order:
@@ -267,9 +297,9 @@ def _read_group(group: h5py.Group, path: str, tensors: dict, skip, budget: _Attr
             continue
         obj = group[name]
         if isinstance(obj, h5py.Group):
-            children.append({"name": name, "group": _read_group(obj, child_path, tensors, skip, budget)})
+            children.append({"name": name, "group": _read_group(obj, child_path, tensors, skip, budget, lazy)})
         else:
-            children.append({"name": name, "dataset": _read_dataset(obj, child_path, tensors, budget)})
+            children.append({"name": name, "dataset": _read_dataset(obj, child_path, tensors, budget, lazy)})
     node["children"] = children
     return node
 
@@ -280,8 +310,10 @@ def _creation_order_flags(group: h5py.Group) -> bool:
     return bool(plist.get_link_creation_order() or plist.get_attr_creation_order())
 
 
-def _read_dataset(ds: h5py.Dataset, path: str, tensors: dict, budget: _AttributeBudget) -> dict:
-    tensors[path] = _read_values(ds, normalise_dtype(ds.dtype), path)
+def _read_dataset(ds: h5py.Dataset, path: str, tensors: dict, budget: _AttributeBudget, lazy: bool = False) -> dict:
+    dtype = normalise_dtype(ds.dtype)
+    # lazy: only the surveyed type and shape now; lazy_values reads the values when asked for
+    tensors[path] = (dtype, tuple(ds.shape)) if lazy else _read_values(ds, dtype, path)
     node: dict = {"attrs": _read_attrs(ds, path, budget)}
     layout = _read_layout(ds)
     if layout:

@@ -60,11 +60,13 @@ def _hard_group(h5: h5py.Group, name: str) -> bool:
     return name in h5 and isinstance(h5.get(name, getlink=True), h5py.HardLink) and isinstance(h5[name], h5py.Group)
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
     """Read a Keras HDF5 file; optimizer state is dropped unless *keep_optimizer*.
 
     The datasets may declare at most ``limits.output_cap(file size)`` bytes
-    (rule 8.7): what a ``.nnz`` of this size could be decompressed to.
+    (rule 8.7): what a ``.nnz`` of this size could be decompressed to.  With *lazy*,
+    every check runs now and each dataset is read when asked for
+    (:func:`nnzip.io.hdf5_tree.lazy_values`).
     """
     try:
         h5 = h5py.File(path, "r")
@@ -76,17 +78,17 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise InputError(f"cannot read {os.fspath(path)} as HDF5: {' '.join(str(exc).split())}") from None
         max_bytes = limits.output_cap(os.path.getsize(path))
-        structure, tensors, dropped = read_open(h5, source_format, keep_optimizer, max_bytes=max_bytes)
+        structure, tensors, dropped = read_open(h5, source_format, keep_optimizer, max_bytes=max_bytes, lazy=lazy)
     return Model(source_format, structure, tensors, dropped)
 
 
 def read_open(h5: h5py.File, source_format: str, keep_optimizer: bool, label: str = "",
-              max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray], list[DroppedGroup]]:
+              max_bytes: int | None = None, lazy: bool = False) -> tuple[dict, dict[str, np.ndarray], list[DroppedGroup]]:
     """Tree, tensors and dropped groups of an open Keras HDF5 file of *source_format*.
 
     *label* prefixes the dropped group's path in the report (``keras-v3`` uses
     ``model.weights.h5/`` for the HDF5 file inside its zip).  *max_bytes* caps the
-    datasets' declared bytes (:func:`nnzip.io.hdf5_tree.read_tree`).
+    datasets' declared bytes (:func:`nnzip.io.hdf5_tree.read_tree`, which also takes *lazy*).
     """
     optimizer = OPTIMIZER_GROUP[source_format]
     dropped = []
@@ -97,7 +99,7 @@ def read_open(h5: h5py.File, source_format: str, keep_optimizer: bool, label: st
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise InputError(f"cannot read /{optimizer} as HDF5: {' '.join(str(exc).split())}") from None
     skip = (lambda p: p == optimizer) if dropped else (lambda p: False)
-    structure, tensors = hdf5_tree.read_tree(h5, skip, max_bytes)
+    structure, tensors = hdf5_tree.read_tree(h5, skip, max_bytes, lazy)
     return structure, tensors, dropped
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
-from ..model import Model
+from ..model import LazyTensors, Model
 from ..stages.base import normalise_dtype, parse_shape
 from . import zipmeta
 
@@ -129,10 +129,15 @@ def npy_preamble(version: list[int], header: str) -> bytes:
 # --- reading --------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
-    """Read an ``.npz`` archive within *limits* (*keep_optimizer* is accepted for symmetry; there is none)."""
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
+    """Read an ``.npz`` archive within *limits* (*keep_optimizer* is accepted for symmetry; there is none).
+
+    With *lazy*, every member's zip record and ``.npy`` header are checked now (rules
+    8.10-8.17) but each array is read, and its member's size and CRC checked, only when
+    asked for (:class:`nnzip.model.LazyTensors`): one member in memory at a time.
+    """
     where = os.fspath(path)
-    members, tensors = [], {}
+    members, tensors, found = [], {}, {}
     with zipmeta.open_archive(path) as archive:
         infos = zipmeta.members(archive, limits)  # rules 8.10-8.15, before any member is read
         budget = limits.output_cap(os.path.getsize(path))
@@ -141,17 +146,52 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
             if name in tensors:
                 raise InputError(f"rule 8.12: {where}: two members load as the array {name!r}")
             try:
-                npy, tensors[name] = _read_member(archive, info, budget)
+                npy, tensors[name] = _read_member(archive, info, budget, lazy)
             except _Malformed as exc:
                 raise InputError(f"rule {exc.rule}: {where}, member {info.filename!r}: {exc}") from None
-            budget -= tensors[name].nbytes
+            budget -= _nbytes(*tensors[name]) if lazy else tensors[name].nbytes
+            found[name] = (info, npy)
             members.append({"name": info.filename, "zip": zipmeta.describe(info), "npy": npy})
         comment = base64.b64encode(archive.comment).decode("ascii")
+    if lazy:
+        tensors = _lazy_values(path, tensors, found)
     return Model(FORMAT_ID, {"comment": comment, "members": members}, tensors)
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> tuple[dict, np.ndarray]:
-    """(``npy`` record, little-endian C-order value) of one member whose array fits in *budget* bytes."""
+def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def _lazy_values(path: str | os.PathLike, specs: dict, found: dict[str, tuple[zipfile.ZipInfo, dict]]) -> LazyTensors:
+    """The arrays, each read from its (already checked) member when asked for.
+
+    The member's ``.npy`` header must be the one checked before (else the file changed
+    meanwhile); reading to its end checks its size and CRC (rules 8.10, 8.15).
+    """
+    where = os.fspath(path)
+
+    def load(name: str) -> np.ndarray:
+        info, npy = found[name]
+        with zipmeta.open_archive(path) as archive, zipmeta.open_member(archive, info) as handle:
+            try:
+                version, header, _size = _read_preamble(handle, info.file_size)
+                if [version, header] != [npy["version"], npy["header"]]:
+                    raise _Malformed("its .npy header changed since the archive was checked; read it again")
+                dtype, shape, fortran = parse_npy_header(header)
+                value = _read_array(handle, dtype, shape, fortran, _nbytes(dtype, tuple(shape)))
+            except _Malformed as exc:
+                raise InputError(f"rule {exc.rule}: {where}, member {info.filename!r}: {exc}") from None
+            zipmeta.expect_end(handle, info)
+        return value
+
+    return LazyTensors({name: (normalise_dtype(dtype), tuple(shape)) for name, (dtype, shape) in specs.items()}, load)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, lazy: bool = False) -> tuple[dict, object]:
+    """(``npy`` record, little-endian C-order value) of one member whose array fits in *budget* bytes.
+
+    With *lazy*, the value is not read: the second item is the array's (dtype, shape).
+    """
     with zipmeta.open_member(archive, info) as handle:
         version, header, preamble_size = _read_preamble(handle, info.file_size)
         dtype, shape, fortran = parse_npy_header(header)
@@ -161,6 +201,8 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -
                              "of the output cap for a file of this size", "8.15")
         if info.file_size != preamble_size + nbytes:
             raise _Malformed(f"member holds {info.file_size} bytes, its .npy header describes a different size")
+        if lazy:
+            return {"version": version, "header": header}, (dtype, tuple(shape))
         value = _read_array(handle, dtype, shape, fortran, nbytes)
         zipmeta.expect_end(handle, info)
     return {"version": version, "header": header}, value

@@ -304,12 +304,13 @@ def write(path: str | os.PathLike, structure: dict, tensor) -> None:
             handle.write(_tensor_bytes(item, tensor(item["name"])))
 
 
-def _tensor_bytes(item: dict, value: np.ndarray) -> bytes:
+def _tensor_bytes(item: dict, value: np.ndarray) -> memoryview:
+    """The value's little-endian C-order bytes, as a view where it is already so (no tensor-sized copy)."""
     expected = np.dtype(DTYPES[item["dtype"]])
     if value.dtype != expected or list(value.shape) != item["shape"]:
         raise FormatError(f"tensor {item['name']!r} decodes to {value.dtype.str} {list(value.shape)}, "
                           f"the safetensors structure needs {expected.str} {item['shape']}")
-    return np.ascontiguousarray(value).tobytes()
+    return memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
 
 
 # --- structure checks ---------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class _Prefix:
             # to the sums), so numpy's fastest sort keeps the result exact.
             x = np.sort(values)
             counts = np.arange(x.size + 1, dtype=np.float64)  # prefix sums of unit weights
-            return cls(x, counts, np.concatenate([zero, np.cumsum(x)]), np.concatenate([zero, np.cumsum(x * x)]))
+            return cls(x, counts, _prefix_sums(x), _prefix_sums(x, squared=True))
         # A stable sort keeps equal values' weights in input order, so the prefix
         # sums (and hence the result) are reproducible bit for bit.
         order = np.argsort(values, kind="stable")
@@ -70,6 +70,19 @@ class _Prefix:
     def stats(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weight, weighted sum and weighted sum of squares of the runs ``lo:hi``."""
         return self.w[hi] - self.w[lo], self.wx[hi] - self.wx[lo], self.wxx[hi] - self.wxx[lo]
+
+
+def _prefix_sums(x: np.ndarray, squared: bool = False) -> np.ndarray:
+    """``concatenate([[0], cumsum(x)])`` (or of ``x * x``), written into one array: no tensor-sized temporaries
+    beyond the result (the values are the same as concatenating, bounded memory)."""
+    out = np.empty(x.size + 1, dtype=np.float64)
+    out[0] = 0.0
+    if squared:
+        np.multiply(x, x, out=out[1:])
+        np.cumsum(out[1:], out=out[1:])
+    else:
+        np.cumsum(x, out=out[1:])
+    return out
 
 
 def kmeans1d(

@@ -9,7 +9,7 @@ are a few small integers and cost far fewer bits than a fixed-rate k-means index
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -55,20 +55,32 @@ class Uniform(ArrayStage):
             raise ConfigError(f"uniform: 'step' must be a positive finite number, got {step!r}")
         if spec.dtype.str not in INPUT_DTYPES:
             raise ConfigError(f"uniform: input must be a float array, got {spec.dtype}")
-        values = np.asarray(data, dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
-        levels = np.rint(values / step).astype(np.int64) if values.size else np.zeros(spec.shape, np.int64)
-        if rdo and values.size:
-            levels = rdo_levels(values / step, levels, rdo)
-        offset = int(levels.min()) if values.size else 0
-        if values.size and int(levels.max()) - offset >= MAX_LEVELS:
+        flat = np.asarray(data).reshape(-1)
+        levels = None
+        if rdo and flat.size:
+            # RDOQ weighs each value against the whole tensor's level histogram, so this opt-in
+            # encoder choice holds tensor-sized float64/int64 temporaries.
+            scaled = flat.astype(np.float64) / step
+            levels = rdo_levels(scaled, np.rint(scaled).astype(np.int64), rdo)
+            low, high = int(levels.min()), int(levels.max())
+        else:
+            # Levels are computed block by block (float64 and int64 temporaries of one block, not of
+            # the tensor: bounded memory, spec/container.md §4.4); each element's level is the same either way.
+            low, high = _level_range(flat, step) if flat.size else (0, 0)
+        offset = low
+        if flat.size and high - offset >= MAX_LEVELS:
             raise ConfigError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
         if abs(offset) > MAX_OFFSET:
             raise ConfigError(f"uniform: step {step:g} is too small for values of this size")
-        if values.size and not _finite_in(spec.dtype, step, offset, int(levels.max()) - offset):
+        if flat.size and not _finite_in(spec.dtype, step, offset, high - offset):
             raise LossyRangeError(f"uniform: step {step:g} rounds values beyond the range of {spec.dtype}; store this tensor losslessly")
-        return (levels - offset).astype(CODE_DTYPE), {"step": encode_floats(np.array([step]), "<f8"), "offset": offset}
+        if levels is not None:
+            codes = (levels - offset).astype(CODE_DTYPE)
+        else:
+            codes = np.empty(flat.size, dtype=CODE_DTYPE)
+            for start in range(0, flat.size, BLOCK_ELEMENTS):
+                codes[start:start + BLOCK_ELEMENTS] = _levels(flat[start:start + BLOCK_ELEMENTS], step) - offset
+        return codes.reshape(spec.shape), {"step": encode_floats(np.array([step]), "<f8"), "offset": offset}
 
     @classmethod
     def decode(cls, data: np.ndarray, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
@@ -118,6 +130,21 @@ class Uniform(ArrayStage):
         return ArraySpec(CODE_DTYPE, spec.shape)
 
 
+def _levels(block: np.ndarray, step: float) -> np.ndarray:
+    """``rint(x / step)`` of a block of finite values, in float64, as int64 levels."""
+    return np.rint(block.astype(np.float64) / step).astype(np.int64)
+
+
+def _level_range(flat: np.ndarray, step: float) -> tuple[int, int]:
+    """The smallest and largest level of the (non-empty, finite) values, block by block."""
+    low, high = None, None
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        levels = _levels(flat[start:start + BLOCK_ELEMENTS], step)
+        low = int(levels.min()) if low is None else min(low, int(levels.min()))
+        high = int(levels.max()) if high is None else max(high, int(levels.max()))
+    return low, high
+
+
 def rdo_levels(scaled: np.ndarray, nearest: np.ndarray, rdo: float, passes: int = RDO_PASSES) -> np.ndarray:
     """Rate-distortion-optimised levels (RDOQ; entropy-constrained scalar quantization on a fixed grid).
 
@@ -157,10 +184,53 @@ def _finite_in(dtype: np.dtype, step: float, lowest: int, span: int) -> bool:
 def _relative_step(data: np.ndarray, factor: Any) -> float:
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise ConfigError(f"uniform: 'step_sd' must be a positive number, got {factor!r}")
-    values = np.asarray(data, dtype=np.float64)
-    spread = float(np.std(values)) if values.size else 0.0
+    data = np.asarray(data)
+    spread = _std(data) if data.size else 0.0
     if spread > 0:
         return factor * spread
     # A constant array: a step equal to its value stores it exactly.
-    magnitude = float(np.abs(values).max()) if values.size else 0.0
+    magnitude = max((float(np.abs(_float64(block)).max()) for block in _flat_blocks(data)), default=0.0)
     return magnitude if magnitude > 0 else 1.0
+
+
+#: Leaves of the blockwise pairwise sum (:func:`_pairwise`): float64 temporaries of at most 4 MiB.
+SUM_LEAF = 1 << 19
+
+
+def _std(data: np.ndarray) -> float:
+    """``np.std(data.astype(float64))``, bit for bit, without the tensor-sized float64 copies.
+
+    numpy sums a contiguous array pairwise, halving it (at multiples of 8) down to small
+    blocks; :func:`_pairwise` makes the same cuts and lets numpy sum each leaf, so the sums,
+    and the step stored in the file, are those of ``np.std`` (checked in the tests).
+    """
+    if not data.flags.c_contiguous:
+        return float(np.std(np.asarray(data, dtype=np.float64)))
+    flat = data.reshape(-1)
+    n = flat.size
+    mean = float(_pairwise(flat, _float64)) / n
+    squares = _pairwise(flat, lambda block: _squared(_float64(block) - mean))
+    return float(np.sqrt(squares / n))
+
+
+def _pairwise(flat: np.ndarray, leaf) -> np.float64:
+    """numpy's pairwise sum of ``leaf(flat)``, computed leaf block by leaf block."""
+    if flat.size <= SUM_LEAF:
+        return np.add.reduce(leaf(flat))
+    half = flat.size // 2
+    half -= half % 8
+    return _pairwise(flat[:half], leaf) + _pairwise(flat[half:], leaf)
+
+
+def _float64(block: np.ndarray) -> np.ndarray:
+    return block.astype(np.float64)
+
+
+def _squared(block: np.ndarray) -> np.ndarray:
+    return np.multiply(block, block, out=block)
+
+
+def _flat_blocks(data: np.ndarray) -> Iterator[np.ndarray]:
+    flat = data.reshape(-1)
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        yield flat[start:start + BLOCK_ELEMENTS]
