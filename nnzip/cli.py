@@ -308,7 +308,7 @@ class _Progress:
             self.close()
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=self.verb, unit="tensor", file=sys.stderr, leave=False, dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=self.verb, unit=_unit(name), file=sys.stderr, leave=False, dynamic_ncols=True)
         self.bar.set_postfix_str(name[:40], refresh=False)
         self.bar.update(done - self.bar.n)
         if done >= total:
@@ -326,6 +326,15 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+#: What a budget search counts in each of its steps (its progress names start "1/2 ..." and "2/2 ...").
+_SEARCH_UNITS = {"1/2": "candidate", "2/2": "round"}
+
+
+def _unit(name: str) -> str:
+    """The progress bar's unit: the search's own for its steps, else tensors."""
+    return _SEARCH_UNITS.get(name[:3], "tensor")
 
 
 def _progress(verb: str, quiet: bool) -> _Progress | None:

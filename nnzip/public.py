@@ -31,7 +31,8 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
              lossless: bool = False, fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
              plan: str | os.PathLike | None = None, budget: api.Budget | Mapping | None = None, keep_optimizer: bool = False,
              strip: bool = False, force: bool = False, max_output: int | None = None, progress: api.Progress | None = None, rules=None,
-             scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT) -> api.CompressReport:
+             scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT, rdo: float | None = None,
+             jobs: int | None = 1) -> api.CompressReport:
     """Compress a model file, or a dict of numpy arrays, into a ``.nnz``; returns a :class:`nnzip.api.CompressReport`.
 
     The keywords are ``nnzip compress``'s options (``bits=4`` is ``--bits 4``, ``layers=["dense_1:bits=2"]``
@@ -42,7 +43,8 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     *src* is a path or ``{name: array}`` (stored as a tensors-only ``npz`` source that
     :func:`nnzip.load` reads back); *dst* a path (default: *src* with suffix ``.nnz``) or a
     binary file object.  The report gives ``file_bytes``, ``original_bytes``, ``ratio`` and
-    per tensor ``tensors[i].method/.stored_bytes/.error``.
+    per tensor ``tensors[i].method/.stored_bytes/.error``.  *jobs* is ``--jobs`` (worker threads;
+    None: one per core; the bytes are the same for any value) and *rdo* ``--rdo`` (with *uniform*).
 
     >>> import io, numpy as np, nnzip
     >>> out = io.BytesIO()
@@ -52,7 +54,7 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     """
     limits = DecodeLimits(max_output=max_output) if max_output is not None else DEFAULT_LIMITS
     cluster = scheduler_from_options(scheduler, scheduler_timeout)
-    settings = {"bits": bits, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep, "uniform": uniform}
+    settings = {"bits": bits, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep, "uniform": uniform, "rdo": rdo}
     if budget is not None:
         fixed = [k for k, v in settings.items() if v is not None] + ["plan"] * (plan is not None) + ["layers"] * bool(layers)
         fixed += ["float16"] * float16 + ["lossless"] * lossless + ["rules"] * (rules is not None)
@@ -68,7 +70,7 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
         to_stream = dst is not None and not isinstance(dst, (str, os.PathLike))
         output = directory / "out.nnz" if to_stream else dst
         report = api.compress(source, output, rules=rules, budget=budget, keep_optimizer=keep_optimizer, strip=strip, force=force,
-                              progress=progress, limits=limits, scheduler=cluster)
+                              progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
         if to_stream:
             with open(report.output, "rb") as handle:
                 shutil.copyfileobj(handle, dst, 2**20)
@@ -110,10 +112,12 @@ def _source_path(src, directory: Path) -> Path:
 
 
 def decompress(src: str | os.PathLike, dst: Destination = None, *, force: bool = False, max_output: int | None = None,
-               progress: api.Progress | None = None, scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT):
+               progress: api.Progress | None = None, scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT,
+               jobs: int | None = 1):
     """Rebuild the source-format file of a ``.nnz``; *dst* a path (default beside *src*) or a binary file object.
 
-    *scheduler* (``--scheduler``): decode the tensors on that dask cluster's workers.
+    *scheduler* (``--scheduler``): decode the tensors on that dask cluster's workers; *jobs*
+    (``--jobs``): decoding threads (None: one per core), the file the same for any value.
 
     Returns the path written, or *dst* itself for a file object (the rebuilt file is made in a
     private temporary directory, since the HDF5 and zip writers need a named file, then copied).
@@ -123,14 +127,14 @@ def decompress(src: str | os.PathLike, dst: Destination = None, *, force: bool =
     limits = DecodeLimits(max_output=max_output) if max_output is not None else DEFAULT_LIMITS
     cluster = scheduler_from_options(scheduler, scheduler_timeout)
     if dst is None or isinstance(dst, (str, os.PathLike)):
-        return api.decompress(src, dst, force=force, progress=progress, limits=limits, scheduler=cluster)
+        return api.decompress(src, dst, force=force, progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
     with private_directory() as directory:
         from .container import open_container
 
         with open_container(src) as container:
             api.check_header(container.header, container.file_size, limits)
             suffix = api.default_decompressed(Path("x.nnz"), container.header).suffix
-        written = api.decompress(src, directory / f"rebuilt{suffix}", progress=progress, limits=limits, scheduler=cluster)
+        written = api.decompress(src, directory / f"rebuilt{suffix}", progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
         with open(written, "rb") as handle:
             shutil.copyfileobj(handle, dst, 2**20)
     return dst

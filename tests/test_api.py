@@ -205,3 +205,19 @@ def test_readme_api_examples_run(tmp_path, monkeypatch):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     runner.run(test)
     assert runner.failures == 0
+
+
+def test_jobs_and_rdo_are_keywords_like_the_cli_flags(tmp_path):
+    """``jobs=`` and ``rdo=`` are ``--jobs`` and ``--rdo``: the file is the same for any jobs; bad values are refused."""
+    rng = np.random.default_rng(1)
+    weights = {"w": rng.standard_normal((256, 128)).astype(np.float32)}
+    one = nnzip.compress(weights, tmp_path / "1.nnz", uniform=1.0, rdo=0.12, jobs=1).output.read_bytes()
+    two = nnzip.compress(weights, tmp_path / "2.nnz", uniform=1.0, rdo=0.12, jobs=2).output.read_bytes()
+    plain = nnzip.compress(weights, tmp_path / "p.nnz", uniform=1.0).output.read_bytes()
+    assert one == two and len(one) < len(plain)
+    assert nnzip.decompress(tmp_path / "1.nnz", tmp_path / "a.npz", jobs=2).read_bytes() == nnzip.decompress(tmp_path / "1.nnz", tmp_path / "b.npz").read_bytes()
+    for bad in (0, -1, 1.5):
+        with pytest.raises(nnzip.ConfigError, match="jobs"):
+            nnzip.compress(weights, tmp_path / "x.nnz", jobs=bad)
+    with pytest.raises(nnzip.ConfigError, match="--rdo"):
+        nnzip.compress(weights, tmp_path / "y.nnz", rdo=0.12)

@@ -527,3 +527,10 @@ def test_drop_kind_of_accuracy_and_mse(tmp_path, capsys):
         status, out, _ = run(capsys, "verify", nnz, "--data", TEST_DATA, "--original", SAMPLES / sample, "--json")
         info = json.loads(out)
         assert status == 0 and info["metric"] == metric and info["drop_kind"] == kind
+
+
+def test_progress_bar_units_follow_the_search_steps():
+    """The bar counts tensors, and a budget search's candidates and combining rounds by their own names."""
+    from nnzip.cli import _unit
+
+    assert _unit("dense/kernel") == "tensor" and _unit("1/2 trying output's kernel") == "candidate" and _unit("2/2 combining") == "round"
