@@ -203,7 +203,7 @@ def test_search_records_and_inspect_shows_a_corrected_bias(searched, capsys):
     status, out, _ = run(capsys, "inspect", searched)
     assert status == 0
     assert f"bias corrected: {BIAS} was changed by the budget search to offset the error of {KERNEL}" in out
-    row = next(line for line in out.splitlines() if line.strip().startswith(BIAS))
+    row = next(line for line in out.splitlines() if line.split() and line.split()[0] == BIAS)  # its table row, not the plan's "name: choice" line
     assert "(bias corrected)" in row
     status, out, _ = run(capsys, "inspect", searched, "--json")
     assert json.loads(out)["tensors"][0]["bias_correction"] == KERNEL

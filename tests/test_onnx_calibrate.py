@@ -108,10 +108,10 @@ def test_data_aware_candidates_beat_weight_only_on_the_layer_output(tmp_path, mo
     if array.ndim == 2:
         pairs.append(("svd16+kmeans8", "aasvd16+kmeans8"))
     for plain, aware in pairs:
-        trial_plain = search._trial(name, array, ladder[plain], layer, cache)
-        trial_aware = search._trial(name, array, ladder[aware], layer, cache)
-        assert trial_aware.encoded.reconstruction.shape == array.shape and trial_aware.bias is not None
-        assert output_error(layer.stats, array, trial_aware.encoded.reconstruction) < 0.9 * output_error(layer.stats, array, trial_plain.encoded.reconstruction)
+        _, plain_encoded, _, _ = search._encode(name, array, ladder[plain], layer, cache)
+        _, aware_encoded, aware_bias, _ = search._encode(name, array, ladder[aware], layer, cache)
+        assert aware_encoded.reconstruction.shape == array.shape and aware_bias is not None
+        assert output_error(layer.stats, array, aware_encoded.reconstruction) < 0.9 * output_error(layer.stats, array, plain_encoded.reconstruction)
 
 
 def test_conv_kernel_skips_activation_aware_svd(tmp_path):
