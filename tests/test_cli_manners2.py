@@ -28,28 +28,11 @@ import nnzip.evaluate
 from nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli
 from samples import SAMPLES, TEST_DATA, VAL_DATA
+from test_cli_manners import assert_one_line_error, leftovers, run
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = SAMPLES / "mlp.weights.h5"
 HOOK_EXAMPLE = Path(__file__).parent / "eval_hook_example.py"
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status, err, *fragments):
-    assert status == 1
-    assert err.startswith("nnzip: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Temporary files a run left (the safe-output pattern)."""
-    return [p.name for p in directory.iterdir() if ".nnzip-" in p.name]
 
 
 @pytest.fixture(scope="module")

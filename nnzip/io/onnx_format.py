@@ -425,24 +425,16 @@ def _external_place(proto, folder: Path, nbytes: int, where: str) -> tuple[Path,
 
 
 def _external_bytes(proto, folder: Path, nbytes: int, where: str) -> bytes:
-    """The bytes of an externally stored tensor, after rule 5.7.3's checks."""
-    info = {entry.key: entry.value for entry in proto.external_data}
-    location = info.get("location", "")
-    target = safe_location(location, folder, where, InputError)
-    try:
-        offset = int(info.get("offset", "0"))
-        length = int(info.get("length", str(nbytes)))
-    except ValueError:
-        raise InputError(f"rule 5.7.3: {where}: external data offset/length are not integers") from None
-    if length != nbytes or offset < 0:
-        raise InputError(f"rule 5.7.3: {where}: external data length {length} at offset {offset}; its dims and type need {nbytes} bytes")
+    """The bytes of an externally stored tensor, after rule 5.7.3's checks (:func:`_external_place`)."""
+    target, offset = _external_place(proto, folder, nbytes, where)
+    location = {entry.key: entry.value for entry in proto.external_data}.get("location", "")  # as the model names it
     try:
         with open(target, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if offset + length > size:
-                raise InputError(f"rule 5.7.3: {where}: external data {location!r} holds {size} bytes, the tensor needs {offset}..{offset + length}")
+            size = os.fstat(handle.fileno()).st_size  # again: the file may have changed since it was checked
+            if offset + nbytes > size:
+                raise InputError(f"rule 5.7.3: {where}: external data {location!r} holds {size} bytes, the tensor needs {offset}..{offset + nbytes}")
             handle.seek(offset)
-            return handle.read(length)
+            return handle.read(nbytes)
     except OSError as exc:
         raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {exc.strerror}") from None
 
