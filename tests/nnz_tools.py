@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from nnzip import api
+from nnzip import api, cli
 from nnzip.container import MAGIC, PREAMBLE_SIZE, align, crc32, write_container
 from nnzip.io import read_model
 from nnzip.pipeline import TensorPlan
@@ -72,3 +73,29 @@ def blobs_of(data: bytes) -> list[bytes]:
 
 
 __all__ = ["PREAMBLE_SIZE", "TINY_BIAS", "TINY_KERNEL", "assemble", "blobs_of", "golden_tiny_bytes", "rebuild", "split_file", "write_tiny_weights_h5"]
+
+
+def assert_decompress_rejects(tmp_path: Path, data: bytes, capsys, *fragments: str, output_name: str = "out.h5",
+                              inspect_too: bool = False) -> str:
+    """``nnzip decompress`` of *data* (written as ``bad.nnz`` in *tmp_path*) is refused; returns its error line.
+
+    Status 1, one stderr line holding every fragment, no output and the folder as it was (no
+    temporary file left); with *inspect_too*, ``nnzip inspect`` refuses the file as well (a rule
+    the header check finds without decoding).
+    """
+    source = tmp_path / "bad.nnz"
+    source.write_bytes(data)
+    before = sorted(os.listdir(tmp_path))
+    output = tmp_path / output_name
+    status = cli.main(["decompress", str(source), "-o", str(output)])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert err.startswith("nnzip: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not output.exists()
+    assert sorted(os.listdir(tmp_path)) == before, "a refused file left an output or a temporary file behind"
+    if inspect_too:
+        assert cli.main(["inspect", str(source)]) == 1
+        assert capsys.readouterr().err.startswith("nnzip: error: ")
+    return err

@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from decode_cost_tools import GOLDEN, WORST_CASES, craft, fft_low_file, lzw_part, raw_part, svd_file
-from nnzip import api, cli
+from nnz_tools import assert_decompress_rejects
+from nnzip import api
 from nnzip.container import read_container
 from nnzip.errors import ConfigError, FormatError
 from nnzip.limits import DecodeLimits
@@ -50,19 +51,8 @@ def assert_rejected(tmp_path: Path, data: bytes, capsys, *fragments: str, header
 
     A *header_rule* is found without decoding, so ``inspect`` refuses the file too.
     """
-    source = tmp_path / "bad.nnz"
-    source.write_bytes(data)
-    output = tmp_path / "out.h5"
-    assert cli.main(["decompress", str(source), "-o", str(output)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("nnzip: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    assert not output.exists()
+    assert_decompress_rejects(tmp_path, data, capsys, *fragments, inspect_too=header_rule)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nnz"], "a temporary output was left behind"
-    if header_rule:
-        assert cli.main(["inspect", str(source)]) == 1
-        assert capsys.readouterr().err.startswith("nnzip: error: ")
 
 
 def header_of(data: bytes) -> dict:

@@ -27,7 +27,7 @@ from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file
 
 from common import REGENERATE
-from nnz_tools import blobs_of, rebuild, split_file
+from nnz_tools import assert_decompress_rejects, blobs_of, rebuild, split_file
 from nnzip import api, cli, pipeline
 from nnzip.container import write_container
 from nnzip.io import read_model
@@ -338,20 +338,6 @@ def test_narrowing_matches_the_spec_and_ml_dtypes_on_edge_cases():
 # --- rule 4.11 and the decode cost of a widened tensor -----------------------------------------
 
 
-def _assert_rejected(tmp_path: Path, data: bytes, capsys, *fragments: str) -> None:
-    bad = tmp_path / "bad.nnz"
-    bad.write_bytes(data)
-    output = tmp_path / "out.safetensors"
-    status = cli.main(["decompress", str(bad), "-o", str(output)])
-    err = capsys.readouterr().err
-    assert status == 1, err
-    assert err.startswith("nnzip: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    assert not output.exists()
-    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name], "a temporary output was left behind"
-
-
 def _golden() -> tuple[dict, list[bytes]]:
     data = GOLDEN_WIDEN.read_bytes()
     return split_file(data)[0], blobs_of(data)
@@ -361,21 +347,21 @@ def _golden() -> tuple[dict, list[bytes]]:
 def test_rule411_widen_must_be_bfloat16(tmp_path, capsys, value):
     header, blobs = _golden()
     header["tensors"][0]["widen"] = value
-    _assert_rejected(tmp_path, rebuild(header, blobs), capsys, "rule 4.11", "widen")
+    assert_decompress_rejects(tmp_path, rebuild(header, blobs), capsys, "rule 4.11", "widen", output_name="out.safetensors")
 
 
 @pytest.mark.parametrize("dtype", ["<f4", "<i2", "<f2", "|u1"])
 def test_rule411_widen_needs_a_u2_tensor(tmp_path, capsys, dtype):
     header, blobs = _golden()
     header["tensors"][0]["dtype"] = dtype
-    _assert_rejected(tmp_path, rebuild(header, blobs), capsys, "rule 4.11", "'<u2'")
+    assert_decompress_rejects(tmp_path, rebuild(header, blobs), capsys, "rule 4.11", "'<u2'", output_name="out.safetensors")
 
 
 def test_without_widen_the_float32_parts_break_rule42(tmp_path, capsys):
     """What a 1.1 reader sees in a 1.2 file: float32 parts in a <u2 tensor, refused, never misread."""
     header, blobs = _golden()
     del header["tensors"][0]["widen"]
-    _assert_rejected(tmp_path, rebuild(header, blobs), capsys, "rule 4.2")
+    assert_decompress_rejects(tmp_path, rebuild(header, blobs), capsys, "rule 4.2", output_name="out.safetensors")
 
 
 def test_widened_decode_cost_counts_the_float32_tensor(tmp_path, capsys):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from common import check_golden, check_roundtrip
 from decode_cost_tools import _raw, craft
+from nnz_tools import assert_decompress_rejects
 from nnzip import cli
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import BytesSpec, arith, get_stage
@@ -244,15 +245,7 @@ def arith_file(stream: bytes, size: int, config: dict) -> bytes:
 
 
 def assert_cli_rejects(tmp_path, data: bytes, capsys, *fragments: str) -> None:
-    source = tmp_path / "bad.nnz"
-    source.write_bytes(data)
-    output = tmp_path / "out.h5"
-    assert cli.main(["decompress", str(source), "-o", str(output)]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("nnzip: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    assert not output.exists()
+    assert_decompress_rejects(tmp_path, data, capsys, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nnz"], "a temporary output was left behind"
 
 
