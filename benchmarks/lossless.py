@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nnzip import api
-from nnzip.io import read_model
+from nnzip.formats import read_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = sorted((ROOT / "samples").glob("*.h5"))

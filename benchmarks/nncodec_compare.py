@@ -293,7 +293,7 @@ class Subject:
 
 def load_subject(name: str, val_data, test_data, scratch: str) -> Subject:
     from nnzip.evaluate import KerasEvaluator
-    from nnzip.io import read_model
+    from nnzip.formats import read_model
 
     path = os.path.join(ROOT, "samples", f"{name}.h5")
     model = read_model(path)  # optimizer state dropped, as nnzip compress does by default

@@ -26,7 +26,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from nnzip import io  # noqa: E402
+from nnzip import formats  # noqa: E402
 from nnzip.pipeline import TensorPlan, encode_tensor  # noqa: E402
 from nnzip.plan import is_lossy_candidate, layer_weight  # noqa: E402
 from nnzip.search import UNIFORM_STEPS  # noqa: E402
@@ -55,8 +55,8 @@ def plain_bytes_at(curve: list[tuple[int, float]], error: float) -> float | None
 
 def kernels(path: str) -> dict[str, np.ndarray]:
     """The tensors of *path* lossy settings may touch (float32 weight matrices)."""
-    model = io.read_model(path)
-    exact = io.exact_names(model)
+    model = formats.read_model(path)
+    exact = formats.exact_names(model)
     return {n: a for n, a in model.tensors.items()
             if n not in exact and is_lossy_candidate(a, layer_weight(model.source_format, n)) and a.dtype == np.float32}
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing, too
 
 import nnzip  # noqa: E402
 from nnzip import api  # noqa: E402
-from nnzip import io as model_io  # noqa: E402
+from nnzip import formats  # noqa: E402
 from nnzip.container import write_container  # noqa: E402
 from nnzip.evaluate import Dataset, load_data, make_evaluator  # noqa: E402
 from nnzip.sweep import METHODS, run_sweep, targets  # noqa: E402
@@ -88,7 +88,7 @@ def progress_printer(label: str, started: float):
 def measure(quick: bool) -> dict:
     """Run every sweep; returns a JSON-able dict of the results."""
     started = time.perf_counter()
-    model = model_io.read_model(MODEL)
+    model = formats.read_model(MODEL)
     data = load_data(DATA)
     if quick:
         data = Dataset(data.x[:QUICK_SAMPLES], None if data.y is None else data.y[:QUICK_SAMPLES])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import __version__, io
+from . import __version__, formats
 from .container import BlobSpool, open_container, write_container, write_spooled
 from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
@@ -356,7 +356,7 @@ def compress(
     check_writable(output, force, source)  # before reading the model or a long search, not only at the end
     # Without a budget search, compression streams: tensors are read when encoded (lazily, where
     # the format allows) and their blobs spooled to an unnamed temporary file beside the output.
-    model = io.read_model(source, keep_optimizer=keep_optimizer, limits=limits, lazy=budget is None)
+    model = formats.read_model(source, keep_optimizer=keep_optimizer, limits=limits, lazy=budget is None)
     if strip:
         strip_structure(model)
     spool = None
@@ -423,9 +423,9 @@ def encode_model(
     pool = pool or Workers()
     encoded = []
     total = len(model.tensors)
-    optimizer = io.optimizer_prefix(model.source_format)
-    exact = io.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
-    elements = io.element_types(model)  # bfloat16 and 8-bit floats carried as raw bits
+    optimizer = formats.optimizer_prefix(model.source_format)
+    exact = formats.exact_names(model)  # e.g. an ONNX model's shapes and indices: not weights
+    elements = formats.element_types(model)  # bfloat16 and 8-bit floats carried as raw bits
 
     streaming = spool is not None
 
@@ -484,7 +484,7 @@ class TensorJob:
     settings: Settings | None = None
     #: What the file says the tensor is (:func:`nnzip.plan.layer_weight`).
     weight: bool | None = None
-    #: The element type a raw-bits tensor stands for (``"bfloat16"``, 8-bit floats: :func:`nnzip.io.element_types`).
+    #: The element type a raw-bits tensor stands for (``"bfloat16"``, 8-bit floats: :func:`nnzip.formats.element_types`).
     element: str | None = None
     #: Drop the reconstruction once its error is recorded (the caller spools the blobs).
     streaming: bool = False
@@ -524,9 +524,9 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     search = BudgetSearch(model, evaluator, data, budget.log, budget.margin, jobs, budget.every_tensor, budget.detail)
     result = search.run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
-    optimizer = io.optimizer_prefix(model.source_format)
-    exact = io.exact_names(model)
-    elements = {name: e for name, e in io.element_types(model).items() if name not in exact}
+    optimizer = formats.optimizer_prefix(model.source_format)
+    exact = formats.exact_names(model)
+    elements = {name: e for name, e in formats.element_types(model).items() if name not in exact}
     notes = {name: exclusion_note(array, layer_weight(model.source_format, name), elements.get(name)) for name, array in model.tensors.items()
              if not (optimizer and name.startswith(optimizer)) and name not in result.choices}
     reports = _add_statistics(model, encoded, notes)
@@ -691,7 +691,7 @@ def check_header(header: dict, file_size: int, limits: DecodeLimits = DEFAULT_LI
     if not isinstance(header, dict) or header.get("format") != "nnzip":
         raise FormatError("rule 3.1: header 'format' must be \"nnzip\"")
     source = header.get("source")
-    source_format = io.get_format(source.get("format")) if isinstance(source, dict) else None
+    source_format = formats.get_format(source.get("format")) if isinstance(source, dict) else None
     if source_format is None:
         shown = source.get("format") if isinstance(source, dict) else source
         raise FormatError(f"rule 3.2: unknown source format {_shown(shown)}")
@@ -884,7 +884,7 @@ def decompress(
         with workers(jobs, scheduler) as pool, atomic_output(output, force, source) as temporary:
             # A dask pool gets what can travel: the file's place and blob table, not the open handle.
             decode, blob, table = (decode_tensor, container.blob, sizes) if pool.remote is None else pool.remote.decoding(source, container)
-            io.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
+            formats.write_model(temporary, header["source"]["format"], header["source"]["structure"], tensor)
     if progress:
         progress(total, total, "")
     return output
@@ -906,7 +906,7 @@ def default_decompressed(source: Path, header: dict) -> Path:
     recorded = Path(filename).suffix if isinstance(filename, str) and "\0" not in filename else ""
     if not _PLAIN_SUFFIX.fullmatch(recorded) or recorded.lower() == NNZ_SUFFIX:
         recorded = ""
-    suffix = recorded or io.get_format(header["source"]["format"]).suffix
+    suffix = recorded or formats.get_format(header["source"]["format"]).suffix
     stem = source.name[: -len(NNZ_SUFFIX)] if source.name.endswith(NNZ_SUFFIX) else source.name
     return source.with_name(stem + suffix)
 
@@ -934,7 +934,7 @@ def inspect(path: str | os.PathLike, limits: DecodeLimits = DEFAULT_LIMITS) -> d
         check_header(header, container.file_size, limits)
         tensors = [_tensor_summary(entry, container.blob) for entry in header["tensors"]]
         file_size, version, header_size = container.file_size, container.version, container.header_stored_size
-    if header["source"]["format"] == io.onnx_format.FORMAT_ID:  # what each tensor feeds (Gemm:1, Gather:0, Reshape:1 ...)
+    if header["source"]["format"] == formats.onnx_format.FORMAT_ID:  # what each tensor feeds (Gemm:1, Gather:0, Reshape:1 ...)
         feeds = {record["name"]: record["feeds"] for record in header["source"]["structure"]["tensors"]}
         for summary in tensors:
             summary["feeds"] = feeds.get(summary["name"], [])
@@ -1051,7 +1051,7 @@ def verify(
         if evaluator.metric == "cosine":  # the rebuilt model against itself would score a meaningless 1
             raise ConfigError("the cosine metric compares with the original model's outputs: give the original file (--original)")
         return VerifyReport(source, None, len(dataset.x), None, evaluator.measure(rebuilt), evaluator.metric)
-    reference = io.read_model(original_path, keep_optimizer=not header["source"].get("dropped"), limits=limits)
+    reference = formats.read_model(original_path, keep_optimizer=not header["source"].get("dropped"), limits=limits)
     if list(reference.tensors) != list(rebuilt):
         raise NnzipError(f"{original_path} does not hold the same tensors as {source} (not the file it was made from?)")
     return VerifyReport(source, original_path, len(dataset.x), evaluator.compare(reference.tensors, rebuilt), metric=evaluator.metric)
@@ -1065,8 +1065,8 @@ def _check_architecture_text(model: Model) -> None:
     one line here instead of a traceback.
     """
     try:
-        io.model_config(model)
-        io.keras_version(model)
+        formats.model_config(model)
+        formats.keras_version(model)
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"the model architecture recorded in the header is not valid JSON: {type(exc).__name__}: {str(exc)[:80]}") from None
 

@@ -544,9 +544,9 @@ def _run_decompress(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.close()
         if args.rm:
-            from . import io as model_io
+            from . import formats
 
-            _verified_remove(source, lambda: model_io.read_model(written, keep_optimizer=True, limits=_limits(args)))
+            _verified_remove(source, lambda: formats.read_model(written, keep_optimizer=True, limits=_limits(args)))
         _say(args, to_stdout, f"{name} -> {'stdout' if to_stdout else written}: {format_bytes(in_size)} -> {format_bytes(out_size)}")
         return in_size, out_size
 
@@ -615,7 +615,7 @@ def _check_selection(pattern: str | None, names: list[str]) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from . import io as model_io
+    from . import formats
     from .evaluate import load_data, make_evaluator
     from .outputs import atomic_output, check_writable
     from .sweep import plot, run_sweep, write_csv
@@ -623,7 +623,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     for path in (args.csv, args.plot):
         if path is not None:
             check_writable(path, args.force)
-    model = model_io.read_model(args.model)
+    model = formats.read_model(args.model)
     _check_selection(args.layer, list(model.tensors))
     evaluator = make_evaluator(model, load_data(args.data), args.eval_hook, args.metric)
     baseline = evaluator.measure(model.tensors)

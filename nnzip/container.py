@@ -218,7 +218,7 @@ def _uses_subgraph_tensors(header: dict) -> bool:
     """Whether an ONNX source carries tensors of its subgraphs (a 1.2 feature, §5.7)."""
     source = header.get("source")
     if isinstance(source, dict) and source.get("format") == "onnx":
-        from .io.onnx_format import uses_subgraph_tensors  # the onnx module imports onnx itself only when used
+        from .formats.onnx_format import uses_subgraph_tensors  # the onnx module imports onnx itself only when used
 
         return bool(uses_subgraph_tensors(source.get("structure")))
     return False
@@ -383,10 +383,10 @@ def _derived_names(header: dict) -> list | None:
     The source format's own check runs first (it raises its own rule's FormatError, caught
     here: the writer then keeps the names, the reader reports the structure's error).
     """
-    from . import io  # the source formats' rules; imported here, as the container itself does not depend on them
+    from . import formats  # the source formats' rules; imported here, as the container itself does not depend on them
 
     source = header.get("source")
-    source_format = io.get_format(source.get("format")) if isinstance(source, dict) and isinstance(source.get("format"), str) else None
+    source_format = formats.get_format(source.get("format")) if isinstance(source, dict) and isinstance(source.get("format"), str) else None
     if source_format is None:
         return None
     try:

@@ -232,7 +232,7 @@ class FileSlice:
 
 def tensor_slices(model, source: Path) -> dict[str, FileSlice]:
     """Tensor name -> :class:`FileSlice` for a safetensors file or sharded checkpoint; empty for other formats."""
-    from .io import safetensors, sharded
+    from .formats import safetensors, sharded
 
     if model.source_format == safetensors.FORMAT_ID:
         return _safetensors_slices(Path(source), model.structure)
@@ -247,7 +247,7 @@ def tensor_slices(model, source: Path) -> dict[str, FileSlice]:
 
 def _safetensors_slices(path: Path, structure: dict) -> dict[str, FileSlice]:
     """Each tensor's slice of one (already read and checked) safetensors file, from its structure."""
-    from .io import safetensors
+    from .formats import safetensors
 
     text = (structure.get("header") or safetensors.canonical_header(structure["metadata"], structure["tensors"])).encode("utf-8")
     expected = struct.pack("<Q", len(text)) + text

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from .errors import ConfigError, InputError
-from . import io as model_io
+from . import formats
 from .model import Model
 
 
@@ -195,11 +195,11 @@ class KerasEvaluator(Evaluator):
     """Numpy inference of a Keras model's architecture (legacy ``.h5`` or ``.keras``)."""
 
     def __init__(self, model: Model, data: Dataset, metric: str | None = None, batch_size: int = 512):
-        config = model_io.model_config(model)
+        config = formats.model_config(model)
         if config is None:
             raise ConfigError("this file has no Keras model_config (weights only): give --eval module:function to score it")
         self.model, self.config, self.data, self.batch_size = model, config, data, batch_size
-        self.keras_version = model_io.keras_version(model)
+        self.keras_version = formats.keras_version(model)
         self.metric = metric or self._default_metric()
 
     #: Cap on the layer values :meth:`prepare_changes` keeps (bytes); layers past it rerun the whole model.
@@ -225,7 +225,7 @@ class KerasEvaluator(Evaluator):
         """Tensor name -> the top-level layer that holds it (a nested model's weights: the nested model)."""
         if getattr(self, "_layers", None) is None:
             # layer_weights only indexes the mapping it is given: names in, names out.
-            by_layer = model_io.layer_weights(self.model, {n: n for n in self.model.tensors})
+            by_layer = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
             self._layers = {name: layer for layer, held in by_layer.items() for name in _names_in(held)}
         return self._layers
 
@@ -243,7 +243,7 @@ class KerasEvaluator(Evaluator):
 
         # Legacy .h5 files list a nested model's weights in file order, not get_weights order.
         order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
-        return build_model(self.config, model_io.layer_weights(self.model, tensors), keras_version=self.keras_version, weight_order=order)
+        return build_model(self.config, formats.layer_weights(self.model, tensors), keras_version=self.keras_version, weight_order=order)
 
     def predict(self, tensors: dict[str, np.ndarray], x: np.ndarray | None = None) -> np.ndarray:
         """Model output for *x* (default: the data set's inputs)."""

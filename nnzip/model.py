@@ -1,6 +1,6 @@
 """The in-memory model: named tensors in file order plus what rebuilds the file.
 
-A :class:`Model` is what a reader in :mod:`nnzip.io` returns and a writer
+A :class:`Model` is what a reader in :mod:`nnzip.formats` returns and a writer
 consumes.  ``structure`` is a JSON-serialisable description of everything in the
 source file that is not a tensor value (for HDF5: groups, attributes with their
 exact types, dataset names, order and storage layout); it goes into the ``.nnz``

@@ -1,7 +1,7 @@
 """Scoring ONNX models with onnxruntime: the :class:`~nnzip.evaluate.Evaluator` for ``verify`` and the budget search.
 
 The model is rebuilt in memory from its structure and a set of tensors
-(:func:`nnzip.io.onnx_format.model_bytes`) and run by onnxruntime on the user's data:
+(:func:`nnzip.formats.onnx_format.model_bytes`) and run by onnxruntime on the user's data:
 an ``.npz`` with one array per model input, named as the inputs (a model with a single
 input also takes ``x``), and optionally ``y``, integer or one-hot labels.
 
@@ -27,7 +27,7 @@ import numpy as np
 from . import calibrate
 from .errors import ConfigError, InputError
 from .evaluate import Comparison, Dataset, Evaluator
-from .io import onnx_format
+from .formats import onnx_format
 from .model import Model
 
 #: onnxruntime element type names -> numpy dtypes of the data fed to them.

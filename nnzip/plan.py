@@ -16,7 +16,7 @@ Which tensors lossy settings touch (:func:`is_lossy_candidate`):
 * only finite ones: a tensor holding NaN or ±infinity (attention masks, running
   statistics) is stored bit for bit, with a note, since no lossy stage can
   represent those values;
-* tensors a file carries as raw bits (:func:`nnzip.io.element_types`): bfloat16 ones are
+* tensors a file carries as raw bits (:func:`nnzip.formats.element_types`): bfloat16 ones are
   planned on their exact float32 values and marked ``widen`` (the decoder rounds back to
   bfloat16, spec/container.md §4.5); 8- and 4-bit floats stay exact, with a note;
 * in Keras files, only *layer weights* — decided by what the file says a
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from . import io as model_io
+from . import formats
 from .errors import ConfigError
 from .pipeline import TensorPlan, widen_values
 from .stages.uniform import MAX_RDO
@@ -223,7 +223,7 @@ _DEDUPLICATED = re.compile(r"_\d+$")  # Keras names a second ``dense`` group ``d
 def layer_weight(source_format: str, name: str) -> bool | None:
     """What *source_format* says tensor *name* is: a layer weight (True), a variable that is not
     one (False: statistics, states, counters, optimizer state), or nothing (None: the shape rule decides)."""
-    optimizer = model_io.optimizer_prefix(source_format)
+    optimizer = formats.optimizer_prefix(source_format)
     if optimizer and name.startswith(optimizer):
         return False
     parts = name.split("/")
@@ -290,7 +290,7 @@ def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
     """The stage chain for one tensor under *settings*, and a note when a lossy setting was not applied.
 
     *weight* is what the file says the tensor is (:func:`layer_weight`); *element* its real
-    element type when the file carries it as raw bits (:func:`nnzip.io.element_types`).
+    element type when the file carries it as raw bits (:func:`nnzip.formats.element_types`).
     """
     if not asks_lossy(settings):
         return lossless_plan(array), ""

@@ -40,7 +40,7 @@ import numpy as np
 from . import calibrate
 from .errors import ConfigError
 from .evaluate import Dataset, Evaluator, KerasEvaluator
-from . import io as model_io
+from . import formats
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
 from .plan import KERAS_WEIGHT_NAMES, is_lossy_candidate, layer_weight, lossless_plan
@@ -284,7 +284,7 @@ class BudgetSearch:
         if not isinstance(self.evaluator, KerasEvaluator) or self.data is None:
             return {}
         # layer_weights only indexes the mapping it is given: names in, names out.
-        names = model_io.layer_weights(self.model, {n: n for n in self.model.tensors})
+        names = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
         classes = {layer["config"].get("name"): layer for layer in _config_layers(self.evaluator.config)}
         found: dict[str, LayerTensors] = {}
         for layer, tensor_names in names.items():
@@ -307,7 +307,7 @@ class BudgetSearch:
             return roles
         order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
         layout = self.evaluator.network(self.model.tensors).weight_layout(order)
-        for layer, held in model_io.layer_weights(self.model, {n: n for n in self.model.tensors}).items():
+        for layer, held in formats.layer_weights(self.model, {n: n for n in self.model.tensors}).items():
             if isinstance(held, list) and held and len(held) == len(layout.get(layer, ())):
                 roles.update({name: (layer, weight.split("/")[-1]) for name, weight in zip(held, layout[layer]) if isinstance(name, str)})
         return roles
@@ -334,8 +334,8 @@ class BudgetSearch:
         tensors an ONNX graph uses as shapes or indices, non-float or non-finite tensors, and
         variables that are neither kernels nor biases (normalisation statistics and scales).
         """
-        optimizer = model_io.optimizer_prefix(self.model.source_format)
-        exact = model_io.exact_names(self.model)  # e.g. an ONNX model's shapes and indices
+        optimizer = formats.optimizer_prefix(self.model.source_format)
+        exact = formats.exact_names(self.model)  # e.g. an ONNX model's shapes and indices
         tensors = self.model.tensors
         allowed = [n for n in tensors if not (optimizer and n.startswith(optimizer)) and n not in exact]
         large = [n for n in allowed if is_lossy_candidate(tensors[n], layer_weight(self.model.source_format, n))]

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .evaluate import Evaluator
 from .model import Model
 from .pipeline import TensorPlan
-from . import io as model_io
+from . import formats
 from .plan import is_lossy_candidate, layer_weight, matches
 
 METHODS = ("svd", "prune", "kmeans", "fft")
@@ -76,7 +76,7 @@ def plan_for(method: str, setting: float) -> TensorPlan:
 
 def targets(model: Model, layer: str | None) -> list[str]:
     """The tensors a sweep changes: lossy-eligible ones, optionally only those matching *layer*."""
-    exact = model_io.exact_names(model)  # e.g. an ONNX model's shapes and indices
+    exact = formats.exact_names(model)  # e.g. an ONNX model's shapes and indices
     names = [n for n, a in model.tensors.items() if is_lossy_candidate(a, layer_weight(model.source_format, n)) and n not in exact and (layer is None or matches(layer, n))]
     if not names:
         raise ConfigError(f"no weight matrix matches --layer {layer!r}" if layer else "the model has no weight matrix to compress")

@@ -86,7 +86,7 @@ class Seed:
 
 def _source_file(label: str, folder: Path) -> tuple[Path, bool]:
     """The model file for source *label* (built from the samples when none is bundled)."""
-    from nnzip.io import read_model
+    from nnzip.formats import read_model
 
     if label == "keras-h5":
         return SAMPLES / "softmax.h5", True
@@ -111,7 +111,7 @@ def _source_file(label: str, folder: Path) -> tuple[Path, bool]:
 
 def build_corpus(folder: Path, chains: dict[str, dict] | None = None, pairs: list[tuple[str, str]] | None = None) -> list[Seed]:
     """Compress each source through each chain (or only the (source, chain) *pairs*) into *folder*."""
-    from nnzip import api, io
+    from nnzip import api, formats
     from nnzip.pipeline import TensorPlan
     from nnzip.plan import PlanRules, Settings
 
@@ -122,14 +122,14 @@ def build_corpus(folder: Path, chains: dict[str, dict] | None = None, pairs: lis
     sources = {label: _source_file(label, folder) for label in {s for s, _ in pairs}}
     for label, chain in pairs:
         source, verify = sources[label]
-        model = io.read_model(source)
+        model = formats.read_model(source)
         # The integer tensor goes through delta explicitly: no Settings field asks for it.
         plans = {name: TensorPlan("dense", {}, [("delta", {})]) for name, a in model.tensors.items() if a.dtype.kind in "iu"}
         target = folder / f"{label}.{chain}.nnz"
         api.compress(source, target, rules=PlanRules(Settings(**chains[chain]), []), plans=plans, force=True)
         data = target.read_bytes()
         header = split_file(data)[0]
-        fmt = io.get_format(header["source"]["format"])
+        fmt = formats.get_format(header["source"]["format"])
         seeds.append(Seed(f"{label}.{chain}", fmt.id, fmt.suffix, verify, header, blobs_of(data), source))
     return seeds
 

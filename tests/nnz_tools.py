@@ -13,7 +13,7 @@ import numpy as np
 
 from nnzip import api, cli
 from nnzip.container import MAGIC, PREAMBLE_SIZE, align, crc32, write_container
-from nnzip.io import read_model
+from nnzip.formats import read_model
 from nnzip.pipeline import TensorPlan
 
 TINY_KERNEL = np.array([[1, 2, 3], [4, 5, 6]], dtype="<f4")

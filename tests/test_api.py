@@ -16,7 +16,7 @@ import nnzip
 import nnzip.options
 import nnzip.public
 import nnzip.reader
-from nnzip import api, io
+from nnzip import api, formats
 from samples import SAMPLES
 
 
@@ -82,7 +82,7 @@ def test_open_is_a_read_only_mapping_with_header_and_inspect(mlp_nnz):
 def test_load_of_bytes_equals_decompress_then_reading_the_file(mlp_nnz, tmp_path):
     rebuilt = tmp_path / "rebuilt.h5"
     nnzip.decompress(mlp_nnz, rebuilt)
-    from_file = io.read_model(rebuilt, keep_optimizer=True).tensors
+    from_file = formats.read_model(rebuilt, keep_optimizer=True).tensors
     loaded = nnzip.load(mlp_nnz.read_bytes())
     assert list(loaded) == list(from_file)
     for name, array in from_file.items():
@@ -167,7 +167,7 @@ def test_decompress_to_a_file_object(mlp_nnz, tmp_path):
     copy = tmp_path / "copy.h5"
     copy.write_bytes(stream.getvalue())
     expected = nnzip.load(mlp_nnz)
-    got = io.read_model(copy, keep_optimizer=True).tensors
+    got = formats.read_model(copy, keep_optimizer=True).tensors
     assert all(np.array_equal(got[name], expected[name]) for name in expected)
 
 

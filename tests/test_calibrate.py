@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnzip import calibrate
-from nnzip.io import read_model
+from nnzip.formats import read_model
 from samples import SAMPLES, TEST_DATA, VAL_DATA
 
 HIDDEN = "model_weights/hidden/mlp/hidden/kernel"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnzip import cli, io
+from nnzip import cli, formats
 from samples import SAMPLES, TEST_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def test_summary_line_gives_file_and_tensor_ratios(mlp, capsys):
 def test_verbose_lists_every_tensor_and_quiet_prints_nothing(mlp, tmp_path, capsys):
     status, out, _ = run(capsys, "compress", mlp, "-v", "--bits", "4")
     assert status == 0
-    tensors = io.read_model(mlp).tensors
+    tensors = formats.read_model(mlp).tensors
     for name in tensors:
         assert f"  {name}: " in out
     assert "kmeans(bits=4)" in out
@@ -129,7 +129,7 @@ def test_rm_removes_the_input_only_after_success(mlp, tmp_path, capsys):
     # decompress --rm: the .nnz goes once the rebuilt file is written and read back
     status, _, _ = run(capsys, "decompress", nnz, "--rm")
     assert status == 0 and mlp.exists() and not nnz.exists()
-    assert set(io.read_model(mlp).tensors) == set(io.read_model(SAMPLES / "mlp.h5").tensors)
+    assert set(formats.read_model(mlp).tensors) == set(formats.read_model(SAMPLES / "mlp.h5").tensors)
     assert leftovers(tmp_path) == []
 
 
@@ -224,7 +224,7 @@ def test_stdin_to_stdout_round_trip(tmp_path):
                                   stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "torch", **env})
     assert unpacked.returncode == 0, unpacked.stderr
     _, expected = cli.api.read_tensors(nnz)
-    got = io.read_model(rebuilt).tensors
+    got = formats.read_model(rebuilt).tensors
     assert list(got) == list(expected)
     for name in expected:
         assert np.array_equal(got[name], expected[name])

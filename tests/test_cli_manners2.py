@@ -176,9 +176,9 @@ def test_search_records_and_inspect_shows_a_corrected_bias(searched, capsys):
     stats = {t["name"]: t.get("stats", {}) for t in header["tensors"]}
     assert stats[BIAS]["bias_correction"] == KERNEL and "bias_correction" not in stats[KERNEL]
     _, rebuilt = api.read_tensors(searched)
-    from nnzip import io as model_io
+    from nnzip import formats
 
-    source = model_io.read_model(SAMPLES / "softmax.h5").tensors
+    source = formats.read_model(SAMPLES / "softmax.h5").tensors
     assert not np.array_equal(rebuilt[BIAS], source[BIAS])  # the record is true: the bias did change
     info = api.inspect(searched)
     by_name = {t["name"]: t for t in info["tensors"]}

@@ -24,7 +24,7 @@ import pytest
 
 from h5compare import assert_same_file
 from nnz_tools import blobs_of, rebuild, split_file
-from nnzip import api, cli, io
+from nnzip import api, cli, formats
 from nnzip.errors import InputError
 from nnzip.infer import build_model
 from samples import SAMPLES, TEST_DATA
@@ -98,7 +98,7 @@ def test_safetensors_roundtrip_is_byte_identical(tmp_path):
     tensors = mixed_tensors()
     source = tmp_path / "model.safetensors"
     numpy_api.save_file(tensors, source, metadata={"format": "np", "note": "naïve \"quoted\"\n\x01"})
-    model = io.read_model(source)
+    model = formats.read_model(source)
     assert model.source_format == "safetensors" and "header" not in model.structure  # the package's form is canonical
     assert [t["name"] for t in model.structure["tensors"]] == list(model.tensors)
     nnz, out = roundtrip(source, tmp_path)
@@ -119,7 +119,7 @@ def test_safetensors_bf16_is_raw_bits_and_quantized_in_bf16(tmp_path):
     source = tmp_path / "bf16.safetensors"
     weights = {"w": torch.randn(64, 64, dtype=torch.bfloat16), "v": torch.randn(64, 64)}
     save_file(weights, str(source))
-    model = io.read_model(source)
+    model = formats.read_model(source)
     kinds = {t["name"]: t["dtype"] for t in model.structure["tensors"]}
     assert kinds == {"v": "F32", "w": "BF16"} and model.tensors["w"].dtype == np.dtype("<u2")
     nnz = tmp_path / "bf16.nnz"
@@ -142,7 +142,7 @@ def test_safetensors_non_canonical_header_is_kept_verbatim(tmp_path):
     values = np.arange(6, dtype="<f4")
     header = '{ "b": {"shape": [2], "dtype": "F32", "data_offsets": [16, 24]},\n  "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]} }'
     source = write_safetensors_by_hand(tmp_path / "odd.safetensors", header, values.tobytes())
-    model = io.read_model(source)
+    model = formats.read_model(source)
     assert model.structure["header"] == header and model.structure["metadata"] is None
     assert list(model.tensors) == ["a", "b"]  # data order, not header order
     _, out = roundtrip(source, tmp_path)
@@ -185,7 +185,7 @@ def test_npz_roundtrip_is_byte_identical(tmp_path, saver, method):
     arrays = npz_arrays()
     source = tmp_path / "arrays.npz"
     saver(source, **arrays)
-    model = io.read_model(source)
+    model = formats.read_model(source)
     assert model.source_format == "npz" and list(model.tensors) == list(arrays)
     assert {m["zip"]["compress_type"] for m in model.structure["members"]} == {method}
     nnz, out = roundtrip(source, tmp_path)
@@ -398,22 +398,22 @@ def test_headers_validate_against_the_schema(valid_files):
 @pytest.mark.parametrize("name", ["softmax", "autoencoder", "mlp", "cnn"])
 def test_weights_h5_layers_predict_like_the_legacy_file(name):
     """Config from <name>.h5, weights from <name>.weights.h5: the same numpy predictions, bit for bit."""
-    legacy = io.read_model(SAMPLES / f"{name}.h5")
-    weights = io.read_model(SAMPLES / f"{name}.weights.h5")
-    config, version = io.model_config(legacy), io.keras_version(legacy)
+    legacy = formats.read_model(SAMPLES / f"{name}.h5")
+    weights = formats.read_model(SAMPLES / f"{name}.weights.h5")
+    config, version = formats.model_config(legacy), formats.keras_version(legacy)
     x = test_inputs(64)
-    expected = build_model(config, io.layer_weights(legacy), keras_version=version).predict(x)
-    np.testing.assert_array_equal(build_model(config, io.layer_weights(weights), keras_version=version).predict(x), expected)
+    expected = build_model(config, formats.layer_weights(legacy), keras_version=version).predict(x)
+    np.testing.assert_array_equal(build_model(config, formats.layer_weights(weights), keras_version=version).predict(x), expected)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_keras_v3_layers_predict_like_keras(name):
     keras = need("keras")
     source = SAMPLES / f"{name}.keras"
-    model = io.read_model(source)
-    assert io.keras_version(model) == "3.15.1" and io.model_config(model)["class_name"] in ("Sequential", "Functional")
+    model = formats.read_model(source)
+    assert formats.keras_version(model) == "3.15.1" and formats.model_config(model)["class_name"] in ("Sequential", "Functional")
     x = test_inputs()
-    ours = build_model(io.model_config(model), io.layer_weights(model), keras_version=io.keras_version(model)).predict(x)
+    ours = build_model(formats.model_config(model), formats.layer_weights(model), keras_version=formats.keras_version(model)).predict(x)
     np.testing.assert_allclose(ours, keras.saving.load_model(source, compile=False).predict(x, verbose=0), atol=2e-5, rtol=0)
 
 
@@ -429,11 +429,11 @@ def test_nested_models_map_to_nested_dicts(tmp_path):
     outer.save_weights(tmp_path / "nested.weights.h5")
     data = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
     expected = outer.predict(data, verbose=0)
-    archive = io.read_model(tmp_path / "nested.keras")
-    mapped = io.layer_weights(archive)
+    archive = formats.read_model(tmp_path / "nested.keras")
+    mapped = formats.layer_weights(archive)
     assert set(mapped["inner"]) == {"d1", "bn"} and len(mapped["inner"]["bn"]) == 4
-    for weights_source in (archive, io.read_model(tmp_path / "nested.weights.h5")):
-        ours = build_model(io.model_config(archive), io.layer_weights(weights_source)).predict(data)
+    for weights_source in (archive, formats.read_model(tmp_path / "nested.weights.h5")):
+        ours = build_model(formats.model_config(archive), formats.layer_weights(weights_source)).predict(data)
         np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
 
 
@@ -446,13 +446,13 @@ def test_layer_with_sub_objects_is_a_clear_error(tmp_path):
         cell.attrs["name"] = "lstm_cell"
         cell["0"] = np.zeros((2, 8), np.float32)
     with pytest.raises(InputError, match="sub-objects \\['cell'\\]"):
-        io.layer_weights(io.read_model(path))
+        formats.layer_weights(formats.read_model(path))
 
 
 def test_weights_only_formats_have_no_layers(tmp_path):
     source = tmp_path / "a.npz"
     np.savez(source, w=np.ones(2))
-    model = io.read_model(source)
-    assert io.model_config(model) is None
+    model = formats.read_model(source)
+    assert formats.model_config(model) is None
     with pytest.raises(InputError, match="no Keras layers"):
-        io.layer_weights(model)
+        formats.layer_weights(model)

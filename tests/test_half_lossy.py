@@ -30,7 +30,7 @@ from common import REGENERATE
 from nnz_tools import assert_decompress_rejects, blobs_of, rebuild, split_file
 from nnzip import api, cli, pipeline
 from nnzip.container import write_container
-from nnzip.io import read_model
+from nnzip.formats import read_model
 from nnzip.pipeline import TensorPlan
 
 FIXTURES = Path(__file__).parent / "fixtures"

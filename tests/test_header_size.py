@@ -23,7 +23,7 @@ from nnz_tools import assert_decompress_rejects, blobs_of, split_file, write_tin
 from nnzip import api, cli
 from nnzip.container import (FLAG_HEADER_COMPACT, FLAG_HEADER_DICTIONARY_2, FLAG_HEADER_ZLIB, MAGIC, align, compact_header, crc32,
                              encode_header, expand_compact, format_minor, header_dictionary_2, read_container, write_container)
-from nnzip.io import read_model
+from nnzip.formats import read_model
 from nnzip.pipeline import TensorPlan
 
 assert_rejected = functools.partial(assert_decompress_rejects, output_name="out.weights.h5")

@@ -28,7 +28,7 @@ import pytest
 from nnz_tools import TINY_KERNEL, blobs_of, rebuild, split_file, write_tiny_weights_h5
 from nnzip import cli
 from nnzip.errors import FormatError, InputError
-from nnzip.io import hdf5_tree, keras_h5
+from nnzip.formats import hdf5_tree, keras_h5
 from nnzip.limits import DecodeLimits
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -539,11 +539,11 @@ def test_gzip_bomb_reads_in_about_one_tensor_of_memory(tmp_path):
     nbytes = 256 * MiB
     source = gzip_bomb(tmp_path / "bomb.weights.h5", nbytes, dtype=">f4")
     status, err, peak = run_measured(
-        "from nnzip.io import keras_h5\nimport numpy as np\n"
+        "from nnzip.formats import keras_h5\nimport numpy as np\n"
         f"values = keras_h5.read({str(source)!r}).tensors['layers/dense/vars/0']\n"
         f"assert values.dtype == np.dtype('<f4') and values.nbytes == {nbytes} and not values.any()")
     assert status == 0, err
-    base, _, base_peak = run_measured("from nnzip.io import keras_h5")
+    base, _, base_peak = run_measured("from nnzip.formats import keras_h5")
     assert peak - base_peak < nbytes + 64 * MiB, f"reading took {peak - base_peak:,} bytes for a {nbytes:,}-byte tensor"
 
 

@@ -33,9 +33,9 @@ import pytest
 
 from nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli
-from nnzip import io as nio
+from nnzip import formats as nio
 from nnzip.errors import NnzipError
-from nnzip.io import npz, safetensors, zipmeta
+from nnzip.formats import npz, safetensors, zipmeta
 from nnzip.limits import DEFAULT_LIMITS
 from samples import SAMPLES
 
@@ -450,7 +450,7 @@ def test_bombs_stay_small_in_memory(tmp_path, bzip2_bomb):
 READ_BIG = PEAK_RSS + """
 import json, sys
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-from nnzip.io import npz
+from nnzip.formats import npz
 from nnzip.limits import DecodeLimits
 before = peak_rss()
 model = npz.read(sys.argv[1], limits=DecodeLimits(max_output=1 << 31))
@@ -672,7 +672,7 @@ def test_npz_reader_never_holds_a_second_copy_for_c_order_arrays(tmp_path):
 
 def test_readers_take_the_callers_limits(tmp_path):
     """The cap comes from the ``limits`` object, so a --max-output setting reaches every reader."""
-    from nnzip.io import keras_v3
+    from nnzip.formats import keras_v3
     from nnzip.limits import DecodeLimits
 
     source = write_zip(tmp_path / "a.npz", [("w.npy", npy(np.ones(1000, np.float32)))])

@@ -14,8 +14,8 @@ import numpy as np
 
 from h5compare import assert_same_file
 from nnzip import api
-from nnzip.io import read_model
-from nnzip.io.keras_h5 import layer_weights
+from nnzip.formats import read_model
+from nnzip.formats.keras_h5 import layer_weights
 from nnzip.plan import PlanRules, Settings
 
 LAYERS = [f"dense_{i}" for i in range(4)]

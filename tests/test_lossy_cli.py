@@ -9,7 +9,7 @@ import pytest
 
 from nnzip import api, cli
 from nnzip.evaluate import load_data, make_evaluator
-from nnzip.io import read_model
+from nnzip.formats import read_model
 from samples import SAMPLES, TEST_DATA
 from test_roundtrip_samples import keras_module
 

@@ -19,8 +19,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from nnzip import cli, io
-from nnzip.io import onnx_format
+from nnzip import cli, formats
+from nnzip.formats import onnx_format
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 ONNX_SAMPLES = ["mlp.onnx", "cnn.onnx", "tiny_bert.onnx", "ppocr_cls.onnx", "silero_vad_16k_op15.onnx"]
@@ -68,7 +68,7 @@ def test_sample_lossy_roundtrip_loads_and_keeps_non_weights_exact(tmp_path, caps
     out = roundtrip(capsys, SAMPLES / name, tmp_path, "--bits", "4")
     onnx.checker.check_model(onnx.load(out), full_check=True)
     ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    original, rebuilt = io.read_model(SAMPLES / name), io.read_model(out)
+    original, rebuilt = formats.read_model(SAMPLES / name), formats.read_model(out)
     weights = onnx_format.weight_names(original.structure)
     changed = {n for n, v in original.tensors.items() if not np.array_equal(v, rebuilt.tensors[n])}
     assert changed, "--bits 4 changed no tensor"
@@ -79,13 +79,13 @@ def test_sample_lossy_roundtrip_loads_and_keeps_non_weights_exact(tmp_path, caps
 def test_sample_is_recognised_by_content_not_suffix(tmp_path, capsys):
     source = tmp_path / "weights.bin"
     shutil.copy(SAMPLES / "cnn.onnx", source)
-    assert io.read_model(source).source_format == "onnx"
+    assert formats.read_model(source).source_format == "onnx"
     out = roundtrip(capsys, source, tmp_path)
     assert out.read_bytes() == source.read_bytes()
 
 
 def test_what_is_a_weight():
-    bert = io.read_model(SAMPLES / "tiny_bert.onnx")
+    bert = formats.read_model(SAMPLES / "tiny_bert.onnx")
     weights = onnx_format.weight_names(bert.structure)
     assert "tokens.weight" in weights  # embedding, via Gather
     matmul = [r for r in bert.structure["tensors"] if any(f.startswith("MatMul") for f in r["feeds"])]
@@ -93,7 +93,7 @@ def test_what_is_a_weight():
     integers = [n for n, v in bert.tensors.items() if v.dtype.kind in "iub"]
     assert integers and not set(integers) & weights  # shapes and indices are never weights
     assert "positions" not in weights  # added, not multiplied: not a weight input
-    ocr = io.read_model(SAMPLES / "ppocr_cls.onnx")
+    ocr = formats.read_model(SAMPLES / "ppocr_cls.onnx")
     conv = {r["name"] for r in ocr.structure["tensors"] if r["at"][0] == "constant" and r["feeds"] == ["Conv:1"]}
     assert len(conv) >= 50 and conv <= onnx_format.weight_names(ocr.structure)
     assert {r["storage"] for r in ocr.structure["tensors"]} == {"float_data", "int64_data"} or "float_data" in {
@@ -140,7 +140,7 @@ def every_dtype_model() -> onnx.ModelProto:
 def test_every_storage_roundtrips_byte_identical(tmp_path, capsys):
     source = tmp_path / "dtypes.onnx"
     onnx.save(every_dtype_model(), source)
-    model = io.read_model(source)
+    model = formats.read_model(source)
     storages = {r["name"]: r["storage"] for r in model.structure["tensors"]}
     assert storages["typed_f32"] == "float_data" and storages["typed_i8"] == "int32_data" and storages["raw_bf16"] == "raw"
     assert "strings" not in model.tensors and "out_of_range_i8" not in model.tensors
@@ -155,7 +155,7 @@ def test_external_data_roundtrip(tmp_path, capsys):
     model = onnx.load(SAMPLES / "mlp.onnx")
     onnx.save_model(model, folder / "mlp.onnx", save_as_external_data=True, all_tensors_to_one_file=True, location="mlp.data", size_threshold=0)
     (folder / "mlp.onnx").rename(folder / "ext.onnx")
-    read = io.read_model(folder / "ext.onnx")
+    read = formats.read_model(folder / "ext.onnx")
     assert {r["storage"] for r in read.structure["tensors"]} == {"external"}
     out_dir = tmp_path / "out"
     out_dir.mkdir()

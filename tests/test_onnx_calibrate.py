@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from nnzip import calibrate, io, onnx_eval
+from nnzip import calibrate, formats, onnx_eval
 from nnzip.evaluate import load_data
 from nnzip.onnx_eval import OnnxEvaluator
 from nnzip.search import BudgetSearch, Candidate, _as_matrix, _Factorisations, _from_matrix, candidates_for
@@ -71,14 +71,14 @@ def small_split(tmp_path: Path, count: int = 256) -> Path:
 
 def test_layer_inputs_take_transposed_gemm_and_conv(tmp_path):
     data = load_data(small_split(tmp_path))
-    mlp = OnnxEvaluator(io.read_model(SAMPLES / "mlp.onnx"), data).layer_inputs(1024)
+    mlp = OnnxEvaluator(formats.read_model(SAMPLES / "mlp.onnx"), data).layer_inputs(1024)
     assert set(mlp) == {"0.weight", "2.weight"}  # both Gemm transB=1 layers
     bias, layout, stats = mlp["0.weight"]
     assert (bias, layout, stats.count) == ("0.bias", "first", 256)
     x = np.asarray(data.x, np.float64).reshape(256, -1)
     np.testing.assert_allclose(stats.gram, x.T @ x, rtol=1e-6)  # the first layer's input is the model input
     np.testing.assert_allclose(stats.mean, x.mean(axis=0), rtol=1e-6, atol=1e-9)
-    cnn_model = io.read_model(SAMPLES / "cnn.onnx")
+    cnn_model = formats.read_model(SAMPLES / "cnn.onnx")
     cnn = OnnxEvaluator(cnn_model, data).layer_inputs(1024)
     assert set(cnn) == {"onnx::Conv_34", "conv2.weight", "output.weight"}
     for name, (bias, layout, stats) in cnn.items():
@@ -97,7 +97,7 @@ def output_error(stats: calibrate.LayerStatistics, weight: np.ndarray, rebuilt: 
 @pytest.mark.parametrize(("model", "name"), [("mlp.onnx", "0.weight"), ("cnn.onnx", "conv2.weight")])
 def test_data_aware_candidates_beat_weight_only_on_the_layer_output(tmp_path, model, name):
     """GPTQ-style error feedback (and activation-aware SVD for the Gemm) lowers ||X W - X W'|| against plain rounding."""
-    onnx_model = io.read_model(SAMPLES / model)
+    onnx_model = formats.read_model(SAMPLES / model)
     search = BudgetSearch(onnx_model, OnnxEvaluator(onnx_model, load_data(small_split(tmp_path))), load_data(small_split(tmp_path)))
     layer = search.layers[name]
     assert layer.layout == "first" and layer.stats is not None
@@ -116,7 +116,7 @@ def test_data_aware_candidates_beat_weight_only_on_the_layer_output(tmp_path, mo
 
 def test_conv_kernel_skips_activation_aware_svd(tmp_path):
     """An OIHW kernel's svd-stage matrix view is not its (in, out) matrix: aasvd is not offered for it, plain svd still is."""
-    onnx_model = io.read_model(SAMPLES / "cnn.onnx")
+    onnx_model = formats.read_model(SAMPLES / "cnn.onnx")
     data = load_data(small_split(tmp_path, 64))
     search = BudgetSearch(onnx_model, OnnxEvaluator(onnx_model, data), data)
     layer = search.layers["conv2.weight"]

@@ -15,8 +15,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from nnzip import api, cli, io
-from nnzip.io import onnx_format
+from nnzip import api, cli, formats
+from nnzip.formats import onnx_format
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 RNG = np.random.default_rng(7)
@@ -93,7 +93,7 @@ def model_file(tmp_path) -> Path:
 
 
 def test_subgraph_initializers_and_constants_are_carried(model_file):
-    model = io.read_model(model_file)
+    model = formats.read_model(model_file)
     records = {r["name"]: r for r in model.structure["tensors"]}
     # Both branches name their weight 'W': the second carried one is 'W#2'; every path leads to its graph.
     assert {"W", "W#2", "W#3", "V", "shape", "trips"} <= set(records)
@@ -128,7 +128,7 @@ def test_lossy_changes_only_subgraph_weights_and_still_runs(model_file, tmp_path
     assert run(capsys, "compress", model_file, "-o", nnz, "-q", "--bits", "5")[0] == 0
     assert run(capsys, "decompress", nnz, "-o", out, "-q")[0] == 0
     onnx.checker.check_model(onnx.load(out), full_check=True)
-    original, rebuilt = io.read_model(model_file), io.read_model(out)
+    original, rebuilt = formats.read_model(model_file), formats.read_model(out)
     changed = {n for n, v in original.tensors.items() if not np.array_equal(v, rebuilt.tensors[n])}
     assert {"W", "W#2", "V"} <= changed <= onnx_format.weight_names(original.structure)
     assert original.structure["model"] == rebuilt.structure["model"]
@@ -153,7 +153,7 @@ def test_inspect_lists_subgraph_tensors_with_what_they_feed(model_file, tmp_path
 def test_silero_vad_if_branches_roundtrip(tmp_path, capsys):
     """The shipped model's If subgraphs hold tensors too; they are carried and come back byte for byte."""
     source = SAMPLES / "silero_vad_16k_op15.onnx"
-    model = io.read_model(source)
+    model = formats.read_model(source)
     inside = [r for r in model.structure["tensors"] if len(r["at"]) == 3]
     assert inside, "silero_vad's If bodies carry no tensor"
     nnz, out = tmp_path / "vad.nnz", tmp_path / "vad.onnx"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nnzip import api, cli
-from nnzip import io as model_io
+from nnzip import formats
 from nnzip.evaluate import KerasEvaluator, load_data
 from nnzip.pipeline import encode_tensor
 from nnzip.plan import lossless_plan
@@ -38,7 +38,7 @@ def _subset(count: int = 600):
 
 @pytest.mark.parametrize("sample", ["cnn.h5", "mlp.keras", "autoencoder.h5", "mlp_tfkeras.h5"])
 def test_downstream_evaluation_equals_the_full_forward_pass_to_the_bit(sample):
-    model = model_io.read_model(SAMPLES / sample)
+    model = formats.read_model(SAMPLES / sample)
     evaluator = KerasEvaluator(model, _subset(700), batch_size=256)  # 700 samples: three batches, one short
     names = [n for n, a in model.tensors.items() if a.dtype.kind == "f" and n in evaluator._layer_of()]
     evaluator.prepare_changes(names)
@@ -58,7 +58,7 @@ def test_downstream_evaluation_equals_the_full_forward_pass_to_the_bit(sample):
 
 def test_the_cache_reruns_only_downstream_layers():
     """A change to the last layer runs that layer alone; one to the first runs them all."""
-    model = model_io.read_model(SAMPLES / "cnn.h5")
+    model = formats.read_model(SAMPLES / "cnn.h5")
     evaluator = KerasEvaluator(model, _subset(64))
     graph = evaluator.network(model.tensors)._graph
     assert [n.layer.name for n in graph.dependent_nodes({"output"})] == ["output"]
@@ -73,7 +73,7 @@ def test_the_cache_reruns_only_downstream_layers():
 
 
 def _search(sample: str, jobs: int, every_tensor: bool = True, max_drop: float = 0.01, margin: float = 1.0, data=None):
-    model = model_io.read_model(SAMPLES / sample)
+    model = formats.read_model(SAMPLES / sample)
     data = data or _subset()
     search = BudgetSearch(model, KerasEvaluator(model, data), data, margin=margin, jobs=jobs, every_tensor=every_tensor)
     return search, search.run(max_drop)
@@ -97,7 +97,7 @@ def test_search_without_every_tensor_keeps_the_bias_exact():
 
 
 def test_biases_and_small_kernels_are_in_play_with_their_own_candidates():
-    model = model_io.read_model(SAMPLES / "cnn.h5")
+    model = formats.read_model(SAMPLES / "cnn.h5")
     data = _subset(200)
     search = BudgetSearch(model, KerasEvaluator(model, data), data)
     large, small = search.tensors_in_play()

@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 
 from nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli
-from nnzip.io import sharded
+from nnzip.formats import sharded
 
 INDEX = "model.safetensors.index.json"
 

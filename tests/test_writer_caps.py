@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from nnzip import api, cli, container, limits
-from nnzip.io import read_model
+from nnzip.formats import read_model
 from nnzip.limits import DEFAULT_LIMITS, DecodeLimits
 from nnzip.plan import layer_weight
 from samples import SAMPLES, VAL_DATA

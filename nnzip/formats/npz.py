@@ -2,7 +2,7 @@
 
 Written by ``np.savez`` (members stored) or ``np.savez_compressed`` (deflated).
 The structure (spec/container.md §5.6) lists every member in archive order with
-its zip metadata (:mod:`nnzip.io.zipmeta`, which also keeps the compression
+its zip metadata (:mod:`nnzip.formats.zipmeta`, which also keeps the compression
 method) and its ``.npy`` format version and header text verbatim; the array
 bytes are the tensor.  A tensor is named as ``np.load`` names the array: the
 member name without its ``.npy`` suffix.
@@ -14,7 +14,7 @@ arrays are carried: the tensor is the little-endian C-order array, and the
 writer converts back to what the header says.
 
 Reading is bounded (spec/container.md §8.2): the archive's members pass
-:func:`nnzip.io.zipmeta.members` (names, types, declared sizes within the output
+:func:`nnzip.formats.zipmeta.members` (names, types, declared sizes within the output
 cap) before any is read; each ``.npy`` header is checked -- its length, its
 dtype and shape, and the array size it declares against the member's declared
 size and the cap -- before the array is allocated; the array is then streamed
@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
-from ..stages.base import normalise_dtype, parse_shape
+from ..dtypes import normalise_dtype, parse_shape
 from . import zipmeta
 
 FORMAT_ID = "npz"

@@ -8,7 +8,7 @@ A Hugging Face sharded checkpoint is an index, ``model.safetensors.index.json``:
 shard files it names, plain safetensors files in the same folder.  The input is the index file
 or its folder (holding exactly one ``*.safetensors.index.json``).
 
-Every shard is read by :mod:`nnzip.io.safetensors` (all of §8.2's rules 8.18 and 8.19 apply to
+Every shard is read by :mod:`nnzip.formats.safetensors` (all of §8.2's rules 8.18 and 8.19 apply to
 each) after the index passes its own checks, rules 8.20-8.23 (spec/container.md §8.3): the
 index is bounded, plain JSON; shard names are plain file names in the index's folder; the map
 and the shards agree tensor for tensor; and the shards' declared bytes together fit the output

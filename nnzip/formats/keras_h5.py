@@ -14,7 +14,7 @@ Source formats (ids stored in the ``.nnz`` header, see spec/container.md §5):
     Keras 3 ``save_weights("x.weights.h5")``: ``layers/<name>/vars/<i>``, a
     top-level ``vars`` group, optimizer state in ``optimizer``.
 
-Both are carried by the generic lossless tree of :mod:`nnzip.io.hdf5_tree`;
+Both are carried by the generic lossless tree of :mod:`nnzip.formats.hdf5_tree`;
 this module only recognises the formats, knows where optimizer state lives,
 and maps weights to layers for inference.
 """
@@ -66,7 +66,7 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
     The datasets may declare at most ``limits.output_cap(file size)`` bytes
     (rule 8.7): what a ``.nnz`` of this size could be decompressed to.  With *lazy*,
     every check runs now and each dataset is read when asked for
-    (:func:`nnzip.io.hdf5_tree.lazy_values`).
+    (:func:`nnzip.formats.hdf5_tree.lazy_values`).
     """
     try:
         h5 = h5py.File(path, "r")
@@ -88,7 +88,7 @@ def read_open(h5: h5py.File, source_format: str, keep_optimizer: bool, label: st
 
     *label* prefixes the dropped group's path in the report (``keras-v3`` uses
     ``model.weights.h5/`` for the HDF5 file inside its zip).  *max_bytes* caps the
-    datasets' declared bytes (:func:`nnzip.io.hdf5_tree.read_tree`, which also takes *lazy*).
+    datasets' declared bytes (:func:`nnzip.formats.hdf5_tree.read_tree`, which also takes *lazy*).
     """
     optimizer = OPTIMIZER_GROUP[source_format]
     dropped = []

@@ -7,9 +7,9 @@ the Keras 3 ``vars`` layout, the same as a ``.weights.h5`` file) and sometimes
 ``assets/...`` (e.g. a text vectorizer's vocabulary).
 
 The structure (spec/container.md §5.4) lists every member in archive order with
-its zip metadata (:mod:`nnzip.io.zipmeta`).  Members other than the weights are
+its zip metadata (:mod:`nnzip.formats.zipmeta`).  Members other than the weights are
 small and carried whole, as base64; ``model.weights.h5`` is carried as an
-:mod:`~nnzip.io.hdf5_tree` tree whose datasets are the tensors, named
+:mod:`~nnzip.formats.hdf5_tree` tree whose datasets are the tensors, named
 ``model.weights.h5/<dataset path>``.  Optimizer state (its ``optimizer`` group)
 is dropped unless asked for, as for ``keras-weights-h5``; Keras then loads the
 model with a freshly initialised optimizer.

@@ -14,7 +14,7 @@ therefore byte-identical to the original either way.
 
 Types without a numpy equivalent (``BF16``, ``F8_E4M3``, ``F8_E5M2``) are carried
 as raw bit patterns in unsigned integers (``<u2``, ``|u1``); the structure's
-dtype keeps the real type (:func:`nnzip.io.element_types`).  A lossy setting widens a
+dtype keeps the real type (:func:`nnzip.formats.element_types`).  A lossy setting widens a
 bfloat16 tensor exactly to float32 and the decoder rounds it back (spec/container.md §4.5);
 8-bit floats are always stored bit-exactly.
 """
@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
-from ..stages.base import parse_shape
+from ..dtypes import parse_shape
 
 FORMAT_ID = "safetensors"
 SUFFIX = ".safetensors"

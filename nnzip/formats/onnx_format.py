@@ -37,7 +37,7 @@ from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..outputs import atomic_output
-from ..stages.base import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
+from ..dtypes import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
 
 FORMAT_ID = "onnx"
 SUFFIX = ".onnx"

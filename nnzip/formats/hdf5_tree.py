@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import FormatError, InputError, NnzipError
 from ..limits import DEFAULT_LIMITS, MiB
 from ..model import LazyTensors
-from ..stages.base import MAX_NDIM, normalise_dtype, parse_dtype, parse_shape
+from ..dtypes import MAX_NDIM, normalise_dtype, parse_dtype, parse_shape
 
 _STRING_ENCODINGS = ("ascii", "utf-8")
 #: Rules 5.1.1 and 8.2: the deepest nesting of groups carried.
