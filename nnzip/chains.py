@@ -1,10 +1,12 @@
 """Stage chains in one place: build a :class:`~nnzip.pipeline.TensorPlan` from typed settings,
 and say in words what chain a stored tensor went through.
 
-Stage ids and their parameter names are spelled here and nowhere else outside the stages
-themselves: the fixed-flag planner (:mod:`nnzip.plan`), the accuracy-budget search's ladders
-(:func:`nnzip.search.candidates_for`) and the sweep (:func:`nnzip.sweep.plan_for`) all call
-the builders below, so a renamed parameter or a new stage changes one module::
+The encoder parameters of each stage are spelled here for every caller that plans chains:
+the fixed-flag planner (:mod:`nnzip.plan`), the accuracy-budget search's ladders
+(:func:`nnzip.search.candidates_for`, :func:`nnzip.search.small_candidates`) and the sweep
+(:func:`nnzip.sweep.plan_for`) call the builders below, so a renamed parameter changes one
+module, and a new transform or array stage adds one builder here (tests/test_chains.py
+checks that each has one)::
 
     chain(svd(8), uniform_sd(0.35))                 # rank-8 SVD, factors in steps of 0.35 sd
     chain(csr(0.9), kmeans(4))                      # prune 90 %, the rest 4-bit k-means
