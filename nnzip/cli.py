@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, api
+from .chains import describe_chain
 from .container import open_container
 from .errors import NnzipError
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
@@ -448,7 +449,7 @@ def _tensor_lines(args: argparse.Namespace, header: dict, to_stdout: bool) -> No
         decoded = math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize
         error = entry.get("stats", {}).get("error")
         error = "exact" if error == 0 else ("error not recorded" if error is None else f"relative error {error:.4f}")
-        _say(args, to_stdout, f"  {printable(entry['name'])}: {api.describe_chain(entry)}, {stored:,} -> {decoded:,} bytes, {error}")
+        _say(args, to_stdout, f"  {printable(entry['name'])}: {describe_chain(entry)}, {stored:,} -> {decoded:,} bytes, {error}")
 
 
 def _for_each(args: argparse.Namespace, inputs: list[Path], one: Callable[[Path], tuple[int, int]],

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from . import formats
+from . import chains, formats
 from .errors import ConfigError
 from .pipeline import TensorPlan, widen_values
 from .stages.uniform import MAX_RDO
@@ -298,30 +298,40 @@ def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = Non
         return _bit_pattern_plan(array, settings, weight, element)
     if not is_lossy_candidate(array, weight):
         return lossless_plan(array), exclusion_note(array, weight)
+    return _lossy_plan(array, settings)
+
+
+def _transform_step(settings: Settings) -> chains.Step:
+    """The transform *settings* ask for (at most one, :func:`validate`); dense when none."""
     if settings.rank is not None:
-        transform, params = "svd", {"rank": settings.rank}
-    elif settings.energy is not None:
-        transform, params = "svd", {"energy": settings.energy}
-    elif settings.prune:
-        transform, params = "csr", {"prune": settings.prune}
-    elif settings.fft_keep is not None:
-        transform, params = "fft", {"keep": settings.fft_keep, "select": settings.fft_select, "transform": settings.fft_transform}
-    else:
-        transform, params = "dense", {}
-    values: list[tuple[str, dict]] = []
+        return chains.svd(settings.rank)
+    if settings.energy is not None:
+        return chains.svd_energy(settings.energy)
+    if settings.prune:
+        return chains.csr(settings.prune)
+    if settings.fft_keep is not None:
+        return chains.fft(settings.fft_keep, settings.fft_select, settings.fft_transform)
+    return chains.dense()
+
+
+def _lossy_plan(array: np.ndarray, settings: Settings) -> tuple[TensorPlan, str]:
+    """The chain of a lossy candidate: the asked transform, then the asked value stage (at most one)."""
+    transform = _transform_step(settings)
+    values: list[chains.Step] = []
     note = ""
     if settings.bits is not None:
-        values.append(("kmeans", {"bits": settings.bits}))
+        values.append(chains.kmeans(settings.bits))
     elif settings.uniform is not None:
-        values.append(("uniform", {"step_sd": settings.uniform, **({"rdo": settings.rdo} if settings.rdo else {})}))
+        values.append(chains.uniform_sd(settings.uniform, settings.rdo))
     elif settings.float16:
         if array.dtype.str in CAST_INPUTS:
-            values.append(("cast", {"dtype": "<f2"}))
+            values.append(chains.cast("<f2"))
         else:  # a float16 tensor is already as small as --float16 makes it: leave it be
             note = f"already {array.dtype.name}: --float16 leaves it as it is"
-    if transform == "dense" and not values:
+    plan = chains.chain(transform, *values)
+    if chains.is_exact(plan):  # e.g. --float16 on a float16 tensor: nothing lossy left to do
         return lossless_plan(array), note
-    return TensorPlan(transform, params, values), note
+    return plan, note
 
 
 def _bit_pattern_plan(array: np.ndarray, settings: Settings, weight: bool | None, element: str) -> tuple[TensorPlan, str]:
@@ -341,7 +351,7 @@ def _bit_pattern_plan(array: np.ndarray, settings: Settings, weight: bool | None
             return lossless_plan(array), "already bfloat16: --float16 leaves it as it is"
         return lossless_plan(array), f"kept exact: {element}: no lossy stage takes that type; stored bit for bit"
     plan, note = choose_plan(widened, settings, weight)
-    if plan.transform in ("dense", "byteplanes") and not plan.value_stages:
+    if chains.is_exact(plan):
         return lossless_plan(array), note
     return replace(plan, widen="bfloat16"), note
 
@@ -355,5 +365,5 @@ MIN_BYTEPLANES_ELEMENTS = 256
 def lossless_plan(array: np.ndarray) -> TensorPlan:
     """Bit-exact storage: larger float tensors split into byte planes, others as they are."""
     if array.dtype.kind == "f" and array.size >= MIN_BYTEPLANES_ELEMENTS:
-        return TensorPlan("byteplanes")
-    return TensorPlan("dense")
+        return chains.chain(chains.byteplanes())
+    return chains.chain(chains.dense())

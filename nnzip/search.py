@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from . import calibrate
+from . import chains
 from .errors import ConfigError
 from .evaluate import Dataset, Evaluator, KerasEvaluator
 from . import formats
@@ -147,29 +148,29 @@ def candidates_for(array: np.ndarray, calibrated: bool) -> list[Candidate]:
     cols = array.shape[-1]
     out: list[Candidate] = []
     for bits in range(1, 9):
-        out.append(Candidate(f"kmeans{bits}", TensorPlan("dense", {}, [("kmeans", {"bits": bits})]), bits=bits))
+        out.append(Candidate(f"kmeans{bits}", chains.chain(chains.dense(), chains.kmeans(bits)), bits=bits))
         if calibrated:
-            out.append(Candidate(f"kmeans{bits}+gptq", TensorPlan("dense", {}, [("kmeans", {"bits": bits})]), "data", bits=bits))
+            out.append(Candidate(f"kmeans{bits}+gptq", chains.chain(chains.dense(), chains.kmeans(bits)), "data", bits=bits))
     spread = float(np.std(array))
     for factor in UNIFORM_STEPS if spread > 0 else ():
         step = factor * spread
-        plan = TensorPlan("dense", {}, [("uniform", {"step": step})])
+        plan = chains.chain(chains.dense(), chains.uniform(step))
         out.append(Candidate(f"uniform{factor:g}sd", plan, step=step))
         if calibrated:
             out.append(Candidate(f"uniform{factor:g}sd+gptq", plan, "data", step=step))
     for rank in _rank_ladder(rows, cols):
-        factor_stages = [(f"kmeans{bits}", ("kmeans", {"bits": bits})) for bits in (4, 6, 8)]
-        factor_stages += [(f"uniform{f:g}sd", ("uniform", {"step_sd": f})) for f in (0.71, 0.35, 0.18)]
+        factor_stages = [(f"kmeans{bits}", chains.kmeans(bits)) for bits in (4, 6, 8)]
+        factor_stages += [(f"uniform{f:g}sd", chains.uniform_sd(f)) for f in (0.71, 0.35, 0.18)]
         for label, stage in factor_stages:
-            plan = TensorPlan("svd", {"rank": rank}, [stage])
+            plan = chains.chain(chains.svd(rank), stage)
             out.append(Candidate(f"svd{rank}+{label}", plan, rank=rank))
             if calibrated:
                 out.append(Candidate(f"aasvd{rank}+{label}", plan, "data", rank=rank))
     for prune in (0.5, 0.7, 0.8, 0.9, 0.95):
         for bits in (3, 4, 5, 6):
-            out.append(Candidate(f"prune{prune}+kmeans{bits}", TensorPlan("csr", {"prune": prune}, [("kmeans", {"bits": bits})])))
+            out.append(Candidate(f"prune{prune}+kmeans{bits}", chains.chain(chains.csr(prune), chains.kmeans(bits))))
     for keep in (0.2, 0.4):
-        plan = TensorPlan("fft", {"keep": keep, "select": "largest", "transform": "dct"}, [("kmeans", {"bits": 5})])
+        plan = chains.chain(chains.fft(keep, "largest", "dct"), chains.kmeans(5))
         out.append(Candidate(f"dct{keep}+kmeans5", plan))
     return out
 
@@ -189,14 +190,14 @@ def small_candidates(array: np.ndarray, bias: bool) -> list[Candidate]:
     """
     out: list[Candidate] = []
     if array.dtype.str in ("<f4", "<f8"):
-        out.append(Candidate("float16", TensorPlan("dense", {}, [("cast", {"dtype": "<f2"})])))
+        out.append(Candidate("float16", chains.chain(chains.dense(), chains.cast("<f2"))))
     spread = float(np.std(array))
     for factor in (BIAS_STEPS if bias else UNIFORM_STEPS) if spread > 0 else ():
-        out.append(Candidate(f"uniform{factor:g}sd", TensorPlan("dense", {}, [("uniform", {"step": factor * spread})]), step=factor * spread))
+        out.append(Candidate(f"uniform{factor:g}sd", chains.chain(chains.dense(), chains.uniform(factor * spread)), step=factor * spread))
     if not bias:
         for bits in range(1, 9):
             if 2**bits < array.size:  # more levels than values: no smaller than the values themselves
-                out.append(Candidate(f"kmeans{bits}", TensorPlan("dense", {}, [("kmeans", {"bits": bits})]), bits=bits))
+                out.append(Candidate(f"kmeans{bits}", chains.chain(chains.dense(), chains.kmeans(bits)), bits=bits))
     return out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api
+from . import chains
 from .container import write_container
 from .errors import ConfigError
 from .evaluate import Evaluator
@@ -66,12 +67,12 @@ def settings_for(method: str, shape: tuple[int, ...]) -> list[float]:
 def plan_for(method: str, setting: float) -> TensorPlan:
     """The stage chain one sweep setting stands for (float32 values, as the study kept them)."""
     if method == "kmeans":
-        return TensorPlan("dense", {}, [("kmeans", {"bits": int(setting)})])
+        return chains.chain(chains.dense(), chains.kmeans(int(setting)))
     if method == "prune":
-        return TensorPlan("csr", {"prune": setting})
+        return chains.chain(chains.csr(setting))
     if method == "fft":
-        return TensorPlan("fft", {"keep": setting, "select": "largest", "transform": "dct"})
-    return TensorPlan("svd", {"rank": int(setting)})
+        return chains.chain(chains.fft(setting, "largest", "dct"))
+    return chains.chain(chains.svd(int(setting)))
 
 
 def targets(model: Model, layer: str | None) -> list[str]:

@@ -10,6 +10,12 @@ for array stages, or ``N`` (the decoded length) and ``base64`` for ``huffman``/`
 (``tests/common.py``, ``describe_input``), so that a third party can check each ``.bin``
 from the JSON alone.  The golden container files are written by
 ``tests/test_container.py`` the same way (``NNZIP_REGEN_FIXTURES=1``).
+
+A new stage needs at least one such pair, from a ``check_golden`` call in a test whose
+name contains ``golden``, and its page in ``spec/stages/`` must name each pair:
+``tests/test_stage_coverage.py`` fails for any registered stage without them.  To write
+only a new stage's fixtures, pass pytest's selection on: ``python tests/regen_fixtures.py
+-k golden_dense`` (the others are then left untouched).
 """
 
 import os
@@ -20,4 +26,5 @@ from pathlib import Path
 if __name__ == "__main__":
     env = dict(os.environ, NNZIP_REGEN_FIXTURES="1")
     tests = Path(__file__).parent
-    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", str(tests), "-k", "golden"], env=env))
+    selection = sys.argv[1:] or ["-k", "golden"]
+    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", str(tests), *selection], env=env))
