@@ -17,6 +17,7 @@ from .model import Model
 from .plan import exclusion_note, layer_weight
 from .workers import Progress
 
+
 @dataclass
 class Budget:
     """``--data``/``--max-drop``: search for the smallest plan within an accuracy budget.

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__, api, writer
+from . import api, writer
 from .budget import Budget
 from .container import open_container
 from .errors import NnzipError
@@ -31,6 +31,7 @@ from .distributed import DEFAULT_TIMEOUT
 from .options import budget_from_options, rules_from_options, scheduler_from_options
 from .outputs import private_directory
 from .plan import PlanRules
+from .version import __version__
 
 _DESCRIPTION = """\
 Make trained neural-network weight files small, and prove they still work.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, formats
+from . import formats
 from .chains import describe_chain
 from .container import BlobSpool
 from .errors import ConfigError
@@ -24,7 +24,9 @@ from .metrics import ERROR_BLOCK, relative_error
 from .model import LazyTensors, Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor, logical_values
 from .plan import PlanRules, Settings, choose_plan, layer_weight, lossless_plan
+from .version import __version__
 from .workers import WINDOW_MIN_BYTES, Progress, Workers, in_order, in_order_within
+
 
 @dataclass
 class TensorReport:
@@ -164,20 +166,12 @@ def _statistics(name: str, array: np.ndarray, item: EncodedTensor, note: str) ->
 
 
 def add_statistics(model: Model, encoded: list[EncodedTensor], notes: dict[str, str]) -> list[TensorReport]:
-    """Record each tensor's error and bytes in its header entry; return the per-tensor reports.
+    """Record each tensor's error in its header entry (as :func:`encode_job` does); return the per-tensor reports.
 
     The header is strict JSON (rule 8 of §6: no NaN or Infinity), so an error that is
     not a finite number is recorded as null.
     """
-    reports = []
-    for item in encoded:
-        name = item.entry["name"]
-        array = model.tensors[name]
-        error = relative_error(logical_values(item.entry, array), logical_values(item.entry, item.reconstruction))
-        stored = sum(len(b) for b in item.blobs)
-        item.entry["stats"] = {"error": round(error, 8) if math.isfinite(error) else None}
-        reports.append(TensorReport(name, array.shape, describe_chain(item.entry), array.nbytes, stored, error, notes.get(name, "")))
-    return reports
+    return [_statistics(item.entry["name"], model.tensors[item.entry["name"]], item, notes.get(item.entry["name"], "")) for item in encoded]
 
 
 def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict: bool = False,
