@@ -537,7 +537,7 @@ def _run_decompress(args: argparse.Namespace) -> int:
                 if to_stdout:
                     output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), header).suffix)
                 written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs,
-                                            scheduler=_scheduler(args))
+                                         scheduler=_scheduler(args))
                 _tensor_lines(args, header, to_stdout)
                 out_size = os.stat(written).st_size
                 if to_stdout:

@@ -3,7 +3,9 @@
 :class:`Workers` carries two executors (whole tensors, and the chunks of one part) or none
 (inline work); :func:`in_order` and :func:`in_order_within` hand results back in input order
 with a bounded number (and bytes) of items computed ahead.  Encoder and decoder both use them;
-the bytes written never depend on them.
+the bytes written never depend on them.  With a scheduler the tensors go to a dask cluster
+(:mod:`nnzip.distributed`, the transport, which knows nothing of the encoder: the encoder hands
+it :func:`nnzip.encoder.encode_job` to run).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def workers(jobs: int | None, scheduler: Scheduler | None = None) -> Iterator[Wo
     *jobs* is not used.
     """
     if scheduler is not None:
+        # The dask transport sits below this module (it never imports it or the encoder), so the
+        # pool is made here around its Cluster; imported on demand, as dask is an optional extra.
         from .distributed import connect
 
         with connect(scheduler) as cluster:
