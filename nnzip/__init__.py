@@ -19,9 +19,9 @@ Errors a user can cause are :class:`NnzipError` subclasses: :class:`FormatError`
 (a bad setting).
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
-from .api import Budget, CompressReport, inspect, verify  # noqa: E402  (api needs __version__)
+from .api import Budget, CompressReport, inspect, verify  # noqa: E402
 from .errors import ConfigError, FormatError, InputError, NnzipError  # noqa: E402
 from .public import compress, decompress  # noqa: E402
 from .reader import NnzFile, load, open  # noqa: E402,A004  (nnzip.open, as gzip.open)

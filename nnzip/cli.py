@@ -22,7 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__, api
+from . import api, writer
+from .budget import Budget
 from .chains import describe_chain
 from .container import open_container
 from .errors import NnzipError
@@ -31,6 +32,7 @@ from .distributed import DEFAULT_TIMEOUT
 from .options import budget_from_options, rules_from_options, scheduler_from_options
 from .outputs import private_directory
 from .plan import PlanRules
+from .version import __version__
 
 _DESCRIPTION = """\
 Make trained neural-network weight files small, and prove they still work.
@@ -272,7 +274,7 @@ def rules_from_args(args: argparse.Namespace) -> PlanRules:
                               fft_transform=args.fft_transform, layers=args.layer, plan=args.plan, rdo=getattr(args, "rdo", None))
 
 
-def budget_from_args(args: argparse.Namespace, log=None) -> api.Budget | None:
+def budget_from_args(args: argparse.Namespace, log=None) -> Budget | None:
     """The accuracy budget the compress flags describe, or None (see :func:`nnzip.options.budget_from_options`)."""
     fixed = [flag for flag, value in (("--bits", args.bits), ("--uniform", args.uniform), ("--rdo", getattr(args, "rdo", None)), ("--prune", args.prune), ("--rank", args.rank), ("--energy", args.energy),
                                       ("--fft-keep", args.fft_keep), ("--plan", args.plan)) if value is not None]
@@ -294,7 +296,7 @@ def _limits(args: argparse.Namespace) -> DecodeLimits:
 class _Progress:
     """A tqdm progress bar (rate and ETA) on a terminal's stderr, nothing elsewhere or with -q.
 
-    Called as :data:`nnzip.api.Progress` ``(done, total, name)``.  :meth:`log` prints a line
+    Called as :data:`nnzip.workers.Progress` ``(done, total, name)``.  :meth:`log` prints a line
     above the bar (tqdm.write) so that search log lines and the bar never share a line.
     """
 
@@ -420,9 +422,9 @@ def _run_compress(args: argparse.Namespace) -> int:
             with private_directory() as directory:
                 path = _spool_stdin(directory, "stdin") if str(source) == STDIO else source
                 output = directory / "stdout.nnz" if to_stdout else args.output
-                report = api.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
-                                      progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs, strip=args.strip,
-                                      scheduler=_scheduler(args))
+                report = writer.compress(path, output, rules=rules, budget=budget, keep_optimizer=args.keep_optimizer, force=args.force,
+                                         progress=progress if progress.enabled else None, limits=_limits(args), jobs=args.jobs, strip=args.strip,
+                                         scheduler=_scheduler(args))
                 in_size = os.stat(path).st_size
                 if to_stdout:
                     _to_stdout(report.output)
@@ -606,40 +608,15 @@ def _drop_text(metric: str, kind: str, drop: float) -> str:
     return f"{drop:+.6g} (absolute, in the hook's units)"
 
 
-def _check_selection(pattern: str | None, names: list[str]) -> None:
-    """``sweep --layer``: a pattern matching no tensor at all is an error naming the close matches (as compress's --layer)."""
-    from .options import _close
-    from .plan import matches
-
-    if pattern is not None and not any(matches(pattern, name) for name in names):
-        raise NnzipError(f"--layer {pattern!r} matches no tensor{_close(pattern, names)}")
-
-
 def _run_sweep(args: argparse.Namespace) -> int:
-    from . import formats
-    from .evaluate import load_data, make_evaluator
-    from .outputs import atomic_output, check_writable
-    from .sweep import plot, run_sweep, write_csv
-
-    for path in (args.csv, args.plot):
-        if path is not None:
-            check_writable(path, args.force)
-    model = formats.read_model(args.model)
-    _check_selection(args.layer, list(model.tensors))
-    evaluator = make_evaluator(model, load_data(args.data), args.eval_hook, args.metric)
-    baseline = evaluator.measure(model.tensors)
-    points = run_sweep(model, args.model.name, evaluator, args.method, args.layer, _progress("sweeping", args.quiet))
-    print(f"{args.model} {args.method} sweep{' on ' + args.layer if args.layer else ''}: {evaluator.metric}, original {baseline:.6g}")
-    print(f"  {'setting':>8}  {evaluator.metric:>10}  {'.nnz bytes':>11}  {'weight error':>12}")
-    for p in points:
+    report = api.sweep(args.model, args.data, args.method, layer=args.layer, eval_hook=args.eval_hook, metric=args.metric,
+                       csv_path=args.csv, plot_path=args.plot, force=args.force, progress=_progress("sweeping", args.quiet))
+    print(f"{args.model} {report.method} sweep{' on ' + report.layer if report.layer else ''}: {report.metric}, original {report.baseline:.6g}")
+    print(f"  {'setting':>8}  {report.metric:>10}  {'.nnz bytes':>11}  {'weight error':>12}")
+    for p in report.points:
         kept = f"  (kept lossless: {', '.join(p.fallbacks)})" if p.fallbacks else ""
         print(f"  {p.setting:>8g}  {p.value:>10.6g}  {p.file_bytes:>11,}  {p.tensor_error:>12.4f}{kept}")
-    if args.csv is not None:
-        with atomic_output(args.csv, args.force) as temporary:
-            write_csv(points, temporary)
-    if args.plot is not None and points:
-        with atomic_output(args.plot, args.force) as temporary:
-            plot(points, temporary, f"{args.model.name}: {args.method}{' (' + args.layer + ')' if args.layer else ''}", baseline)
+    report.save()
     return 0
 
 

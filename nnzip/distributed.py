@@ -7,7 +7,7 @@ the same function, the client collects the results in tensor order and writes th
 
 What travels between the client and the workers (docs: README "More than one machine"):
 
-* **to a worker**: small plain data -- an :class:`nnzip.api.TensorJob` (the tensor's name and
+* **to a worker**: small plain data -- an :class:`nnzip.encoder.TensorJob` (the tensor's name and
   settings) and where its bytes are.  A safetensors file or sharded checkpoint is *not* sent:
   the worker reads its tensor itself, by offset, from the same path on a file system every
   worker shares (:class:`FileSlice`); it first checks the file is the one the client read (same
@@ -34,7 +34,7 @@ import contextlib
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,20 +69,17 @@ def _distributed():
 
 
 @contextlib.contextmanager
-def cluster_workers(scheduler: Scheduler):
-    """An :class:`nnzip.api.Workers` whose tensors run on the dask cluster at *scheduler*.
+def connect(scheduler: Scheduler):
+    """The :class:`Cluster` at *scheduler* (:func:`nnzip.workers.workers` makes it a pool's tensor executor).
 
     Connecting and waiting for a first worker are bounded by the scheduler's timeout; either
     failing is a one-line :class:`NnzipError`.  The client is closed on the way out, which
     releases whatever is still in flight.
     """
-    from .api import Workers
-
     distributed = _distributed()
     client = _connect(distributed, scheduler)
     try:
-        cluster = Cluster(client, distributed)
-        yield Workers(tensors=cluster, chunks=None, window=cluster.window, remote=cluster)
+        yield Cluster(client, distributed)
     finally:
         with contextlib.suppress(Exception):  # a scheduler gone away must not hide the first error
             client.close(timeout=scheduler.timeout)
@@ -136,7 +133,7 @@ def _reason(exc: BaseException) -> str:
 class Cluster:
     """The client side of a dask run: submits tensor jobs and turns cluster failures into one-line errors.
 
-    It stands in for :class:`concurrent.futures.Executor` in :class:`nnzip.api.Workers`
+    It stands in for :class:`concurrent.futures.Executor` in :class:`nnzip.workers.Workers`
     (``submit`` -> an object with ``result()``) and says what each job sends
     (:meth:`encoding`, :meth:`decoding`).
     """
@@ -152,11 +149,13 @@ class Cluster:
         """Run ``function(*args)`` on some worker (never deduplicated: ``pure=False``)."""
         return _Result(self.client.submit(function, *args, pure=False), self._distributed)
 
-    def encoding(self, model, source: Path | None, jobs: Iterable) -> tuple:
-        """``(function, items)`` for :func:`nnzip.api.encode_model`: each item a (job, where its tensor is) pair.
+    def encoding(self, model, source: Path | None, jobs: Iterable, encode: Callable) -> tuple:
+        """``(function, items)`` for :func:`nnzip.encoder.encode_model`: each item an (encode, job, where its tensor is) triple.
 
         Tensors of a safetensors file or sharded checkpoint are read by the worker
-        (:class:`FileSlice`); others are read here and scattered to a worker.
+        (:class:`FileSlice`); others are read here and scattered to a worker.  *encode* is
+        :func:`nnzip.encoder.encode_job`, handed in (dask sends a module-level function by
+        name) so that this transport layer never imports the encoder above it.
         """
         slices = tensor_slices(model, source) if source is not None else {}
 
@@ -165,7 +164,7 @@ class Cluster:
                 where = slices.get(job.name)
                 if where is None:
                     where = self.client.scatter(np.asarray(model.tensors[job.name]), hash=False)
-                yield job, where
+                yield encode, job, where
 
         return encode_remote, items()
 
@@ -264,13 +263,11 @@ def _safetensors_slices(path: Path, structure: dict) -> dict[str, FileSlice]:
 
 
 def encode_remote(item: tuple) -> tuple:
-    """Worker side of compress: read the tensor (or take the scattered one) and run :func:`nnzip.api.encode_job`.
+    """Worker side of compress: read the tensor (or take the scattered one) and run :func:`nnzip.encoder.encode_job`.
 
-    *item* is ``(job, where)``; dask has replaced a scattered tensor's future by its array.
+    *item* is ``(encode_job, job, where)``; dask has replaced a scattered tensor's future by its array.
     """
-    from .api import encode_job
-
-    job, where = item
+    encode_job, job, where = item
     array = where.load() if isinstance(where, FileSlice) else where
     return encode_job(job, array)
 

@@ -30,7 +30,7 @@ LOSSY = {"bits": "--bits", "uniform": "--uniform", "prune": "--prune", "rank": "
 class CheckedRules(PlanRules):
     """Plan rules that refuse, before anything is written, an override matching no tensor.
 
-    :func:`nnzip.api.encode_model` asks :meth:`settings_for` once per tensor and records
+    :func:`nnzip.encoder.encode_model` asks :meth:`settings_for` once per tensor and records
     :meth:`to_json` in the header after the last one: at that point every tensor has been
     seen, so an override that matched none (a typo such as ``--layer dense_l:bits=2``) is
     an error naming the close matches rather than a silently ignored setting.
@@ -102,12 +102,12 @@ def _overrides(layers: Sequence[str] | dict | None) -> list[tuple[str, dict]]:
 
 def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None = None, metric: str | None = None, margin: float = 1.0,
                         log: Callable[[str], None] | None = None, fixed: Sequence[str] = ()):
-    """The accuracy budget (an :class:`nnzip.api.Budget`) or None; *fixed* names fixed settings also given.
+    """The accuracy budget (an :class:`nnzip.budget.Budget`) or None; *fixed* names fixed settings also given.
 
     Refused: data without a drop, a drop without data or a hook, a negative drop or
     margin, and fixed settings next to a budget (the search picks them itself).
     """
-    from .api import Budget
+    from .budget import Budget
 
     if max_drop is None:
         if data is not None:

@@ -15,12 +15,15 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
-from . import api
+from . import api, writer
+from .budget import Budget
 from .errors import ConfigError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .distributed import DEFAULT_TIMEOUT
 from .options import budget_from_options, rules_from_options, scheduler_from_options
 from .outputs import private_directory
+from .workers import Progress
+from .writer import CompressReport
 
 #: Where :func:`compress` may write: a path, or a binary file object (the finished file is copied into it).
 Destination = Union[str, os.PathLike, BinaryIO, None]
@@ -29,11 +32,11 @@ Destination = Union[str, os.PathLike, BinaryIO, None]
 def compress(src, dst: Destination = None, *, bits: int | None = None, prune: float | None = None, rank: int | None = None,
              energy: float | None = None, fft_keep: float | None = None, uniform: float | None = None, float16: bool = False,
              lossless: bool = False, fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
-             plan: str | os.PathLike | None = None, budget: api.Budget | Mapping | None = None, keep_optimizer: bool = False,
-             strip: bool = False, force: bool = False, max_output: int | None = None, progress: api.Progress | None = None, rules=None,
+             plan: str | os.PathLike | None = None, budget: Budget | Mapping | None = None, keep_optimizer: bool = False,
+             strip: bool = False, force: bool = False, max_output: int | None = None, progress: Progress | None = None, rules=None,
              scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT, rdo: float | None = None,
-             jobs: int | None = 1) -> api.CompressReport:
-    """Compress a model file, or a dict of numpy arrays, into a ``.nnz``; returns a :class:`nnzip.api.CompressReport`.
+             jobs: int | None = 1) -> CompressReport:
+    """Compress a model file, or a dict of numpy arrays, into a ``.nnz``; returns a :class:`nnzip.writer.CompressReport`.
 
     The keywords are ``nnzip compress``'s options (``bits=4`` is ``--bits 4``, ``layers=["dense_1:bits=2"]``
     or ``{"dense_1": {"bits": 2}}`` is ``--layer``, ``max_output`` is ``--max-output`` in bytes, ``strip=True`` is ``--strip``) with the
@@ -69,8 +72,8 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
             raise ConfigError("compress: a dict source needs dst (a path or a binary file object)")
         to_stream = dst is not None and not isinstance(dst, (str, os.PathLike))
         output = directory / "out.nnz" if to_stream else dst
-        report = api.compress(source, output, rules=rules, budget=budget, keep_optimizer=keep_optimizer, strip=strip, force=force,
-                              progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
+        report = writer.compress(source, output, rules=rules, budget=budget, keep_optimizer=keep_optimizer, strip=strip, force=force,
+                                 progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
         if to_stream:
             with open(report.output, "rb") as handle:
                 shutil.copyfileobj(handle, dst, 2**20)
@@ -78,15 +81,15 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     return report
 
 
-def _budget(budget: api.Budget | Mapping, fixed: list[str]) -> api.Budget:
-    """A checked :class:`nnzip.api.Budget` from a Budget or a dict of its fields."""
+def _budget(budget: Budget | Mapping, fixed: list[str]) -> Budget:
+    """A checked :class:`nnzip.budget.Budget` from a Budget or a dict of its fields."""
     if isinstance(budget, Mapping):
         unknown = set(budget) - {"data", "max_drop", "eval_hook", "metric", "margin", "log"}
         if unknown:
             raise ConfigError(f"budget: unknown field {sorted(unknown)[0]!r} (known: data, max_drop, eval_hook, metric, margin, log)")
-        budget = api.Budget(budget.get("data"), budget.get("max_drop"), budget.get("eval_hook"), budget.get("metric"),
-                            budget.get("log"), budget.get("margin", 1.0))
-    if not isinstance(budget, api.Budget):
+        budget = Budget(budget.get("data"), budget.get("max_drop"), budget.get("eval_hook"), budget.get("metric"),
+                        budget.get("log"), budget.get("margin", 1.0))
+    if not isinstance(budget, Budget):
         raise ConfigError(f"budget must be an nnzip.Budget or a dict, not {type(budget).__name__}")
     return budget_from_options(budget.data, budget.max_drop, eval_hook=budget.eval_hook, metric=budget.metric, margin=budget.margin,
                                log=budget.log, fixed=fixed)

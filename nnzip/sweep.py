@@ -15,20 +15,25 @@ from __future__ import annotations
 import csv
 import io as _io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import api
-from . import chains
+from . import chains, formats
 from .container import write_container
-from .errors import ConfigError
-from .evaluate import Evaluator
+from .encoder import encode_model
+from .errors import ConfigError, NnzipError
 from .model import Model
+from .outputs import atomic_output, check_writable
 from .pipeline import TensorPlan
-from . import formats
 from .plan import is_lossy_candidate, layer_weight, matches
+from .workers import Progress
+
+if TYPE_CHECKING:
+    from .evaluate import Evaluator
 
 METHODS = ("svd", "prune", "kmeans", "fft")
 
@@ -45,6 +50,70 @@ class SweepPoint:
     tensor_error: float
     #: Target tensors the setting could not apply to (stored losslessly instead).
     fallbacks: tuple[str, ...] = ()
+
+
+@dataclass
+class SweepReport:
+    """What :func:`run` measured (``nnzip sweep`` prints it): the original's score and one point per setting."""
+
+    #: The model file, as the caller named it.
+    model: Path
+    method: str
+    layer: str | None
+    metric: str
+    #: The original model's score on the data.
+    baseline: float
+    points: list[SweepPoint]
+    #: Where :meth:`save` writes the CSV and the plot (both checked writable before the sweep ran).
+    csv_path: Path | None = None
+    plot_path: Path | None = None
+    force: bool = False
+
+    def save(self) -> None:
+        """Write the CSV and the plot (when asked for; the plot only when there are points), each atomically."""
+        if self.csv_path is not None:
+            with atomic_output(self.csv_path, self.force) as temporary:
+                write_csv(self.points, temporary)
+        if self.plot_path is not None and self.points:
+            with atomic_output(self.plot_path, self.force) as temporary:
+                plot(self.points, temporary, f"{self.model.name}: {self.method}{' (' + self.layer + ')' if self.layer else ''}", self.baseline)
+
+
+def run(model: str | os.PathLike, data: str | os.PathLike, method: str, *, layer: str | None = None, eval_hook: str | None = None,
+        metric: str | None = None, csv_path: str | os.PathLike | None = None, plot_path: str | os.PathLike | None = None, force: bool = False,
+        progress: Progress | None = None) -> SweepReport:
+    """Sweep *method*'s ladder on the model file *model*, scored on *data* (what ``nnzip sweep`` runs).
+
+    *layer* narrows the targets to the tensors it matches (a pattern matching none is an
+    error naming the close matches); *eval_hook* and *metric* are verify's.  *csv_path* and
+    *plot_path* are checked writable (with *force*) before the model is read; :meth:`SweepReport.save` writes them.
+
+    >>> import nnzip
+    >>> report = nnzip.api.sweep("mlp.h5", "fashion-mnist-test.npz", "kmeans")    # doctest: +SKIP
+    >>> [(p.setting, p.value) for p in report.points][:2]                          # doctest: +SKIP
+    [(1, 0.41), (2, 0.78)]
+    """
+    from .evaluate import load_data, make_evaluator
+
+    model_path = Path(model)
+    csv_path, plot_path = (Path(path) if path is not None else None for path in (csv_path, plot_path))
+    for path in (csv_path, plot_path):
+        if path is not None:
+            check_writable(path, force)
+    source = formats.read_model(model_path)
+    check_selection(layer, list(source.tensors))
+    evaluator = make_evaluator(source, load_data(data), eval_hook, metric)
+    baseline = evaluator.measure(source.tensors)
+    points = run_sweep(source, model_path.name, evaluator, method, layer, progress)
+    return SweepReport(model_path, method, layer, evaluator.metric, baseline, points, csv_path, plot_path, force)
+
+
+def check_selection(pattern: str | None, names: list[str]) -> None:
+    """``sweep --layer``: a pattern matching no tensor at all is an error naming the close matches (as compress's --layer)."""
+    from .options import _close
+
+    if pattern is not None and not any(matches(pattern, name) for name in names):
+        raise NnzipError(f"--layer {pattern!r} matches no tensor{_close(pattern, names)}")
 
 
 def settings_for(method: str, shape: tuple[int, ...]) -> list[float]:
@@ -95,7 +164,7 @@ def run_sweep(model: Model, filename: str, evaluator: Evaluator, method: str, la
             progress(index, len(ladder), f"{method}={setting}")
         plans = {name: plan_for(method, setting) for name in names}
         try:
-            header, blobs, reports = api.encode_model(model, filename, plans=plans)
+            header, blobs, reports = encode_model(model, filename, plans=plans)
         except ConfigError:
             continue
         rebuilt = dict(model.tensors)
