@@ -6,8 +6,9 @@ module (``keras_v3.FORMAT``, ``keras_h5.LEGACY_FORMAT`` ...) and registered once
 
 ``id``, ``suffix``
     the id stored as ``source.format`` (spec/container.md §5.2) and the usual file suffix;
-``sniff(path, head, size)``
-    whether a file is of this format, judged by its content, never its name;
+``sniff(probe)``
+    whether a file is of this format, judged by its content (first bytes, size; a
+    look inside for HDF5 and zip files), never its name;
 ``read(path, keep_optimizer, limits, lazy)`` / ``write(path, structure, tensor)``
     the file to a :class:`nnzip.model.Model` and back, byte for byte;
 ``check_structure(structure)`` / ``tensor_names(structure)``
@@ -30,7 +31,7 @@ from ..errors import InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from . import keras_h5, keras_v3, npz, onnx_format, safetensors, sharded
-from .base import SUPPORTED, SourceFormat
+from .base import SUPPORTED, Probe, SourceFormat
 
 #: Source format id -> :class:`SourceFormat`, one entry per format nnzip can read and rebuild.
 #: The order is the order :func:`sniff` asks them in.
@@ -84,8 +85,8 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
 
 def _identify(path: str | os.PathLike) -> SourceFormat | None:
     """The first registered format whose ``sniff`` takes *path*, or None."""
-    head, size = _head(path)
-    return next((fmt for fmt in FORMATS.values() if fmt.sniff(path, head, size)), None)
+    probe = Probe(path, *_head(path))
+    return next((fmt for fmt in FORMATS.values() if fmt.sniff(probe)), None)
 
 
 def _head(path: str | os.PathLike) -> tuple[bytes, int]:
@@ -165,6 +166,6 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
 
 
 __all__ = [
-    "FORMATS", "SourceFormat", "element_types", "exact_names", "get_format", "keras_version", "layer_weights",
+    "FORMATS", "Probe", "SourceFormat", "element_types", "exact_names", "get_format", "keras_version", "layer_weights",
     "model_config", "optimizer_prefix", "read_model", "sniff", "write_model",
 ]

@@ -11,7 +11,7 @@ ones it has.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -35,6 +35,27 @@ class Malformed(ValueError):
     def __init__(self, message: str, rule: str):
         super().__init__(message)
         self.rule = rule
+
+
+@dataclass
+class Probe:
+    """What :attr:`SourceFormat.sniff` judges: a path, its first bytes and its size.
+
+    A folder has ``head == b""`` and ``size == 0``.  Formats that share a container
+    (the two HDF5 formats, the two zip formats) look inside it through :meth:`once`, so
+    one identification opens the file once however many formats ask.
+    """
+
+    path: str | os.PathLike
+    head: bytes
+    size: int
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def once(self, key: str, compute: Callable[[], object]) -> object:
+        """``compute()`` the first time *key* is asked for on this probe, its remembered result after."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
 
 # --- the "does not apply" answers of the optional facets ----------------------------------------
@@ -77,11 +98,11 @@ class SourceFormat:
     id: str
     #: The usual file name suffix, for a rebuilt file's name.
     suffix: str
-    #: ``sniff(path, head, size) -> bool``: whether *path* is a file of this format, judged by
-    #: content (*head*: its first 32 bytes, *size*: its size; a folder has ``b""`` and 0).
-    #: Formats that share a signature (HDF5, zip) look inside; a file with the signature
-    #: that is broken, or none of the formats sharing it, gets the reader's InputError.
-    sniff: Callable[[str | os.PathLike, bytes, int], bool]
+    #: ``sniff(probe) -> bool``: whether the file is of this format, judged by its content
+    #: (:class:`Probe`), never its name.  Formats that share a signature (HDF5, zip) look
+    #: inside; a file with the signature that is broken, or none of the formats sharing
+    #: it, gets the InputError its reader would give.
+    sniff: Callable[[Probe], bool]
     #: ``read(path, keep_optimizer=False, limits=DEFAULT_LIMITS, lazy=False) -> Model``;
     #: a format that cannot read lazily reads everything now.
     read: Callable[..., Model]

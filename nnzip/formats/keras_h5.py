@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import DroppedGroup, Model
 from . import hdf5_tree
-from .base import SourceFormat
+from .base import Probe, SourceFormat
 
 LEGACY = "keras-h5"
 WEIGHTS_V3 = "keras-weights-h5"
@@ -297,8 +297,8 @@ def _numbered(vars_node: dict, path: str) -> list[str]:
 def _sniffer(source_format: str):
     """A ``sniff`` that takes an HDF5 file whose groups say it is *source_format*."""
 
-    def sniff(path: str | os.PathLike, head: bytes, size: int) -> bool:
-        return head[:8] == SIGNATURE and detect_file(path) == source_format
+    def sniff(probe: Probe) -> bool:
+        return probe.head[:8] == SIGNATURE and probe.once("keras-hdf5", lambda: detect_file(probe.path)) == source_format
 
     return sniff
 

@@ -31,7 +31,7 @@ from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from . import hdf5_tree, keras_h5, npz, zipmeta
-from .base import SUPPORTED, SourceFormat
+from .base import SUPPORTED, Probe, SourceFormat
 
 FORMAT_ID = "keras-v3"
 SUFFIX = ".keras"
@@ -54,23 +54,27 @@ def looks_like(archive: zipfile.ZipFile) -> bool:
 # --- reading --------------------------------------------------------------------------------
 
 
-def sniff(path: str | os.PathLike, head: bytes, size: int) -> bool:
-    """Whether *path* is a ``.keras`` archive; InputError for a zip archive that is neither it nor a ``.npz``.
+def sniff(probe: Probe) -> bool:
+    """Whether the file is a ``.keras`` archive; InputError for a zip archive that is neither it nor a ``.npz``.
 
     The members pass rules 8.10-8.14 before any is opened (their sizes are judged by the reader).
     """
-    if head[:4] not in zipmeta.SIGNATURES:
+    if probe.head[:4] not in zipmeta.SIGNATURES:
         return False
-    with zipmeta.open_archive(path) as archive:
-        zipmeta.members(archive, limits=None)
-        if looks_like(archive):
-            return True
-        if npz.looks_like(archive):
-            return False
+    if probe.once("keras-v3", lambda: _is_keras(probe.path)):
+        return True
+    if npz.probe_npz(probe):
+        return False
     raise InputError(
-        f"{os.fspath(path)} is a zip archive but neither a Keras .keras file (config.json and "
+        f"{os.fspath(probe.path)} is a zip archive but neither a Keras .keras file (config.json and "
         f"{WEIGHTS_MEMBER}) nor a numpy .npz (only .npy members) ({SUPPORTED})"
     )
+
+
+def _is_keras(path: str | os.PathLike) -> bool:
+    with zipmeta.open_archive(path) as archive:
+        zipmeta.members(archive, limits=None)  # the reader judges the sizes
+        return looks_like(archive)
 
 
 def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:

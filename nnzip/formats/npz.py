@@ -37,7 +37,7 @@ from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..dtypes import normalise_dtype, parse_shape
 from . import zipmeta
-from .base import Malformed, SourceFormat
+from .base import Malformed, Probe, SourceFormat
 
 FORMAT_ID = "npz"
 SUFFIX = ".npz"
@@ -307,13 +307,20 @@ def tensor_names(structure: dict) -> list[str]:
     return [tensor_name(member["name"]) for member in structure["members"]]
 
 
-def sniff(path: str | os.PathLike, head: bytes, size: int) -> bool:
-    """Whether *path* is a zip archive of ``.npy`` members only (rules 8.10-8.14 checked before any is opened)."""
-    if head[:4] not in zipmeta.SIGNATURES:
-        return False
-    with zipmeta.open_archive(path) as archive:
-        zipmeta.members(archive, limits=None)  # the reader judges the sizes
-        return looks_like(archive)
+def sniff(probe: Probe) -> bool:
+    """Whether the file is a zip archive of ``.npy`` members only (rules 8.10-8.14 checked before any is opened)."""
+    return probe.head[:4] in zipmeta.SIGNATURES and probe_npz(probe)
+
+
+def probe_npz(probe: Probe) -> bool:
+    """Whether the zip archive *probe* looks at holds only ``.npy`` members, looked at once per probe."""
+
+    def judge() -> bool:
+        with zipmeta.open_archive(probe.path) as archive:
+            zipmeta.members(archive, limits=None)  # the reader judges the sizes
+            return looks_like(archive)
+
+    return bool(probe.once("npz", judge))
 
 
 FORMAT = SourceFormat(FORMAT_ID, SUFFIX, sniff, read, write, check_structure, tensor_names)

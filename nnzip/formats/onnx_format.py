@@ -38,7 +38,7 @@ from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..outputs import atomic_output
 from ..dtypes import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
-from .base import SourceFormat
+from .base import Probe, SourceFormat
 
 FORMAT_ID = "onnx"
 SUFFIX = ".onnx"
@@ -700,8 +700,8 @@ ELEMENT_TYPES = {16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19:
                  23: "float4_e2m1", 24: "float8_e8m0"}
 
 
-def _sniff(path: str | os.PathLike, head: bytes, size: int) -> bool:
-    return looks_like(head)
+def _sniff(probe: Probe) -> bool:
+    return looks_like(probe.head)
 
 
 def _exact_names(model: Model) -> set[str]:

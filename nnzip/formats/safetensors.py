@@ -33,7 +33,7 @@ from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..dtypes import parse_shape
-from .base import Malformed, SourceFormat
+from .base import Malformed, Probe, SourceFormat
 
 FORMAT_ID = "safetensors"
 SUFFIX = ".safetensors"
@@ -354,8 +354,8 @@ def structure_element_types(structure: dict) -> dict[str, str]:
     return {t["name"]: ELEMENT_TYPES[t["dtype"]] for t in structure["tensors"] if t["dtype"] in ELEMENT_TYPES}
 
 
-def _sniff(path: str | os.PathLike, head: bytes, size: int) -> bool:
-    return looks_like(head, size)
+def _sniff(probe: Probe) -> bool:
+    return looks_like(probe.head, probe.size)
 
 
 def _element_types(model: Model) -> dict[str, str]:

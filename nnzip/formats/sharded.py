@@ -35,7 +35,7 @@ from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..outputs import atomic_output
 from . import safetensors
-from .base import Malformed, SourceFormat
+from .base import Malformed, Probe, SourceFormat
 
 FORMAT_ID = "safetensors-sharded"
 #: Decompress writes the index under this suffix; the shards go beside it.
@@ -277,9 +277,9 @@ def tensor_names(structure: dict) -> list[str]:
     return [name for shard in structure["shards"] for name in safetensors.tensor_names(shard["structure"])]
 
 
-def _sniff(path: str | os.PathLike, head: bytes, size: int) -> bool:
+def _sniff(probe: Probe) -> bool:
     """A folder, or a file that starts like JSON (an index; no other supported format does)."""
-    return os.path.isdir(path) or looks_like(head)
+    return os.path.isdir(probe.path) or looks_like(probe.head)
 
 
 def _element_types(model: Model) -> dict[str, str]:
