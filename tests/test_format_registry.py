@@ -81,7 +81,7 @@ def test_every_registered_format_implements_the_protocol(format_id):
     assert fmt.optimizer_prefix is None or (isinstance(fmt.optimizer_prefix, str) and fmt.optimizer_prefix.endswith("/"))
     for name in REQUIRED:
         assert callable(getattr(fmt, name)), name
-    for name in ("model_config", "keras_version", "layer_weights", "exact_names", "element_types"):
+    for name in ("model_config", "keras_version", "layer_weights", "exact_names", "element_types", "structure_minor"):
         assert callable(getattr(fmt, name)), name
     # Every caller passes these by keyword; a reader that lacks one would fail only on its own format.
     inspect.signature(fmt.read).bind("x", keep_optimizer=True, limits=None, lazy=True)
@@ -90,6 +90,8 @@ def test_every_registered_format_implements_the_protocol(format_id):
     inspect.signature(fmt.check_structure).bind({})
     inspect.signature(fmt.tensor_names).bind({})
     inspect.signature(fmt.layer_weights).bind(None, None)
+    # Asked of untrusted headers before any check: never raises.
+    assert all(fmt.structure_minor(junk) == 0 for junk in (None, [], {}, {"tensors": "x"}, {"tensors": [1, None]}))
 
 
 def test_the_registry_holds_every_format_object_once():
@@ -206,6 +208,8 @@ def test_module_functions_agree_with_the_format_objects(name, tmp_path):
     assert formats.get_format(model.source_format) is fmt
     assert formats.optimizer_prefix(model.source_format) == fmt.optimizer_prefix
     assert _same(_module_facets(model), _facets(fmt, model))
+    source = {"format": model.source_format, "structure": model.structure}
+    assert formats.structure_minor(source) == fmt.structure_minor(model.structure) == 0
     # The same writer: write_model and the object's write give the same bytes.
     tensor = model.tensors.__getitem__
     formats.write_model(tmp_path / ("a" + fmt.suffix), model.source_format, model.structure, tensor)
@@ -231,6 +235,16 @@ def test_facets_that_differ_per_format_are_the_objects_own():
     }
     assert formats.optimizer_prefix("no-such-format") is None and formats.get_format("no-such-format") is None
     assert formats.get_format(["keras-h5"]) is None
+
+
+def test_structure_minor_is_the_onnx_objects_answer():
+    """Only an ONNX structure carrying a subgraph's tensor (an ``at`` of three) needs format 1.2."""
+    structure = {"tensors": [{"name": "w", "at": ["graph", 0]}, {"name": "s", "at": ["node", 3, "then_branch"]}]}
+    assert formats.structure_minor({"format": "onnx", "structure": structure}) == 2
+    assert formats.FORMATS["onnx"].structure_minor(structure) == 2
+    assert formats.structure_minor({"format": "safetensors", "structure": structure}) == 0
+    assert formats.structure_minor({"format": "no-such-format", "structure": structure}) == 0
+    assert formats.structure_minor(["onnx"]) == 0 and formats.structure_minor({"format": ["onnx"]}) == 0
 
 
 def test_unknown_format_ids_get_the_defaults():

@@ -13,7 +13,7 @@ module (``keras_v3.FORMAT``, ``keras_h5.LEGACY_FORMAT`` ...) and registered once
     the file to a :class:`nnzip.model.Model` and back, byte for byte;
 ``check_structure(structure)`` / ``tensor_names(structure)``
     the checks of a ``structure`` that came from an untrusted ``.nnz`` header (§5);
-``optimizer_prefix``, ``model_config``, ``keras_version``, ``layer_weights``, ``exact_names``, ``element_types``
+``optimizer_prefix``, ``model_config``, ``keras_version``, ``layer_weights``, ``exact_names``, ``element_types``, ``structure_minor``
     facets only some formats have; the others keep the "does not apply" default.
 
 The functions below are thin lookups in that table: none branches on a format id, so
@@ -34,7 +34,8 @@ from . import keras_h5, keras_v3, npz, onnx_format, safetensors, sharded
 from .base import SUPPORTED, Probe, SourceFormat
 
 #: Source format id -> :class:`SourceFormat`, one entry per format nnzip can read and rebuild.
-#: The order is the order :func:`sniff` asks them in.
+#: :func:`sniff` asks them in this order, but each format's own ``sniff`` is unambiguous
+#: (tests/test_format_registry.py), so the order decides nothing.
 FORMATS: dict[str, SourceFormat] = {
     f.id: f
     for f in (
@@ -131,6 +132,16 @@ def element_types(model: Model) -> dict[str, str]:
     return _facet(model.source_format, "element_types")(model)
 
 
+def structure_minor(source: object) -> int:
+    """The lowest minor version a header's ``source`` needs: 2 for an ONNX source with subgraph tensors (§5.7), else 0.
+
+    Tolerant of a malformed ``source`` (0), as the writer asks before anything is checked.
+    """
+    if not isinstance(source, dict):
+        return 0
+    return _facet(source.get("format"), "structure_minor")(source.get("structure"))
+
+
 # --- views used by inference --------------------------------------------------------------
 
 
@@ -167,5 +178,5 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
 
 __all__ = [
     "FORMATS", "Probe", "SourceFormat", "element_types", "exact_names", "get_format", "keras_version", "layer_weights",
-    "model_config", "optimizer_prefix", "read_model", "sniff", "write_model",
+    "model_config", "optimizer_prefix", "read_model", "sniff", "structure_minor", "write_model",
 ]

@@ -86,6 +86,11 @@ def no_element_types(model: Model) -> dict[str, str]:
     return {}
 
 
+def no_structure_minor(structure: object) -> int:
+    """A structure that uses no feature newer than format 1.0 needs minor version 0."""
+    return 0
+
+
 @dataclass(frozen=True)
 class SourceFormat:
     """One source format nnzip can read and rebuild byte for byte (spec/container.md §5).
@@ -124,3 +129,6 @@ class SourceFormat:
     exact_names: Callable[[Model], set[str]] = no_exact_names
     #: ``element_types(model)``: tensor name -> element type, for tensors carried as raw bits.
     element_types: Callable[[Model], dict[str, str]] = no_element_types
+    #: ``structure_minor(structure)``: the lowest format minor version (§2) a structure needs;
+    #: tolerant of malformed structures (the writer asks before any check).
+    structure_minor: Callable[[object], int] = no_structure_minor

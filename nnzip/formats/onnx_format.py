@@ -713,7 +713,12 @@ def _element_types(model: Model) -> dict[str, str]:
     return {r["name"]: ELEMENT_TYPES[r["data_type"]] for r in model.structure["tensors"] if r["data_type"] in ELEMENT_TYPES}
 
 
+def _structure_minor(structure: object) -> int:
+    """Format 1.2 for a structure that carries a subgraph's tensors (§5.7), else 1.0."""
+    return 2 if uses_subgraph_tensors(structure) else 0
+
+
 FORMAT = SourceFormat(
     FORMAT_ID, SUFFIX, _sniff, read, write, check_structure, tensor_names,
-    exact_names=_exact_names, element_types=_element_types,
+    exact_names=_exact_names, element_types=_element_types, structure_minor=_structure_minor,
 )
