@@ -1,105 +1,73 @@
 """Readers and writers of source model formats; the only code that touches their bytes.
 
-:func:`read_model` recognises a file by its content, not its name, and returns a
-:class:`nnzip.model.Model`; :func:`write_model` writes the same format back.
-:data:`FORMATS` registers, per source format id (spec/container.md §5.2), how to
-read and write it and how to check a ``structure`` that came from an untrusted
-``.nnz`` header.  :func:`model_config` and :func:`layer_weights` are the views
-numpy inference needs, for the formats that know about Keras layers.
+Every format is one :class:`~nnzip.formats.base.SourceFormat` object, built in its own
+module (``keras_v3.FORMAT``, ``keras_h5.LEGACY_FORMAT`` ...) and registered once, in
+:data:`FORMATS`.  The protocol, in full (see :mod:`nnzip.formats.base`):
+
+``id``, ``suffix``
+    the id stored as ``source.format`` (spec/container.md §5.2) and the usual file suffix;
+``sniff(probe)``
+    whether a file is of this format, judged by its content (first bytes, size; a
+    look inside for HDF5 and zip files), never its name;
+``read(path, keep_optimizer, limits, lazy)`` / ``write(path, structure, tensor)``
+    the file to a :class:`nnzip.model.Model` and back, byte for byte;
+``check_structure(structure)`` / ``tensor_names(structure)``
+    the checks of a ``structure`` that came from an untrusted ``.nnz`` header (§5);
+``optimizer_prefix``, ``model_config``, ``keras_version``, ``layer_weights``, ``exact_names``, ``element_types``, ``structure_minor``
+    facets only some formats have; the others keep the "does not apply" default.
+
+The functions below are thin lookups in that table: none branches on a format id, so
+adding a format is one module and one line in :data:`FORMATS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
-from . import hdf5_tree, keras_h5, keras_v3, npz, onnx_format, safetensors, sharded, zipmeta
+from . import keras_h5, keras_v3, npz, onnx_format, safetensors, sharded
+from .base import SUPPORTED, Probe, SourceFormat
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: A zip archive starts with a local file header, or (no members) the end-of-directory record.
-_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
-
-
-@dataclass(frozen=True)
-class Format:
-    """One source format: its id, how to read and write it, and how to check its structure."""
-
-    #: The id stored as ``source.format`` in the ``.nnz`` header.
-    id: str
-    #: ``read(path, keep_optimizer=False, limits=DEFAULT_LIMITS) -> Model``.
-    read: Callable[..., Model]
-    #: ``write(path, structure, tensor)``; pulls each value with ``tensor(name)``.
-    write: Callable[[str | os.PathLike, dict, Callable[[str], np.ndarray]], None]
-    #: Raises FormatError unless an untrusted structure is well formed for this format.
-    check_structure: Callable[[object], None]
-    #: The tensor names a checked structure expects, in order (rule 3.3).
-    tensor_names: Callable[[dict], list[str]]
-    #: The usual file name suffix.
-    suffix: str
-
-
-def _hdf5_tensor_names(structure: dict) -> list[str]:
-    return list(hdf5_tree.dataset_paths(structure))
-
-
-#: Source format id -> :class:`Format`; one entry per format nnzip can rebuild.
-FORMATS: dict[str, Format] = {
+#: Source format id -> :class:`SourceFormat`, one entry per format nnzip can read and rebuild.
+#: :func:`sniff` asks them in this order, but each format's own ``sniff`` is unambiguous
+#: (tests/test_format_registry.py), so the order decides nothing.
+FORMATS: dict[str, SourceFormat] = {
     f.id: f
     for f in (
-        Format(keras_h5.LEGACY, keras_h5.read, keras_h5.write, hdf5_tree.check_tree, _hdf5_tensor_names, ".h5"),
-        Format(keras_h5.WEIGHTS_V3, keras_h5.read, keras_h5.write, hdf5_tree.check_tree, _hdf5_tensor_names, ".weights.h5"),
-        Format(keras_v3.FORMAT_ID, keras_v3.read, keras_v3.write, keras_v3.check_structure, keras_v3.tensor_names, keras_v3.SUFFIX),
-        Format(safetensors.FORMAT_ID, safetensors.read, safetensors.write, safetensors.check_structure,
-               safetensors.tensor_names, safetensors.SUFFIX),
-        Format(npz.FORMAT_ID, npz.read, npz.write, npz.check_structure, npz.tensor_names, npz.SUFFIX),
-        Format(onnx_format.FORMAT_ID, onnx_format.read, onnx_format.write, onnx_format.check_structure,
-               onnx_format.tensor_names, onnx_format.SUFFIX),
-        Format(sharded.FORMAT_ID, sharded.read, sharded.write, sharded.check_structure, sharded.tensor_names, sharded.SUFFIX),
+        keras_h5.LEGACY_FORMAT,
+        keras_h5.WEIGHTS_FORMAT,
+        keras_v3.FORMAT,
+        npz.FORMAT,
+        safetensors.FORMAT,
+        onnx_format.FORMAT,
+        sharded.FORMAT,
     )
 }
 
-#: Source format id -> writer (kept for callers that only write).
-WRITERS = {format_id: f.write for format_id, f in FORMATS.items()}
+#: How many first bytes :meth:`SourceFormat.sniff` is shown.
+_HEAD_BYTES = 32
+#: The protocol's "does not apply" answer per optional facet, for ids no format registers.
+_DEFAULT_FACETS = {f.name: f.default for f in dataclasses.fields(SourceFormat) if f.default is not dataclasses.MISSING}
 
-_SUPPORTED = ("supported: Keras .h5, .weights.h5 and .keras, .safetensors, a sharded safetensors checkpoint "
-              "(its .safetensors.index.json or folder), numpy .npz, ONNX")
 
-
-def get_format(format_id: object) -> Format | None:
-    """The registered :class:`Format` of *format_id*, or None (also for non-string ids from a bad header)."""
+def get_format(format_id: object) -> SourceFormat | None:
+    """The registered :class:`SourceFormat` of *format_id*, or None (also for non-string ids from a bad header)."""
     return FORMATS.get(format_id) if isinstance(format_id, str) else None
 
 
 def sniff(path: str | os.PathLike) -> str:
-    """The container kind of *path* from its first bytes: 'hdf5', 'zip', 'safetensors', 'onnx', 'sharded' or 'unknown'.
+    """The source format id of *path* from its content, or ``"unknown"``.
 
-    'sharded' is a folder or a JSON object (a sharded checkpoint's index, §5.8).
+    InputError when it cannot be opened, or has a format's signature but is broken
+    (the error its reader would give).
     """
-    if os.path.isdir(path):
-        return "sharded"
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(32)
-            size = os.fstat(handle.fileno()).st_size
-    except OSError as exc:
-        raise InputError(f"cannot open {os.fspath(path)}: {exc.strerror}") from None
-    if head[:8] == _HDF5_SIGNATURE:
-        return "hdf5"
-    if head[:4] in _ZIP_SIGNATURES:
-        return "zip"
-    if safetensors.looks_like(head[:9], size):
-        return "safetensors"
-    if onnx_format.looks_like(head):
-        return "onnx"
-    if sharded.looks_like(head):
-        return "sharded"
-    return "unknown"
+    fmt = _identify(path)
+    return "unknown" if fmt is None else fmt.id
 
 
 def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
@@ -110,35 +78,27 @@ def read_model(path: str | os.PathLike, keep_optimizer: bool = False, limits: De
     formats that can (safetensors, sharded checkpoints, ONNX external data, HDF5 ``.h5``/``.weights.h5``,
     ``.npz``) check everything now and read each tensor when asked (:class:`nnzip.model.LazyTensors`).
     """
-    kind = sniff(path)
-    if kind == "hdf5":
-        return keras_h5.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
-    if kind == "zip":
-        fmt = _zip_format(path)
-        if fmt.id == npz.FORMAT_ID:
-            return npz.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
-        return fmt.read(path, keep_optimizer=keep_optimizer, limits=limits)
-    if kind == "safetensors":
-        return safetensors.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
-    if kind == "onnx":
-        return onnx_format.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
-    if kind == "sharded":
-        return sharded.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
-    raise InputError(f"{os.fspath(path)} is not a supported model file ({_SUPPORTED})")
+    fmt = _identify(path)
+    if fmt is None:
+        raise InputError(f"{os.fspath(path)} is not a supported model file ({SUPPORTED})")
+    return fmt.read(path, keep_optimizer=keep_optimizer, limits=limits, lazy=lazy)
 
 
-def _zip_format(path: str | os.PathLike) -> Format:
-    """Which zip-based format *path* is: a Keras ``.keras`` archive or a numpy ``.npz``."""
-    with zipmeta.open_archive(path) as archive:
-        zipmeta.members(archive, limits=None)  # rules 8.10-8.14 before any member is opened; the reader checks sizes
-        if keras_v3.looks_like(archive):
-            return FORMATS[keras_v3.FORMAT_ID]
-        if npz.looks_like(archive):
-            return FORMATS[npz.FORMAT_ID]
-    raise InputError(
-        f"{os.fspath(path)} is a zip archive but neither a Keras .keras file (config.json and "
-        f"{keras_v3.WEIGHTS_MEMBER}) nor a numpy .npz (only .npy members) ({_SUPPORTED})"
-    )
+def _identify(path: str | os.PathLike) -> SourceFormat | None:
+    """The first registered format whose ``sniff`` takes *path*, or None."""
+    probe = Probe(path, *_head(path))
+    return next((fmt for fmt in FORMATS.values() if fmt.sniff(probe)), None)
+
+
+def _head(path: str | os.PathLike) -> tuple[bytes, int]:
+    """The first bytes and the size of the file at *path*; ``(b"", 0)`` for a folder."""
+    if os.path.isdir(path):
+        return b"", 0
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(_HEAD_BYTES), os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        raise InputError(f"cannot open {os.fspath(path)}: {exc.strerror}") from None
 
 
 def write_model(path: str | os.PathLike, source_format: str, structure: dict, tensor) -> None:
@@ -149,22 +109,19 @@ def write_model(path: str | os.PathLike, source_format: str, structure: dict, te
     fmt.write(path, structure, tensor)
 
 
+def _facet(source_format: object, name: str):
+    """Facet *name* of the format registered as *source_format*, or the protocol's default."""
+    fmt = get_format(source_format)
+    return _DEFAULT_FACETS[name] if fmt is None else getattr(fmt, name)
+
+
 def exact_names(model: Model) -> set[str]:
     """Tensors the format itself knows are not weights and must stay exact whatever the settings.
 
     For ONNX, every initializer or constant that feeds no MatMul/Gemm/Conv/Gather/RNN
     weight input (shapes, indices, scales, other constants); empty for the other formats.
     """
-    if model.source_format == onnx_format.FORMAT_ID:
-        return set(model.tensors) - onnx_format.weight_names(model.structure)
-    return set()
-
-
-#: safetensors dtype -> element type name, for the types carried as raw bit patterns (§5.5).
-_SAFETENSORS_ELEMENTS = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-#: ONNX TensorProto.DataType -> element type name, for the types carried as raw bit patterns (§5.7).
-_ONNX_ELEMENTS = {16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz",
-                  23: "float4_e2m1", 24: "float8_e8m0"}
+    return _facet(model.source_format, "exact_names")(model)
 
 
 def element_types(model: Model) -> dict[str, str]:
@@ -172,16 +129,17 @@ def element_types(model: Model) -> dict[str, str]:
     (safetensors ``BF16``/``F8_*``, ONNX ``BFLOAT16``/8-bit floats): ``"bfloat16"``,
     ``"float8_e4m3fn"`` ….  The planner widens bfloat16 exactly for lossy stages and reports
     the others as kept exact (:func:`nnzip.plan.choose_plan`)."""
-    if model.source_format == safetensors.FORMAT_ID:
-        items = [(t["name"], _SAFETENSORS_ELEMENTS.get(t["dtype"])) for t in model.structure["tensors"]]
-    elif model.source_format == sharded.FORMAT_ID:
-        items = [(t["name"], _SAFETENSORS_ELEMENTS.get(t["dtype"])) for shard in model.structure["shards"]
-                 for t in shard["structure"]["tensors"]]
-    elif model.source_format == onnx_format.FORMAT_ID:
-        items = [(r["name"], _ONNX_ELEMENTS.get(r["data_type"])) for r in model.structure["tensors"]]
-    else:
-        return {}
-    return {name: element for name, element in items if element is not None}
+    return _facet(model.source_format, "element_types")(model)
+
+
+def structure_minor(source: object) -> int:
+    """The lowest minor version a header's ``source`` needs: 2 for an ONNX source with subgraph tensors (§5.7), else 0.
+
+    Tolerant of a malformed ``source`` (0), as the writer asks before anything is checked.
+    """
+    if not isinstance(source, dict):
+        return 0
+    return _facet(source.get("format"), "structure_minor")(source.get("structure"))
 
 
 # --- views used by inference --------------------------------------------------------------
@@ -189,11 +147,7 @@ def element_types(model: Model) -> dict[str, str]:
 
 def optimizer_prefix(source_format: str) -> str | None:
     """The tensor-name prefix of kept optimizer state in *source_format*, or None when it has none."""
-    if source_format in keras_h5.OPTIMIZER_GROUP:
-        return keras_h5.OPTIMIZER_GROUP[source_format] + "/"
-    if source_format == keras_v3.FORMAT_ID:
-        return keras_v3.WEIGHTS_MEMBER + "/" + keras_h5.OPTIMIZER_GROUP[keras_h5.WEIGHTS_V3] + "/"
-    return None
+    return _facet(source_format, "optimizer_prefix")
 
 
 def model_config(model: Model) -> dict | None:
@@ -203,22 +157,12 @@ def model_config(model: Model) -> dict | None:
     archive's ``config.json``; both are ``{"class_name", "config", ...}`` as
     :func:`nnzip.infer.build_model` takes them.
     """
-    if model.source_format == keras_h5.LEGACY:
-        return keras_h5.model_config(model)
-    if model.source_format == keras_v3.FORMAT_ID:
-        return keras_v3.model_config(model)
-    return None
+    return _facet(model.source_format, "model_config")(model)
 
 
 def keras_version(model: Model) -> str | None:
     """The Keras version that wrote *model* (for :func:`nnzip.infer.build_model`), or None."""
-    if model.source_format == keras_v3.FORMAT_ID:
-        return keras_v3.keras_version(model)
-    if model.source_format == keras_h5.LEGACY:
-        for record in model.structure["attrs"]:
-            if record["name"] == "keras_version" and record["kind"] == "string" and record["value"]:
-                return record["value"][0]
-    return None
+    return _facet(model.source_format, "keras_version")(model)
 
 
 def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) -> dict:
@@ -229,17 +173,10 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
     list in ``.h5`` order (legacy files).  safetensors and npz files have no layers:
     InputError.
     """
-    if model.source_format == keras_h5.LEGACY:
-        return keras_h5.layer_weights(model, tensors)
-    values = model.tensors if tensors is None else tensors
-    if model.source_format == keras_h5.WEIGHTS_V3:
-        return keras_h5.vars_layer_weights(model.structure, values)
-    if model.source_format == keras_v3.FORMAT_ID:
-        return keras_v3.layer_weights(model, tensors)
-    raise InputError(f"a {model.source_format} file has no Keras layers to map weights to")
+    return _facet(model.source_format, "layer_weights")(model, tensors)
 
 
 __all__ = [
-    "FORMATS", "Format", "WRITERS", "element_types", "exact_names", "get_format", "keras_version", "layer_weights", "model_config", "optimizer_prefix",
-    "read_model", "sniff", "write_model",
+    "FORMATS", "Probe", "SourceFormat", "element_types", "exact_names", "get_format", "keras_version", "layer_weights",
+    "model_config", "optimizer_prefix", "read_model", "sniff", "structure_minor", "write_model",
 ]

@@ -531,6 +531,11 @@ def dataset_paths(tree: dict, path: str = "") -> Iterator[str]:
             yield child_path
 
 
+def tensor_names(tree: dict) -> list[str]:
+    """The tensor names a checked tree expects: its dataset paths, in tree order (rule 3.3)."""
+    return list(dataset_paths(tree))
+
+
 def check_tree(tree: object) -> None:
     """Raise FormatError unless *tree* is a well-formed HDF5 structure description (rules 5.1.x, 5.2.x).
 

@@ -16,7 +16,8 @@ Source formats (ids stored in the ``.nnz`` header, see spec/container.md §5):
 
 Both are carried by the generic lossless tree of :mod:`nnzip.formats.hdf5_tree`;
 this module only recognises the formats, knows where optimizer state lives,
-and maps weights to layers for inference.
+and maps weights to layers for inference.  :data:`LEGACY_FORMAT` and
+:data:`WEIGHTS_FORMAT` are their :class:`nnzip.formats.base.SourceFormat` objects.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ from ..errors import InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import DroppedGroup, Model
 from . import hdf5_tree
+from .base import Probe, SourceFormat
 
 LEGACY = "keras-h5"
 WEIGHTS_V3 = "keras-weights-h5"
 
 #: Top-level group holding optimizer state, per source format.
 OPTIMIZER_GROUP = {LEGACY: "optimizer_weights", WEIGHTS_V3: "optimizer"}
+#: The first bytes of every HDF5 file (at offset 0; nnzip does not look for user blocks).
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def detect(h5: h5py.File) -> str:
@@ -68,18 +72,31 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
     every check runs now and each dataset is read when asked for
     (:func:`nnzip.formats.hdf5_tree.lazy_values`).
     """
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"cannot read {os.fspath(path)} as HDF5: {exc}") from None
-    with h5:
-        try:
-            source_format = detect(h5)
-        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-            raise InputError(f"cannot read {os.fspath(path)} as HDF5: {' '.join(str(exc).split())}") from None
+    with _open(path) as h5:
+        source_format = _detect_open(h5, path)
         max_bytes = limits.output_cap(os.path.getsize(path))
         structure, tensors, dropped = read_open(h5, source_format, keep_optimizer, max_bytes=max_bytes, lazy=lazy)
     return Model(source_format, structure, tensors, dropped)
+
+
+def detect_file(path: str | os.PathLike) -> str:
+    """The Keras format of the HDF5 file at *path*, with the errors :func:`read` gives."""
+    with _open(path) as h5:
+        return _detect_open(h5, path)
+
+
+def _open(path: str | os.PathLike) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"cannot read {os.fspath(path)} as HDF5: {exc}") from None
+
+
+def _detect_open(h5: h5py.File, path: str | os.PathLike) -> str:
+    try:
+        return detect(h5)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise InputError(f"cannot read {os.fspath(path)} as HDF5: {' '.join(str(exc).split())}") from None
 
 
 def read_open(h5: h5py.File, source_format: str, keep_optimizer: bool, label: str = "",
@@ -131,6 +148,14 @@ def model_config(model: Model) -> dict | None:
     for record in model.structure["attrs"]:
         if record["name"] == "model_config" and record["kind"] == "string" and record["value"]:
             return _config_json(record["value"][0])
+    return None
+
+
+def keras_version(model: Model) -> str | None:
+    """The ``keras_version`` root attribute of a legacy file, or None."""
+    for record in model.structure["attrs"]:
+        if record["name"] == "keras_version" and record["kind"] == "string" and record["value"]:
+            return record["value"][0]
     return None
 
 
@@ -215,6 +240,11 @@ def vars_layer_weights(tree: dict, values: dict[str, np.ndarray], prefix: str = 
     return {} if layers is None else _vars_layers(layers, f"{prefix}layers/", values)
 
 
+def weights_layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) -> dict:
+    """Layer name -> weights of a ``.weights.h5`` model (*tensors* overrides its values)."""
+    return vars_layer_weights(model.structure, model.tensors if tensors is None else tensors)
+
+
 def _vars_layers(node: dict, path: str, values: dict[str, np.ndarray]) -> dict:
     result: dict = {}
     for child in node["children"]:
@@ -259,3 +289,26 @@ def _numbered(vars_node: dict, path: str) -> list[str]:
     if len(keys) != len(vars_node["children"]) or sorted(keys) != sorted(str(i) for i in range(len(keys))):
         raise InputError(f"{path} must hold only datasets named 0..n-1")
     return sorted(keys, key=int)
+
+
+# --- the two formats ----------------------------------------------------------------------------
+
+
+def _sniffer(source_format: str):
+    """A ``sniff`` that takes an HDF5 file whose groups say it is *source_format*."""
+
+    def sniff(probe: Probe) -> bool:
+        return probe.head[:8] == SIGNATURE and probe.once("keras-hdf5", lambda: detect_file(probe.path)) == source_format
+
+    return sniff
+
+
+LEGACY_FORMAT = SourceFormat(
+    LEGACY, ".h5", _sniffer(LEGACY), read, write, hdf5_tree.check_tree, hdf5_tree.tensor_names,
+    optimizer_prefix=OPTIMIZER_GROUP[LEGACY] + "/", model_config=model_config, keras_version=keras_version,
+    layer_weights=layer_weights,
+)
+WEIGHTS_FORMAT = SourceFormat(
+    WEIGHTS_V3, ".weights.h5", _sniffer(WEIGHTS_V3), read, write, hdf5_tree.check_tree, hdf5_tree.tensor_names,
+    optimizer_prefix=OPTIMIZER_GROUP[WEIGHTS_V3] + "/", layer_weights=weights_layer_weights,
+)

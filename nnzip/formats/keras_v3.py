@@ -12,7 +12,8 @@ small and carried whole, as base64; ``model.weights.h5`` is carried as an
 :mod:`~nnzip.formats.hdf5_tree` tree whose datasets are the tensors, named
 ``model.weights.h5/<dataset path>``.  Optimizer state (its ``optimizer`` group)
 is dropped unless asked for, as for ``keras-weights-h5``; Keras then loads the
-model with a freshly initialised optimizer.
+model with a freshly initialised optimizer.  :data:`FORMAT` is its
+:class:`nnzip.formats.base.SourceFormat` object.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import numpy as np
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
-from . import hdf5_tree, keras_h5, zipmeta
+from . import hdf5_tree, keras_h5, npz, zipmeta
+from .base import SUPPORTED, Probe, SourceFormat
 
 FORMAT_ID = "keras-v3"
 SUFFIX = ".keras"
@@ -52,8 +54,34 @@ def looks_like(archive: zipfile.ZipFile) -> bool:
 # --- reading --------------------------------------------------------------------------------
 
 
-def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS) -> Model:
+def sniff(probe: Probe) -> bool:
+    """Whether the file is a ``.keras`` archive; InputError for a zip archive that is neither it nor a ``.npz``.
+
+    The members pass rules 8.10-8.14 before any is opened (their sizes are judged by the reader).
+    """
+    if probe.head[:4] not in zipmeta.SIGNATURES:
+        return False
+    if probe.once("keras-v3", lambda: _is_keras(probe.path)):
+        return True
+    if npz.probe_npz(probe):
+        return False
+    raise InputError(
+        f"{os.fspath(probe.path)} is a zip archive but neither a Keras .keras file (config.json and "
+        f"{WEIGHTS_MEMBER}) nor a numpy .npz (only .npy members) ({SUPPORTED})"
+    )
+
+
+def _is_keras(path: str | os.PathLike) -> bool:
+    with zipmeta.open_archive(path) as archive:
+        zipmeta.members(archive, limits=None)  # the reader judges the sizes
+        return looks_like(archive)
+
+
+def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLimits = DEFAULT_LIMITS, lazy: bool = False) -> Model:
     """Read a ``.keras`` archive; optimizer state is dropped unless *keep_optimizer*.
+
+    *lazy* is accepted and ignored: the weights are an HDF5 file inside the zip,
+    copied out and read now.
 
     The archive passes :func:`zipmeta.members` (rules 8.10-8.15: safe names, regular
     files, declared sizes within ``limits``) before any member is read, and the weights'
@@ -190,3 +218,10 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
     """Layer name -> weights in ``get_weights`` order (nested models: a dict), see :func:`keras_h5.vars_layer_weights`."""
     values = model.tensors if tensors is None else tensors
     return keras_h5.vars_layer_weights(weights_tree(model.structure), values, WEIGHTS_MEMBER + "/")
+
+
+FORMAT = SourceFormat(
+    FORMAT_ID, SUFFIX, sniff, read, write, check_structure, tensor_names,
+    optimizer_prefix=f"{WEIGHTS_MEMBER}/{keras_h5.OPTIMIZER_GROUP[keras_h5.WEIGHTS_V3]}/",
+    model_config=model_config, keras_version=keras_version, layer_weights=layer_weights,
+)

@@ -37,6 +37,7 @@ from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..dtypes import normalise_dtype, parse_shape
 from . import zipmeta
+from .base import Malformed, Probe, SourceFormat
 
 FORMAT_ID = "npz"
 SUFFIX = ".npz"
@@ -46,17 +47,8 @@ MAX_NPY_HEADER = 10000
 #: .npy format version -> (bytes of the header-length field, text encoding of the header).
 NPY_VERSIONS = {(1, 0): (2, "latin1"), (2, 0): (4, "latin1"), (3, 0): (4, "utf-8")}
 _WHERE = "rule 5.6: npz structure"
-
-
-class _Malformed(ValueError):
-    """A bad ``.npy`` header; re-raised as InputError (file) or FormatError (structure).
-
-    ``rule`` is the §8.2 rule an input file breaks: 8.16 (the header) or 8.17 (its type).
-    """
-
-    def __init__(self, message: str, rule: str = "8.16"):
-        super().__init__(message)
-        self.rule = rule
+#: The §8.2 rules a ``.npy`` member breaks: its header, or the type it declares.
+_HEADER, _TYPE = "8.16", "8.17"
 
 
 def looks_like(archive: zipfile.ZipFile) -> bool:
@@ -81,7 +73,7 @@ def tensor_name(member: str) -> str:
 def parse_npy_header(text: str) -> tuple[np.dtype, list[int], bool]:
     """``(file dtype, shape, fortran_order)`` of a ``.npy`` header dict literal.
 
-    Raises :class:`_Malformed` (rule 8.17) for object arrays (nnzip never
+    Raises :class:`Malformed` (rule 8.17) for object arrays (nnzip never
     unpickles) and for element types nnzip does not carry, (rule 8.16) for
     anything else wrong.
     """
@@ -90,33 +82,33 @@ def parse_npy_header(text: str) -> tuple[np.dtype, list[int], bool]:
             warnings.simplefilter("ignore")
             fields = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise _Malformed("the .npy header is not a Python dict literal") from None
+        raise Malformed("the .npy header is not a Python dict literal", _HEADER) from None
     if not isinstance(fields, dict) or set(fields) != {"descr", "fortran_order", "shape"}:
-        raise _Malformed("the .npy header needs exactly descr, fortran_order and shape")
+        raise Malformed("the .npy header needs exactly descr, fortran_order and shape", _HEADER)
     descr, fortran, shape = fields["descr"], fields["fortran_order"], fields["shape"]
     if isinstance(descr, list):
-        raise _Malformed("the .npz holds a structured array: nnzip carries bool, integer and float arrays only", "8.17")
+        raise Malformed("the .npz holds a structured array: nnzip carries bool, integer and float arrays only", _TYPE)
     if not isinstance(descr, str) or not isinstance(fortran, bool) or not isinstance(shape, tuple):
-        raise _Malformed("the .npy header's descr must be a string, fortran_order a bool, shape a tuple")
+        raise Malformed("the .npy header's descr must be a string, fortran_order a bool, shape a tuple", _HEADER)
     try:
         parse_shape(list(shape))
     except FormatError as exc:
-        raise _Malformed(f"bad .npy header: {exc}") from None
+        raise Malformed(f"bad .npy header: {exc}", _HEADER) from None
     try:
         dtype = np.dtype(descr)
     except (TypeError, ValueError, OverflowError, MemoryError, SyntaxError) as exc:
-        raise _Malformed(f"bad .npy header: unsupported descr {descr[:80]!r} ({exc})", "8.17") from None
+        raise Malformed(f"bad .npy header: unsupported descr {descr[:80]!r} ({exc})", _TYPE) from None
     _check_dtype(dtype)
     return dtype, list(shape), fortran
 
 
 def _check_dtype(dtype: np.dtype) -> None:
     if dtype.hasobject:
-        raise _Malformed("the .npz holds an object array (pickled Python objects): nnzip carries numeric arrays only and never unpickles", "8.17")
+        raise Malformed("the .npz holds an object array (pickled Python objects): nnzip carries numeric arrays only and never unpickles", _TYPE)
     try:
         normalise_dtype(dtype)
     except (FormatError, TypeError, ValueError):
-        raise _Malformed(f"the .npz holds an array of type {dtype}: nnzip carries bool, integer and float arrays only", "8.17") from None
+        raise Malformed(f"the .npz holds an array of type {dtype}: nnzip carries bool, integer and float arrays only", _TYPE) from None
 
 
 def npy_preamble(version: list[int], header: str) -> bytes:
@@ -147,7 +139,7 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
                 raise InputError(f"rule 8.12: {where}: two members load as the array {name!r}")
             try:
                 npy, tensors[name] = _read_member(archive, info, budget, lazy)
-            except _Malformed as exc:
+            except Malformed as exc:
                 raise InputError(f"rule {exc.rule}: {where}, member {info.filename!r}: {exc}") from None
             budget -= _nbytes(*tensors[name]) if lazy else tensors[name].nbytes
             found[name] = (info, npy)
@@ -176,10 +168,10 @@ def _lazy_values(path: str | os.PathLike, specs: dict, found: dict[str, tuple[zi
             try:
                 version, header, _size = _read_preamble(handle, info.file_size)
                 if [version, header] != [npy["version"], npy["header"]]:
-                    raise _Malformed("its .npy header changed since the archive was checked; read it again")
+                    raise Malformed("its .npy header changed since the archive was checked; read it again", _HEADER)
                 dtype, shape, fortran = parse_npy_header(header)
                 value = _read_array(handle, dtype, shape, fortran, _nbytes(dtype, tuple(shape)))
-            except _Malformed as exc:
+            except Malformed as exc:
                 raise InputError(f"rule {exc.rule}: {where}, member {info.filename!r}: {exc}") from None
             zipmeta.expect_end(handle, info)
         return value
@@ -197,10 +189,10 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, l
         dtype, shape, fortran = parse_npy_header(header)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes > budget:
-            raise _Malformed(f"its .npy header declares {nbytes} bytes of array, over the {budget} bytes left "
+            raise Malformed(f"its .npy header declares {nbytes} bytes of array, over the {budget} bytes left "
                              "of the output cap for a file of this size", "8.15")
         if info.file_size != preamble_size + nbytes:
-            raise _Malformed(f"member holds {info.file_size} bytes, its .npy header describes a different size")
+            raise Malformed(f"member holds {info.file_size} bytes, its .npy header describes a different size", _HEADER)
         if lazy:
             return {"version": version, "header": header}, (dtype, tuple(shape))
         value = _read_array(handle, dtype, shape, fortran, nbytes)
@@ -212,21 +204,21 @@ def _read_preamble(handle, member_size: int) -> tuple[list[int], str, int]:
     """(version, header text, bytes before the array) of a ``.npy`` stream, each field checked before it is read."""
     head = handle.read(len(NPY_MAGIC) + 2)
     if len(head) < len(NPY_MAGIC) + 2 or head[:len(NPY_MAGIC)] != NPY_MAGIC:
-        raise _Malformed("not a .npy array")
+        raise Malformed("not a .npy array", _HEADER)
     version = [head[-2], head[-1]]
     if tuple(version) not in NPY_VERSIONS:
-        raise _Malformed(f"unsupported .npy format version {version[0]}.{version[1]}")
+        raise Malformed(f"unsupported .npy format version {version[0]}.{version[1]}", _HEADER)
     length_size, encoding = NPY_VERSIONS[tuple(version)]
     length = int.from_bytes(handle.read(length_size), "little")
     if length > MAX_NPY_HEADER:
-        raise _Malformed(f".npy header of {length} bytes exceeds the {MAX_NPY_HEADER}-byte cap")
+        raise Malformed(f".npy header of {length} bytes exceeds the {MAX_NPY_HEADER}-byte cap", _HEADER)
     preamble_size = len(head) + length_size + length
     if preamble_size > member_size:
-        raise _Malformed(f".npy header of {length} bytes runs past the member's {member_size} bytes")
+        raise Malformed(f".npy header of {length} bytes runs past the member's {member_size} bytes", _HEADER)
     try:
         header = handle.read(length).decode(encoding)
     except UnicodeDecodeError:
-        raise _Malformed(".npy header is not text") from None
+        raise Malformed(".npy header is not text", _HEADER) from None
     return version, header, preamble_size
 
 
@@ -239,9 +231,9 @@ def _read_array(handle, dtype: np.dtype, shape: list[int], fortran: bool, nbytes
     try:
         buffer = np.empty(nbytes, dtype=np.uint8)
     except MemoryError:
-        raise _Malformed(f"cannot allocate the {nbytes} bytes its .npy header declares", "8.15") from None
+        raise Malformed(f"cannot allocate the {nbytes} bytes its .npy header declares", "8.15") from None
     if handle.readinto(buffer) != nbytes:
-        raise _Malformed("the member ends inside its array")
+        raise Malformed("the member ends inside its array", _HEADER)
     value = buffer.view(dtype)
     if dtype.byteorder == ">":
         value = value.byteswap(inplace=True).view(dtype.newbyteorder("<"))
@@ -302,14 +294,33 @@ def _check_npy(npy: object, where: str) -> None:
     try:
         size = len(npy["header"].encode(encoding))
         if size > min(MAX_NPY_HEADER, 2 ** (8 * length_size) - 1):
-            raise _Malformed(f".npy header of {size} bytes exceeds the {MAX_NPY_HEADER}-byte cap")
+            raise Malformed(f".npy header of {size} bytes exceeds the {MAX_NPY_HEADER}-byte cap", _HEADER)
         parse_npy_header(npy["header"])
     except UnicodeEncodeError:
         raise FormatError(f"{where}: the .npy header cannot be encoded as {encoding}") from None
-    except _Malformed as exc:
+    except Malformed as exc:
         raise FormatError(f"{where}: {exc}") from None
 
 
 def tensor_names(structure: dict) -> list[str]:
     """The tensor names a checked structure expects (``np.load`` keys), in member order."""
     return [tensor_name(member["name"]) for member in structure["members"]]
+
+
+def sniff(probe: Probe) -> bool:
+    """Whether the file is a zip archive of ``.npy`` members only (rules 8.10-8.14 checked before any is opened)."""
+    return probe.head[:4] in zipmeta.SIGNATURES and probe_npz(probe)
+
+
+def probe_npz(probe: Probe) -> bool:
+    """Whether the zip archive *probe* looks at holds only ``.npy`` members, looked at once per probe."""
+
+    def judge() -> bool:
+        with zipmeta.open_archive(probe.path) as archive:
+            zipmeta.members(archive, limits=None)  # the reader judges the sizes
+            return looks_like(archive)
+
+    return bool(probe.once("npz", judge))
+
+
+FORMAT = SourceFormat(FORMAT_ID, SUFFIX, sniff, read, write, check_structure, tensor_names)

@@ -38,6 +38,7 @@ from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..outputs import atomic_output
 from ..dtypes import ALLOWED_DTYPES, MAX_ELEMENTS, MAX_NDIM
+from .base import Probe, SourceFormat
 
 FORMAT_ID = "onnx"
 SUFFIX = ".onnx"
@@ -692,3 +693,32 @@ def uses_subgraph_tensors(structure: object) -> bool:
 def tensor_names(structure: dict) -> list[str]:
     """The tensor names a checked structure expects, in record order."""
     return [record["name"] for record in structure["tensors"]]
+
+
+#: ONNX TensorProto.DataType -> element type name, for the types carried as raw bit patterns (§5.7).
+ELEMENT_TYPES = {16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz",
+                 23: "float4_e2m1", 24: "float8_e8m0"}
+
+
+def _sniff(probe: Probe) -> bool:
+    return looks_like(probe.head)
+
+
+def _exact_names(model: Model) -> set[str]:
+    """Every carried tensor that feeds no weight input: shapes, indices, scales, other constants."""
+    return set(model.tensors) - weight_names(model.structure)
+
+
+def _element_types(model: Model) -> dict[str, str]:
+    return {r["name"]: ELEMENT_TYPES[r["data_type"]] for r in model.structure["tensors"] if r["data_type"] in ELEMENT_TYPES}
+
+
+def _structure_minor(structure: object) -> int:
+    """Format 1.2 for a structure that carries a subgraph's tensors (§5.7), else 1.0."""
+    return 2 if uses_subgraph_tensors(structure) else 0
+
+
+FORMAT = SourceFormat(
+    FORMAT_ID, SUFFIX, _sniff, read, write, check_structure, tensor_names,
+    exact_names=_exact_names, element_types=_element_types, structure_minor=_structure_minor,
+)

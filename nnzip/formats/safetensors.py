@@ -33,6 +33,7 @@ from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..dtypes import parse_shape
+from .base import Malformed, Probe, SourceFormat
 
 FORMAT_ID = "safetensors"
 SUFFIX = ".safetensors"
@@ -54,20 +55,11 @@ DTYPES = {
     # no numpy type: raw bit patterns (bfloat16 made lossy only as a widened tensor, spec §4.5)
     "BF16": "<u2", "F8_E4M3": "|u1", "F8_E5M2": "|u1",
 }
-#: The types carried as raw bits.
-BIT_PATTERN_DTYPES = frozenset({"BF16", "F8_E4M3", "F8_E5M2"})
+#: safetensors dtype -> element type name, for the types carried as raw bit patterns (§5.5).
+ELEMENT_TYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 _WHERE = "rule 5.5: safetensors structure"
-
-
-class _Malformed(ValueError):
-    """A header that breaks the format; re-raised as InputError (file) or FormatError (structure).
-
-    ``rule`` is the §8.2 rule an input file breaks: 8.18 (the header as JSON) or 8.19 (a tensor entry).
-    """
-
-    def __init__(self, message: str, rule: str = "8.18"):
-        super().__init__(message)
-        self.rule = rule
+#: The §8.2 rules a file's header breaks: as JSON, or in one tensor entry.
+_HEADER, _ENTRY = "8.18", "8.19"
 
 
 class _Object(list):
@@ -80,20 +72,20 @@ class _Object(list):
 def parse_header(text: str) -> tuple[list[list[str]] | None, list[dict]]:
     """``(metadata pairs or None, tensors in data order)`` of a header's JSON text.
 
-    Each tensor is ``{"name", "dtype", "shape"}``.  Raises :class:`_Malformed`
+    Each tensor is ``{"name", "dtype", "shape"}``.  Raises :class:`Malformed`
     unless the header is an object of well-formed entries whose offsets tile the
     data section from 0 without gaps or overlaps.  Nesting is measured before
     :func:`json.loads` runs, so a deep ``[[[[...`` costs a scan, not a parse.
     """
     depth = json_depth(text.encode("utf-8", "surrogatepass"))
     if depth > MAX_JSON_DEPTH:
-        raise _Malformed(f"header JSON nests {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed")
+        raise Malformed(f"header JSON nests {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed", _HEADER)
     try:
         pairs = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise _Malformed(f"header is not JSON ({exc})") from None
+        raise Malformed(f"header is not JSON ({exc})", _HEADER) from None
     if not isinstance(pairs, _Object):
-        raise _Malformed("header is not a JSON object")
+        raise Malformed("header is not a JSON object", _HEADER)
     metadata, entries = None, []
     for key, value in pairs:
         _check_text(key)
@@ -106,7 +98,7 @@ def parse_header(text: str) -> tuple[list[list[str]] | None, list[dict]]:
     for name, (_, _, begin, end) in entries:
         if begin != position:
             what = "overlaps the tensor before it" if begin < position else "leaves a gap after the tensor before it"
-            raise _Malformed(f"tensor {name!r} starts at {begin}, expected {position}: it {what}; the data must be contiguous", "8.19")
+            raise Malformed(f"tensor {name!r} starts at {begin}, expected {position}: it {what}; the data must be contiguous", _ENTRY)
         position = end
     return metadata, [{"name": name, "dtype": dtype, "shape": shape} for name, (dtype, shape, _, _) in entries]
 
@@ -134,23 +126,23 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _Malformed(f"{text!r} is not valid Unicode text") from None
+        raise Malformed(f"{text!r} is not valid Unicode text", _HEADER) from None
 
 
 def _no_duplicates(pairs: list) -> _Object:
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):
-        raise _Malformed("header has a duplicate key")
+        raise Malformed("header has a duplicate key", _HEADER)
     return _Object(pairs)
 
 
 def _no_constant(name: str):
-    raise _Malformed(f"header uses {name}, which is not JSON")
+    raise Malformed(f"header uses {name}, which is not JSON", _HEADER)
 
 
 def _parse_metadata(value: object) -> list[list[str]]:
     if not isinstance(value, _Object) or not all(isinstance(v, str) for _, v in value):
-        raise _Malformed("__metadata__ must map strings to strings")
+        raise Malformed("__metadata__ must map strings to strings", _HEADER)
     for key, text in value:
         _check_text(key)
         _check_text(text)
@@ -160,20 +152,20 @@ def _parse_metadata(value: object) -> list[list[str]]:
 def _parse_entry(name: str, value: object) -> tuple[str, list[int], int, int]:
     """``(dtype, shape, begin, end)`` of one tensor entry, checked against each other."""
     if not isinstance(value, _Object) or {k for k, _ in value} != {"dtype", "shape", "data_offsets"}:
-        raise _Malformed(f"tensor {name!r} needs exactly dtype, shape and data_offsets", "8.19")
+        raise Malformed(f"tensor {name!r} needs exactly dtype, shape and data_offsets", _ENTRY)
     fields = dict(value)
     dtype, shape, offsets = fields["dtype"], fields["shape"], fields["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise _Malformed(f"tensor {name!r} has unsupported dtype {str(dtype)[:80]!r}", "8.19")
+        raise Malformed(f"tensor {name!r} has unsupported dtype {str(dtype)[:80]!r}", _ENTRY)
     try:
         size = int(np.prod(parse_shape(shape), dtype=np.int64))
     except FormatError as exc:
-        raise _Malformed(f"tensor {name!r}: {str(exc)[:200]}", "8.19") from None
+        raise Malformed(f"tensor {name!r}: {str(exc)[:200]}", _ENTRY) from None
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int and 0 <= v < 2**64 for v in offsets)):
-        raise _Malformed(f"tensor {name!r}: data_offsets must be two non-negative 64-bit integers", "8.19")
+        raise Malformed(f"tensor {name!r}: data_offsets must be two non-negative 64-bit integers", _ENTRY)
     begin, end = offsets
     if end - begin != size * np.dtype(DTYPES[dtype]).itemsize:
-        raise _Malformed(f"tensor {name!r}: data_offsets span {end - begin} bytes, its dtype and shape need {size * np.dtype(DTYPES[dtype]).itemsize}", "8.19")
+        raise Malformed(f"tensor {name!r}: data_offsets span {end - begin} bytes, its dtype and shape need {size * np.dtype(DTYPES[dtype]).itemsize}", _ENTRY)
     return dtype, shape, begin, end
 
 
@@ -228,7 +220,7 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
         text = _read_header_text(handle, file_size, name)
         try:
             metadata, tensors = parse_header(text)
-        except _Malformed as exc:
+        except Malformed as exc:
             raise InputError(f"rule {exc.rule}: {name}: not a valid safetensors file: {exc}") from None
         data_start = 8 + len(text.encode("utf-8"))
         total = sum(tensor_nbytes(item) for item in tensors)
@@ -323,35 +315,51 @@ def check_structure(structure: object) -> None:
     metadata, tensors = structure["metadata"], structure["tensors"]
     try:
         if metadata is not None and not (isinstance(metadata, list) and all(isinstance(p, list) and len(p) == 2 for p in metadata)):
-            raise _Malformed("metadata must be null or a list of [key, value] pairs")
+            raise FormatError("metadata must be null or a list of [key, value] pairs")
         if not isinstance(tensors, list) or not all(isinstance(t, dict) and set(t) == {"name", "dtype", "shape"} for t in tensors):
-            raise _Malformed("each tensor needs exactly name, dtype and shape")
+            raise FormatError("each tensor needs exactly name, dtype and shape")
         if any(not isinstance(t["name"], str) or t["name"] == METADATA_KEY for t in tensors):
-            raise _Malformed("tensor names must be strings other than __metadata__")
+            raise FormatError("tensor names must be strings other than __metadata__")
         for item in tensors:
             if not isinstance(item["dtype"], str) or item["dtype"] not in DTYPES:
-                raise _Malformed(f"tensor {item['name']!r} has unsupported dtype {item['dtype']!r}")
+                raise FormatError(f"tensor {item['name']!r} has unsupported dtype {item['dtype']!r}")
             parse_shape(item["shape"])
         # Rendering the canonical header and parsing it back checks every field the way a
         # file's header is checked (types, sizes, duplicates) with one code path.
         text = structure.get("header")
         if text is not None and not isinstance(text, str):
-            raise _Malformed("header must be a string")
+            raise FormatError("header must be a string")
         canonical = canonical_header(_pairs_or_raise(metadata), tensors)
         if parse_header(canonical) != (metadata, tensors):
-            raise _Malformed("duplicate metadata keys or tensor names")
+            raise FormatError("duplicate metadata keys or tensor names")
         if text is not None and (len(text.encode("utf-8", "surrogatepass")) > MAX_HEADER_BYTES or parse_header(text) != (metadata, tensors)):
-            raise _Malformed("the verbatim header does not describe the structure's metadata and tensors")
-    except (_Malformed, FormatError) as exc:
+            raise FormatError("the verbatim header does not describe the structure's metadata and tensors")
+    except (Malformed, FormatError) as exc:
         raise FormatError(f"{_WHERE}: {exc}") from None
 
 
 def _pairs_or_raise(metadata):
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata):
-        raise _Malformed("metadata keys and values must be strings")
+        raise FormatError("metadata keys and values must be strings")
     return metadata
 
 
 def tensor_names(structure: dict) -> list[str]:
     """The tensor names a checked structure expects, in data order."""
     return [item["name"] for item in structure["tensors"]]
+
+
+def structure_element_types(structure: dict) -> dict[str, str]:
+    """Tensor name -> element type of a checked structure's raw-bits tensors (``BF16``, ``F8_*``), in data order."""
+    return {t["name"]: ELEMENT_TYPES[t["dtype"]] for t in structure["tensors"] if t["dtype"] in ELEMENT_TYPES}
+
+
+def _sniff(probe: Probe) -> bool:
+    return looks_like(probe.head, probe.size)
+
+
+def _element_types(model: Model) -> dict[str, str]:
+    return structure_element_types(model.structure)
+
+
+FORMAT = SourceFormat(FORMAT_ID, SUFFIX, _sniff, read, write, check_structure, tensor_names, element_types=_element_types)

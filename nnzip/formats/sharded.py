@@ -35,6 +35,7 @@ from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..outputs import atomic_output
 from . import safetensors
+from .base import Malformed, Probe, SourceFormat
 
 FORMAT_ID = "safetensors-sharded"
 #: Decompress writes the index under this suffix; the shards go beside it.
@@ -49,14 +50,6 @@ _WHERE = "rule 5.8.1: safetensors-sharded structure"
 _BAD_NAME = re.compile(r"[/\\\x00]|^\.{1,2}$|^[A-Za-z]:")
 
 
-class _BadIndex(ValueError):
-    """An index that breaks rule 8.20-8.22; carries the rule number."""
-
-    def __init__(self, message: str, rule: str):
-        super().__init__(message)
-        self.rule = rule
-
-
 # --- the index ---------------------------------------------------------------------------------
 
 
@@ -68,21 +61,21 @@ def parse_index(text: str) -> dict[str, str]:
     members (``metadata``) are kept verbatim but not interpreted.
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_INDEX_BYTES:
-        raise _BadIndex(f"the index is over nnzip's {MAX_INDEX_BYTES}-byte cap", "8.20")
+        raise Malformed(f"the index is over nnzip's {MAX_INDEX_BYTES}-byte cap", "8.20")
     parsed = _parse_json(text)
     weight_map = dict(parsed).get("weight_map")
     if not isinstance(weight_map, safetensors._Object):  # a parsed object is its (key, value) pairs
-        raise _BadIndex("the index has no weight_map object", "8.20")
+        raise Malformed("the index has no weight_map object", "8.20")
     mapping = {}
     for name, shard in weight_map:
         if not isinstance(shard, str):
-            raise _BadIndex(f"weight_map maps {name[:80]!r} to a {type(shard).__name__}, not a file name", "8.20")
+            raise Malformed(f"weight_map maps {name[:80]!r} to a {type(shard).__name__}, not a file name", "8.20")
         check_shard_name(shard)
         mapping[name] = shard
     if not mapping:
-        raise _BadIndex("the weight_map names no tensors", "8.20")
+        raise Malformed("the weight_map names no tensors", "8.20")
     if len(set(mapping.values())) > MAX_SHARDS:
-        raise _BadIndex(f"the index names more than {MAX_SHARDS} shard files", "8.21")
+        raise Malformed(f"the index names more than {MAX_SHARDS} shard files", "8.21")
     return mapping
 
 
@@ -90,13 +83,13 @@ def _parse_json(text: str) -> list:
     """The top-level object of *text* as ``(key, value)`` pairs: depth measured first, no duplicate keys, no NaN."""
     depth = safetensors.json_depth(text.encode("utf-8", "surrogatepass"))
     if depth > safetensors.MAX_JSON_DEPTH:
-        raise _BadIndex(f"the index nests {depth} levels deep, more than the {safetensors.MAX_JSON_DEPTH} allowed", "8.20")
+        raise Malformed(f"the index nests {depth} levels deep, more than the {safetensors.MAX_JSON_DEPTH} allowed", "8.20")
     try:
         parsed = json.loads(text, object_pairs_hook=safetensors._no_duplicates, parse_constant=safetensors._no_constant)
-    except (ValueError, RecursionError) as exc:  # _Malformed (duplicate key, NaN) is a ValueError
-        raise _BadIndex(f"the index is not plain JSON ({str(exc)[:200]})", "8.20") from None
+    except (ValueError, RecursionError) as exc:  # Malformed (duplicate key, NaN) is a ValueError
+        raise Malformed(f"the index is not plain JSON ({str(exc)[:200]})", "8.20") from None
     if not isinstance(parsed, safetensors._Object):
-        raise _BadIndex("the index is not a JSON object", "8.20")
+        raise Malformed("the index is not a JSON object", "8.20")
     return parsed
 
 
@@ -107,7 +100,7 @@ def check_shard_name(name: str) -> None:
     except UnicodeEncodeError:  # a lone surrogate: no file system name
         size = 256
     if not name or size > 255 or _BAD_NAME.search(name) or name.endswith(".index.json"):
-        raise _BadIndex(f"shard file name {name[:80]!r} is not a plain file name in the index's folder "
+        raise Malformed(f"shard file name {name[:80]!r} is not a plain file name in the index's folder "
                         "(no '/', '\\', '..', absolute path, drive or NUL; not an index)", "8.21")
 
 
@@ -158,7 +151,7 @@ def read(path: str | os.PathLike, keep_optimizer: bool = False, limits: DecodeLi
     text = _read_index_text(index)
     try:
         mapping = parse_index(text)
-    except _BadIndex as exc:
+    except Malformed as exc:
         raise InputError(f"rule {exc.rule}: {where}: {exc}") from None
     folder = index.parent
     names = sorted(set(mapping.values()))
@@ -203,7 +196,7 @@ def _survey(path: Path) -> tuple[list | None, list[dict], int]:
         text = safetensors._read_header_text(handle, file_size, name)
     try:
         metadata, tensors = safetensors.parse_header(text)
-    except safetensors._Malformed as exc:
+    except Malformed as exc:
         raise InputError(f"rule {exc.rule}: {name}: not a valid safetensors file: {exc}") from None
     return metadata, tensors, file_size
 
@@ -257,7 +250,7 @@ def check_structure(structure: object) -> None:
         raise FormatError(f"{_WHERE}: 'index' must be a string and 'shards' a list of 1 to {MAX_SHARDS} shards")
     try:
         mapping = parse_index(text)
-    except _BadIndex as exc:
+    except Malformed as exc:
         raise FormatError(f"rule 5.8.2: safetensors-sharded structure: the index: {exc}") from None
     contents = {}
     for shard in shards:
@@ -265,7 +258,7 @@ def check_structure(structure: object) -> None:
             raise FormatError(f"{_WHERE}: a shard needs exactly 'file' (a string) and 'structure'")
         try:
             check_shard_name(shard["file"])
-        except _BadIndex as exc:
+        except Malformed as exc:
             raise FormatError(f"rule 5.8.2: safetensors-sharded structure: {exc}") from None
         if shard["file"] in contents:
             raise FormatError(f"{_WHERE}: shard {shard['file']!r} is listed twice")
@@ -282,3 +275,16 @@ def check_structure(structure: object) -> None:
 def tensor_names(structure: dict) -> list[str]:
     """The tensor names of a checked structure: each shard's in data order, shards in name order."""
     return [name for shard in structure["shards"] for name in safetensors.tensor_names(shard["structure"])]
+
+
+def _sniff(probe: Probe) -> bool:
+    """A folder, or a file that starts like JSON (an index; no other supported format does)."""
+    return os.path.isdir(probe.path) or looks_like(probe.head)
+
+
+def _element_types(model: Model) -> dict[str, str]:
+    return {name: element for shard in model.structure["shards"]
+            for name, element in safetensors.structure_element_types(shard["structure"]).items()}
+
+
+FORMAT = SourceFormat(FORMAT_ID, SUFFIX, _sniff, read, write, check_structure, tensor_names, element_types=_element_types)

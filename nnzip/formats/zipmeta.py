@@ -38,6 +38,9 @@ from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 
 #: Compression methods :mod:`zipfile` can write: stored, deflate, bzip2, lzma.
+#: A zip archive starts with a local file header, or (no members) the end-of-directory record.
+SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+#: Compression methods nnzip reads and writes back (stored, deflate, bzip2, lzma).
 COMPRESS_TYPES = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 #: Inclusive ranges of the DOS date/time fields a zip record can hold (year, month, day, h, m, s).
 DATE_TIME_RANGES = ((1980, 2107), (0, 15), (0, 31), (0, 31), (0, 63), (0, 62))
