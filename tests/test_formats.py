@@ -22,12 +22,12 @@ import h5py
 import numpy as np
 import pytest
 
-from h5compare import assert_same_file
-from nnz_tools import blobs_of, rebuild, split_file
+from .h5compare import assert_same_file
+from .nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli, formats
 from nnzip.errors import InputError
 from nnzip.infer import build_model
-from samples import SAMPLES, TEST_DATA
+from .samples import SAMPLES, TEST_DATA
 
 REQUIRED = os.environ.get("NNZIP_REQUIRE_KERAS") == "1"
 

@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 import pytest
 
-from common import REGENERATE
-from nnz_tools import assert_decompress_rejects, blobs_of, split_file, write_tiny_weights_h5
+from .common import REGENERATE
+from .nnz_tools import assert_decompress_rejects, blobs_of, split_file, write_tiny_weights_h5
 from nnzip import api, cli
 from nnzip.container import (FLAG_HEADER_COMPACT, FLAG_HEADER_DICTIONARY_2, FLAG_HEADER_ZLIB, MAGIC, align, compact_header, crc32,
                              encode_header, expand_compact, format_minor, header_dictionary_2, read_container, write_container)

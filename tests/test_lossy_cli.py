@@ -10,8 +10,8 @@ import pytest
 from nnzip import api, cli
 from nnzip.evaluate import load_data, make_evaluator
 from nnzip.formats import read_model
-from samples import SAMPLES, TEST_DATA
-from test_roundtrip_samples import keras_module
+from .samples import SAMPLES, TEST_DATA
+from .test_roundtrip_samples import keras_module
 
 MLP = SAMPLES / "mlp.h5"
 HIDDEN = "model_weights/hidden/mlp/hidden/kernel"

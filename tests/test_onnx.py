@@ -277,7 +277,7 @@ def test_truncated_protobuf_is_refused(tmp_path, capsys, cut):
 
 def nnz_with_structure(tmp_path: Path, capsys, change) -> Path:
     """A valid .nnz of an external-data model whose onnx structure *change* alters (header re-written with valid CRCs)."""
-    from nnz_tools import blobs_of, rebuild, split_file
+    from .nnz_tools import blobs_of, rebuild, split_file
 
     (tmp_path / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
     source = write_model(tmp_path / "m.onnx", tiny_model(external_tensor("w.bin")))

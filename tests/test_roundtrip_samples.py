@@ -12,9 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-from h5compare import assert_same_file
+from .h5compare import assert_same_file
 from nnzip import api
-from samples import ALL_FILES, LEGACY_FILES, SAMPLES, TEST_DATA, WEIGHTS_FILES
+from .samples import ALL_FILES, LEGACY_FILES, SAMPLES, TEST_DATA, WEIGHTS_FILES
 
 OPTIMIZER = {".h5": "optimizer_weights", ".weights.h5": "optimizer"}
 

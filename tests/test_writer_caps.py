@@ -29,8 +29,8 @@ from nnzip import api, cli, container, limits
 from nnzip.formats import read_model
 from nnzip.limits import DEFAULT_LIMITS, DecodeLimits
 from nnzip.plan import layer_weight
-from samples import SAMPLES, VAL_DATA
-from test_roundtrip_samples import keras_module
+from .samples import SAMPLES, VAL_DATA
+from .test_roundtrip_samples import keras_module
 
 MiB = 2**20
 
