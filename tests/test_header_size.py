@@ -343,9 +343,7 @@ def test_rule6_22_keras_v3_text_with_a_lone_surrogate(tmp_path, keras_v3_file, c
 # --- --strip -------------------------------------------------------------------------------
 
 
-def test_strip_drops_training_config_and_the_file_still_loads(tmp_path):
-    import keras
-
+def test_strip_drops_training_config_and_the_file_still_loads(tmp_path, keras):
     out = tmp_path / "s.nnz"
     assert cli.main(["compress", str(SAMPLES / "softmax.h5"), "-o", str(out), "-q", "--strip"]) == 0
     keep = tmp_path / "k.nnz"
@@ -366,9 +364,7 @@ def test_strip_drops_training_config_and_the_file_still_loads(tmp_path):
     assert status == 0
 
 
-def test_strip_keras_v3_drops_compile_config(tmp_path):
-    import keras
-
+def test_strip_keras_v3_drops_compile_config(tmp_path, keras):
     out = tmp_path / "c.nnz"
     assert cli.main(["compress", str(SAMPLES / "mlp.keras"), "-o", str(out), "-q", "--strip"]) == 0
     header = split_file(out.read_bytes())[0]
