@@ -371,6 +371,7 @@ def test_data_without_the_model_inputs_is_refused(tmp_path, capsys):
     assert_refused(status, err, tmp_path, {"d.npz"}, "input_ids")
 
 
+@pytest.mark.slow  # an end-to-end budget search: minutes; deselect with -m 'not slow'
 def test_budget_on_classifier_holds_on_another_split(tmp_path, capsys):
     nnz = tmp_path / "mlp.nnz"
     assert run(capsys, "compress", SAMPLES / "mlp.onnx", "-o", nnz, "-q", "--data", VAL, "--max-drop", "0.01")[0] == 0
@@ -379,6 +380,7 @@ def test_budget_on_classifier_holds_on_another_split(tmp_path, capsys):
     assert nnz.stat().st_size < (SAMPLES / "mlp.onnx").stat().st_size / 4
 
 
+@pytest.mark.slow  # an end-to-end budget search: minutes; deselect with -m 'not slow'
 def test_budget_on_transformer_by_output_cosine(tmp_path, capsys):
     nnz = tmp_path / "bert.nnz"
     status, _, err = run(capsys, "compress", SAMPLES / "tiny_bert.onnx", "-o", nnz, "-q", "--data", SAMPLES / "tiny_bert-calib.npz", "--max-drop", "0.01")
