@@ -12,8 +12,7 @@ float dataset, optimizer state included).
 For each tensor it makes these blobs, as the pipeline would produce them:
 
 * ``kmeans{b}``: k-means indices at b = 1..8 bits, packed b bits each MSB-first
-  (the ``kmeans`` and ``bitpack`` stages when importable, else equal-width bins
-  and ``numpy.packbits``); the bound is ``n * H(indices)``, the order-0 entropy of
+  (the real ``kmeans`` and ``bitpack`` stages: a failure stops the run); the bound is ``n * H(indices)``, the order-0 entropy of
   the b-bit index stream;
 * ``mask80`` / ``gaps80``: after 80 % magnitude pruning, the keep-mask (1 bit per
   weight) and the gaps between kept positions (bit length of the largest gap);
@@ -55,9 +54,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from nnzip.stages.base import ArraySpec, BytesSpec  # noqa: E402
+from nnzip.stages.bitpack import pack  # noqa: E402
 from nnzip.stages.byteplanes import BytePlanes  # noqa: E402
 from nnzip.stages.entropy import best_bytes_stage, entropy_bound  # noqa: E402
 from nnzip.stages.huffman import Huffman  # noqa: E402
+from nnzip.stages.kmeans import KMeans  # noqa: E402
 from nnzip.stages.lzw import LZW  # noqa: E402
 
 
@@ -101,18 +102,13 @@ def synthetic_tensors() -> list[tuple[str, np.ndarray]]:
 
 
 def quantize(values: np.ndarray, bits: int) -> np.ndarray:
-    """k-means indices (uint8) of *values*: the kmeans stage if importable, else :func:`uniform_quantize`."""
-    try:
-        from nnzip.stages.kmeans import KMeans
-
-        codes, _ = KMeans.encode(values, ArraySpec.of(values), {"bits": bits})
-        return np.asarray(codes, dtype=np.uint8).reshape(-1)
-    except Exception:  # the stage may be missing or still in progress
-        return uniform_quantize(values, bits)
+    """k-means indices (uint8, flat) of *values*, from the real ``kmeans`` stage (a failure is an error, not a stand-in)."""
+    codes, _ = KMeans.encode(values, ArraySpec.of(values), {"bits": bits})
+    return np.asarray(codes, dtype=np.uint8).reshape(-1)
 
 
 def uniform_quantize(values: np.ndarray, bits: int) -> np.ndarray:
-    """Equal-width bins over +-3 sigma, a stand-in for 1-D k-means: like k-means on bell-shaped
+    """Equal-width bins over +-3 sigma (the synthetic index streams of the speed tables): like k-means on bell-shaped
     weights, the middle indices are the common ones (equal-population quantile bins would make
     every index equally likely, which no entropy coder can shrink)."""
     flat = values.reshape(-1).astype(np.float64)
@@ -121,15 +117,8 @@ def uniform_quantize(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def pack_msb(values: np.ndarray, bits: int) -> bytes:
-    """Unsigned values in *bits* bits each, MSB first (bitpack's layout)."""
-    try:
-        from nnzip.stages.bitpack import pack
-
-        return pack(np.asarray(values), bits)
-    except Exception:
-        v = np.asarray(values, dtype=np.uint64).reshape(-1)
-        shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)
-        return np.packbits(((v[:, None] >> shifts) & np.uint64(1)).astype(np.uint8).reshape(-1)).tobytes()
+    """Unsigned values in *bits* bits each, MSB first, by the real ``bitpack`` stage's packer (which takes a flat array)."""
+    return pack(np.asarray(values).reshape(-1), bits)
 
 
 def order0_bytes(values: np.ndarray) -> float:
@@ -239,10 +228,10 @@ def print_totals(rows: list[dict]) -> None:
 def float_comparison(tensors: list[tuple[str, np.ndarray]]) -> None:
     """Lossless float32: byteplanes + best per plane vs zstd -19 on the raw bytes vs ZipNN."""
     try:
-        import zipnn  # optional: pip install zipnn
+        import zipnn  # optional, not an nnzip stage: pip install zipnn
 
         zipnn_ok = True
-    except Exception:
+    except ImportError:  # only a missing ZipNN leaves its column out; a broken one is an error
         zipnn_ok = False
     print("\nLossless float32 (fraction of the raw size; byteplanes = sum over planes of the best of none/huffman/lzw)")
     print(f"{'tensor':50} {'raw':>9} {'byteplanes':>10} {'zstd-19':>8} {'zipnn':>8}  plane codings")

@@ -17,9 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# The repository root, so that the tests package (tests/fuzzing.py and its sibling nnz_tools) imports.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fuzzing
+from tests import fuzzing  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 The files are written from the spec alone: a tensor entry with its stage chain and
 hand-made blobs (an all-zero LZW stream is built from the spec's code schedule, so that a
 few kilobytes can declare hundreds of megabytes), put in place of the golden example's
-first tensor.  ``python tests/decode_cost_tools.py NAME OUT.nnz`` writes one of
+first tensor.  ``python -m tests.decode_cost_tools NAME OUT.nnz`` writes one of
 :data:`WORST_CASES`; the test measures ``nnzip decompress`` on it in a subprocess.
 """
 
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from nnz_tools import blobs_of, rebuild, split_file  # noqa: E402
+from .nnz_tools import blobs_of, rebuild, split_file
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden-tiny.nnz"
 

@@ -1,7 +1,7 @@
 """An ``--eval`` hook for the tests: scores a weights-only MLP file by running it by hand.
 
-``nnzip verify --eval eval_hook_example:accuracy`` imports it (tests/ is on sys.path
-under pytest).  It knows the sample MLP's Keras 3 ``.weights.h5`` layout:
+``nnzip verify --eval tests.eval_hook_example:accuracy`` imports it (the repository root is
+on sys.path under pytest).  It knows the sample MLP's Keras 3 ``.weights.h5`` layout:
 ``layers/dense/vars/{0,1}`` (hidden) and ``layers/dense_1/vars/{0,1}`` (output).
 """
 

@@ -17,7 +17,7 @@ import nnzip.options
 import nnzip.public
 import nnzip.reader
 from nnzip import api, formats
-from samples import SAMPLES
+from .samples import SAMPLES
 
 
 class CountingBytes(pyio.BytesIO):

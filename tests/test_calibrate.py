@@ -7,7 +7,7 @@ import pytest
 
 from nnzip import calibrate
 from nnzip.formats import read_model
-from samples import SAMPLES, TEST_DATA, VAL_DATA
+from .samples import SAMPLES, TEST_DATA, VAL_DATA
 
 HIDDEN = "model_weights/hidden/mlp/hidden/kernel"
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from common import REGENERATE
-from nnz_tools import assert_decompress_rejects, blobs_of, rebuild, split_file
+from .common import REGENERATE
+from .nnz_tools import assert_decompress_rejects, blobs_of, rebuild, split_file
 from nnzip import api, cli, pipeline
 from nnzip.container import write_container
 from nnzip.formats import read_model

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nnzip import cli
-from samples import SAMPLES
+from .samples import SAMPLES
 
 
 @pytest.fixture

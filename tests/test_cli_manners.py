@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nnzip import cli, formats
-from samples import SAMPLES, TEST_DATA
+from .samples import SAMPLES, TEST_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 

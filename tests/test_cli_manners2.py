@@ -25,10 +25,10 @@ import nnzip
 import nnzip.api
 import nnzip.errors
 import nnzip.evaluate
-from nnz_tools import blobs_of, rebuild, split_file
+from .nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli
-from samples import SAMPLES, TEST_DATA, VAL_DATA
-from test_cli_manners import assert_one_line_error, leftovers, run
+from .samples import SAMPLES, TEST_DATA, VAL_DATA
+from .test_cli_manners import assert_one_line_error, leftovers, run
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = SAMPLES / "mlp.weights.h5"
@@ -45,7 +45,7 @@ def lossy_weights(tmp_path_factory) -> Path:
 
 def write_hook(directory: Path, body: str) -> Path:
     path = directory / "my_hook.py"
-    path.write_text("import numpy as np\nimport eval_hook_example as ex\n" + body)
+    path.write_text("import numpy as np\nfrom tests import eval_hook_example as ex\n" + body)
     return path
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import REGENERATE
-from nnz_tools import TINY_BIAS, TINY_KERNEL, assemble, assert_decompress_rejects, blobs_of, golden_tiny_bytes, rebuild, split_file
+from .common import REGENERATE
+from .nnz_tools import TINY_BIAS, TINY_KERNEL, assemble, assert_decompress_rejects, blobs_of, golden_tiny_bytes, rebuild, split_file
 from nnzip import api, cli
 from nnzip.container import crc32
 
@@ -354,7 +354,7 @@ def test_headers_validate_against_the_schema(tmp_path):
     """The header nnzip writes for real samples and the golden file follow spec/header.schema.json."""
     import jsonschema
 
-    from samples import SAMPLES
+    from .samples import SAMPLES
 
     schema = json.loads((Path(__file__).parent.parent / "spec" / "header.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)

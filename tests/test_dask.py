@@ -25,7 +25,7 @@ from nnzip import api, cli
 from nnzip.container import open_container
 from nnzip.errors import NnzipError
 from nnzip.options import scheduler_from_options
-from test_sharded import INDEX, files_of, make_checkpoint
+from .test_sharded import INDEX, files_of, make_checkpoint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decode_cost_tools import GOLDEN, WORST_CASES, craft, fft_low_file, lzw_part, raw_part, svd_file
-from nnz_tools import assert_decompress_rejects
+from .decode_cost_tools import GOLDEN, WORST_CASES, craft, fft_low_file, lzw_part, raw_part, svd_file
+from .nnz_tools import assert_decompress_rejects
 from nnzip import api
 from nnzip.container import read_container
 from nnzip.errors import ConfigError, FormatError
@@ -459,7 +459,7 @@ def test_every_stage_fixture_pins_its_input(fixture):
     """From the JSON alone (input, params), the stage encodes exactly the ``.bin``, and
     decoding the ``.bin`` with the stored configuration gives the input back (within the
     stage's loss: a lossless stage exactly)."""
-    from common import FIXTURES, input_of, output_bytes, _parse_output
+    from .common import FIXTURES, input_of, output_bytes, _parse_output
     from nnzip.stages import BytesSpec, Kind
 
     record = json.loads((FIXTURES / f"{fixture}.json").read_text())

@@ -22,12 +22,12 @@ import h5py
 import numpy as np
 import pytest
 
-from h5compare import assert_same_file
-from nnz_tools import blobs_of, rebuild, split_file
+from .h5compare import assert_same_file
+from .nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli, formats
 from nnzip.errors import InputError
 from nnzip.infer import build_model
-from samples import SAMPLES, TEST_DATA
+from .samples import SAMPLES, TEST_DATA
 
 REQUIRED = os.environ.get("NNZIP_REQUIRE_KERAS") == "1"
 
@@ -257,8 +257,7 @@ def test_keras_v3_roundtrip(tmp_path, name, keep_optimizer):
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_keras_loads_the_rebuilt_keras_file(tmp_path, name):
-    keras = need("keras")
+def test_keras_loads_the_rebuilt_keras_file(tmp_path, name, keras):
     source = SAMPLES / f"{name}.keras"
     _, out = roundtrip(source, tmp_path)
     x = test_inputs()
@@ -407,8 +406,7 @@ def test_weights_h5_layers_predict_like_the_legacy_file(name):
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_keras_v3_layers_predict_like_keras(name):
-    keras = need("keras")
+def test_keras_v3_layers_predict_like_keras(name, keras):
     source = SAMPLES / f"{name}.keras"
     model = formats.read_model(source)
     assert formats.keras_version(model) == "3.15.1" and formats.model_config(model)["class_name"] in ("Sequential", "Functional")
@@ -417,8 +415,7 @@ def test_keras_v3_layers_predict_like_keras(name):
     np.testing.assert_allclose(ours, keras.saving.load_model(source, compile=False).predict(x, verbose=0), atol=2e-5, rtol=0)
 
 
-def test_nested_models_map_to_nested_dicts(tmp_path):
-    keras = need("keras")
+def test_nested_models_map_to_nested_dicts(tmp_path, keras):
     inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d1"), keras.layers.BatchNormalization(name="bn")], name="inner")
     side_in = keras.Input((4,), name="side_in")
     side = keras.Model(side_in, keras.layers.Dense(2, name="side_dense")(side_in), name="side")

@@ -12,11 +12,11 @@ import random
 
 import pytest
 
-from nnz_tools import blobs_of, rebuild, split_file
+from .nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api
 from nnzip.errors import NnzipError
 from nnzip.plan import PlanRules, Settings
-from samples import SAMPLES
+from .samples import SAMPLES
 
 ODD_VALUES = [0, -1, 1, 2**40, 1.5, "x", None, [], {}, True, 255, 65536, [1, 2], {"a": 1}]
 
@@ -79,7 +79,7 @@ SHORT_SEED, SHORT_CASES = 20261201, 300
 def test_structure_aware_fuzz_every_read_path(tmp_path_factory):
     """300 seeded cases: each ends ok or in an NnzipError on every read path; none crashes, hangs,
     hits the memory/CPU limit, writes outside its folder or leaves a temporary file."""
-    import fuzzing
+    from . import fuzzing
 
     root = tmp_path_factory.mktemp("fuzz")
     seeds = fuzzing.build_corpus(root / "corpus", pairs=SHORT_PAIRS)
@@ -137,7 +137,7 @@ def test_fuzz_guards_classify_blow_ups_hangs_crashes_and_escapes(tmp_path):
     """The harness itself: each misbehaviour a case can show is caught and classed, none takes the run down."""
     from pathlib import Path
 
-    import fuzzing
+    from . import fuzzing
 
     expected = {"ok": "ok", "nnzip": "nnzip", "memory": "limit", "cpu": "limit", "hang": "hang", "crash": "crash",
                 "stray": "escape", "temp": "escape", "segv": "crash"}

@@ -26,8 +26,8 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file
 
-from common import REGENERATE
-from nnz_tools import assert_decompress_rejects, blobs_of, rebuild, split_file
+from .common import REGENERATE
+from .nnz_tools import assert_decompress_rejects, blobs_of, rebuild, split_file
 from nnzip import api, cli, pipeline
 from nnzip.container import write_container
 from nnzip.formats import read_model

@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 import pytest
 
-from common import REGENERATE
-from nnz_tools import assert_decompress_rejects, blobs_of, split_file, write_tiny_weights_h5
+from .common import REGENERATE
+from .nnz_tools import assert_decompress_rejects, blobs_of, split_file, write_tiny_weights_h5
 from nnzip import api, cli
 from nnzip.container import (FLAG_HEADER_COMPACT, FLAG_HEADER_DICTIONARY_2, FLAG_HEADER_ZLIB, MAGIC, align, compact_header, crc32,
                              encode_header, expand_compact, format_minor, header_dictionary_2, read_container, write_container)
@@ -343,9 +343,7 @@ def test_rule6_22_keras_v3_text_with_a_lone_surrogate(tmp_path, keras_v3_file, c
 # --- --strip -------------------------------------------------------------------------------
 
 
-def test_strip_drops_training_config_and_the_file_still_loads(tmp_path):
-    import keras
-
+def test_strip_drops_training_config_and_the_file_still_loads(tmp_path, keras):
     out = tmp_path / "s.nnz"
     assert cli.main(["compress", str(SAMPLES / "softmax.h5"), "-o", str(out), "-q", "--strip"]) == 0
     keep = tmp_path / "k.nnz"
@@ -366,9 +364,7 @@ def test_strip_drops_training_config_and_the_file_still_loads(tmp_path):
     assert status == 0
 
 
-def test_strip_keras_v3_drops_compile_config(tmp_path):
-    import keras
-
+def test_strip_keras_v3_drops_compile_config(tmp_path, keras):
     out = tmp_path / "c.nnz"
     assert cli.main(["compress", str(SAMPLES / "mlp.keras"), "-o", str(out), "-q", "--strip"]) == 0
     header = split_file(out.read_bytes())[0]

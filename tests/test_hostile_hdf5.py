@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nnz_tools import TINY_KERNEL, blobs_of, rebuild, split_file, write_tiny_weights_h5
+from .nnz_tools import TINY_KERNEL, blobs_of, rebuild, split_file, write_tiny_weights_h5
 from nnzip import cli
 from nnzip.errors import FormatError, InputError
 from nnzip.formats import hdf5_tree, keras_h5

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnz_tools import assemble, blobs_of, rebuild, split_file
+from .nnz_tools import assemble, blobs_of, rebuild, split_file
 from nnzip import api, cli
 from nnzip.container import encode_header
 from nnzip.errors import NnzipError
 from nnzip.plan import PlanRules, Settings
-from samples import SAMPLES
+from .samples import SAMPLES
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden-tiny.nnz"
 SEARCH = {"metric": "accuracy", "max_drop": 0.005, "baseline": 0.84, "result": 0.845, "drop": -0.005, "drop_bound": -0.001,

@@ -12,7 +12,7 @@ import shutil
 
 import h5py
 import numpy as np
-from samples import SAMPLES, VAL_DATA
+from .samples import SAMPLES, VAL_DATA
 
 from nnzip import cli
 

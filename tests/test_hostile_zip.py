@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnz_tools import blobs_of, rebuild, split_file
+from .nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli
 from nnzip import formats as nio
 from nnzip.errors import NnzipError
 from nnzip.formats import npz, safetensors, zipmeta
 from nnzip.limits import DEFAULT_LIMITS
-from samples import SAMPLES
+from .samples import SAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 
 import numpy as np
 import pytest
@@ -20,11 +19,7 @@ from nnzip.infer import ops
 RTOL, ATOL = 1e-4, 1e-5
 
 
-@pytest.fixture(scope="module")
-def keras():
-    """Keras 3 on the torch backend (skips when Keras is not installed)."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras")
+# ``keras`` is the fixture of tests/conftest.py (fails under NNZIP_REQUIRE_KERAS=1 when Keras does not import).
 
 
 def randomize(model, seed: int = 0) -> None:

@@ -12,7 +12,7 @@ import json
 import h5py
 import numpy as np
 
-from h5compare import assert_same_file
+from .h5compare import assert_same_file
 from nnzip import api
 from nnzip.formats import read_model
 from nnzip.formats.keras_h5 import layer_weights

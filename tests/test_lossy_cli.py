@@ -10,8 +10,7 @@ import pytest
 from nnzip import api, cli
 from nnzip.evaluate import load_data, make_evaluator
 from nnzip.formats import read_model
-from samples import SAMPLES, TEST_DATA
-from test_roundtrip_samples import keras_module
+from .samples import SAMPLES, TEST_DATA
 
 MLP = SAMPLES / "mlp.h5"
 HIDDEN = "model_weights/hidden/mlp/hidden/kernel"
@@ -51,8 +50,7 @@ FLAG_SETS = [
 
 
 @pytest.mark.parametrize("flags", FLAG_SETS, ids=lambda f: " ".join(f))
-def test_flags_give_files_keras_loads(tmp_path, capsys, evaluator, flags):
-    keras = keras_module()
+def test_flags_give_files_keras_loads(tmp_path, capsys, evaluator, flags, keras):
     nnz, info, _ = compress(tmp_path, capsys, *flags)
     kernel = tensor(info, HIDDEN)
     assert kernel["error"] > 0 and kernel["bits_per_weight"] < 32

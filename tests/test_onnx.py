@@ -277,7 +277,7 @@ def test_truncated_protobuf_is_refused(tmp_path, capsys, cut):
 
 def nnz_with_structure(tmp_path: Path, capsys, change) -> Path:
     """A valid .nnz of an external-data model whose onnx structure *change* alters (header re-written with valid CRCs)."""
-    from nnz_tools import blobs_of, rebuild, split_file
+    from .nnz_tools import blobs_of, rebuild, split_file
 
     (tmp_path / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
     source = write_model(tmp_path / "m.onnx", tiny_model(external_tensor("w.bin")))
@@ -371,6 +371,7 @@ def test_data_without_the_model_inputs_is_refused(tmp_path, capsys):
     assert_refused(status, err, tmp_path, {"d.npz"}, "input_ids")
 
 
+@pytest.mark.slow  # an end-to-end budget search: minutes; deselect with -m 'not slow'
 def test_budget_on_classifier_holds_on_another_split(tmp_path, capsys):
     nnz = tmp_path / "mlp.nnz"
     assert run(capsys, "compress", SAMPLES / "mlp.onnx", "-o", nnz, "-q", "--data", VAL, "--max-drop", "0.01")[0] == 0
@@ -379,6 +380,7 @@ def test_budget_on_classifier_holds_on_another_split(tmp_path, capsys):
     assert nnz.stat().st_size < (SAMPLES / "mlp.onnx").stat().st_size / 4
 
 
+@pytest.mark.slow  # an end-to-end budget search: minutes; deselect with -m 'not slow'
 def test_budget_on_transformer_by_output_cosine(tmp_path, capsys):
     nnz = tmp_path / "bert.nnz"
     status, _, err = run(capsys, "compress", SAMPLES / "tiny_bert.onnx", "-o", nnz, "-q", "--data", SAMPLES / "tiny_bert-calib.npz", "--max-drop", "0.01")

@@ -223,7 +223,7 @@ def test_nesting_within_the_parser_but_past_the_cap_is_refused(tmp_path, capsys,
     ["initializer", 0, [[0, 1, 0]]],               # no graphs[0] on else_branch
 ])
 def test_nnz_with_a_bad_subgraph_path_is_refused(model_file, tmp_path, capsys, at):
-    from nnz_tools import blobs_of, rebuild, split_file  # a valid-CRC .nnz with an edited header
+    from .nnz_tools import blobs_of, rebuild, split_file  # a valid-CRC .nnz with an edited header
 
     nnz = tmp_path / "b.nnz"
     assert run(capsys, "compress", model_file, "-o", nnz, "-q")[0] == 0

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import h5py
 import pytest
-from nnz_tools import blobs_of, rebuild, split_file
+from .nnz_tools import blobs_of, rebuild, split_file
 
 from nnzip import api, cli, outputs
 from nnzip.errors import NnzipError
-from samples import SAMPLES
+from .samples import SAMPLES
 
 SOURCE = SAMPLES / "softmax.h5"
 TEMP = re.compile(r"^\..+\.nnzip-[0-9a-f]{12}\.tmp(\.[^.]+)?$")

@@ -6,26 +6,16 @@ The Keras tests need Keras (CI installs it with torch 2.13.0 and sets
 
 from __future__ import annotations
 
-import os
 
 import h5py
 import numpy as np
 import pytest
 
-from h5compare import assert_same_file
+from .h5compare import assert_same_file
 from nnzip import api
-from samples import ALL_FILES, LEGACY_FILES, SAMPLES, TEST_DATA, WEIGHTS_FILES
+from .samples import ALL_FILES, LEGACY_FILES, SAMPLES, TEST_DATA, WEIGHTS_FILES
 
 OPTIMIZER = {".h5": "optimizer_weights", ".weights.h5": "optimizer"}
-
-
-def keras_module():
-    """Import Keras, or skip -- unless CI said Keras is required."""
-    if os.environ.get("NNZIP_REQUIRE_KERAS") == "1":
-        import keras
-
-        return keras
-    return pytest.importorskip("keras")
 
 
 def optimizer_group(path) -> str:
@@ -77,8 +67,7 @@ def _test_inputs(count=256):
 
 
 @pytest.mark.parametrize("source", LEGACY_FILES, ids=lambda p: p.name)
-def test_keras_load_model_on_decompressed_h5(source, tmp_path):
-    keras = keras_module()
+def test_keras_load_model_on_decompressed_h5(source, tmp_path, keras):
     _, out = roundtrip(source, tmp_path)
     x = _test_inputs()
     original = keras.models.load_model(source).predict(x, verbose=0)
@@ -87,8 +76,7 @@ def test_keras_load_model_on_decompressed_h5(source, tmp_path):
 
 
 @pytest.mark.parametrize("source", WEIGHTS_FILES, ids=lambda p: p.name)
-def test_keras_load_weights_on_decompressed_weights_h5(source, tmp_path):
-    keras = keras_module()
+def test_keras_load_weights_on_decompressed_weights_h5(source, tmp_path, keras):
     _, out = roundtrip(source, tmp_path)
     x = _test_inputs()
     architecture = SAMPLES / source.name.replace(".weights.h5", ".h5")

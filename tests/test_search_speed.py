@@ -19,7 +19,7 @@ from nnzip.evaluate import KerasEvaluator, load_data
 from nnzip.pipeline import encode_tensor
 from nnzip.plan import lossless_plan
 from nnzip.search import BudgetSearch, describe, small_candidates
-from samples import SAMPLES, VAL_DATA
+from .samples import SAMPLES, VAL_DATA
 
 
 def _perturbed(model, name: str, seed: int = 0) -> dict[str, np.ndarray]:

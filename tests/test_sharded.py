@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from nnz_tools import blobs_of, rebuild, split_file
+from .nnz_tools import blobs_of, rebuild, split_file
 from nnzip import api, cli
 from nnzip.formats import sharded
 

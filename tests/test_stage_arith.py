@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import check_golden, check_roundtrip
-from decode_cost_tools import _raw, craft
-from nnz_tools import assert_decompress_rejects
+from .common import check_golden, check_roundtrip
+from .decode_cost_tools import _raw, craft
+from .nnz_tools import assert_decompress_rejects
 from nnzip import cli
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import BytesSpec, arith, get_stage

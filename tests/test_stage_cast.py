@@ -5,7 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from common import check_golden, check_roundtrip, encode_decode
+from .common import check_golden, check_roundtrip, encode_decode
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import ArraySpec, get_stage
 from nnzip.stages.cast import from_bfloat16, to_bfloat16

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common import check_golden, check_roundtrip
+from .common import check_golden, check_roundtrip
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import ArraySpec, get_stage
 from nnzip.stages.delta import _unzigzag, _zigzag

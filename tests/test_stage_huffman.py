@@ -8,7 +8,7 @@ from bitarray.util import canonical_huffman
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import check_golden, check_roundtrip
+from .common import check_golden, check_roundtrip
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import BytesSpec, get_stage
 from nnzip.stages import entropy, huffman

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import check_golden, check_roundtrip
+from .common import check_golden, check_roundtrip
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import BytesSpec, get_stage
 from nnzip.stages import lzw

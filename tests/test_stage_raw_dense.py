@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from common import check_golden, check_roundtrip
+from .common import check_golden, check_roundtrip
 from nnzip.errors import FormatError
 from nnzip.stages import ArraySpec, get_stage
 

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from common import check_golden, check_roundtrip, encode_decode
+from .common import check_golden, check_roundtrip, encode_decode
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import ArraySpec, get_stage
 

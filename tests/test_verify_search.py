@@ -10,7 +10,7 @@ import pytest
 
 from nnzip import api, cli
 from nnzip.search import Trial, _allocate
-from samples import SAMPLES, TEST_DATA, VAL_DATA
+from .samples import SAMPLES, TEST_DATA, VAL_DATA
 
 
 def run(capsys, *argv):
@@ -129,7 +129,7 @@ def test_eval_hook_scores_a_weights_only_file(tmp_path, capsys):
     nnz = tmp_path / "w.nnz"
     run(capsys, "compress", SAMPLES / "mlp.weights.h5", "-o", nnz, "--bits", "2")
     status, out, err = run(capsys, "verify", nnz, "--data", TEST_DATA, "--original", SAMPLES / "mlp.weights.h5",
-                           "--eval", "eval_hook_example:accuracy", "--json")
+                           "--eval", "tests.eval_hook_example:accuracy", "--json")
     assert status == 0, err
     info = json.loads(out)
     assert info["metric"] == "score" and info["original"] == pytest.approx(0.882, abs=1e-9)
@@ -140,7 +140,7 @@ def test_eval_hook_with_weights_only(tmp_path, capsys):
     nnz = tmp_path / "w.nnz"
     run(capsys, "compress", SAMPLES / "softmax.weights.h5", "-o", nnz)
     status, out, _ = run(capsys, "verify", nnz, "--data", TEST_DATA, "--original", SAMPLES / "softmax.weights.h5",
-                         "--eval", "eval_hook_example:weight_norm", "--json")
+                         "--eval", "tests.eval_hook_example:weight_norm", "--json")
     info = json.loads(out)
     assert status == 0 and info["drop"] == 0 and info["original"] > 0
 
@@ -148,18 +148,18 @@ def test_eval_hook_with_weights_only(tmp_path, capsys):
 def test_budget_search_with_an_eval_hook(tmp_path, capsys):
     nnz = tmp_path / "w.nnz"
     status, _, err = run(capsys, "compress", SAMPLES / "mlp.weights.h5", "-o", nnz, "--data", VAL_DATA, "--max-drop", "0.01",
-                         "--eval", "eval_hook_example:accuracy")
+                         "--eval", "tests.eval_hook_example:accuracy")
     assert status == 0, err
     info = api.inspect(nnz)
     assert info["plan"]["search"]["metric"] == "score" and info["ratio"] > 5
     status, out, _ = run(capsys, "verify", nnz, "--data", TEST_DATA, "--original", SAMPLES / "mlp.weights.h5",
-                         "--eval", "eval_hook_example:accuracy", "--json")
+                         "--eval", "tests.eval_hook_example:accuracy", "--json")
     assert json.loads(out)["drop"] <= 0.01 + 0.01
 
 
 @pytest.mark.parametrize("hook, fragment", [("no_colon", "expected package.module:function"),
                                             ("no_such_module_xyz:f", "cannot import"),
-                                            ("eval_hook_example:missing", "has no function missing")])
+                                            ("tests.eval_hook_example:missing", "has no function missing")])
 def test_bad_eval_hooks(tmp_path, capsys, hook, fragment):
     nnz = tmp_path / "w.nnz"
     run(capsys, "compress", SAMPLES / "softmax.weights.h5", "-o", nnz)

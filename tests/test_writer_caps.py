@@ -29,8 +29,7 @@ from nnzip import api, cli, container, limits
 from nnzip.formats import read_model
 from nnzip.limits import DEFAULT_LIMITS, DecodeLimits
 from nnzip.plan import layer_weight
-from samples import SAMPLES, VAL_DATA
-from test_roundtrip_samples import keras_module
+from .samples import SAMPLES, VAL_DATA
 
 MiB = 2**20
 
@@ -205,9 +204,8 @@ def write_safetensors(path: Path, tensors: dict) -> Path:
     return path
 
 
-def keras_nonfinite_h5(path: Path) -> tuple[Path, str, str]:
+def keras_nonfinite_h5(path: Path, keras) -> tuple[Path, str, str]:
     """A real Keras .h5 whose first Dense kernel holds NaN/±inf; returns (path, that kernel's name, a finite kernel's name)."""
-    keras = keras_module()
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, name="masked"), keras.layers.Dense(64, name="plain")])
     masked = model.get_layer("masked")
     masked.set_weights([special_values(), masked.get_weights()[1]])
@@ -216,11 +214,11 @@ def keras_nonfinite_h5(path: Path) -> tuple[Path, str, str]:
     return path, next(n for n in names if "masked" in n and n.endswith("kernel")), next(n for n in names if "plain" in n and n.endswith("kernel"))
 
 
-def sources(tmp_path: Path) -> list[tuple[Path, str, str]]:
+def sources(tmp_path: Path, keras) -> list[tuple[Path, str, str]]:
     tensors = nonfinite_tensors()
     return [(write_npz(tmp_path / "m.npz", tensors), "mask", "weights"),
             (write_safetensors(tmp_path / "m.safetensors", tensors), "mask", "weights"),
-            keras_nonfinite_h5(tmp_path / "m.h5")]
+            keras_nonfinite_h5(tmp_path / "m.h5", keras)]
 
 
 LOSSY = [["--bits", "4"], ["--uniform", "0.3"], ["--fft-keep", "0.5"], ["--rank", "4"], ["--energy", "0.9"], ["--prune", "0.5"],
@@ -232,8 +230,8 @@ def decoded(nnz: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def test_nonfinite_tensors_round_trip_bit_for_bit(tmp_path, capsys):
-    for source, masked, _ in sources(tmp_path):
+def test_nonfinite_tensors_round_trip_bit_for_bit(tmp_path, capsys, keras):
+    for source, masked, _ in sources(tmp_path, keras):
         nnz = tmp_path / (source.name + ".nnz")
         status, _, err = run(capsys, "compress", source, "-o", nnz)
         assert status == 0, err
@@ -248,8 +246,8 @@ def test_nonfinite_tensors_round_trip_bit_for_bit(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags", LOSSY, ids=" ".join)
-def test_lossy_options_leave_nonfinite_tensors_exact_with_a_note(tmp_path, capsys, flags):
-    for source, masked, finite in sources(tmp_path):
+def test_lossy_options_leave_nonfinite_tensors_exact_with_a_note(tmp_path, capsys, flags, keras):
+    for source, masked, finite in sources(tmp_path, keras):
         nnz = tmp_path / (source.name + ".nnz")
         status, _, err = run(capsys, "compress", source, "-o", nnz, "-f", *flags)
         assert status == 0, err
@@ -289,7 +287,7 @@ def test_budget_search_leaves_nonfinite_tensors_exact_with_a_note(tmp_path, caps
     source = write_npz(tmp_path / "m.npz", tensors)
     nnz = tmp_path / "m.nnz"
     status, _, err = run(capsys, "compress", source, "-o", nnz, "--data", VAL_DATA, "--max-drop", "0.02",
-                         "--eval", "test_writer_caps:softmax_score")
+                         "--eval", "tests.test_writer_caps:softmax_score")
     assert status == 0, err
     assert "note: mask: kept exact: it holds NaN or infinity" in err
     rebuilt = decoded(nnz)
@@ -382,8 +380,7 @@ def keras_state_model(keras):
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".weights.h5", ".keras"])
-def test_keras_non_weight_variables_stay_exact_under_bits(tmp_path, capsys, suffix):
-    keras = keras_module()
+def test_keras_non_weight_variables_stay_exact_under_bits(tmp_path, capsys, suffix, keras):
     model = keras_state_model(keras)
     source = tmp_path / f"m{suffix}"
     (model.save_weights if suffix == ".weights.h5" else model.save)(source)

@@ -12,9 +12,5 @@ activations, merges, reshaping, padding); channels_last only.
 
 from nnzip.infer.errors import ModelWeightsError, UnsupportedModelError
 from nnzip.infer.model import NumpyModel, build_model
-from nnzip.infer.registry import BUILDERS as _BUILDERS
 
-SUPPORTED_LAYERS: frozenset[str] = frozenset(_BUILDERS) | {"InputLayer", "Sequential", "Functional", "Model"}
-"""Keras layer class names numpy inference implements."""
-
-__all__ = ["ModelWeightsError", "NumpyModel", "SUPPORTED_LAYERS", "UnsupportedModelError", "build_model"]
+__all__ = ["ModelWeightsError", "NumpyModel", "UnsupportedModelError", "build_model"]
