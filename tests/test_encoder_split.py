@@ -17,7 +17,7 @@ import pytest
 
 from nnzip import api, budget, chains, cli, encoder, metrics, sweep, workers, writer
 from nnzip.errors import NnzipError
-from samples import SAMPLES, TEST_DATA
+from .samples import SAMPLES, TEST_DATA
 
 PACKAGE = Path(api.__file__).resolve().parent
 

@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 from nnzip import cli, formats
 from nnzip.errors import InputError
 from nnzip.formats import base
-from samples import SAMPLES
+from .samples import SAMPLES
 
 FORMATS_DIR = Path(formats.__file__).parent
 #: Sample -> the format it is; every model and data file in samples/ is listed (checked below).

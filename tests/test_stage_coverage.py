@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import FIXTURES, check_golden
+from .common import FIXTURES, check_golden
 from nnzip.stages import _REGISTRY, Kind, get_stage
 
 SPEC_STAGES = Path(__file__).resolve().parent.parent / "spec" / "stages"
