@@ -21,7 +21,8 @@ import numpy as np
 
 from . import __version__, formats
 from .container import BlobSpool, open_container, write_container, write_spooled
-from .errors import ConfigError, FormatError, NnzipError
+from .errors import ConfigError, FormatError, NnzipError, NoSaving
+from .stages.base import LossyRangeError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .model import LazyTensors, Model
 from .outputs import atomic_output, check_writable
@@ -588,9 +589,9 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict
     """
     try:
         item = encode_tensor(name, array, plan, executor)
-    except ConfigError as exc:
+    except (NoSaving, LossyRangeError) as exc:  # the chain does not suit these values; a bad parameter propagates
         if plan.transform == "dense" and (strict or not plan.value_stages):
-            raise ConfigError(f"tensor {name}: {exc}") from None
+            raise type(exc)(f"tensor {name}: {exc}") from None
         if plan.transform == "dense":
             return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {exc}"
         fallback = TensorPlan("dense", {}, plan.value_stages, widen=plan.widen) if plan.value_stages else lossless_plan(array)

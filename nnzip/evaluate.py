@@ -29,7 +29,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, os_reason
 from . import formats
 from .model import Model
 
@@ -60,7 +60,7 @@ def load_data(path: str | os.PathLike) -> Dataset:
         with open(path, "rb") as handle:
             magic = handle.read(8)
     except OSError as exc:
-        raise InputError(f"cannot open data file {path}: {exc.strerror}") from None
+        raise InputError(f"cannot open data file {path}: {os_reason(exc)}") from None
     has_x = True
     try:
         if magic == b"\x89HDF\r\n\x1a\n":

@@ -38,11 +38,12 @@ from typing import Callable
 import numpy as np
 
 from . import calibrate
-from .errors import ConfigError
+from .errors import ConfigError, NoSaving
 from .evaluate import Dataset, Evaluator, KerasEvaluator
 from . import formats
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
+from .stages.base import LossyRangeError
 from .plan import KERAS_WEIGHT_NAMES, is_lossy_candidate, layer_weight, lossless_plan
 
 #: Layer classes whose kernel gets data-aware candidates.
@@ -416,8 +417,8 @@ class BudgetSearch:
             if decomposition is not None:  # factor once per tensor, not once per candidate
                 plan = replace(plan, transform_params={**plan.transform_params, "decomposition": decomposition})
             encoded = encode_tensor(name, values, plan)
-        except ConfigError:
-            return None  # e.g. a rank that does not save space for this shape
+        except (NoSaving, LossyRangeError):
+            return None  # e.g. a rank that does not save space for this shape, or values a step cannot reach
         bias = None
         if layer is not None and layer.bias is not None and layer.stats is not None:
             bias = calibrate.corrected_bias(self.model.tensors[layer.bias], _as_matrix(array, layer.layout),
@@ -616,7 +617,7 @@ class BudgetSearch:
             plan = own.candidate.plan if own is not None and own.candidate.label != "lossless" else lossless_plan(kernel.bias)
             try:
                 self._biases[key] = encode_tensor(bias_name, kernel.bias, plan)
-            except ConfigError:  # the corrected values do not suit the bias's choice
+            except (NoSaving, LossyRangeError):  # the corrected values do not suit the bias's choice
                 self._biases[key] = encode_tensor(bias_name, kernel.bias, lossless_plan(kernel.bias))
         return self._biases[key]
 

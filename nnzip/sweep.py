@@ -22,10 +22,11 @@ import numpy as np
 
 from . import api
 from .container import write_container
-from .errors import ConfigError
+from .errors import ConfigError, NoSaving
 from .evaluate import Evaluator
 from .model import Model
 from .pipeline import TensorPlan
+from .stages.base import LossyRangeError
 from . import formats
 from .plan import is_lossy_candidate, layer_weight, matches
 
@@ -95,7 +96,7 @@ def run_sweep(model: Model, filename: str, evaluator: Evaluator, method: str, la
         plans = {name: plan_for(method, setting) for name in names}
         try:
             header, blobs, reports = api.encode_model(model, filename, plans=plans)
-        except ConfigError:
+        except (NoSaving, LossyRangeError):  # the setting does not suit a target's values: no point for it
             continue
         rebuilt = dict(model.tensors)
         rebuilt.update(_reconstructions(model, blobs, header))

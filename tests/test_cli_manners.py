@@ -24,8 +24,9 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
-def assert_one_line_error(status, err, *fragments):
-    assert status == 1
+def assert_one_line_error(status, err, *fragments, code=1):
+    """One ``nnzip: error:`` line naming every fragment, and exit status *code* (2: flags that contradict each other)."""
+    assert status == code
     assert err.startswith("nnzip: error: ") and err.count("\n") == 1, err
     for fragment in fragments:
         assert fragment in err, err
@@ -109,7 +110,7 @@ def test_several_inputs_each_get_their_own_output_and_a_total(tmp_path, capsys):
     assert status == 0 and all(source.exists() for source in inputs)
     # -o names one output: refused with several inputs, before anything is written
     status, _, err = run(capsys, "compress", *inputs, "-o", tmp_path / "x.nnz", "-f")
-    assert_one_line_error(status, err, "-o/--output names one output")
+    assert_one_line_error(status, err, "-o/--output names one output", code=2)
     assert not (tmp_path / "x.nnz").exists()
 
 
