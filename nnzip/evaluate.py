@@ -10,6 +10,11 @@ An :class:`Evaluator` scores a full set of tensors (name -> array, as in a
 * :class:`HookEvaluator` calls a user function ``package.module:function`` with
   the weights and the data, for files without an architecture.
 
+(:class:`nnzip.onnx_eval.OnnxEvaluator` runs ONNX models in onnxruntime.)  Besides scores,
+an evaluator tells the budget search what it knows of the architecture, through
+:meth:`Evaluator.weight_roles` and :meth:`Evaluator.calibration_layers`; one that knows
+nothing (a hook) answers with empty mappings and the search stays weight-only.
+
 The *drop* between two results is absolute for accuracy, cosine and a hook's score
 (in the hook's own units), and relative for MSE and for a hook that declares
 ``function.nnzip_drop = "relative"``, as ``--max-drop`` documents.
@@ -29,8 +34,8 @@ from typing import Callable
 import h5py
 import numpy as np
 
+from . import calibrate, formats
 from .errors import ConfigError, InputError, os_reason
-from . import formats
 from .model import Model
 
 
@@ -43,14 +48,6 @@ class Dataset:
     arrays: dict[str, np.ndarray] | None = None
     #: False when the file has no array ``x`` (``x`` is then its first array): only ONNX models, fed by input name, take it.
     has_x: bool = True
-
-    def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
-        """Two disjoint random subsets, the first with *fraction* of the samples."""
-        order = np.random.default_rng(seed).permutation(len(self.x))
-        cut = int(round(fraction * len(order)))
-        pick = lambda idx: Dataset(self.x[idx], None if self.y is None else self.y[idx],  # noqa: E731
-                                   None if self.arrays is None else {k: v[idx] for k, v in self.arrays.items()}, self.has_x)
-        return pick(np.sort(order[:cut])), pick(np.sort(order[cut:]))
 
 
 def load_data(path: str | os.PathLike) -> Dataset:
@@ -143,12 +140,47 @@ def quality_drop(metric: str, kind: str, reference: float, value: float) -> floa
     return reference - value
 
 
+@dataclass
+class CalibratedLayer:
+    """A layer whose kernel the budget search may fit to the data: its tensor names and its input statistics."""
+
+    layer: str
+    kernel: str
+    bias: str | None
+    stats: calibrate.LayerStatistics | None = None
+    #: How the kernel is the (in, out) matrix the statistics are for: "last" (Keras: the
+    #: last axis is the output) or "first" (ONNX Gemm transB=1 and Conv OIHW: the first is).
+    layout: str = "last"
+
+
 class Evaluator:
-    """Scores tensor sets on a data set; subclasses know how to run the model."""
+    """Scores tensor sets on a data set; subclasses know how to run the model.
+
+    The budget search asks an evaluator three things beyond scores, all answered "nothing
+    known" here: :attr:`supports_calibration`, :meth:`weight_roles` and :meth:`calibration_layers`.
+    """
 
     metric: str = "score"
     #: "absolute" or "relative": how :meth:`drop` counts (MSE is always relative).
     drop_kind: str = "absolute"
+    #: Whether :meth:`calibration_layers` can measure layer inputs on the data (the search's data-aware candidates).
+    supports_calibration: bool = False
+
+    def weight_roles(self) -> dict[str, tuple[str, str]]:
+        """Tensor name -> (its layer, its weight name such as ``kernel``, ``bias`` or ``gamma``), where the architecture says.
+
+        Keyed by tensor, not by layer, because a layer may hold two weights of one name
+        (a Bidirectional layer's two kernels).  Empty when the evaluator does not know the layers.
+        """
+        return {}
+
+    def calibration_layers(self, samples: int, eligible: Callable[[str], bool]) -> dict[str, CalibratedLayer]:
+        """Kernel tensor name -> its layer, with statistics of the layer's inputs on the first *samples* samples.
+
+        Only layers whose kernel *eligible* accepts; empty when the evaluator cannot run
+        single layers (then the search offers weight-only candidates).
+        """
+        return {}
 
     def per_sample(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
         """The metric per sample (1/0 correct, or squared error), or one overall value."""
@@ -194,6 +226,10 @@ class Evaluator:
 class KerasEvaluator(Evaluator):
     """Numpy inference of a Keras model's architecture (legacy ``.h5`` or ``.keras``)."""
 
+    supports_calibration = True
+    #: Layer classes whose kernel gets data-aware candidates (the (in, out) matrix and its inputs are known).
+    CALIBRATED_CLASSES = frozenset({"Dense", "Conv2D"})
+
     def __init__(self, model: Model, data: Dataset, metric: str | None = None, batch_size: int = 512):
         config = formats.model_config(model)
         if config is None:
@@ -224,10 +260,48 @@ class KerasEvaluator(Evaluator):
     def _layer_of(self) -> dict[str, str]:
         """Tensor name -> the top-level layer that holds it (a nested model's weights: the nested model)."""
         if getattr(self, "_layers", None) is None:
-            # layer_weights only indexes the mapping it is given: names in, names out.
-            by_layer = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
-            self._layers = {name: layer for layer, held in by_layer.items() for name in _names_in(held)}
+            self._layers = {name: layer for layer, held in self._layer_names().items() for name in _names_in(held)}
         return self._layers
+
+    def _layer_names(self) -> dict:
+        """:func:`nnzip.formats.layer_weights` with tensor names for values (layer -> names in ``get_weights`` order)."""
+        if getattr(self, "_names", None) is None:
+            # layer_weights only indexes the mapping it is given: names in, names out.
+            self._names = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
+        return self._names
+
+    def weight_roles(self) -> dict[str, tuple[str, str]]:
+        """Tensor name -> (layer, weight name), from the numpy model's weight layout of each top-level layer."""
+        order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
+        layout = self.network(self.model.tensors).weight_layout(order)
+        roles: dict[str, tuple[str, str]] = {}
+        for layer, held in self._layer_names().items():
+            if isinstance(held, list) and held and len(held) == len(layout.get(layer, ())):
+                roles.update({name: (layer, weight.split("/")[-1]) for name, weight in zip(held, layout[layer]) if isinstance(name, str)})
+        return roles
+
+    def calibration_layers(self, samples: int, eligible: Callable[[str], bool]) -> dict[str, CalibratedLayer]:
+        """The Dense and Conv2D layers (:attr:`CALIBRATED_CLASSES`) with an eligible kernel, and their inputs' statistics.
+
+        A Conv2D layer's inputs are its im2col patches (:func:`nnzip.calibrate.conv_patches`),
+        the rows its (kh·kw·in, out) kernel multiplies.
+        """
+        classes = {layer["config"].get("name"): layer for layer in config_layers(self.config)}
+        found: dict[str, tuple[str, dict, CalibratedLayer]] = {}
+        for layer, tensor_names in self._layer_names().items():
+            spec = classes.get(layer)
+            if spec is None or spec["class_name"] not in self.CALIBRATED_CLASSES or not isinstance(tensor_names, list) or not tensor_names:
+                continue
+            config = spec["config"]
+            bias = tensor_names[1] if config.get("use_bias", True) and len(tensor_names) > 1 else None
+            if eligible(tensor_names[0]):
+                found[tensor_names[0]] = (spec["class_name"], config, CalibratedLayer(layer, tensor_names[0], bias))
+        if not found:
+            return {}
+        inputs = self.network(self.model.tensors).layer_inputs(self.data.x[:samples], [info.layer for _, _, info in found.values()])
+        for class_name, config, info in found.values():
+            info.stats = _input_statistics(inputs[info.layer], class_name, config)
+        return {kernel: info for kernel, (_, _, info) in found.items()}
 
     def _default_metric(self) -> str:
         output = self.predict(self.model.tensors, self.data.x[:2])
@@ -279,6 +353,26 @@ class KerasEvaluator(Evaluator):
             flat_a, flat_b = final_a.reshape(len(final_a), -1), final_b.reshape(len(final_b), -1)
             agreement = float(np.mean(np.argmax(flat_a, axis=1) == np.argmax(flat_b, axis=1)))
         return Comparison(self.metric, self._metric_of(final_a), self._metric_of(final_b), agreement, errors)
+
+
+def _input_statistics(values: np.ndarray, class_name: str, config: dict) -> calibrate.LayerStatistics:
+    """Statistics of one Keras layer's inputs: rows as they are (Dense), or im2col patches (Conv2D)."""
+    if class_name == "Conv2D":
+        patches = calibrate.conv_patches(values, tuple(config["kernel_size"]), tuple(config["strides"]), config["padding"],
+                                         tuple(config.get("dilation_rate", (1, 1))))
+        return calibrate.LayerStatistics(patches)
+    return calibrate.LayerStatistics.of(values)
+
+
+def config_layers(config: dict) -> list[dict]:
+    """Layer entries of a Sequential or Functional ``model_config``, nested models flattened."""
+    layers = []
+    for layer in config.get("config", {}).get("layers", []):
+        if layer.get("class_name") in ("Sequential", "Functional", "Model"):
+            layers += config_layers(layer)
+        else:
+            layers.append(layer)
+    return layers
 
 
 def _names_in(held) -> list[str]:

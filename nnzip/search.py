@@ -39,15 +39,13 @@ import numpy as np
 
 from . import calibrate
 from .errors import ConfigError, NoSaving
-from .evaluate import Dataset, Evaluator, KerasEvaluator
+from .evaluate import CalibratedLayer, Dataset, Evaluator
 from . import formats
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
 from .stages.base import LossyRangeError
 from .plan import KERAS_WEIGHT_NAMES, is_lossy_candidate, layer_weight, lossless_plan
 
-#: Layer classes whose kernel gets data-aware candidates.
-CALIBRATED_LAYERS = {"Dense", "Conv2D"}
 #: Uniform quantization steps tried, in units of the tensor's standard deviation
 #: (entropy-coded: about 1 to 5 bits per weight on the samples).
 UNIFORM_STEPS = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25, 0.18, 0.125)
@@ -90,19 +88,8 @@ class Trial:
     bias: np.ndarray | None = None
 
 
-@dataclass
-class LayerTensors:
-    """The kernel and bias tensor names of one layer, and its input statistics."""
-
-    layer: str
-    class_name: str
-    config: dict
-    kernel: str
-    bias: str | None
-    stats: calibrate.LayerStatistics | None = None
-    #: How the kernel is the (in, out) matrix the statistics are for: "last" (Keras: the
-    #: last axis is the output) or "first" (ONNX Gemm transB=1 and Conv OIHW: the first is).
-    layout: str = "last"
+#: One layer's kernel and bias names and input statistics, as the evaluator reports them.
+LayerTensors = CalibratedLayer
 
 
 @dataclass
@@ -277,54 +264,18 @@ class BudgetSearch:
     # step 0: layer input statistics --------------------------------------------------------
 
     def _calibrated_layers(self) -> dict[str, LayerTensors]:
-        """Kernel tensor name -> its layer, with input statistics when data-aware steps apply."""
-        if hasattr(self.evaluator, "layer_inputs") and self.data is not None:  # ONNX: MatMul/Gemm inputs from onnxruntime
-            return {kernel: LayerTensors(kernel, "Dense", {}, kernel, bias, stats, layout)
-                    for kernel, (bias, layout, stats) in self.evaluator.layer_inputs(CALIBRATION_SAMPLES).items()
-                    if is_lossy_candidate(self.model.tensors[kernel])}
-        if not isinstance(self.evaluator, KerasEvaluator) or self.data is None:
+        """Kernel tensor name -> its layer, with input statistics when data-aware steps apply (the evaluator measures them)."""
+        if self.data is None or not self.evaluator.supports_calibration:
             return {}
-        # layer_weights only indexes the mapping it is given: names in, names out.
-        names = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
-        classes = {layer["config"].get("name"): layer for layer in _config_layers(self.evaluator.config)}
-        found: dict[str, LayerTensors] = {}
-        for layer, tensor_names in names.items():
-            spec = classes.get(layer)
-            if spec is None or spec["class_name"] not in CALIBRATED_LAYERS or not isinstance(tensor_names, list) or not tensor_names:
-                continue
-            config = spec["config"]
-            bias = tensor_names[1] if config.get("use_bias", True) and len(tensor_names) > 1 else None
-            if is_lossy_candidate(self.model.tensors[tensor_names[0]], layer_weight(self.model.source_format, tensor_names[0])):
-                found[tensor_names[0]] = LayerTensors(layer, spec["class_name"], config, tensor_names[0], bias)
-        if found:
-            self._gather_statistics(found)
-        return found
+        tensors, source = self.model.tensors, self.model.source_format
+        return self.evaluator.calibration_layers(CALIBRATION_SAMPLES, lambda name: is_lossy_candidate(tensors[name], layer_weight(source, name)))
 
     def _tensor_roles(self) -> dict[str, tuple[str, str]]:
         """Tensor name -> (layer, weight name such as ``kernel`` or ``bias``), where the architecture says."""
         roles = {info.bias: (info.layer, "bias") for info in self.layers.values() if info.bias is not None}
         roles.update({kernel: (info.layer, "kernel") for kernel, info in self.layers.items()})
-        if not isinstance(self.evaluator, KerasEvaluator):
-            return roles
-        order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
-        layout = self.evaluator.network(self.model.tensors).weight_layout(order)
-        for layer, held in formats.layer_weights(self.model, {n: n for n in self.model.tensors}).items():
-            if isinstance(held, list) and held and len(held) == len(layout.get(layer, ())):
-                roles.update({name: (layer, weight.split("/")[-1]) for name, weight in zip(held, layout[layer]) if isinstance(name, str)})
+        roles.update(self.evaluator.weight_roles())
         return roles
-
-    def _gather_statistics(self, layers: dict[str, LayerTensors]) -> None:
-        x = self.data.x[:CALIBRATION_SAMPLES]
-        network = self.evaluator.network(self.model.tensors)
-        inputs = network.layer_inputs(x, [info.layer for info in layers.values()])
-        for info in layers.values():
-            values = inputs[info.layer]
-            if info.class_name == "Conv2D":
-                config = info.config
-                patches = calibrate.conv_patches(values, tuple(config["kernel_size"]), tuple(config["strides"]), config["padding"], tuple(config.get("dilation_rate", (1, 1))))
-                info.stats = calibrate.LayerStatistics(patches)
-            else:
-                info.stats = calibrate.LayerStatistics.of(values)
 
     # which tensors are in play -----------------------------------------------------------------
 
@@ -408,6 +359,8 @@ class BudgetSearch:
 
     def _encode(self, name: str, array: np.ndarray, candidate: Candidate, layer: LayerTensors | None, cache: "_Factorisations"):
         """(candidate, encoding, corrected bias or None, digest of the rebuilt values), or None when it does not apply."""
+        if candidate.mode == "data" and candidate.rank is not None and not _svd_view_is_layer_matrix(array, layer):
+            return None  # activation-aware SVD needs the svd stage's matrix to be the layer's (in, out) one
         try:
             plan = candidate.plan
             if candidate.mode == "data":
@@ -447,7 +400,7 @@ class BudgetSearch:
         """
         stats = layer.stats
         if candidate.rank is not None:
-            if layer.layout != "last" and array.ndim != 2:
+            if not _svd_view_is_layer_matrix(array, layer):
                 raise ConfigError("the svd stage's matrix view of this kernel is not the layer's (in, out) matrix")
             u, s, vt = cache.aware().decomposition(candidate.rank)
             if layer.layout != "last":  # the stored (out, in) matrix is the transpose
@@ -702,6 +655,11 @@ def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400) -
     return {name: pick[name] for name in names}
 
 
+def _svd_view_is_layer_matrix(array: np.ndarray, layer: LayerTensors) -> bool:
+    """Whether the svd stage's matrix view of *array* is its layer's (in, out) matrix or that matrix's transpose."""
+    return layer.layout == "last" or array.ndim == 2
+
+
 def _as_matrix(array: np.ndarray, layout: str = "last") -> np.ndarray:
     """The (in, out) matrix of a kernel.
 
@@ -720,15 +678,4 @@ def _from_matrix(matrix: np.ndarray, shape: tuple[int, ...], layout: str) -> np.
     if layout == "first":
         return np.ascontiguousarray(np.asarray(matrix).T).reshape(shape)
     return np.asarray(matrix).reshape(shape)
-
-
-def _config_layers(config: dict) -> list[dict]:
-    """Layer entries of a Sequential or Functional model_config, nested models flattened."""
-    layers = []
-    for layer in config.get("config", {}).get("layers", []):
-        if layer.get("class_name") in ("Sequential", "Functional", "Model"):
-            layers += _config_layers(layer)
-        else:
-            layers.append(layer)
-    return layers
 
