@@ -1,28 +1,40 @@
 """Budgeted compression: the smallest plan whose accuracy drop on data stays within a budget.
 
-The search has three steps (all measured, nothing estimated from formulas):
+What :meth:`BudgetSearch.run` does (everything measured on the data, nothing estimated
+from formulas):
 
-1. **Sensitivity.**  For every lossy-eligible tensor and every candidate
-   representation (k-means at 1–8 bits; entropy-coded uniform steps; SVD rank
-   ladders with k-means factors;
-   magnitude pruning with k-means values; kept DCT coefficients), encode the
-   tensor for real — its true stored bytes — and measure the model's drop on the
-   data with only that tensor changed.  For Dense and Conv2D kernels the
-   candidates are *data-aware* (:mod:`nnzip.calibrate`): importance-weighted
-   codebooks with GPTQ-style error feedback, activation-aware low rank, bias
-   correction.  Both a weight-only and a data-aware variant are tried; the
-   measurements decide.
-2. **Allocation.**  Per-tensor drops are treated as additive; for a Lagrange
-   multiplier λ each tensor takes the candidate minimising ``bytes + λ·drop``,
-   and λ is swept to find the smallest total size whose summed drop fits a
-   target.
-3. **Check.**  The combined plan is evaluated on the data.  The target is
-   bisected (drops interact, so the sum is only a guide), then single tensors are
-   stepped down greedily, and the smallest plan whose *measured* drop plus a
-   noise margin (``margin`` standard errors of the paired drop, default 1) is
-   within the budget wins.  The margin keeps the search from choosing plans that
-   fit the budget only through the search data's sampling noise; the lossless
-   plan is the fallback, so the result always meets the budget on the search data.
+1. **Sensitivity.**  For every tensor in play — those the fixed-flag rule would make
+   lossy, plus (``every_tensor``) biases and small kernels — every candidate is encoded
+   for real, so its size is its true stored bytes, and the model's drop is measured with
+   only that tensor changed (a Keras model reruns only the layers downstream of it).
+   Candidates: k-means at 1–8 bits, entropy-coded uniform steps, SVD rank ladders with
+   k-means or uniform factors, magnitude pruning with k-means values and kept DCT
+   coefficients (:func:`candidates_for`); float16 and finer steps for the small tensors
+   (:func:`small_candidates`).  Where the evaluator reports a layer's inputs
+   (:meth:`nnzip.evaluate.Evaluator.calibration_layers`: Keras Dense and Conv2D, ONNX
+   MatMul, Gemm and Conv) each candidate also has a *data-aware* twin
+   (:mod:`nnzip.calibrate`: importance-weighted codebooks with GPTQ-style error feedback,
+   activation-aware low rank), and every candidate of such a layer comes with its bias
+   corrected so the layer's mean output is unchanged.  Candidates whose rebuilt
+   values are equal share one measurement.  Per tensor only the *front* is kept
+   (:func:`_pareto`): lossless storage first, then each trial smaller than every trial
+   with a lower drop.
+2. **Allocation.**  Per-tensor drops are treated as additive.  For a target total drop,
+   :func:`_allocate` solves a knapsack exactly up to its discretisation: drops (negative
+   ones as 0) are rounded up to units of target/400, and a dynamic program over those
+   400 units picks one front entry per tensor with the fewest total bytes whose units
+   fit.  (Not a Lagrangian sweep, which would reach only plans on the convex hull.)
+3. **Check.**  Drops interact, so every allocated plan is measured on the data as a
+   whole, and it *fits* when its measured drop plus a noise margin (``margin`` standard
+   errors of the paired per-sample drop, default 1) is within the budget.  Ten rounds
+   choose targets (:meth:`BudgetSearch._choose`): from 4 × the budget the target grows
+   4-fold while the plan fits, then is bisected between the last fitting and the first
+   failing target.  The smallest fitting plan so far (the lossless plan to start) is
+   then refined greedily (:meth:`BudgetSearch._refine`, up to 12 rounds): each round
+   measures, for every tensor, the plan with that tensor on its next smaller front
+   entry and takes the smallest one that fits, until none does.  The margin keeps the
+   search from choosing plans that fit only through the search data's sampling noise;
+   as the lossless plan is where it starts, the result always fits on the search data.
 """
 
 from __future__ import annotations
