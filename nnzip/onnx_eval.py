@@ -28,7 +28,7 @@ import numpy as np
 
 from . import calibrate
 from .errors import ConfigError, InputError
-from .evaluate import CalibratedLayer, Comparison, Dataset, Evaluator
+from .scoring import CalibratedLayer, Comparison, Dataset, Evaluator
 from .formats import onnx_format
 from .model import Model
 

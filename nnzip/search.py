@@ -51,7 +51,7 @@ import numpy as np
 
 from . import calibrate
 from .errors import ConfigError, NoSaving
-from .evaluate import CalibratedLayer, Dataset, Evaluator
+from .scoring import CalibratedLayer, Dataset, Evaluator
 from . import formats
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
