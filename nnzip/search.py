@@ -100,10 +100,6 @@ class Trial:
     bias: np.ndarray | None = None
 
 
-#: One layer's kernel and bias names and input statistics, as the evaluator reports them.
-LayerTensors = CalibratedLayer
-
-
 @dataclass
 class SearchResult:
     """The chosen encoding per tensor, with what was measured."""
@@ -275,7 +271,7 @@ class BudgetSearch:
 
     # step 0: layer input statistics --------------------------------------------------------
 
-    def _calibrated_layers(self) -> dict[str, LayerTensors]:
+    def _calibrated_layers(self) -> dict[str, CalibratedLayer]:
         """Kernel tensor name -> its layer, with input statistics when data-aware steps apply (the evaluator measures them)."""
         if self.data is None or not self.evaluator.supports_calibration:
             return {}
@@ -369,7 +365,7 @@ class BudgetSearch:
             return candidates_for(array, layer is not None and layer.stats is not None)
         return small_candidates(array, self._roles.get(name, ("", ""))[1] == "bias")
 
-    def _encode(self, name: str, array: np.ndarray, candidate: Candidate, layer: LayerTensors | None, cache: "_Factorisations"):
+    def _encode(self, name: str, array: np.ndarray, candidate: Candidate, layer: CalibratedLayer | None, cache: "_Factorisations"):
         """(candidate, encoding, corrected bias or None, digest of the rebuilt values), or None when it does not apply."""
         if candidate.mode == "data" and candidate.rank is not None and not _svd_view_is_layer_matrix(array, layer):
             return None  # activation-aware SVD needs the svd stage's matrix to be the layer's (in, out) one
@@ -404,7 +400,7 @@ class BudgetSearch:
             changed.add(self.layers[name].bias)
         return self.evaluator.drop(self.baseline, float(np.mean(self.evaluator.per_sample_changed(tensors, changed))))
 
-    def _prepare(self, array: np.ndarray, candidate: Candidate, layer: LayerTensors, cache: "_Factorisations"):
+    def _prepare(self, array: np.ndarray, candidate: Candidate, layer: CalibratedLayer, cache: "_Factorisations"):
         """Data-aware values for a candidate, and their SVD when it is known: (values, decomposition or None).
 
         GPTQ-style error feedback onto an importance-weighted k-means codebook or onto
@@ -600,7 +596,7 @@ class BudgetSearch:
 class _Factorisations:
     """Per-tensor work shared by its candidates, done on first use."""
 
-    def __init__(self, array: np.ndarray, layer: LayerTensors | None, bias: np.ndarray | None):
+    def __init__(self, array: np.ndarray, layer: CalibratedLayer | None, bias: np.ndarray | None):
         self.view = _as_matrix(array)  # the svd stage's matrix view
         self.matrix = _as_matrix(array, layer.layout) if layer is not None else self.view  # the layer's (in, out) matrix
         self.layer = layer
@@ -667,7 +663,7 @@ def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400) -
     return {name: pick[name] for name in names}
 
 
-def _svd_view_is_layer_matrix(array: np.ndarray, layer: LayerTensors) -> bool:
+def _svd_view_is_layer_matrix(array: np.ndarray, layer: CalibratedLayer) -> bool:
     """Whether the svd stage's matrix view of *array* is its layer's (in, out) matrix or that matrix's transpose."""
     return layer.layout == "last" or array.ndim == 2
 

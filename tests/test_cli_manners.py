@@ -239,7 +239,7 @@ def test_compress_c_keeps_the_input_and_refuses_rm(mlp, tmp_path):
     (tmp_path / "c.nnz").write_bytes(done.stdout)
     assert cli.api.inspect(tmp_path / "c.nnz")["source_filename"] == "mlp.h5"
     done = nnzip_process("compress", "-c", "--rm", mlp)
-    assert done.returncode == 1 and done.stdout == b"" and done.stderr.count(b"\n") == 1 and mlp.exists()
+    assert done.returncode == 2 and done.stdout == b"" and done.stderr.count(b"\n") == 1 and mlp.exists()  # a usage error
 
 
 def test_closed_pipe_exits_quietly(tmp_path):
