@@ -168,25 +168,17 @@ def fold_constant_inputs(weights: np.ndarray, bias: np.ndarray | None, stats: La
 def conv_patches(inputs: np.ndarray, kernel_size, strides, padding: str, dilation=(1, 1), batch: int = 64):
     """Yield the im2col rows (patches × kh·kw·in) a Conv2D multiplies with its (kh·kw·in, out) kernel.
 
-    Padding follows TensorFlow's 'same' rule (the odd pixel goes after).  Rows
-    are produced *batch* images at a time to bound memory.
+    The windows and padding are the numpy inference's own (:mod:`nnzip.infer.ops`):
+    'same' follows TensorFlow's rule (the odd pixel goes after), anything else is
+    'valid'.  Rows are produced *batch* images at a time to bound memory.
     """
+    ops = _ops()
     kh, kw = kernel_size
-    sh, sw = strides
-    dh, dw = dilation
     for start in range(0, len(inputs), batch):
         x = np.asarray(inputs[start:start + batch], dtype=np.float32)
-        if padding == "same":
-            x = np.pad(x, ((0, 0), _same_pad(x.shape[1], kh, sh, dh), _same_pad(x.shape[2], kw, sw, dw), (0, 0)))
-        windows = np.lib.stride_tricks.sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
-        windows = windows[:, ::sh, ::sw, :, ::dh, ::dw]  # (N, oh, ow, C, kh, kw)
+        x = ops.pad_hw(x, ops.window_pads(x.shape[1:3], kernel_size, strides, dilation, "same" if padding == "same" else "valid"))
+        windows = ops.patches(x, kernel_size, strides, dilation)  # (N, oh, ow, C, kh, kw)
         yield windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * x.shape[3])
-
-
-def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    effective = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
 
 
 def conv_patches_nchw(inputs: np.ndarray, kernel_size, strides, pads, dilation=(1, 1), batch: int = 64):
@@ -194,15 +186,22 @@ def conv_patches_nchw(inputs: np.ndarray, kernel_size, strides, pads, dilation=(
 
     *inputs* are NCHW and *pads* ONNX's ``[top, left, bottom, right]``; the row order
     (channel, kernel row, kernel column) is that of ``W.reshape(out, -1)`` for an OIHW
-    kernel ``W``.  Rows are produced *batch* images at a time to bound memory.
+    kernel ``W``, which is the order of :func:`nnzip.infer.ops.patches`' trailing
+    (C, kh, kw) axes on the NHWC view of the inputs.  Rows are produced *batch* images
+    at a time to bound memory.
     """
+    ops = _ops()
     kh, kw = kernel_size
-    sh, sw = strides
-    dh, dw = dilation
     top, left, bottom, right = pads
     for start in range(0, len(inputs), batch):
-        x = np.asarray(inputs[start:start + batch], dtype=np.float32)
-        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-        windows = np.lib.stride_tricks.sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-        windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, oh, ow, kh, kw)
-        yield windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw)
+        x = np.asarray(inputs[start:start + batch], dtype=np.float32).transpose(0, 2, 3, 1)  # an NHWC view
+        windows = ops.patches(ops.pad_hw(x, ((top, bottom), (left, right))), kernel_size, strides, dilation)  # (N, oh, ow, C, kh, kw)
+        yield windows.reshape(-1, x.shape[3] * kh * kw)
+
+
+def _ops():
+    """:mod:`nnzip.infer.ops`, imported on first use: importing :mod:`nnzip.infer` loads every layer
+    builder (and scipy), which ONNX models, scored by onnxruntime, never need."""
+    from .infer import ops
+
+    return ops

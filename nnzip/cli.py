@@ -1,7 +1,8 @@
 """Command line: argument parsing and printing only; the work is done by :mod:`nnzip.api`.
 
 Every user-caused error prints one line ``nnzip: error: …`` on stderr and exits
-with status 1 (2 for a malformed command line, as argparse does).  No input shows a
+with status 1 (2, as argparse does, for a malformed command line or flags that
+contradict or need each other).  No input shows a
 traceback: an unexpected exception is one ``nnzip: internal error: …`` line and
 status 1 (``NNZIP_DEBUG=1`` prints the traceback too), running out of memory is one
 line naming the memory limit, and Ctrl-C exits with status 130 quietly.
@@ -26,7 +27,7 @@ from . import api, writer
 from .budget import Budget
 from .chains import describe_chain
 from .container import open_container
-from .errors import NnzipError
+from .errors import NnzipError, UsageError, os_error_text
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .distributed import DEFAULT_TIMEOUT
 from .options import budget_from_options, rules_from_options, scheduler_from_options
@@ -81,11 +82,14 @@ def _add_max_output(p, reading: bool = True) -> None:
                    "2^35 and 2^15 x the stored bytes); a number, K/M/G/T multiply by powers of 1024")
 
 
+#: The exit status of a usage error: argparse's own, and flags that contradict or need each other (:class:`UsageError`).
+USAGE_STATUS = 2
+
 _EXIT_CODES = """\
 exit status:
   0  success
   1  error (bad input, corrupt .nnz, bad setting, I/O error)
-  2  usage error (bad command line)
+  2  usage error (bad command line, or flags that contradict or need each other)
   3  accuracy budget exceeded (verify --max-drop)
 """
 
@@ -133,7 +137,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102 - argparse API
-        self.exit(2, f"nnzip: error: {message} (see '{self.prog} --help')\n")
+        self.exit(USAGE_STATUS, f"nnzip: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,14 +393,14 @@ def _check_stdio(args: argparse.Namespace, inputs: list[Path], data_kind: str) -
     """Check -o/-c/--rm against the inputs; returns whether the output goes to standard output."""
     stdin = [p for p in inputs if str(p) == STDIO]
     if len(stdin) > 1:
-        raise NnzipError("standard input ('-') can be read only once")
+        raise UsageError("standard input ('-') can be read only once")
     to_stdout = args.stdout or (args.output is not None and str(args.output) == STDIO) or (bool(stdin) and args.output is None)
     if len(inputs) > 1 and args.output is not None:
-        raise NnzipError("-o/--output names one output: give one input, or drop -o (each input gets its own default output)")
+        raise UsageError("-o/--output names one output: give one input, or drop -o (each input gets its own default output)")
     if to_stdout and len(inputs) > 1:
-        raise NnzipError("-c/--stdout writes one stream: give one input")
+        raise UsageError("-c/--stdout writes one stream: give one input")
     if args.rm and (to_stdout or stdin):
-        raise NnzipError("--rm removes an input file after writing its output file: not with standard input or output")
+        raise UsageError("--rm removes an input file after writing its output file: not with standard input or output")
     if to_stdout and sys.stdout.isatty() and not getattr(args, "test", False):
         raise NnzipError(f"{data_kind} not written to a terminal: redirect standard output (or use -o FILE)")
     return to_stdout
@@ -482,7 +486,7 @@ def _for_each(args: argparse.Namespace, inputs: list[Path], one: Callable[[Path]
 def _error_text(exc: Exception) -> str:
     """The one-line message of an error :func:`main` reports (an OSError's reason and file name)."""
     if isinstance(exc, OSError) and not isinstance(exc, NnzipError):
-        return f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}"
+        return os_error_text(exc)
     return str(exc)
 
 
@@ -517,7 +521,7 @@ def _verified_remove(source: Path, check) -> None:
 def _run_decompress(args: argparse.Namespace) -> int:
     to_stdout = False if args.test else _check_stdio(args, args.file, "decompressed data")
     if args.test and (args.output is not None or args.stdout or args.rm):
-        raise NnzipError("-t/--test writes nothing: not with -o, -c or --rm")
+        raise UsageError("-t/--test writes nothing: not with -o, -c or --rm")
 
     def one(source: Path) -> tuple[int, int]:
         progress = _progress("testing" if args.test else "decoding", args.quiet)
@@ -564,7 +568,7 @@ def _run_decompress(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     report = api.verify(args.file, args.data, args.original, eval_hook=args.eval_hook, metric=args.metric, limits=_limits(args))
     if args.max_drop is not None and report.comparison is None:
-        raise NnzipError("--max-drop needs the original model (--original MODEL)")
+        raise UsageError("--max-drop needs the original model (--original MODEL)")
     info = report.to_json()
     exceeded = args.max_drop is not None and report.comparison.drop > args.max_drop
     if args.json:
@@ -709,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
+    except UsageError as exc:  # settings that contradict each other: a usage error, as argparse's own
+        return _fail(f"nnzip: error: {exc}", USAGE_STATUS)
     except NnzipError as exc:
         return _fail(f"nnzip: error: {exc}")
     except MemoryError:
@@ -717,20 +723,19 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 1
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        return _fail(f"nnzip: error: {exc.strerror or exc}{where}")
+        return _fail(f"nnzip: error: {os_error_text(exc)}")
     except KeyboardInterrupt:
         return 130  # the shell has shown ^C; a temporary output was already removed
     except Exception as exc:  # a bug: one line asking for a report, the traceback on request
         return _fail(f"nnzip: internal error: {type(exc).__name__}: {exc} — please report (NNZIP_DEBUG=1 shows the traceback)")
 
 
-def _fail(line: str) -> int:
-    """Print *line* as one line on stderr (with the traceback first under NNZIP_DEBUG); status 1."""
+def _fail(line: str, status: int = 1) -> int:
+    """Print *line* as one line on stderr (with the traceback first under NNZIP_DEBUG); returns *status*."""
     if os.environ.get("NNZIP_DEBUG", "") not in ("", "0"):
         traceback.print_exc()
     print(re.sub(r"\s*[\r\n]+\s*", " ", line).strip(), file=sys.stderr)
-    return 1
+    return status
 
 
 def _memory_limit() -> str:

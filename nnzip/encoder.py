@@ -19,11 +19,12 @@ import numpy as np
 from . import formats
 from .chains import describe_chain
 from .container import BlobSpool
-from .errors import ConfigError
+from .errors import NoSaving
 from .metrics import ERROR_BLOCK, relative_error
 from .model import LazyTensors, Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor, logical_values
 from .plan import PlanRules, Settings, choose_plan, layer_weight, lossless_plan
+from .stages.base import LossyRangeError
 from .version import __version__
 from .workers import WINDOW_MIN_BYTES, Progress, Workers, in_order, in_order_within
 
@@ -184,9 +185,9 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict
     """
     try:
         item = encode_tensor(name, array, plan, executor)
-    except ConfigError as exc:
+    except (NoSaving, LossyRangeError) as exc:  # the chain does not suit these values; a bad parameter propagates
         if plan.transform == "dense" and (strict or not plan.value_stages):
-            raise ConfigError(f"tensor {name}: {exc}") from None
+            raise type(exc)(f"tensor {name}: {exc}") from None
         if plan.transform == "dense":
             return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {exc}"
         fallback = TensorPlan("dense", {}, plan.value_stages, widen=plan.widen) if plan.value_stages else lossless_plan(array)

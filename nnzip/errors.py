@@ -49,3 +49,52 @@ class ConfigError(NnzipError):
     Traceback (most recent call last):
     nnzip.errors.ConfigError: ...
     """
+
+
+class UsageError(ConfigError):
+    """Command-line settings that contradict each other or need one another (``--x`` and ``--y`` together).
+
+    A :class:`ConfigError` (the settings are invalid), told apart so that the CLI exits with
+    status 2, the usage-error status its ``--help`` lists, as it does for argparse's own errors.
+
+    >>> import io, nnzip
+    >>> nnzip.compress("model.h5", io.BytesIO(), lossless=True, bits=4)   # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    nnzip.errors.UsageError: --lossless contradicts --bits
+    """
+
+
+class NoSaving(NnzipError):
+    """A valid stage setting that would not make this tensor smaller (e.g. an SVD rank too high for its shape).
+
+    Not a :class:`ConfigError`: nothing is wrong with the setting, it just does not pay on
+    this tensor, so the callers that choose settings themselves (the budget search, the
+    sweep, the fixed-flag fallback to dense storage) catch exactly this and try something
+    else, while a real bad parameter still reaches the user as a ConfigError.
+
+    >>> import numpy as np
+    >>> from nnzip.pipeline import TensorPlan, encode_tensor
+    >>> encode_tensor("w", np.ones((4, 4), np.float32), TensorPlan("svd", {"rank": 3}, []))   # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    nnzip.errors.NoSaving: svd: rank 3 stores 27 numbers for a 4x4 matrix of 16; it would not save space
+    """
+
+
+def os_reason(exc: OSError) -> str:
+    """The reason of an OSError in words (``No such file or directory``), for a message that names the file itself.
+
+    ``strerror`` is None for OSErrors raised without an errno (some libraries do): their text then.
+
+    >>> os_reason(FileNotFoundError(2, "No such file or directory", "m.h5"))
+    'No such file or directory'
+    """
+    return exc.strerror or str(exc)
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as the one line nnzip prints: its reason, then the file it names, if any.
+
+    >>> os_error_text(PermissionError(13, "Permission denied", "out.nnz"))
+    'Permission denied: out.nnz'
+    """
+    return f"{os_reason(exc)}{': ' + str(exc.filename) if exc.filename else ''}"

@@ -10,6 +10,11 @@ An :class:`Evaluator` scores a full set of tensors (name -> array, as in a
 * :class:`HookEvaluator` calls a user function ``package.module:function`` with
   the weights and the data, for files without an architecture.
 
+(:class:`nnzip.onnx_eval.OnnxEvaluator` runs ONNX models in onnxruntime.)  Besides scores,
+an evaluator tells the budget search what it knows of the architecture, through
+:meth:`Evaluator.weight_roles` and :meth:`Evaluator.calibration_layers`; one that knows
+nothing (a hook) answers with empty mappings and the search stays weight-only.
+
 The *drop* between two results is absolute for accuracy, cosine and a hook's score
 (in the hook's own units), and relative for MSE and for a hook that declares
 ``function.nnzip_drop = "relative"``, as ``--max-drop`` documents.
@@ -22,177 +27,30 @@ import inspect
 import math
 import numbers
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 
+from . import calibrate, formats
 from .errors import ConfigError, InputError
-from . import formats
 from .model import Model
+# The data set, the comparison and the evaluator interface live below this module (nnzip.onnx_eval
+# imports them too); they are importable from here as before.
+from .scoring import CalibratedLayer, Comparison, Dataset, Evaluator, load_data, quality_drop
 
-
-@dataclass
-class Dataset:
-    """Inputs ``x`` and optional labels ``y``; ``arrays`` keeps every array of the file as stored (ONNX inputs by name)."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-    arrays: dict[str, np.ndarray] | None = None
-    #: False when the file has no array ``x`` (``x`` is then its first array): only ONNX models, fed by input name, take it.
-    has_x: bool = True
-
-    def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
-        """Two disjoint random subsets, the first with *fraction* of the samples."""
-        order = np.random.default_rng(seed).permutation(len(self.x))
-        cut = int(round(fraction * len(order)))
-        pick = lambda idx: Dataset(self.x[idx], None if self.y is None else self.y[idx],  # noqa: E731
-                                   None if self.arrays is None else {k: v[idx] for k, v in self.arrays.items()}, self.has_x)
-        return pick(np.sort(order[:cut])), pick(np.sort(order[cut:]))
-
-
-def load_data(path: str | os.PathLike) -> Dataset:
-    """Read ``x`` (and ``y`` if present) from a ``.npz`` or HDF5 file."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(8)
-    except OSError as exc:
-        raise InputError(f"cannot open data file {path}: {exc.strerror}") from None
-    has_x = True
-    try:
-        if magic == b"\x89HDF\r\n\x1a\n":
-            with h5py.File(path, "r") as h5:
-                arrays = {k: np.asarray(h5[k][()]) for k in ("x", "y") if k in h5 and isinstance(h5[k], h5py.Dataset)}
-        else:
-            with np.load(path, allow_pickle=False) as npz:
-                stored = {k: npz[k] for k in npz.files}
-            arrays = {k: stored[k] for k in ("x", "y") if k in stored}
-            has_x = "x" in arrays
-            if "x" not in arrays and len(set(stored) - {"y"}):  # ONNX inputs named as the model's inputs
-                arrays["x"] = stored[next(k for k in stored if k != "y")]
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read data file {path} (expected .npz or .h5 with arrays x and y): {exc}") from None
-    if "x" not in arrays:
-        raise InputError(f"data file {path} has no array 'x'")
-    named = None
-    if magic != b"\x89HDF\r\n\x1a\n":  # arrays with one row per sample, for models with named inputs
-        named = {k: v for k, v in stored.items() if k != "y" and v.ndim and len(v) == len(arrays["x"])}
-    x, y = arrays["x"].astype(np.float32, copy=False), arrays.get("y")
-    if y is not None and len(y) != len(x):
-        raise InputError(f"data file {path}: x has {len(x)} samples but y has {len(y)}")
-    if len(x) == 0:
-        raise InputError(f"data file {path} holds no samples")
-    return Dataset(x, None if y is None else _labels(y), named, has_x)
-
-
-def _labels(y: np.ndarray) -> np.ndarray:
-    """Integer class labels from labels of shape (N,), (N, 1) or one-hot (N, C)."""
-    if y.ndim == 2:
-        y = y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)
-    return y.astype(np.int64, copy=False)
-
-
-@dataclass
-class Comparison:
-    """Original vs rebuilt weights on one data set."""
-
-    metric: str
-    original: float
-    rebuilt: float
-    agreement: float | None
-    layer_errors: dict[str, float]
-    #: How the drop is counted: "absolute" (in the metric's units) or "relative" (a fraction of the original).
-    drop_kind: str = "absolute"
-
-    @property
-    def drop(self) -> float:
-        """Loss of quality (positive = worse), see :func:`quality_drop`."""
-        return quality_drop(self.metric, self.drop_kind, self.original, self.rebuilt)
-
-    def to_json(self) -> dict:
-        """JSON form for ``verify --json``."""
-        return {
-            "metric": self.metric,
-            "original": self.original,
-            "rebuilt": self.rebuilt,
-            "drop": self.drop,
-            "drop_kind": "relative" if self.metric == "mse" else self.drop_kind,  # an MSE drop is always relative
-            "top1_agreement": self.agreement,
-            "layer_output_errors": self.layer_errors,
-        }
-
-
-def quality_drop(metric: str, kind: str, reference: float, value: float) -> float:
-    """Quality lost going from *reference* to *value*; positive means worse.
-
-    MSE is lower-is-better and its drop is relative; every other metric is
-    higher-is-better, its drop absolute unless *kind* is ``"relative"``.
-
-    >>> quality_drop("accuracy", "absolute", 0.9, 0.85) == 0.9 - 0.85
-    True
-    >>> quality_drop("score", "relative", 20.0, 19.0)
-    0.05
-    """
-    if metric == "mse":
-        return (value - reference) / max(reference, 1e-12)
-    if kind == "relative":
-        return (reference - value) / max(abs(reference), 1e-12)
-    return reference - value
-
-
-class Evaluator:
-    """Scores tensor sets on a data set; subclasses know how to run the model."""
-
-    metric: str = "score"
-    #: "absolute" or "relative": how :meth:`drop` counts (MSE is always relative).
-    drop_kind: str = "absolute"
-
-    def per_sample(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
-        """The metric per sample (1/0 correct, or squared error), or one overall value."""
-        raise NotImplementedError
-
-    def prepare_changes(self, names: list[str]) -> None:
-        """Get ready to score tensor sets that differ from the model's own in a few of *names*
-        (:meth:`per_sample_changed`); evaluators that cannot reuse work do nothing."""
-
-    def per_sample_changed(self, tensors: dict[str, np.ndarray], changed: set[str]) -> np.ndarray:
-        """As :meth:`per_sample`, for *tensors* equal to the model's own except at the names in *changed*.
-
-        The result is the same as :meth:`per_sample`'s; an evaluator may compute less to get it.
-        """
-        return self.per_sample(tensors)
-
-    def measure(self, tensors: dict[str, np.ndarray]) -> float:
-        """The metric (accuracy, MSE or hook score) of *tensors* on the data."""
-        return float(np.mean(self.per_sample(tensors)))
-
-    def drop(self, reference: float, value: float) -> float:
-        """Quality lost going from metric *reference* to *value* (as :attr:`Comparison.drop`)."""
-        return quality_drop(self.metric, self.drop_kind, reference, value)
-
-    def drop_error(self, reference: np.ndarray, samples: np.ndarray) -> float:
-        """Standard error of the drop between two per-sample results on the same data.
-
-        Paired: only samples whose outcome changed add to it, so a plan that changes
-        few predictions has a small error even when both accuracies are noisy.
-        """
-        if len(samples) < 2:
-            return 0.0
-        difference = reference - samples if self.metric != "mse" else (samples - reference) / max(float(np.mean(reference)), 1e-12)
-        if self.metric != "mse" and self.drop_kind == "relative":
-            difference = difference / max(abs(float(np.mean(reference))), 1e-12)
-        return float(np.std(difference, ddof=1) / np.sqrt(len(samples)))
-
-    def compare(self, original: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray]) -> Comparison:
-        """Run both weight sets and compare them."""
-        return Comparison(self.metric, self.measure(original), self.measure(rebuilt), None, {}, self.drop_kind)
+__all__ = [
+    "CalibratedLayer", "Comparison", "Dataset", "Evaluator", "HookEvaluator", "KerasEvaluator", "config_layers", "hook_drop_kind",
+    "load_data", "load_hook", "make_evaluator", "quality_drop",
+]
 
 
 class KerasEvaluator(Evaluator):
     """Numpy inference of a Keras model's architecture (legacy ``.h5`` or ``.keras``)."""
+
+    supports_calibration = True
+    #: Layer classes whose kernel gets data-aware candidates (the (in, out) matrix and its inputs are known).
+    CALIBRATED_CLASSES = frozenset({"Dense", "Conv2D"})
 
     def __init__(self, model: Model, data: Dataset, metric: str | None = None, batch_size: int = 512):
         config = formats.model_config(model)
@@ -224,10 +82,48 @@ class KerasEvaluator(Evaluator):
     def _layer_of(self) -> dict[str, str]:
         """Tensor name -> the top-level layer that holds it (a nested model's weights: the nested model)."""
         if getattr(self, "_layers", None) is None:
-            # layer_weights only indexes the mapping it is given: names in, names out.
-            by_layer = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
-            self._layers = {name: layer for layer, held in by_layer.items() for name in _names_in(held)}
+            self._layers = {name: layer for layer, held in self._layer_names().items() for name in _names_in(held)}
         return self._layers
+
+    def _layer_names(self) -> dict:
+        """:func:`nnzip.formats.layer_weights` with tensor names for values (layer -> names in ``get_weights`` order)."""
+        if getattr(self, "_names", None) is None:
+            # layer_weights only indexes the mapping it is given: names in, names out.
+            self._names = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
+        return self._names
+
+    def weight_roles(self) -> dict[str, tuple[str, str]]:
+        """Tensor name -> (layer, weight name), from the numpy model's weight layout of each top-level layer."""
+        order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
+        layout = self.network(self.model.tensors).weight_layout(order)
+        roles: dict[str, tuple[str, str]] = {}
+        for layer, held in self._layer_names().items():
+            if isinstance(held, list) and held and len(held) == len(layout.get(layer, ())):
+                roles.update({name: (layer, weight.split("/")[-1]) for name, weight in zip(held, layout[layer]) if isinstance(name, str)})
+        return roles
+
+    def calibration_layers(self, samples: int, eligible: Callable[[str], bool]) -> dict[str, CalibratedLayer]:
+        """The Dense and Conv2D layers (:attr:`CALIBRATED_CLASSES`) with an eligible kernel, and their inputs' statistics.
+
+        A Conv2D layer's inputs are its im2col patches (:func:`nnzip.calibrate.conv_patches`),
+        the rows its (kh·kw·in, out) kernel multiplies.
+        """
+        classes = {layer["config"].get("name"): layer for layer in config_layers(self.config)}
+        found: dict[str, tuple[str, dict, CalibratedLayer]] = {}
+        for layer, tensor_names in self._layer_names().items():
+            spec = classes.get(layer)
+            if spec is None or spec["class_name"] not in self.CALIBRATED_CLASSES or not isinstance(tensor_names, list) or not tensor_names:
+                continue
+            config = spec["config"]
+            bias = tensor_names[1] if config.get("use_bias", True) and len(tensor_names) > 1 else None
+            if eligible(tensor_names[0]):
+                found[tensor_names[0]] = (spec["class_name"], config, CalibratedLayer(layer, tensor_names[0], bias))
+        if not found:
+            return {}
+        inputs = self.network(self.model.tensors).layer_inputs(self.data.x[:samples], [info.layer for _, _, info in found.values()])
+        for class_name, config, info in found.values():
+            info.stats = _input_statistics(inputs[info.layer], class_name, config)
+        return {kernel: info for kernel, (_, _, info) in found.items()}
 
     def _default_metric(self) -> str:
         output = self.predict(self.model.tensors, self.data.x[:2])
@@ -279,6 +175,26 @@ class KerasEvaluator(Evaluator):
             flat_a, flat_b = final_a.reshape(len(final_a), -1), final_b.reshape(len(final_b), -1)
             agreement = float(np.mean(np.argmax(flat_a, axis=1) == np.argmax(flat_b, axis=1)))
         return Comparison(self.metric, self._metric_of(final_a), self._metric_of(final_b), agreement, errors)
+
+
+def _input_statistics(values: np.ndarray, class_name: str, config: dict) -> calibrate.LayerStatistics:
+    """Statistics of one Keras layer's inputs: rows as they are (Dense), or im2col patches (Conv2D)."""
+    if class_name == "Conv2D":
+        patches = calibrate.conv_patches(values, tuple(config["kernel_size"]), tuple(config["strides"]), config["padding"],
+                                         tuple(config.get("dilation_rate", (1, 1))))
+        return calibrate.LayerStatistics(patches)
+    return calibrate.LayerStatistics.of(values)
+
+
+def config_layers(config: dict) -> list[dict]:
+    """Layer entries of a Sequential or Functional ``model_config``, nested models flattened."""
+    layers = []
+    for layer in config.get("config", {}).get("layers", []):
+        if layer.get("class_name") in ("Sequential", "Functional", "Model"):
+            layers += config_layers(layer)
+        else:
+            layers.append(layer)
+    return layers
 
 
 def _names_in(held) -> list[str]:

@@ -22,11 +22,13 @@ model's output (``layer_output_errors``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from . import calibrate
 from .errors import ConfigError, InputError
-from .evaluate import Comparison, Dataset, Evaluator
+from .scoring import CalibratedLayer, Comparison, Dataset, Evaluator
 from .formats import onnx_format
 from .model import Model
 
@@ -50,6 +52,8 @@ def _ort():
 
 class OnnxEvaluator(Evaluator):
     """Runs an ONNX model (the structure of *model* with any tensor set) in onnxruntime on *data*."""
+
+    supports_calibration = True
 
     def __init__(self, model: Model, data: Dataset, metric: str | None = None, batch_size: int = 256):
         if metric not in (None, *METRICS):
@@ -171,6 +175,14 @@ class OnnxEvaluator(Evaluator):
         return all(tensors[n] is v or np.array_equal(tensors[n], v) for n, v in self.model.tensors.items() if n not in variable)
 
     # calibration ------------------------------------------------------------------------------
+
+    def calibration_layers(self, samples: int, eligible: Callable[[str], bool]) -> dict[str, CalibratedLayer]:
+        """The MatMul, Gemm and Conv weights :meth:`layer_inputs` takes whose name *eligible* accepts.
+
+        Each layer is named by its weight (an ONNX graph has nodes, not Keras layers).
+        """
+        return {kernel: CalibratedLayer(kernel, kernel, bias, stats, layout)
+                for kernel, (bias, layout, stats) in self.layer_inputs(samples).items() if eligible(kernel)}
 
     def layer_inputs(self, limit: int) -> dict[str, tuple[str | None, str, calibrate.LayerStatistics]]:
         """Weight name -> (its bias name or None, its layout, statistics of the inputs it multiplies on *limit* samples).
@@ -358,10 +370,11 @@ def _conv_pads(conv: dict, size: tuple[int, int]) -> tuple[int, int, int, int] |
         return (0, 0, 0, 0)
     if mode not in ("SAME_UPPER", "SAME_LOWER"):
         return None
+    from .infer.ops import same_pads  # TensorFlow's 'same' is SAME_UPPER: the odd pixel after
+
     begin, end = [], []
     for extent, kernel, stride, dilation in zip(size, conv["kernel"], conv["strides"], conv["dilations"]):
-        total = max((-(-extent // stride) - 1) * stride + (kernel - 1) * dilation + 1 - extent, 0)
-        small, large = total // 2, total - total // 2
+        small, large = same_pads(extent, kernel, stride, dilation)
         begin.append(small if mode == "SAME_UPPER" else large)
         end.append(large if mode == "SAME_UPPER" else small)
     return (begin[0], begin[1], end[0], end[1])

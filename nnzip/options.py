@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .distributed import DEFAULT_TIMEOUT, MAX_ADDRESS_CHARS, Scheduler, check_address
-from .errors import ConfigError, NnzipError
+from .errors import ConfigError, NnzipError, UsageError
 from .plan import PlanRules, Settings, load_plan_file, matches, parse_layer_override, parse_settings, validate
 
 #: The lossy settings, in the order messages name them (keyword -> CLI flag).
@@ -60,7 +60,7 @@ def rules_from_options(*, bits: int | None = None, prune: float | None = None, r
                        fft_keep: float | None = None, uniform: float | None = None, float16: bool = False, lossless: bool = False,
                        fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
                        plan: str | os.PathLike | None = None, rdo: float | None = None) -> PlanRules:
-    """The plan rules the settings describe (checked: a bad value or contradiction is a :class:`ConfigError`).
+    """The plan rules the settings describe (checked: a bad value is a :class:`ConfigError`, a contradiction a :class:`UsageError`).
 
     *layers* are ``--layer`` overrides: strings ``"NAME:bits=2,prune=0.5"`` or a dict
     ``{"NAME": {"bits": 2}}``.  An override matching no tensor fails the compression.
@@ -71,10 +71,10 @@ def rules_from_options(*, bits: int | None = None, prune: float | None = None, r
         asked["float16"] = True
     if rdo is not None:
         if uniform is None and not layers and not plan:
-            raise ConfigError("--rdo tunes --uniform's rounding: give --uniform too (or set rdo in --layer/--plan settings)")
+            raise UsageError("--rdo tunes --uniform's rounding: give --uniform too (or set rdo in --layer/--plan settings)")
         asked["rdo"] = rdo
     if lossless and asked:
-        raise NnzipError(f"--lossless contradicts {LOSSY.get(next(iter(asked)), '--float16')}")
+        raise UsageError(f"--lossless contradicts {LOSSY.get(next(iter(asked)), '--float16')}")
     # Without lossy settings a tensor is stored losslessly (plan.tensor_plan), so the
     # defaults need no lossless flag unless asked: a plan file may still add settings.
     default = parse_settings({**asked, "fft_select": fft_select, "fft_transform": fft_transform}, Settings(lossless=lossless), "flags")
@@ -111,14 +111,14 @@ def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None =
 
     if max_drop is None:
         if data is not None:
-            raise NnzipError("--data needs --max-drop (the accuracy budget)")
+            raise UsageError("--data needs --max-drop (the accuracy budget)")
         return None
     if data is None and eval_hook is None:
-        raise NnzipError("--max-drop needs --data (or --eval)")
+        raise UsageError("--max-drop needs --data (or --eval)")
     if not isinstance(max_drop, (int, float)) or not max_drop >= 0:
         raise NnzipError(f"--max-drop must be >= 0, got {max_drop}")
     if fixed:
-        raise NnzipError(f"--max-drop searches the settings itself; drop {fixed[0]}")
+        raise UsageError(f"--max-drop searches the settings itself; drop {fixed[0]}")
     if not isinstance(margin, (int, float)) or not margin >= 0:
         raise NnzipError(f"--margin must be >= 0, got {margin}")
     return Budget(data, float(max_drop), eval_hook, metric, log, float(margin))

@@ -1,28 +1,40 @@
 """Budgeted compression: the smallest plan whose accuracy drop on data stays within a budget.
 
-The search has three steps (all measured, nothing estimated from formulas):
+What :meth:`BudgetSearch.run` does (everything measured on the data, nothing estimated
+from formulas):
 
-1. **Sensitivity.**  For every lossy-eligible tensor and every candidate
-   representation (k-means at 1–8 bits; entropy-coded uniform steps; SVD rank
-   ladders with k-means factors;
-   magnitude pruning with k-means values; kept DCT coefficients), encode the
-   tensor for real — its true stored bytes — and measure the model's drop on the
-   data with only that tensor changed.  For Dense and Conv2D kernels the
-   candidates are *data-aware* (:mod:`nnzip.calibrate`): importance-weighted
-   codebooks with GPTQ-style error feedback, activation-aware low rank, bias
-   correction.  Both a weight-only and a data-aware variant are tried; the
-   measurements decide.
-2. **Allocation.**  Per-tensor drops are treated as additive; for a Lagrange
-   multiplier λ each tensor takes the candidate minimising ``bytes + λ·drop``,
-   and λ is swept to find the smallest total size whose summed drop fits a
-   target.
-3. **Check.**  The combined plan is evaluated on the data.  The target is
-   bisected (drops interact, so the sum is only a guide), then single tensors are
-   stepped down greedily, and the smallest plan whose *measured* drop plus a
-   noise margin (``margin`` standard errors of the paired drop, default 1) is
-   within the budget wins.  The margin keeps the search from choosing plans that
-   fit the budget only through the search data's sampling noise; the lossless
-   plan is the fallback, so the result always meets the budget on the search data.
+1. **Sensitivity.**  For every tensor in play — those the fixed-flag rule would make
+   lossy, plus (``every_tensor``) biases and small kernels — every candidate is encoded
+   for real, so its size is its true stored bytes, and the model's drop is measured with
+   only that tensor changed (a Keras model reruns only the layers downstream of it).
+   Candidates: k-means at 1–8 bits, entropy-coded uniform steps, SVD rank ladders with
+   k-means or uniform factors, magnitude pruning with k-means values and kept DCT
+   coefficients (:func:`candidates_for`); float16 and finer steps for the small tensors
+   (:func:`small_candidates`).  Where the evaluator reports a layer's inputs
+   (:meth:`nnzip.evaluate.Evaluator.calibration_layers`: Keras Dense and Conv2D, ONNX
+   MatMul, Gemm and Conv) each candidate also has a *data-aware* twin
+   (:mod:`nnzip.calibrate`: importance-weighted codebooks with GPTQ-style error feedback,
+   activation-aware low rank), and every candidate of such a layer comes with its bias
+   corrected so the layer's mean output is unchanged.  Candidates whose rebuilt
+   values are equal share one measurement.  Per tensor only the *front* is kept
+   (:func:`_pareto`): lossless storage first, then each trial smaller than every trial
+   with a lower drop.
+2. **Allocation.**  Per-tensor drops are treated as additive.  For a target total drop,
+   :func:`_allocate` solves a knapsack exactly up to its discretisation: drops (negative
+   ones as 0) are rounded up to units of target/400, and a dynamic program over those
+   400 units picks one front entry per tensor with the fewest total bytes whose units
+   fit.  (Not a Lagrangian sweep, which would reach only plans on the convex hull.)
+3. **Check.**  Drops interact, so every allocated plan is measured on the data as a
+   whole, and it *fits* when its measured drop plus a noise margin (``margin`` standard
+   errors of the paired per-sample drop, default 1) is within the budget.  Ten rounds
+   choose targets (:meth:`BudgetSearch._choose`): from 4 × the budget the target grows
+   4-fold while the plan fits, then is bisected between the last fitting and the first
+   failing target.  The smallest fitting plan so far (the lossless plan to start) is
+   then refined greedily (:meth:`BudgetSearch._refine`, up to 12 rounds): each round
+   measures, for every tensor, the plan with that tensor on its next smaller front
+   entry and takes the smallest one that fits, until none does.  The margin keeps the
+   search from choosing plans that fit only through the search data's sampling noise;
+   as the lossless plan is where it starts, the result always fits on the search data.
 """
 
 from __future__ import annotations
@@ -39,15 +51,14 @@ import numpy as np
 
 from . import calibrate
 from . import chains
-from .errors import ConfigError
-from .evaluate import Dataset, Evaluator, KerasEvaluator
+from .errors import ConfigError, NoSaving
+from .scoring import CalibratedLayer, Dataset, Evaluator
 from . import formats
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
+from .stages.base import LossyRangeError
 from .plan import KERAS_WEIGHT_NAMES, is_lossy_candidate, layer_weight, lossless_plan
 
-#: Layer classes whose kernel gets data-aware candidates.
-CALIBRATED_LAYERS = {"Dense", "Conv2D"}
 #: Uniform quantization steps tried, in units of the tensor's standard deviation
 #: (entropy-coded: about 1 to 5 bits per weight on the samples).
 UNIFORM_STEPS = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25, 0.18, 0.125)
@@ -88,21 +99,6 @@ class Trial:
     drop: float
     #: New bias values (bias correction), stored losslessly with the bias tensor.
     bias: np.ndarray | None = None
-
-
-@dataclass
-class LayerTensors:
-    """The kernel and bias tensor names of one layer, and its input statistics."""
-
-    layer: str
-    class_name: str
-    config: dict
-    kernel: str
-    bias: str | None
-    stats: calibrate.LayerStatistics | None = None
-    #: How the kernel is the (in, out) matrix the statistics are for: "last" (Keras: the
-    #: last axis is the output) or "first" (ONNX Gemm transB=1 and Conv OIHW: the first is).
-    layout: str = "last"
 
 
 @dataclass
@@ -276,55 +272,19 @@ class BudgetSearch:
 
     # step 0: layer input statistics --------------------------------------------------------
 
-    def _calibrated_layers(self) -> dict[str, LayerTensors]:
-        """Kernel tensor name -> its layer, with input statistics when data-aware steps apply."""
-        if hasattr(self.evaluator, "layer_inputs") and self.data is not None:  # ONNX: MatMul/Gemm inputs from onnxruntime
-            return {kernel: LayerTensors(kernel, "Dense", {}, kernel, bias, stats, layout)
-                    for kernel, (bias, layout, stats) in self.evaluator.layer_inputs(CALIBRATION_SAMPLES).items()
-                    if is_lossy_candidate(self.model.tensors[kernel])}
-        if not isinstance(self.evaluator, KerasEvaluator) or self.data is None:
+    def _calibrated_layers(self) -> dict[str, CalibratedLayer]:
+        """Kernel tensor name -> its layer, with input statistics when data-aware steps apply (the evaluator measures them)."""
+        if self.data is None or not self.evaluator.supports_calibration:
             return {}
-        # layer_weights only indexes the mapping it is given: names in, names out.
-        names = formats.layer_weights(self.model, {n: n for n in self.model.tensors})
-        classes = {layer["config"].get("name"): layer for layer in _config_layers(self.evaluator.config)}
-        found: dict[str, LayerTensors] = {}
-        for layer, tensor_names in names.items():
-            spec = classes.get(layer)
-            if spec is None or spec["class_name"] not in CALIBRATED_LAYERS or not isinstance(tensor_names, list) or not tensor_names:
-                continue
-            config = spec["config"]
-            bias = tensor_names[1] if config.get("use_bias", True) and len(tensor_names) > 1 else None
-            if is_lossy_candidate(self.model.tensors[tensor_names[0]], layer_weight(self.model.source_format, tensor_names[0])):
-                found[tensor_names[0]] = LayerTensors(layer, spec["class_name"], config, tensor_names[0], bias)
-        if found:
-            self._gather_statistics(found)
-        return found
+        tensors, source = self.model.tensors, self.model.source_format
+        return self.evaluator.calibration_layers(CALIBRATION_SAMPLES, lambda name: is_lossy_candidate(tensors[name], layer_weight(source, name)))
 
     def _tensor_roles(self) -> dict[str, tuple[str, str]]:
         """Tensor name -> (layer, weight name such as ``kernel`` or ``bias``), where the architecture says."""
         roles = {info.bias: (info.layer, "bias") for info in self.layers.values() if info.bias is not None}
         roles.update({kernel: (info.layer, "kernel") for kernel, info in self.layers.items()})
-        if not isinstance(self.evaluator, KerasEvaluator):
-            return roles
-        order = "h5" if self.model.source_format == "keras-h5" else "get_weights"
-        layout = self.evaluator.network(self.model.tensors).weight_layout(order)
-        for layer, held in formats.layer_weights(self.model, {n: n for n in self.model.tensors}).items():
-            if isinstance(held, list) and held and len(held) == len(layout.get(layer, ())):
-                roles.update({name: (layer, weight.split("/")[-1]) for name, weight in zip(held, layout[layer]) if isinstance(name, str)})
+        roles.update(self.evaluator.weight_roles())
         return roles
-
-    def _gather_statistics(self, layers: dict[str, LayerTensors]) -> None:
-        x = self.data.x[:CALIBRATION_SAMPLES]
-        network = self.evaluator.network(self.model.tensors)
-        inputs = network.layer_inputs(x, [info.layer for info in layers.values()])
-        for info in layers.values():
-            values = inputs[info.layer]
-            if info.class_name == "Conv2D":
-                config = info.config
-                patches = calibrate.conv_patches(values, tuple(config["kernel_size"]), tuple(config["strides"]), config["padding"], tuple(config.get("dilation_rate", (1, 1))))
-                info.stats = calibrate.LayerStatistics(patches)
-            else:
-                info.stats = calibrate.LayerStatistics.of(values)
 
     # which tensors are in play -----------------------------------------------------------------
 
@@ -406,8 +366,10 @@ class BudgetSearch:
             return candidates_for(array, layer is not None and layer.stats is not None)
         return small_candidates(array, self._roles.get(name, ("", ""))[1] == "bias")
 
-    def _encode(self, name: str, array: np.ndarray, candidate: Candidate, layer: LayerTensors | None, cache: "_Factorisations"):
+    def _encode(self, name: str, array: np.ndarray, candidate: Candidate, layer: CalibratedLayer | None, cache: "_Factorisations"):
         """(candidate, encoding, corrected bias or None, digest of the rebuilt values), or None when it does not apply."""
+        if candidate.mode == "data" and candidate.rank is not None and not _svd_view_is_layer_matrix(array, layer):
+            return None  # activation-aware SVD needs the svd stage's matrix to be the layer's (in, out) one
         try:
             plan = candidate.plan
             if candidate.mode == "data":
@@ -417,8 +379,8 @@ class BudgetSearch:
             if decomposition is not None:  # factor once per tensor, not once per candidate
                 plan = replace(plan, transform_params={**plan.transform_params, "decomposition": decomposition})
             encoded = encode_tensor(name, values, plan)
-        except ConfigError:
-            return None  # e.g. a rank that does not save space for this shape
+        except (NoSaving, LossyRangeError):
+            return None  # e.g. a rank that does not save space for this shape, or values a step cannot reach
         bias = None
         if layer is not None and layer.bias is not None and layer.stats is not None:
             bias = calibrate.corrected_bias(self.model.tensors[layer.bias], _as_matrix(array, layer.layout),
@@ -439,7 +401,7 @@ class BudgetSearch:
             changed.add(self.layers[name].bias)
         return self.evaluator.drop(self.baseline, float(np.mean(self.evaluator.per_sample_changed(tensors, changed))))
 
-    def _prepare(self, array: np.ndarray, candidate: Candidate, layer: LayerTensors, cache: "_Factorisations"):
+    def _prepare(self, array: np.ndarray, candidate: Candidate, layer: CalibratedLayer, cache: "_Factorisations"):
         """Data-aware values for a candidate, and their SVD when it is known: (values, decomposition or None).
 
         GPTQ-style error feedback onto an importance-weighted k-means codebook or onto
@@ -447,7 +409,7 @@ class BudgetSearch:
         """
         stats = layer.stats
         if candidate.rank is not None:
-            if layer.layout != "last" and array.ndim != 2:
+            if not _svd_view_is_layer_matrix(array, layer):
                 raise ConfigError("the svd stage's matrix view of this kernel is not the layer's (in, out) matrix")
             u, s, vt = cache.aware().decomposition(candidate.rank)
             if layer.layout != "last":  # the stored (out, in) matrix is the transpose
@@ -617,7 +579,7 @@ class BudgetSearch:
             plan = own.candidate.plan if own is not None and own.candidate.label != "lossless" else lossless_plan(kernel.bias)
             try:
                 self._biases[key] = encode_tensor(bias_name, kernel.bias, plan)
-            except ConfigError:  # the corrected values do not suit the bias's choice
+            except (NoSaving, LossyRangeError):  # the corrected values do not suit the bias's choice
                 self._biases[key] = encode_tensor(bias_name, kernel.bias, lossless_plan(kernel.bias))
         return self._biases[key]
 
@@ -635,7 +597,7 @@ class BudgetSearch:
 class _Factorisations:
     """Per-tensor work shared by its candidates, done on first use."""
 
-    def __init__(self, array: np.ndarray, layer: LayerTensors | None, bias: np.ndarray | None):
+    def __init__(self, array: np.ndarray, layer: CalibratedLayer | None, bias: np.ndarray | None):
         self.view = _as_matrix(array)  # the svd stage's matrix view
         self.matrix = _as_matrix(array, layer.layout) if layer is not None else self.view  # the layer's (in, out) matrix
         self.layer = layer
@@ -702,6 +664,11 @@ def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400) -
     return {name: pick[name] for name in names}
 
 
+def _svd_view_is_layer_matrix(array: np.ndarray, layer: CalibratedLayer) -> bool:
+    """Whether the svd stage's matrix view of *array* is its layer's (in, out) matrix or that matrix's transpose."""
+    return layer.layout == "last" or array.ndim == 2
+
+
 def _as_matrix(array: np.ndarray, layout: str = "last") -> np.ndarray:
     """The (in, out) matrix of a kernel.
 
@@ -720,15 +687,4 @@ def _from_matrix(matrix: np.ndarray, shape: tuple[int, ...], layout: str) -> np.
     if layout == "first":
         return np.ascontiguousarray(np.asarray(matrix).T).reshape(shape)
     return np.asarray(matrix).reshape(shape)
-
-
-def _config_layers(config: dict) -> list[dict]:
-    """Layer entries of a Sequential or Functional model_config, nested models flattened."""
-    layers = []
-    for layer in config.get("config", {}).get("layers", []):
-        if layer.get("class_name") in ("Sequential", "Functional", "Model"):
-            layers += _config_layers(layer)
-        else:
-            layers.append(layer)
-    return layers
 

@@ -25,11 +25,12 @@ import numpy as np
 from . import chains, formats
 from .container import write_container
 from .encoder import encode_model
-from .errors import ConfigError, NnzipError
+from .errors import ConfigError, NnzipError, NoSaving
 from .model import Model
 from .outputs import atomic_output, check_writable
 from .pipeline import TensorPlan
 from .plan import is_lossy_candidate, layer_weight, matches
+from .stages.base import LossyRangeError
 from .workers import Progress
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def run_sweep(model: Model, filename: str, evaluator: Evaluator, method: str, la
         plans = {name: plan_for(method, setting) for name in names}
         try:
             header, blobs, reports = encode_model(model, filename, plans=plans)
-        except ConfigError:
+        except (NoSaving, LossyRangeError):  # the setting does not suit a target's values: no point for it
             continue
         rebuilt = dict(model.tensors)
         rebuilt.update(_reconstructions(model, blobs, header))

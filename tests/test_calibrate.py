@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nnzip import calibrate
+from nnzip.infer.ops import same_pads
 from nnzip.formats import read_model
 from .samples import SAMPLES, TEST_DATA, VAL_DATA
 
@@ -84,7 +85,7 @@ def test_conv_patches_reproduce_a_convolution(padding, strides):
     kernel = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
     patches = np.concatenate(list(calibrate.conv_patches(x, (3, 3), strides, padding, batch=1)))
     if padding == "same":
-        pad_h, pad_w = calibrate._same_pad(7, 3, strides[0], 1), calibrate._same_pad(6, 3, strides[1], 1)
+        pad_h, pad_w = same_pads(7, 3, strides[0], 1), same_pads(6, 3, strides[1], 1)
         x = np.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
     direct = np.stack([
         np.stack([correlate(x[n], kernel[..., o], mode="valid")[:, :, 0] for o in range(4)], axis=-1)[:: strides[0], :: strides[1]]

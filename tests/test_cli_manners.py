@@ -24,8 +24,9 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
-def assert_one_line_error(status, err, *fragments):
-    assert status == 1
+def assert_one_line_error(status, err, *fragments, code=1):
+    """One ``nnzip: error:`` line naming every fragment, and exit status *code* (2: flags that contradict each other)."""
+    assert status == code
     assert err.startswith("nnzip: error: ") and err.count("\n") == 1, err
     for fragment in fragments:
         assert fragment in err, err
@@ -109,7 +110,7 @@ def test_several_inputs_each_get_their_own_output_and_a_total(tmp_path, capsys):
     assert status == 0 and all(source.exists() for source in inputs)
     # -o names one output: refused with several inputs, before anything is written
     status, _, err = run(capsys, "compress", *inputs, "-o", tmp_path / "x.nnz", "-f")
-    assert_one_line_error(status, err, "-o/--output names one output")
+    assert_one_line_error(status, err, "-o/--output names one output", code=2)
     assert not (tmp_path / "x.nnz").exists()
 
 
@@ -238,7 +239,7 @@ def test_compress_c_keeps_the_input_and_refuses_rm(mlp, tmp_path):
     (tmp_path / "c.nnz").write_bytes(done.stdout)
     assert cli.api.inspect(tmp_path / "c.nnz")["source_filename"] == "mlp.h5"
     done = nnzip_process("compress", "-c", "--rm", mlp)
-    assert done.returncode == 1 and done.stdout == b"" and done.stderr.count(b"\n") == 1 and mlp.exists()
+    assert done.returncode == 2 and done.stdout == b"" and done.stderr.count(b"\n") == 1 and mlp.exists()  # a usage error
 
 
 def test_closed_pipe_exits_quietly(tmp_path):

@@ -382,10 +382,10 @@ def test_decompress_rm_and_c_together_are_refused(tmp_path, capsys):
     shutil.copy(SAMPLES / "softmax.h5", tmp_path / "s.h5")
     assert run(capsys, "compress", tmp_path / "s.h5", "-q")[0] == 0
     status, out, err = run(capsys, "decompress", "-c", "--rm", tmp_path / "s.nnz")
-    assert_one_line_error(status, err, "--rm")
+    assert_one_line_error(status, err, "--rm", code=2)
     assert out == "" and (tmp_path / "s.nnz").exists()
     status, _, err = run(capsys, "decompress", "-t", "--rm", tmp_path / "s.nnz")
-    assert_one_line_error(status, err, "-t/--test writes nothing")
+    assert_one_line_error(status, err, "-t/--test writes nothing", code=2)
     assert (tmp_path / "s.nnz").exists()
 
 

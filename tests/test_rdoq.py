@@ -106,16 +106,16 @@ def test_cli_rdo_makes_a_smaller_file_that_decodes(tmp_path):
     np.testing.assert_array_equal(load_file(str(back_layer))["w"], rebuilt)  # the same codes; only the recorded plan differs
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--rdo", "0.12"], "--rdo tunes --uniform's rounding"),
-    (["--uniform", "1", "--rdo", "5"], "rdo must be from 0 to 4"),
-    (["--uniform", "1", "--rdo", "-0.1"], "rdo must be from 0 to 4"),
-    (["--layer", "w:uniform=1,rdo=nan"], "rdo must be from 0 to 4"),
+@pytest.mark.parametrize("argv, fragment, status", [
+    (["--rdo", "0.12"], "--rdo tunes --uniform's rounding", 2),  # a flag that needs another: a usage error
+    (["--uniform", "1", "--rdo", "5"], "rdo must be from 0 to 4", 1),
+    (["--uniform", "1", "--rdo", "-0.1"], "rdo must be from 0 to 4", 1),
+    (["--layer", "w:uniform=1,rdo=nan"], "rdo must be from 0 to 4", 1),
 ])
-def test_cli_rdo_errors_are_one_line(tmp_path, capsys, argv, fragment):
+def test_cli_rdo_errors_are_one_line(tmp_path, capsys, argv, fragment, status):
     source = _source(tmp_path)
     out = tmp_path / "out.nnz"
-    assert cli.main(["compress", str(source), "-o", str(out), *argv]) == 1
+    assert cli.main(["compress", str(source), "-o", str(out), *argv]) == status
     err = capsys.readouterr().err
     assert err.startswith("nnzip: error: ") and err.count("\n") == 1 and fragment in err, err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "tmp" in p.name]

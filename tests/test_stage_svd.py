@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from .common import check_golden, check_roundtrip, encode_decode
-from nnzip.errors import ConfigError, FormatError
+from nnzip.errors import ConfigError, FormatError, NoSaving
 from nnzip.stages import ArraySpec, get_stage
 from nnzip.stages.matrix import matrix_shape
 
@@ -58,15 +58,15 @@ def test_zero_d_and_one_element():
     check_roundtrip("svd", np.array(0.0, dtype="<f4"), {"energy": 0.9})
     check_roundtrip("svd", np.zeros((1,), dtype="<f8"), {"rank": 0})
     # A non-zero single element needs rank 1 = 3 numbers for 1: refused.
-    with pytest.raises(ConfigError, match="would not save space"):
+    with pytest.raises(NoSaving, match="would not save space"):
         SVD.encode(np.array(2.5, dtype="<f4"), ArraySpec.make("<f4", []), {"energy": 0.9})
-    with pytest.raises(ConfigError, match="would not save space"):
+    with pytest.raises(NoSaving, match="would not save space"):
         SVD.encode(np.ones((1, 1), dtype="<f4"), ArraySpec.make("<f4", [1, 1]), {"rank": 1})
 
 
 def test_empty_is_refused_by_encode_but_decodes():
     spec = ArraySpec.make("<f4", [0, 5])
-    with pytest.raises(ConfigError, match="would not save space"):
+    with pytest.raises(NoSaving, match="would not save space"):
         SVD.encode(np.zeros((0, 5), dtype="<f4"), spec, {"rank": 0})
     config = {"rank": 0}
     SVD.check_config(config, spec)
@@ -78,7 +78,7 @@ def test_empty_is_refused_by_encode_but_decodes():
 def test_bias_vector_is_one_row():
     spec = ArraySpec.make("<f4", [64])
     assert not SVD.saves_space(spec, 1)
-    with pytest.raises(ConfigError, match="would not save space"):
+    with pytest.raises(NoSaving, match="would not save space"):
         SVD.encode(np.ones(64, dtype="<f4"), spec, {"rank": 1})
 
 
@@ -124,7 +124,7 @@ def test_saves_space_counts_u_s_and_vt():
     spec = ArraySpec.make("<f4", [10, 10])  # one rank costs 10 + 10 + 1 = 21 of 100
     assert SVD.saves_space(spec, 4) and not SVD.saves_space(spec, 5)
     data = low_rank_plus_noise((10, 10))
-    with pytest.raises(ConfigError, match="would not save space"):
+    with pytest.raises(NoSaving, match="would not save space"):
         SVD.encode(data, ArraySpec.of(data), {"rank": 5})
 
 
@@ -146,7 +146,6 @@ def test_config_is_json():
     [
         ({}, "exactly one"),
         ({"rank": 2, "energy": 0.9}, "exactly one"),
-        ({"rank": 11}, "0..10"),
         ({"rank": -1}, "0..10"),
         ({"rank": 2.0}, "0..10"),
         ({"energy": 0.0}, r"\(0, 1\]"),
@@ -158,6 +157,13 @@ def test_encode_rejects_bad_params(params, message):
     data = low_rank_plus_noise((40, 10))
     with pytest.raises(ConfigError, match=message):
         SVD.encode(data, ArraySpec.of(data), params)
+
+
+def test_rank_beyond_the_shape_is_no_saving_not_a_bad_parameter():
+    """An integer rank above min(m, n) suits other shapes: callers fall back (NoSaving), the message unchanged."""
+    data = low_rank_plus_noise((40, 10))
+    with pytest.raises(NoSaving, match=r"0\.\.10 \(min\(m, n\)\), got 11"):
+        SVD.encode(data, ArraySpec.of(data), {"rank": 11})
 
 
 def test_encode_rejects_integer_tensors():

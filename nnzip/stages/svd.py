@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NoSaving
 from .base import BLOCK_ELEMENTS, ArraySpec, DecodeCost, TransformStage, config_int, config_keys, linear_cost
 from .matrix import (
     as_matrix,
@@ -88,7 +88,7 @@ class SVD(TransformStage):
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
-        """Factor *data*; ConfigError when the asked rank is invalid or would not save space.
+        """Factor *data*; ConfigError when the asked rank is invalid, NoSaving when it would not save space.
 
         The optional parameter ``decomposition`` — ``(u, s, vt)``, the thin SVD of the
         matrix view of *data* (at least ``rank`` terms, ``s`` decreasing) — lets a caller
@@ -109,7 +109,7 @@ class SVD(TransformStage):
             u, s, vt = np.zeros((m, 0)), np.zeros(0), np.zeros((0, n))
         rank = cls._rank(params, s, min(m, n))
         if not cls.saves_space(spec, rank):
-            raise ConfigError(
+            raise NoSaving(
                 f"svd: rank {rank} stores {rank * (m + n + 1)} numbers for a {m}x{n} matrix of {m * n}; "
                 "it would not save space"
             )
@@ -124,7 +124,9 @@ class SVD(TransformStage):
             return cls.rank_for_energy(s, param_fraction(cls.id, params, "energy", lo_open=True))
         rank = params["rank"]
         if type(rank) is not int or not 0 <= rank <= max_rank:
-            raise ConfigError(f"svd: parameter 'rank' must be an integer in 0..{max_rank} (min(m, n)), got {rank!r}")
+            # An integer beyond min(m, n) is a fine rank, only not for this shape: it could never save space.
+            error = NoSaving if type(rank) is int and rank > max_rank else ConfigError
+            raise error(f"svd: parameter 'rank' must be an integer in 0..{max_rank} (min(m, n)), got {rank!r}")
         return rank
 
     @classmethod

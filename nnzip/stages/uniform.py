@@ -69,9 +69,9 @@ class Uniform(ArrayStage):
             low, high = _level_range(flat, step) if flat.size else (0, 0)
         offset = low
         if flat.size and high - offset >= MAX_LEVELS:
-            raise ConfigError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
+            raise LossyRangeError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
         if abs(offset) > MAX_OFFSET:
-            raise ConfigError(f"uniform: step {step:g} is too small for values of this size")
+            raise LossyRangeError(f"uniform: step {step:g} is too small for values of this size")
         if flat.size and not _finite_in(spec.dtype, step, offset, high - offset):
             raise LossyRangeError(f"uniform: step {step:g} rounds values beyond the range of {spec.dtype}; store this tensor losslessly")
         if levels is not None:
