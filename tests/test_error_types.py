@@ -26,7 +26,7 @@ from nnzip.calibrate import LayerStatistics
 from nnzip.model import Model
 from nnzip.pipeline import TensorPlan, encode_tensor
 from nnzip.search import BudgetSearch, Candidate
-from samples import SAMPLES, VAL_DATA
+from .samples import SAMPLES, VAL_DATA
 
 HIDDEN = "model_weights/hidden/mlp/hidden/kernel"
 HIDDEN_BIAS = "model_weights/hidden/mlp/hidden/bias"
