@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from .. import container
+from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from . import hdf5_tree, keras_h5, keras_v3, npz, onnx_format, safetensors, sharded, zipmeta
@@ -238,6 +239,28 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
         return keras_v3.layer_weights(model, tensors)
     raise InputError(f"a {model.source_format} file has no Keras layers to map weights to")
 
+
+def structure_names(source: object) -> list | None:
+    """The tensor names a header's ``source`` defines (rule 3.3), or None when its format or structure is not valid."""
+    source_format = get_format(source.get("format")) if isinstance(source, dict) else None
+    if source_format is None:
+        return None
+    try:
+        source_format.check_structure(source.get("structure"))
+        return list(source_format.tensor_names(source["structure"]))
+    except FormatError:
+        return None
+
+
+def structure_minor(source: object) -> int:
+    """The lowest minor version a header's ``source`` needs: 2 for an ONNX source with subgraph tensors (§5.7), else 0."""
+    if isinstance(source, dict) and source.get("format") == onnx_format.FORMAT_ID:
+        return 2 if onnx_format.uses_subgraph_tensors(source.get("structure")) else 0
+    return 0
+
+
+# The container's compact form and version choice need these; it cannot import the formats (they sit above it).
+container.use_source_rules(container.SourceRules(structure_names, structure_minor))
 
 __all__ = [
     "FORMATS", "Format", "WRITERS", "element_types", "exact_names", "get_format", "keras_version", "layer_weights", "model_config", "optimizer_prefix",
