@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from nnzip import api
+from nnzip import api, formats
 from nnzip.container import BlobSpool, write_container, write_spooled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_streamed_file_equals_in_memory_file(tmp_path):
     source = tmp_path / "m.safetensors"
     _write_model(source, 3, (64, 128))
     api.compress(source, tmp_path / "streamed.nnz")
-    model = api.io.read_model(source)  # eager read
+    model = formats.read_model(source)  # eager read
     header, blobs, _ = api.encode_model(model, source.name)
     import io
 
@@ -100,12 +100,12 @@ def test_streamed_file_equals_in_memory_file(tmp_path):
 def test_lazy_safetensors_reads_on_demand_and_keeps_checks(tmp_path):
     source = tmp_path / "m.safetensors"
     _write_model(source, 2, (8, 8))
-    model = api.io.read_model(source, lazy=True)
-    eager = api.io.read_model(source)
+    model = formats.read_model(source, lazy=True)
+    eager = formats.read_model(source)
     assert list(model.tensors) == list(eager.tensors) and model.nbytes == eager.nbytes
     for name in eager.tensors:
         assert model.tensors[name].tobytes() == eager.tensors[name].tobytes()
     data = bytearray(source.read_bytes())
     (tmp_path / "cut.safetensors").write_bytes(bytes(data[:-5]))  # rule 8.19 still checked before any tensor is read
     with pytest.raises(api.NnzipError, match="rule 8.19"):
-        api.io.read_model(tmp_path / "cut.safetensors", lazy=True)
+        formats.read_model(tmp_path / "cut.safetensors", lazy=True)
