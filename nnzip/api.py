@@ -29,7 +29,7 @@ from .plan import PlanRules, Settings, choose_plan, exclusion_note, layer_weight
 # The read side (issue 12): one reader and a module per job; api re-exports what callers use.
 from .header_rules import blob_sizes, check_header  # noqa: F401  (check_header: the writer's read-back check)
 from .pipeline import part_blobs  # noqa: F401  (the CLI's per-tensor lines)
-from .reader import NnzReader, inspect, read_tensors  # noqa: F401
+from .reader import inspect, read_tensors  # noqa: F401
 from .rebuild import decompress, default_decompressed  # noqa: F401
 from .verification import VerifyReport, verify  # noqa: F401
 
