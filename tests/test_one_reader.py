@@ -295,3 +295,18 @@ def test_the_reader_side_does_not_import_the_writer_side():
     for name in ("reader.py", "header_rules.py"):
         imported = _imported_modules(root / name)
         assert not imported & {"nnzip.api", "nnzip.public", "nnzip.cli", "nnzip.search", "nnzip.sweep"}, (name, imported)
+
+
+def test_the_formats_hand_the_container_its_source_rules(monkeypatch):
+    """The compact form's names (§3.1 item 5) and an ONNX subgraph's 1.2 (§2) come from nnzip.formats, installed on import."""
+    from nnzip import container, formats
+
+    with NnzReader(FIXTURES / "golden-compact.nnz") as reader:
+        header = reader.header
+    subgraph = {"source": {"format": "onnx", "structure": {"tensors": [{"name": "w", "at": ["initializer", 0, [[0, 0, -1]]]}]}}}
+    assert container.format_minor(subgraph, 0) == 2
+    assert all("name" not in entry for entry in container.compact_header(header)["tensors"])
+    assert formats.structure_names(header["source"]) == [entry["name"] for entry in header["tensors"]]
+    monkeypatch.setattr(container, "_source_rules", container.SourceRules())  # a container told nothing of the formats
+    assert container.format_minor(subgraph, 0) == 0
+    assert [entry["name"] for entry in container.compact_header(header)["tensors"]] == [entry["name"] for entry in header["tensors"]]
