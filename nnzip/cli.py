@@ -26,7 +26,6 @@ import numpy as np
 from . import api, writer
 from .budget import Budget
 from .chains import describe_chain
-from .container import open_container
 from .errors import NnzipError, UsageError, os_error_text
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .distributed import DEFAULT_TIMEOUT
@@ -34,6 +33,8 @@ from .options import budget_from_options, rules_from_options, scheduler_from_opt
 from .outputs import private_directory
 from .plan import PlanRules
 from .version import __version__
+from .reader import NnzReader
+from .rebuild import default_decompressed, rebuild
 
 _DESCRIPTION = """\
 Make trained neural-network weight files small, and prove they still work.
@@ -536,13 +537,11 @@ def _run_decompress(args: argparse.Namespace) -> int:
                     _say(args, False, f"{name}: OK ({len(tensors)} tensors decoded, {len(header['blobs'])} blob CRCs checked)")
                     return in_size, sum(t.nbytes for t in tensors.values())
                 output = args.output
-                with open_container(path) as container:
-                    header = container.header
-                    api.check_header(header, container.file_size, _limits(args))
-                if to_stdout:
-                    output = directory / ("stdout" + api.default_decompressed(Path("x.nnz"), header).suffix)
-                written = api.decompress(path, output, force=args.force, progress=progress, limits=_limits(args), jobs=args.jobs,
-                                         scheduler=_scheduler(args))
+                with NnzReader(path, limits=_limits(args)) as reader:  # every check, once
+                    header = reader.header
+                    if to_stdout:
+                        output = directory / ("stdout" + default_decompressed(Path("x.nnz"), header).suffix)
+                    written = rebuild(reader, output, force=args.force, progress=progress, jobs=args.jobs, scheduler=_scheduler(args))
                 _tensor_lines(args, header, to_stdout)
                 out_size = os.stat(written).st_size
                 if to_stdout:

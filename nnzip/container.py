@@ -37,13 +37,15 @@ import threading
 import zlib
 from importlib import resources
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import numpy as np
 
 from .errors import FormatError, NnzipError
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
+#: The file name suffix of a ``.nnz`` (``model.h5`` -> ``model.nnz``).
+NNZ_SUFFIX = ".nnz"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
 #: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7);
 #: :func:`format_minor` picks the lowest one a file's features need.
@@ -121,17 +123,47 @@ def header_dictionary_for(flags: int) -> bytes | None:
     return None
 
 
+#: The minor version that introduced the tensor member ``widen`` (§4.5).
+WIDEN_MINOR = 2
+
+
+@dataclass(frozen=True)
+class SourceRules:
+    """What the container needs to know of the source formats (§5), which sit above it.
+
+    The compact form (§3.1 item 5) leaves out tensor names a ``source.structure`` defines, and
+    a source format may have features of a later minor version (§2: an ``onnx`` subgraph's
+    tensors, 1.2).  The container cannot import the formats (they import it), so
+    :mod:`nnzip.formats` hands these two functions over when it is imported
+    (:func:`use_source_rules`); until then no name is derived and no source feature counted.
+    """
+
+    #: ``names(source)``: the tensor names a header's ``source`` object defines (rule 3.3), or
+    #: None when its structure is not valid (its format's check failed, or no such format).
+    names: Callable[[object], list | None] = lambda source: None
+    #: ``minor(source)``: the lowest minor version the features of a header's ``source`` need.
+    minor: Callable[[object], int] = lambda source: 0
+
+
+_source_rules = SourceRules()
+
+
+def use_source_rules(rules: SourceRules) -> None:
+    """Install the source formats' :class:`SourceRules` (called once, by :mod:`nnzip.formats`)."""
+    global _source_rules
+    _source_rules = rules
+
+
 def format_minor(header: dict, flags: int) -> int:
     """The minor version a file is written as: the lowest whose features it uses (spec/container.md §2).
 
     1.2 when the stored header uses dictionary 2 or the compact form, or a tensor is widened
-    (``widen``, §4.5), or an ONNX source carries subgraph tensors (§5.7) — any other 1.2 feature: add its test here, this is the one place the
-    writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so such a file is
-    byte for byte what nnzip 1.0 wrote.
+    (``widen``, §4.5), or the source format says its structure needs it (an ONNX source carrying
+    subgraph tensors, §5.7: :class:`SourceRules`) — any other 1.2 feature: add its test here, this
+    is the one place the writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so
+    such a file is byte for byte what nnzip 1.0 wrote.
     """
-    from .pipeline import WIDEN_MINOR, uses_widen  # pipeline imports stages; only writers need it
-
-    if flags & FLAGS_1_2 or uses_widen(header) or _uses_subgraph_tensors(header):
+    if flags & FLAGS_1_2 or _uses_widen(header) or _source_rules.minor(header.get("source")) >= 2:
         return WIDEN_MINOR
     return 1 if _has_chunks(header) else 0
 
@@ -214,14 +246,10 @@ def _write_head(handle: BinaryIO, header: dict, table: list[dict], compress_head
     return written + handle.write(b"\0" * (align(written) - written))
 
 
-def _uses_subgraph_tensors(header: dict) -> bool:
-    """Whether an ONNX source carries tensors of its subgraphs (a 1.2 feature, §5.7)."""
-    source = header.get("source")
-    if isinstance(source, dict) and source.get("format") == "onnx":
-        from .formats.onnx_format import uses_subgraph_tensors  # the onnx module imports onnx itself only when used
-
-        return bool(uses_subgraph_tensors(source.get("structure")))
-    return False
+def _uses_widen(header: dict) -> bool:
+    """Whether any tensor entry of *header* names ``widen`` (a 1.2 file); tolerant of malformed headers, which tests write."""
+    tensors = header.get("tensors")
+    return isinstance(tensors, list) and any(isinstance(entry, dict) and "widen" in entry for entry in tensors)
 
 
 def _has_chunks(header: dict) -> bool:
@@ -380,20 +408,11 @@ def _expand_tensors(tensors: list) -> None:
 def _derived_names(header: dict) -> list | None:
     """The tensor names *header*'s ``source.structure`` defines (rule 3.3), or None when it is not a valid structure.
 
-    The source format's own check runs first (it raises its own rule's FormatError, caught
-    here: the writer then keeps the names, the reader reports the structure's error).
+    The source formats answer (:class:`SourceRules`): their own check runs first, and a
+    structure it refuses gives None (the writer then keeps the names, the reader reports the
+    structure's error by its own rule).
     """
-    from . import formats  # the source formats' rules; imported here, as the container itself does not depend on them
-
-    source = header.get("source")
-    source_format = formats.get_format(source.get("format")) if isinstance(source, dict) and isinstance(source.get("format"), str) else None
-    if source_format is None:
-        return None
-    try:
-        source_format.check_structure(source.get("structure"))
-        return list(source_format.tensor_names(source["structure"]))
-    except FormatError:
-        return None
+    return _source_rules.names(header.get("source"))
 
 
 def _expand_names(header: dict) -> None:

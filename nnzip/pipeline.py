@@ -357,6 +357,10 @@ class CheckedTensor:
     widen: str | None = None
     #: What the transform rebuilds: ``spec`` itself, or its float32 widening.
     chain_spec: ArraySpec | None = None
+    #: The entry's name, for decode errors (:func:`decode_checked` reads nothing else of the entry).
+    name: str = ""
+    #: Per part, its ``chunk_size`` (§4.4), or None for an unchunked part.
+    chunk_sizes: list = field(default_factory=list)
 
 
 def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> CheckedTensor:
@@ -402,7 +406,8 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
             f"beyond its {output_spec.nbytes:,}-byte output (cap {cap:,})"
         )
     _check_ops(ops, blob_sizes, limits, f"tensor {name!r}")
-    return CheckedTensor(output_spec, transform, config, checked, work, ops, widen if "widen" in entry else None, spec)
+    return CheckedTensor(output_spec, transform, config, checked, work, ops, widen if "widen" in entry else None, spec, name,
+                         [part.get("chunk_size") for part in parts])
 
 
 def widened_cost(spec: ArraySpec, work: int, ops: int) -> tuple[int, int]:
@@ -541,15 +546,23 @@ def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[in
                   executor: Executor | None = None) -> np.ndarray:
     """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``, within *limits*.
 
+    :func:`check_tensor_entry`, then :func:`decode_checked`; a reader that has checked the
+    entry already (:class:`nnzip.reader.NnzReader`) calls :func:`decode_checked` itself.
+    """
+    return decode_checked(check_tensor_entry(entry, blob_sizes, limits), blob, executor)
+
+
+def decode_checked(checked: CheckedTensor, blob: Callable[[int], bytes], executor: Executor | None = None) -> np.ndarray:
+    """Rebuild one tensor from its checked entry (:func:`check_tensor_entry`) and ``blob(index)``.
+
     The chunks of a chunked part are read and decoded on *executor* (each checked by its own
     CRC-32 as ``blob`` reads it); the result never depends on it.
     """
-    checked = check_tensor_entry(entry, blob_sizes, limits)
     parts = {}
-    for (part_name, indexes, resolved), part in zip(checked.parts, entry["parts"]):
+    for (part_name, indexes, resolved), chunk_size in zip(checked.parts, checked.chunk_sizes):
         stage, input_spec, config = resolved[-1]
         if stage.kind is Kind.BYTES:
-            data = _decode_chunks(blob, indexes, stage, config, chunk_bounds(input_spec.size, part.get("chunk_size")), executor)
+            data = _decode_chunks(blob, indexes, stage, config, chunk_bounds(input_spec.size, chunk_size), executor)
             resolved = resolved[:-1]
         else:
             data = b"".join(blob(index) for index in indexes)
@@ -559,7 +572,7 @@ def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[in
     chain_spec = checked.chain_spec or checked.spec
     array = np.asarray(checked.transform.decode(parts, chain_spec, checked.config))
     if array.shape != chain_spec.shape or array.dtype != chain_spec.dtype:
-        raise FormatError(f"tensor {entry['name']!r}: transform returned {array.dtype}{array.shape}, expected {chain_spec.dtype}{chain_spec.shape}")
+        raise FormatError(f"tensor {checked.name!r}: transform returned {array.dtype}{array.shape}, expected {chain_spec.dtype}{chain_spec.shape}")
     if checked.widen is not None:
         array = narrow_values(array, checked.widen)
     return array

@@ -24,6 +24,8 @@ from .options import budget_from_options, rules_from_options, scheduler_from_opt
 from .outputs import private_directory
 from .workers import Progress
 from .writer import CompressReport
+from .reader import NnzReader
+from .rebuild import decompress as decompress_file, default_decompressed, rebuild
 
 #: Where :func:`compress` may write: a path, or a binary file object (the finished file is copied into it).
 Destination = Union[str, os.PathLike, BinaryIO, None]
@@ -130,14 +132,10 @@ def decompress(src: str | os.PathLike, dst: Destination = None, *, force: bool =
     limits = DecodeLimits(max_output=max_output) if max_output is not None else DEFAULT_LIMITS
     cluster = scheduler_from_options(scheduler, scheduler_timeout)
     if dst is None or isinstance(dst, (str, os.PathLike)):
-        return api.decompress(src, dst, force=force, progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
-    with private_directory() as directory:
-        from .container import open_container
-
-        with open_container(src) as container:
-            api.check_header(container.header, container.file_size, limits)
-            suffix = api.default_decompressed(Path("x.nnz"), container.header).suffix
-        written = api.decompress(src, directory / f"rebuilt{suffix}", progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
+        return decompress_file(src, dst, force=force, progress=progress, limits=limits, scheduler=cluster, jobs=jobs)
+    with private_directory() as directory, NnzReader(src, limits=limits) as reader:
+        suffix = default_decompressed(Path("x.nnz"), reader.header).suffix
+        written = rebuild(reader, directory / f"rebuilt{suffix}", progress=progress, scheduler=cluster, jobs=jobs)
         with open(written, "rb") as handle:
             shutil.copyfileobj(handle, dst, 2**20)
     return dst

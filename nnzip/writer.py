@@ -7,30 +7,26 @@ checks on what it wrote before the file takes its name.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from . import formats
 from .budget import Budget, encode_with_budget
-from .container import BlobSpool, write_container, write_spooled
+from .container import NNZ_SUFFIX, BlobSpool, write_container, write_spooled
 from .encoder import TensorReport, encode_model, strip_informative, strip_structure
 from .errors import ConfigError, FormatError, NnzipError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .outputs import atomic_output, check_writable
 from .pipeline import TensorPlan
 from .plan import PlanRules
-from .reader import open as open_checked
+from .reader import NnzReader
 from .workers import Progress, workers
 
 if TYPE_CHECKING:
     from .distributed import Scheduler
-
-NNZ_SUFFIX = ".nnz"
 
 
 @dataclass
@@ -127,13 +123,13 @@ def compress(
 def _check_readable(path: Path, output: Path, limits: DecodeLimits) -> int:
     """Run the reader's own checks on a file just written; returns its decoded tensor bytes.
 
-    The writer applies the reader's caps this way (opening the file as :func:`nnzip.open`
-    does, which runs every check) rather than copying them, so that every rule a reader
+    The writer applies the reader's caps this way (opening it with :class:`nnzip.reader.NnzReader`,
+    which runs every check) rather than copying them, so that every rule a reader
     adds is one the writer keeps.
     """
     try:
-        with open_checked(path, limits=limits) as checked:
-            return sum(math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize for entry in checked.header["tensors"])
+        with NnzReader(path, limits=limits) as reader:
+            return reader.decoded_bytes()
     except FormatError as exc:
         hint = ""
         if "rule 4.7" in str(exc):

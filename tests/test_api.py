@@ -48,7 +48,7 @@ def blob_ranges(header: dict, data_start: int, indices) -> set[tuple[int, int]]:
 def test_open_reads_only_the_asked_tensors_blobs(mlp_nnz):
     handle = CountingBytes(mlp_nnz.read_bytes())
     with nnzip.open(handle) as f:
-        data_start = f._container.data_start
+        data_start = f.reader.container.data_start
         every_blob = blob_ranges(f.header, data_start, range(len(f.header["blobs"])))
         # opening reads the preamble, header and inter-blob padding: no blob byte
         for offset, size in handle.reads:

@@ -27,7 +27,7 @@ import pytest
 
 from .decode_cost_tools import GOLDEN, WORST_CASES, craft, fft_low_file, lzw_part, raw_part, svd_file
 from .nnz_tools import assert_decompress_rejects
-from nnzip import api
+from nnzip import api, header_rules
 from nnzip.container import read_container
 from nnzip.errors import ConfigError, FormatError
 from nnzip.limits import DecodeLimits
@@ -61,7 +61,7 @@ def header_of(data: bytes) -> dict:
 
 def first_entry(data: bytes):
     header = header_of(data)
-    return check_tensor_entry(header["tensors"][0], api.blob_sizes(header))
+    return check_tensor_entry(header["tensors"][0], header_rules.blob_sizes(header))
 
 
 # --- rule 4.8.1: working memory -------------------------------------------------------------
@@ -79,8 +79,8 @@ def test_rule4_8_1_limit_can_be_raised():
     data = fft_low_file(3500, 3500, 10)
     header = header_of(data)
     with pytest.raises(FormatError, match="rule 4.8.1"):
-        api.check_header(header, len(data))
-    api.check_header(header, len(data), DecodeLimits(max_work=1 << 30))
+        header_rules.check_header(header, len(data))
+    header_rules.check_header(header, len(data), DecodeLimits(max_work=1 << 30))
 
 
 def test_rule4_8_1_default_scales_with_the_output():
@@ -106,7 +106,7 @@ def test_rule4_8_2_is_summed_over_the_file(tmp_path, capsys):
            [lzw_part("u", "<f4", [4096, 1200]), raw_part("s", np.ones(1200, "<f4")), lzw_part("vt", "<f4", [1200, 4096])])
     data = craft(*one, second=one)
     header = header_of(data)
-    sizes = api.blob_sizes(header)
+    sizes = header_rules.blob_sizes(header)
     for entry in header["tensors"]:
         check_tensor_entry(entry, sizes)  # each alone is within the cap
     assert_rejected(tmp_path, data, capsys, "rule 4.8.2", "the file")
@@ -447,7 +447,7 @@ def test_uniform_rounding_past_float16_max_is_refused():
 def test_golden_file_is_far_below_every_cap():
     header = header_of(GOLDEN.read_bytes())
     for entry in header["tensors"]:
-        checked = check_tensor_entry(entry, api.blob_sizes(header))
+        checked = check_tensor_entry(entry, header_rules.blob_sizes(header))
         assert checked.work <= 2 * checked.spec.nbytes and checked.ops < 1000
 
 

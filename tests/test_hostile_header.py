@@ -24,6 +24,7 @@ from nnzip import api, cli
 from nnzip.container import encode_header
 from nnzip.errors import NnzipError
 from nnzip.plan import PlanRules, Settings
+from nnzip.verification import _original_beside
 from .samples import SAMPLES
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden-tiny.nnz"
@@ -324,10 +325,10 @@ def test_verify_ignores_a_recorded_name_that_is_not_a_regular_file(tmp_path, cap
     nnz = tmp_path / "tiny.nnz"
     nnz.write_bytes(mutated(lambda h: h["source"].update(filename="fifo")))
     os.mkfifo(tmp_path / "fifo")
-    assert api._original_beside(nnz, split_file(nnz.read_bytes())[0]) is None
+    assert _original_beside(nnz, split_file(nnz.read_bytes())[0]) is None
     (tmp_path / "fifo").unlink()
     (tmp_path / "fifo").write_bytes(b"")
-    assert api._original_beside(nnz, split_file(nnz.read_bytes())[0]) == tmp_path / "fifo"
+    assert _original_beside(nnz, split_file(nnz.read_bytes())[0]) == tmp_path / "fifo"
 
 
 # --- structure-aware mutation of real files -----------------------------------------------------

@@ -27,7 +27,8 @@ import os
 
 import numpy as np
 
-from ..errors import InputError
+from .. import container
+from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from . import keras_h5, keras_v3, npz, onnx_format, safetensors, sharded
@@ -175,6 +176,21 @@ def layer_weights(model: Model, tensors: dict[str, np.ndarray] | None = None) ->
     """
     return _facet(model.source_format, "layer_weights")(model, tensors)
 
+
+def structure_names(source: object) -> list | None:
+    """The tensor names a header's ``source`` defines (rule 3.3), or None when its format or structure is not valid."""
+    source_format = get_format(source.get("format")) if isinstance(source, dict) else None
+    if source_format is None:
+        return None
+    try:
+        source_format.check_structure(source.get("structure"))
+        return list(source_format.tensor_names(source["structure"]))
+    except FormatError:
+        return None
+
+
+# The container's compact form and version choice need these; it cannot import the formats (they sit above it).
+container.use_source_rules(container.SourceRules(structure_names, structure_minor))
 
 __all__ = [
     "FORMATS", "Probe", "SourceFormat", "element_types", "exact_names", "get_format", "keras_version", "layer_weights",
