@@ -27,7 +27,7 @@ RE_EXPORTS = {
     "encode_model": encoder, "encode_job": encoder, "TensorJob": encoder, "TensorReport": encoder, "tensor_bytes": encoder,
     "strip_structure": encoder, "strip_informative": encoder,
     "Budget": budget, "encode_with_budget": budget,
-    "Workers": workers, "workers": workers, "Progress": workers, "WINDOW_MIN_BYTES": workers,
+    "Workers": workers, "Progress": workers,
     "relative_error": metrics, "ERROR_BLOCK": metrics,
     "describe_chain": chains,
     "SweepReport": sweep,

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 import nnzip
-from nnz_tools import assert_decompress_rejects, blobs_of, golden_tiny_bytes, rebuild, split_file
+from .nnz_tools import assert_decompress_rejects, blobs_of, golden_tiny_bytes, rebuild, split_file
 from nnzip import api, cli, header_rules, pipeline
 from nnzip import reader as reader_module
 from nnzip.errors import FormatError
 from nnzip.limits import DecodeLimits
 from nnzip.options import rules_from_options
 from nnzip.reader import NnzReader
-from samples import SAMPLES
+from .samples import SAMPLES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = sorted(FIXTURES.glob("golden-*.nnz"))

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from .. import container
+from ..container import SourceRules, use_source_rules
 from ..errors import FormatError, InputError
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
@@ -190,7 +190,7 @@ def structure_names(source: object) -> list | None:
 
 
 # The container's compact form and version choice need these; it cannot import the formats (they sit above it).
-container.use_source_rules(container.SourceRules(structure_names, structure_minor))
+use_source_rules(SourceRules(structure_names, structure_minor))
 
 __all__ = [
     "FORMATS", "Probe", "SourceFormat", "element_types", "exact_names", "get_format", "keras_version", "layer_weights",
