@@ -11,7 +11,6 @@ refused with the same message in both.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from typing import Any, Callable
 
 from .distributed import DEFAULT_TIMEOUT, MAX_ADDRESS_CHARS, Scheduler, check_address
 from .errors import ConfigError, NnzipError, UsageError
-from .plan import PlanRules, Settings, load_plan_file, matches, parse_layer_override, parse_settings, validate
+from .plan import PlanRules, Settings, close_matches, load_plan_file, matches, parse_layer_override, parse_settings, validate
 
 #: The lossy settings, in the order messages name them (keyword -> CLI flag).
 LOSSY = {"bits": "--bits", "uniform": "--uniform", "prune": "--prune", "rank": "--rank", "energy": "--energy", "fft_keep": "--fft-keep"}
@@ -45,15 +44,8 @@ class CheckedRules(PlanRules):
     def to_json(self) -> dict:  # noqa: D102 - as PlanRules, after checking every override matched
         for pattern, _ in self.overrides:
             if not any(matches(pattern, name) for name in self.seen):
-                raise ConfigError(f"--layer {pattern!r} matches no tensor{_close(pattern, self.seen)}")
+                raise ConfigError(f"--layer {pattern!r} matches no tensor{close_matches(pattern, self.seen)}")
         return super().to_json()
-
-
-def _close(pattern: str, names: Sequence[str]) -> str:
-    """``; close matches: dense_1, dense_1/kernel`` (layer names and full tensor names), or ''."""
-    words = dict.fromkeys([part for name in names for part in name.split("/")] + list(names))
-    close = difflib.get_close_matches(pattern, list(words), n=5, cutoff=0.6)
-    return f"; close matches: {', '.join(close)}" if close else "; no close match"
 
 
 def rules_from_options(*, bits: int | None = None, prune: float | None = None, rank: int | None = None, energy: float | None = None,

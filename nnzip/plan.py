@@ -37,11 +37,13 @@ Which tensors lossy settings touch (:func:`is_lossy_candidate`):
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import os
 import re
 from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -174,6 +176,13 @@ class PlanRules:
 def matches(pattern: str, tensor_name: str) -> bool:
     """True when *pattern* is the tensor name, one of its path components, or a glob matching it."""
     return pattern == tensor_name or pattern in tensor_name.split("/") or fnmatch.fnmatchcase(tensor_name, pattern)
+
+
+def close_matches(pattern: str, names: Sequence[str]) -> str:
+    """For a pattern that matched nothing: ``; close matches: dense_1, dense_1/kernel`` (layer names and full tensor names), or ''."""
+    words = dict.fromkeys([part for name in names for part in name.split("/")] + list(names))
+    close = difflib.get_close_matches(pattern, list(words), n=5, cutoff=0.6)
+    return f"; close matches: {', '.join(close)}" if close else "; no close match"
 
 
 def load_plan_file(path: str | os.PathLike, base: Settings) -> PlanRules:

@@ -29,7 +29,7 @@ from .errors import ConfigError, NnzipError, NoSaving
 from .model import Model
 from .outputs import atomic_output, check_writable
 from .pipeline import TensorPlan
-from .plan import is_lossy_candidate, layer_weight, matches
+from .plan import close_matches, is_lossy_candidate, layer_weight, matches
 from .stages.base import LossyRangeError
 from .workers import Progress
 
@@ -111,10 +111,9 @@ def run(model: str | os.PathLike, data: str | os.PathLike, method: str, *, layer
 
 def check_selection(pattern: str | None, names: list[str]) -> None:
     """``sweep --layer``: a pattern matching no tensor at all is an error naming the close matches (as compress's --layer)."""
-    from .options import _close
 
     if pattern is not None and not any(matches(pattern, name) for name in names):
-        raise NnzipError(f"--layer {pattern!r} matches no tensor{_close(pattern, names)}")
+        raise NnzipError(f"--layer {pattern!r} matches no tensor{close_matches(pattern, names)}")
 
 
 def settings_for(method: str, shape: tuple[int, ...]) -> list[float]:
