@@ -7,6 +7,11 @@ A tensor's encoding (stored as one entry of the header's ``tensors`` list) is::
 
 The rules a chain must satisfy are numbered in ``spec/container.md`` §4.2 and
 each message below names its rule, so a user (or a test) knows which one broke.
+
+Both ways the pipeline works with stage *instances*: each stored configuration is parsed
+once (``Stage.from_config``), a checked entry (:class:`CheckedTensor`) holds the instances,
+and what an encoded entry stores is each instance's ``to_config()``.  Which serializer and
+bytes stage a part gets is the encoder's policy, :mod:`nnzip.stages.policy`.
 """
 
 from __future__ import annotations

@@ -253,11 +253,6 @@ class IndexCoding:
         return {"index_coding": self.index_coding, "index_bits": self.index_bits, "codes": self.codes}
 
 
-def check_index_config(stage_id: str, config: Mapping[str, Any], kept: int, size: int, choices: tuple[str, ...]) -> None:
-    """Check the index-coding fields of a configuration against the tensor *size* (:meth:`IndexCoding.from_config`)."""
-    IndexCoding.from_config(stage_id, config, kept, size, choices)
-
-
 def index_specs(index: IndexCoding, kept: int, m: int, n: int) -> list[ArraySpec]:
     """Specs of the index arrays of a checked coding, in part order."""
     coding = index.index_coding

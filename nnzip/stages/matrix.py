@@ -96,7 +96,7 @@ def require_representable(stage_id: str, parts: Mapping[str, np.ndarray], dtype:
 
 
 def require_float_spec(stage_id: str, spec: ArraySpec) -> None:
-    """Decoder check (from ``check_config``): raise FormatError unless the tensor is float."""
+    """Decoder check (from ``from_config``): raise FormatError unless the tensor is float."""
     if not is_float(spec):
         raise FormatError(f"{stage_id}: a float tensor is required, the file declares {spec.dtype}")
 

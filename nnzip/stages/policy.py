@@ -25,8 +25,9 @@ each part once its value stages have run; everything else is the rule behind tha
 * chunking: serialized bytes over the pipeline's chunk size are coded in chunks
   (:func:`best_chunked`), one bytes stage and one configuration per part.
 
-The coders are looked up as module attributes at call time (``huffman.encode_below``), so a
-test may replace one.
+The coder modules are imported when first needed (a reader never loads them through this
+module) and their functions looked up at call time (``huffman.encode_below``), so a test may
+replace one.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Callable
 import numpy as np
 
 from ..limits import DEFAULT_OPS_PER_DATA_BYTE
-from . import arith, get_stage, huffman, lzw
+from . import get_stage
 from .base import ArraySpec, BytesSpec
 from .entropy import entropy_bound, symbol_counts
 
@@ -56,10 +57,6 @@ LZW_FULL_TRIAL_BYTES = 1 << 18
 LZW_WINDOWS, LZW_WINDOW_BYTES = 4, 1 << 16
 #: ...and tried in full only if the estimate is below this multiple of the best size so far.
 LZW_SKIP_RATIO = 1.25
-
-#: The stage classes of the bytes coders, by id (their ``encode`` codes a chunk with a given configuration).
-_CODERS = {"huffman": huffman.Huffman, "lzw": lzw.LZW, "arith": arith.Arith}
-
 
 def chunk_bounds(size: int, chunk_size: int | None) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` of the chunks of *size* serialized bytes (one chunk when *chunk_size* is None)."""
@@ -140,6 +137,8 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
     :data:`ARITH_EXACT_BYTES`, ``arith`` must beat the best other coding by
     :data:`ARITH_MIN_GAIN` (its decode is the slowest by far).
     """
+    from . import arith, huffman, lzw
+
     coders = {"huffman": huffman.encode_below, "lzw": lzw.encode_below, "arith": arith.encode_below}
     data = bytes(data)
     best: tuple[str | None, bytes, dict] = (None, data, {})
@@ -180,8 +179,10 @@ def arith_cost_ok(size: int, result: tuple[bytes, dict]) -> bool:
     """Whether an ``arith`` stream's declared decode operations stay within rule 4.8.2's default
     share of its own bytes (``2**15`` per stored byte), so choosing it can never push a file past
     the cap: ``arith`` decodes a bit at a time, so on blobs it shrinks more than ~21x it would."""
+    from .arith import Arith
+
     stream, config = result
-    stage = arith.Arith.from_config(config, BytesSpec(size))
+    stage = Arith.from_config(config, BytesSpec(size))
     return stage.decode_cost(BytesSpec(size), len(stream)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(stream)
 
 
@@ -191,6 +192,8 @@ def lzw_estimate(data: bytes) -> float:
     dictionary, times ``len(data)``."""
     if len(data) <= LZW_FULL_TRIAL_BYTES:
         return 0.0
+    from . import lzw
+
     return sum(lzw.lzw_size(w) for w in _lzw_windows(data)) / (LZW_WINDOWS * LZW_WINDOW_BYTES) * len(data)
 
 
@@ -201,6 +204,8 @@ def lzw_loses(data: bytes, best: int) -> bool:
     threshold = LZW_SKIP_RATIO * best
     if len(data) <= LZW_FULL_TRIAL_BYTES:
         return 0.0 >= threshold
+    from . import lzw
+
     sampled = LZW_WINDOWS * LZW_WINDOW_BYTES
     enough = math.ceil(threshold * sampled / len(data)) + 1  # window bytes that surely reach it
     total = 0
@@ -232,6 +237,8 @@ def best_chunked(data: bytes, chunk_size: int, executor: Executor | None = None)
     extra conditions as for a large unchunked blob, :func:`best_bytes_stage`).
     Chunks are coded on *executor*.
     """
+    from . import lzw
+
     view = memoryview(data)
     pieces = [view[start:end] for start, end in chunk_bounds(len(data), chunk_size)]
     best: tuple[str | None, list[bytes], dict] = (None, [], {})  # no coder wins: the caller stores the data unchunked
@@ -246,7 +253,7 @@ def best_chunked(data: bytes, chunk_size: int, executor: Executor | None = None)
             continue
         if stage_id == "arith" and not arith_may_pay(bytes(pieces[0]), best_first):
             continue  # the same histogram test as for an unchunked blob over 64 KiB
-        stage = _CODERS[stage_id]
+        stage = get_stage(stage_id)
         first, config = stage.encode(bytes(pieces[0]), BytesSpec(len(pieces[0])), {})
         rest = map_in_order(executor, lambda piece, stage=stage, config=config: stage.encode(bytes(piece), BytesSpec(len(piece)), config)[0],
                             pieces[1:])
