@@ -21,7 +21,7 @@ For each tensor it makes these blobs, as the pipeline would produce them:
   are the order-0 entropies of the bytes.
 
 Columns: input bytes, bound (bytes), huffman and lzw sizes, the best of
-none/huffman/lzw (:func:`nnzip.stages.entropy.best_bytes_stage`), ``zstd -19``,
+none/huffman/lzw (:func:`nnzip.stages.policy.best_bytes_stage`), ``zstd -19``,
 and encode/decode speed in MB/s of uncompressed bytes (best of ``--repeat``).
 Then totals per blob kind, the lossless float comparison (byteplanes vs zstd -19
 vs ZipNN when ``import zipnn`` works), throughput on 1-4 MB synthetic blobs, and
@@ -56,7 +56,8 @@ sys.path.insert(0, ROOT)
 from nnzip.stages.base import ArraySpec, BytesSpec  # noqa: E402
 from nnzip.stages.bitpack import pack  # noqa: E402
 from nnzip.stages.byteplanes import BytePlanes  # noqa: E402
-from nnzip.stages.entropy import best_bytes_stage, entropy_bound  # noqa: E402
+from nnzip.stages.entropy import entropy_bound  # noqa: E402
+from nnzip.stages.policy import best_bytes_stage  # noqa: E402
 from nnzip.stages.huffman import Huffman  # noqa: E402
 from nnzip.stages.kmeans import KMeans  # noqa: E402
 from nnzip.stages.lzw import LZW  # noqa: E402

@@ -7,20 +7,26 @@ A tensor's encoding (stored as one entry of the header's ``tensors`` list) is::
 
 The rules a chain must satisfy are numbered in ``spec/container.md`` §4.2 and
 each message below names its rule, so a user (or a test) knows which one broke.
+
+Both ways the pipeline works with stage *instances*: each stored configuration is parsed
+once (``Stage.from_config``), a checked entry (:class:`CheckedTensor`) holds the instances,
+and what an encoded entry stores is each instance's ``to_config()``.  Which serializer and
+bytes stage a part gets is the encoder's policy, :mod:`nnzip.stages.policy`.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
 from .errors import ConfigError, FormatError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .stages import ArraySpec, BytesSpec, Kind, get_stage
-from .stages.base import LossyRangeError, TransformStage
+from .stages.base import BLOCK_ELEMENTS, LossyRangeError, Stage, TransformStage, linear_cost
+from .stages.policy import best_tail, chunk_bounds, map_in_order
 
 #: Slack allowed over a bytes stage's ``max_expansion`` bound, for its own header bytes.
 EXPANSION_SLACK = 64
@@ -32,18 +38,9 @@ EXPANSION_SLACK = 64
 CHUNK_SIZE = 4 * 2**20
 
 
-def chunk_bounds(size: int, chunk_size: int | None) -> list[tuple[int, int]]:
-    """``[(start, end), ...]`` of the chunks of *size* serialized bytes (one chunk when *chunk_size* is None)."""
-    if chunk_size is None:
-        return [(0, size)]
-    return [(start, min(size, start + chunk_size)) for start in range(0, size, chunk_size)]
-
-
-def _map(executor: Executor | None, function: Callable, items: list) -> list:
-    """``[function(item) ...]`` in order, on *executor* when one is given (results never depend on it)."""
-    if executor is None or len(items) < 2:
-        return [function(item) for item in items]
-    return list(executor.map(function, items))
+def stage_ref(stage: Stage) -> dict:
+    """A stage as a header stores it: ``{"name": id, "configuration": stage.to_config()}``."""
+    return {"name": stage.id, "configuration": stage.to_config()}
 
 
 @dataclass
@@ -86,14 +83,15 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
         check_widen(plan.widen, stored_spec, f"tensor {name!r}")
         array = widen_values(array, plan.widen)  # exact: the chain sees the values, not their bits
     spec = ArraySpec.of(array)
-    transform = get_stage(plan.transform)
-    parts, transform_config = transform.encode(array, spec, plan.transform_params)
-    quantizable = set(transform.quantizable_parts(transform_config))
+    transform_class = get_stage(plan.transform)
+    parts, transform_config = transform_class.encode(array, spec, plan.transform_params)
+    transform = transform_class.from_config(transform_config, spec)  # the one parse: a reader's check of what is written
+    quantizable = set(transform.quantizable_parts())
     # A lossless transform whose parts are stored exactly rebuilds the very array: no need to
     # decode it again for the statistics, nor to keep the parts once coded (bounded memory).
     exact = transform.lossless and not (plan.value_stages and quantizable)
     entries, blobs, rebuilt_parts = [], [], {}
-    for part_name, part_spec in transform.part_specs(spec, transform_config).items():
+    for part_name, part_spec in transform.part_specs(spec).items():
         stages = plan.value_stages if part_name in quantizable else []
         part_entry, part_blobs, rebuilt = _encode_part(parts.pop(part_name), part_spec, stages, plan.entropy, executor)
         part_entry = {"name": part_name, **part_entry, "blob": len(blobs)}
@@ -106,7 +104,7 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
         # (its round-trip tests say so): the input is the reconstruction, with no decode pass and no copy.
         reconstruction = np.asarray(array).reshape(spec.shape)
     else:
-        reconstruction = np.asarray(transform.decode(rebuilt_parts, spec, transform_config)).astype(spec.dtype, copy=False)
+        reconstruction = np.asarray(transform.decode(rebuilt_parts, spec)).astype(spec.dtype, copy=False)
         del rebuilt_parts
     if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
         # Values near the dtype's maximum can round past it; such a tensor is stored losslessly.
@@ -118,7 +116,7 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
             # float32 values just below the largest finite one can round up to infinity in bfloat16
             raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {plan.widen}; store it losslessly")
         entry["widen"] = plan.widen
-    entry.update({"transform": {"name": transform.id, "configuration": transform_config}, "parts": entries})
+    entry.update({"transform": stage_ref(transform), "parts": entries})
     return EncodedTensor(entry, blobs, reconstruction.reshape(spec.shape))
 
 
@@ -126,8 +124,6 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
 
 #: ``widen`` value -> (the tensor dtype that carries its bit patterns, the dtype its chain runs on).
 WIDEN_TYPES = {"bfloat16": (np.dtype("<u2"), np.dtype("<f4"))}
-#: Format minor version that introduced the tensor member ``widen``.
-WIDEN_MINOR = 2
 
 
 def check_widen(widen: Any, spec: ArraySpec, where: str) -> ArraySpec:
@@ -153,7 +149,6 @@ def narrow_values(values: np.ndarray, widen: str) -> np.ndarray:
     In blocks of :data:`~nnzip.stages.base.BLOCK_ELEMENTS`, so the uint32 temporaries stay a
     few MiB whatever the tensor's size (the decode cost §4.5 declares).
     """
-    from .stages.base import BLOCK_ELEMENTS
     from .stages.cast import to_bfloat16
 
     flat = np.asarray(values, dtype="<f4").reshape(-1)
@@ -169,133 +164,28 @@ def logical_values(entry: Mapping, array: np.ndarray) -> np.ndarray:
     return widen_values(array, widen) if widen in WIDEN_TYPES else array
 
 
-def uses_widen(header: Mapping) -> bool:
-    """Whether any tensor entry of *header* names ``widen`` (a 1.2 file); tolerant of malformed headers, which tests write."""
-    tensors = header.get("tensors")
-    return isinstance(tensors, list) and any(isinstance(entry, dict) and "widen" in entry for entry in tensors)
-
-
 def _encode_part(values: np.ndarray, spec: ArraySpec, value_stages, entropy: bool, executor: Executor | None = None) -> tuple[dict, list[bytes], np.ndarray]:
     """Run ARRAY stages, then the best serializer + bytes stage; return (entry, blobs, rebuilt part)."""
     values = np.asarray(values, dtype=spec.dtype).reshape(spec.shape)
     codecs, applied = [], []
     current, current_spec = values, spec
     for stage_id, params in value_stages:
-        stage = get_stage(stage_id)
-        if stage.kind is not Kind.ARRAY:
-            raise ConfigError(f"rule 4.3.2: value stage {stage_id!r} is a {stage.kind.value} stage, not an array stage")
-        encoded, config = stage.encode(current, current_spec, params)
-        codecs.append({"name": stage.id, "configuration": config})
-        applied.append((stage, current_spec, config))
-        current, current_spec = encoded, stage.output_spec(current_spec, config)
-    tail, blobs, chunk_size = _best_tail(current, current_spec, entropy, executor)
+        stage_class = get_stage(stage_id)
+        if stage_class.kind is not Kind.ARRAY:
+            raise ConfigError(f"rule 4.3.2: value stage {stage_id!r} is a {stage_class.kind.value} stage, not an array stage")
+        encoded, config = stage_class.encode(current, current_spec, params)
+        stage = stage_class.from_config(config, current_spec)
+        codecs.append(stage_ref(stage))
+        applied.append(Step(stage, current_spec))
+        current, current_spec = encoded, stage.output_spec(current_spec)
+    tail, blobs, chunk_size = best_tail(current, current_spec, entropy, CHUNK_SIZE, executor)
     rebuilt = current
-    for stage, input_spec, config in reversed(applied):
-        rebuilt = stage.decode(rebuilt, input_spec, config)
+    for stage, input_spec in reversed(applied):
+        rebuilt = stage.decode(rebuilt, input_spec)
     entry = {**spec.to_json(), "codecs": codecs + tail}
     if chunk_size is not None:
         entry["chunk_size"] = chunk_size
     return entry, blobs, rebuilt
-
-
-def _best_tail(array: np.ndarray, spec: ArraySpec, entropy: bool, executor: Executor | None = None) -> tuple[list[dict], list[bytes], int | None]:
-    """Serialize (raw, or bitpack for unsigned integers) and entropy-code; keep the smallest.
-
-    Returns ``(tail stages, blobs, chunk size or None)``.  Serialized bytes over
-    :data:`CHUNK_SIZE` are coded in chunks (:func:`_best_chunked`).  Ties keep the earlier
-    candidate (raw before bitpack; none before huffman before lzw).
-    """
-    candidates = [("raw", {})]
-    if spec.dtype.kind == "u" and spec.size:
-        bits = max(1, int(array.max()).bit_length())
-        if bits < 8 * spec.dtype.itemsize:
-            candidates.append(("bitpack", {"bits": bits}))
-    best: tuple[list[dict], list[bytes], int | None] | None = None
-    for stage_id, params in candidates:
-        serializer = get_stage(stage_id)
-        view = _raw_view(array, spec) if stage_id == "raw" else None
-        if view is not None and len(view) > CHUNK_SIZE:
-            data, config = view, {}  # raw's bytes are the array's own: chunked from a view, not a tensor-sized copy
-        else:
-            data, config = serializer.encode(array, spec, params)
-        del view
-        tail, blobs, chunk_size = [{"name": serializer.id, "configuration": config}], [data], None
-        if entropy and len(data) > CHUNK_SIZE:
-            bytes_id, blobs, bytes_config = _best_chunked(data, executor)
-            if bytes_id is not None:
-                tail, chunk_size = tail + [{"name": bytes_id, "configuration": bytes_config}], CHUNK_SIZE
-            else:
-                blobs = [data]
-        elif entropy:
-            bytes_id, coded, bytes_config = _best_bytes_stage(data)
-            if bytes_id is not None:
-                tail, blobs = tail + [{"name": bytes_id, "configuration": bytes_config}], [coded]
-        if best is None or sum(map(len, blobs)) < sum(map(len, best[1])):
-            best = (tail, blobs, chunk_size)
-        del data
-    return best
-
-
-def _raw_view(array: np.ndarray, spec: ArraySpec) -> memoryview:
-    """The bytes the ``raw`` serializer writes (C order, the spec's byte order), as a view of *array* where it can be."""
-    return memoryview(np.ascontiguousarray(array, dtype=spec.dtype).reshape(-1).view(np.uint8))
-
-
-def _best_chunked(data: bytes, executor: Executor | None = None) -> tuple[str | None, list[bytes], dict]:
-    """The smallest coding of *data* in :data:`CHUNK_SIZE` chunks: ``(stage id or None, blobs, configuration)``.
-
-    One bytes stage and one configuration per part (the header stays one entry per part):
-    the first chunk picks each coder's parameters (Huffman's symbol width) as
-    :func:`_best_bytes_stage` would, the other chunks are coded with them, and the coder
-    whose chunks total the fewest bytes wins ("smallest wins", measured on what is stored;
-    ties to the simpler, none before huffman before lzw before arith; ``arith`` under the same
-    extra conditions as for a large unchunked blob, :func:`nnzip.stages.entropy.best_bytes_stage`).
-    Chunks are coded on *executor*.
-    """
-    from .stages.entropy import ARITH_MIN_GAIN, BYTES_STAGES, _arith_cost_ok, _arith_may_pay, lzw_loses
-    from .stages.lzw import encode_below as lzw_below
-
-    view = memoryview(data)
-    pieces = [view[start:end] for start, end in chunk_bounds(len(data), CHUNK_SIZE)]
-    best: tuple[str | None, list[bytes], dict] = (None, [], {})  # no coder wins: the caller stores the data unchunked
-    best_size, best_first = len(data), len(pieces[0])
-    for stage_id in BYTES_STAGES:
-        if stage_id == "lzw" and lzw_loses(bytes(pieces[0]), best_first):
-            continue  # its sample of the first chunk says it loses clearly to the best first chunk, as unchunked
-        if stage_id == "lzw":
-            coded = _lzw_chunks(pieces, best_size, executor, lzw_below)
-            if coded is not None:
-                best, best_size, best_first = (stage_id, coded[0], coded[1]), sum(map(len, coded[0])), len(coded[0][0])
-            continue
-        if stage_id == "arith" and not _arith_may_pay(bytes(pieces[0]), best_first):
-            continue  # the same histogram test as for an unchunked blob over 64 KiB
-        stage = get_stage(stage_id)
-        first, config = stage.encode(bytes(pieces[0]), BytesSpec(len(pieces[0])), {})
-        rest = _map(executor, lambda piece, stage=stage, config=config: stage.encode(bytes(piece), BytesSpec(len(piece)), config)[0], pieces[1:])
-        coded = [first, *rest]
-        size = sum(map(len, coded))
-        if stage_id == "arith" and (size >= (1 - ARITH_MIN_GAIN) * best_size
-                                    or not all(_arith_cost_ok(len(p), (c, config)) for p, c in zip(pieces, coded))):
-            continue  # as unchunked: arith must save ARITH_MIN_GAIN and stay within rule 4.8.2's default
-        if size < best_size:
-            best, best_size, best_first = (stage_id, coded, config), size, len(first)
-    return best
-
-
-def _lzw_chunks(pieces: list, best_size: int, executor: Executor | None, lzw_below: Callable) -> tuple[list[bytes], dict] | None:
-    """The chunks LZW-coded with default parameters if their total is below *best_size* bytes, else None.
-
-    Each chunk is coded only while it can still win (an LZW stream only grows): the first one
-    below *best_size*, the others below what the first leaves, so a losing LZW stops early.
-    """
-    first = lzw_below(bytes(pieces[0]), best_size)
-    if first is None:
-        return None
-    left = best_size - len(first[0])
-    rest = _map(executor, lambda piece: lzw_below(bytes(piece), left), pieces[1:])
-    if any(r is None for r in rest) or len(first[0]) + sum(len(r[0]) for r in rest) >= best_size:
-        return None
-    return [first[0], *(r[0] for r in rest)], first[1]
 
 
 def serialized_entropy(codecs: list[dict], serialized: bytes) -> float:
@@ -314,12 +204,12 @@ def serialized_entropy(codecs: list[dict], serialized: bytes) -> float:
 
 def serialized_bytes(part: dict, blobs: list[bytes]) -> bytes:
     """A part's serialized bytes: its blobs (one per chunk) with the bytes stage (if any) undone; the entry must be checked."""
-    resolved = _check_codecs(part["codecs"], _spec(part, "part"), "part")
-    stage, input_spec, config = resolved[-1]
+    chain = _check_codecs(part["codecs"], _spec(part, "part"), "part")
+    stage, input_spec = chain[-1]
     if stage.kind is not Kind.BYTES:
         return b"".join(blobs)
     bounds = chunk_bounds(input_spec.size, part.get("chunk_size"))
-    return b"".join(stage.decode(blob, BytesSpec(end - start), config) for blob, (start, end) in zip(blobs, bounds))
+    return b"".join(stage.decode(blob, BytesSpec(end - start)) for blob, (start, end) in zip(blobs, bounds))
 
 
 def part_blobs(part: dict) -> list[int]:
@@ -331,24 +221,37 @@ def part_blobs(part: dict) -> list[int]:
     return list(range(part["blob"], part["blob"] + -(-size // chunk_size)))
 
 
-def _best_bytes_stage(data: bytes) -> tuple[str | None, bytes, dict]:
-    from .stages.entropy import best_bytes_stage  # imported late: only encoders need it
-
-    return best_bytes_stage(data)
-
-
 # --- decoding ---------------------------------------------------------------------------
+
+
+class Step(NamedTuple):
+    """One stage of a checked part chain and the spec of its input (what its decode returns)."""
+
+    stage: Stage
+    spec: ArraySpec | BytesSpec
+
+
+class CheckedPart(NamedTuple):
+    """One part of a checked tensor entry, resolved for decoding."""
+
+    name: str
+    #: Blob indexes, one per chunk.
+    blobs: list[int]
+    #: The part's chain, first stage first.
+    chain: list[Step]
+    #: The part's ``chunk_size`` (§4.4), or None for one blob.
+    chunk_size: int | None = None
 
 
 @dataclass
 class CheckedTensor:
-    """A tensor entry that passed every static rule, resolved for decoding."""
+    """A tensor entry that passed every static rule, resolved for decoding: it holds stage instances,
+    each built once from its stored configuration (:meth:`~nnzip.stages.base.Stage.from_config`)."""
 
+    name: str
     spec: ArraySpec
-    transform: type[TransformStage]
-    config: dict
-    #: Per part: (name, blob indexes (one per chunk), [(stage, input spec, configuration), ...]).
-    parts: list[tuple[str, int, list]]
+    transform: TransformStage
+    parts: list[CheckedPart]
     #: Rule 4.8.1: peak bytes its decode holds beyond the tensor's own output.
     work: int = 0
     #: Rule 4.8.2: operations its decode costs.
@@ -357,10 +260,6 @@ class CheckedTensor:
     widen: str | None = None
     #: What the transform rebuilds: ``spec`` itself, or its float32 widening.
     chain_spec: ArraySpec | None = None
-    #: The entry's name, for decode errors (:func:`decode_checked` reads nothing else of the entry).
-    name: str = ""
-    #: Per part, its ``chunk_size`` (§4.4), or None for an unchunked part.
-    chunk_sizes: list = field(default_factory=list)
 
 
 def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS) -> CheckedTensor:
@@ -376,12 +275,11 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
     # Rule 4.11: a widened tensor's transform and parts describe its float32 values (§4.5).
     spec = check_widen(widen, output_spec, f"tensor {name!r}") if "widen" in entry else output_spec
     transform_ref = entry.get("transform")
-    transform = get_stage(_stage_name(transform_ref, name))
-    if transform.kind is not Kind.TRANSFORM:
-        raise FormatError(f"rule 4.3.1: tensor {name!r}: {transform.id!r} is not a transform stage")
-    config = transform_ref["configuration"]
-    transform.check_config(config, spec)
-    expected = transform.part_specs(spec, config)
+    transform_class = get_stage(_stage_name(transform_ref, name))
+    if transform_class.kind is not Kind.TRANSFORM:
+        raise FormatError(f"rule 4.3.1: tensor {name!r}: {transform_class.id!r} is not a transform stage")
+    transform = transform_class.from_config(transform_ref["configuration"], spec)
+    expected = transform.part_specs(spec)
     parts = entry.get("parts")
     if not isinstance(parts, list) or [p.get("name") if isinstance(p, dict) else None for p in parts] != list(expected):
         raise FormatError(f"rule 4.2: tensor {name!r}: parts must be exactly {list(expected)} in that order")
@@ -391,12 +289,12 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
         part_spec = _spec(part, where)
         if part_spec != expected[part["name"]]:
             raise FormatError(f"rule 4.2: {where} is {part_spec.to_json()}, its transform makes {expected[part['name']].to_json()}")
-        resolved = _check_codecs(part.get("codecs"), part_spec, where)
-        blobs = _check_chunks(part, resolved, len(blob_sizes), where)
-        for index, (start, end) in zip(blobs, chunk_bounds(serialized_size(resolved), part.get("chunk_size"))):
-            _check_blob_size(resolved, blob_sizes[index], where, end - start)
-        checked.append((part["name"], blobs, resolved))
-    work, ops = decode_cost(spec, transform, config, checked, blob_sizes)
+        chain = _check_codecs(part.get("codecs"), part_spec, where)
+        blobs = _check_chunks(part, chain, len(blob_sizes), where)
+        for index, (start, end) in zip(blobs, chunk_bounds(serialized_size(chain), part.get("chunk_size"))):
+            _check_blob_size(chain, blob_sizes[index], where, end - start)
+        checked.append(CheckedPart(part["name"], blobs, chain, part.get("chunk_size")))
+    work, ops = decode_cost(spec, transform, checked, blob_sizes)
     if "widen" in entry:
         work, ops = widened_cost(output_spec, work, ops)
     cap = limits.work_cap(spec.nbytes)  # a widened tensor's cap is its float32 tensor's (§4.5)
@@ -406,22 +304,19 @@ def check_tensor_entry(entry: Any, blob_sizes: list[int], limits: DecodeLimits =
             f"beyond its {output_spec.nbytes:,}-byte output (cap {cap:,})"
         )
     _check_ops(ops, blob_sizes, limits, f"tensor {name!r}")
-    return CheckedTensor(output_spec, transform, config, checked, work, ops, widen if "widen" in entry else None, spec, name,
-                         [part.get("chunk_size") for part in parts])
+    return CheckedTensor(name, output_spec, transform, checked, work, ops, widen if "widen" in entry else None, spec)
 
 
 def widened_cost(spec: ArraySpec, work: int, ops: int) -> tuple[int, int]:
     """``(work, ops)`` of a widened tensor (§4.5) from those of its float32 chain: the float32 tensor
     (4 bytes an element) is a temporary, and narrowing it holds it, the output and 12 bytes an
     element of one block (uint32 temporaries), in three passes."""
-    from .stages.base import BLOCK_ELEMENTS, linear_cost
-
     n = spec.size
     peak = max(work + 4 * n, 4 * n + spec.nbytes + 12 * min(n, BLOCK_ELEMENTS))
     return peak - spec.nbytes, ops + linear_cost(n, passes=3).ops
 
 
-def decode_cost(spec: ArraySpec, transform: type[TransformStage], config: dict, parts: list, blob_sizes: list[int]) -> tuple[int, int]:
+def decode_cost(spec: ArraySpec, transform: TransformStage, parts: list[CheckedPart], blob_sizes: list[int]) -> tuple[int, int]:
     """``(work, ops)`` of decoding one checked tensor (spec/container.md §4.3, rules 4.8.1, 4.8.2).
 
     Decoding holds, at each step of a part's chain, the stage's stored input, its output and
@@ -430,19 +325,19 @@ def decode_cost(spec: ArraySpec, transform: type[TransformStage], config: dict, 
     minus the tensor's own bytes (which rule 4.7 counts); ``ops`` the sum of every stage's.
     """
     held = peak = ops = 0
-    for _, blobs, resolved in parts:
+    for part in parts:
         # A chunked part counts as one blob of its chunks' total: an upper bound of chunk-wise decoding.
-        stored = sum(blob_sizes[blob] for blob in blobs)
+        stored = sum(blob_sizes[blob] for blob in part.blobs)
         part_peak = 0
-        for stage, input_spec, stage_config in reversed(resolved):
+        for stage, input_spec in reversed(part.chain):
             decoded = _nbytes(input_spec)
-            cost = stage.decode_cost(input_spec, stage_config, stored)
+            cost = stage.decode_cost(input_spec, stored)
             part_peak = max(part_peak, stored + decoded + cost.work)
             ops += cost.ops
             stored = decoded
         peak = max(peak, held + part_peak)
         held += stored
-    cost = transform.decode_cost(spec, config)
+    cost = transform.decode_cost(spec)
     ops += cost.ops
     output = 0 if transform.output_is_part else spec.nbytes
     peak = max(peak, held + cost.work + output)
@@ -480,42 +375,42 @@ def _stage_name(ref: Any, where: str) -> str:
     return ref["name"]
 
 
-def _check_codecs(codecs: Any, spec: ArraySpec, where: str) -> list:
-    """Check a part's codec list (rules 4.3.1-4.3.4, 4.5); return [(stage, input spec, config)]."""
+def _check_codecs(codecs: Any, spec: ArraySpec, where: str) -> list[Step]:
+    """Check a part's codec list (rules 4.3.1-4.3.4, 4.5); return its chain of checked stages."""
     if not isinstance(codecs, list) or not codecs:
         raise FormatError(f"rule 4.3.3: {where}: codecs must be a non-empty list")
-    resolved, current = [], spec
+    chain: list[Step] = []
+    current = spec
     for ref in codecs:
-        stage = get_stage(_stage_name(ref, where))
-        config = ref["configuration"]
-        previous = resolved[-1][0].kind if resolved else Kind.ARRAY
-        if stage.kind is Kind.TRANSFORM:
-            raise FormatError(f"rule 4.3.1: {where}: transform {stage.id!r} may only come first, once per tensor")
-        if stage.kind is Kind.ARRAY and previous is not Kind.ARRAY:
-            raise FormatError(f"rule 4.3.2: {where}: array stage {stage.id!r} after a {previous.value} stage")
-        if stage.kind is Kind.SERIALIZE and previous is not Kind.ARRAY:
-            raise FormatError(f"rule 4.3.3: {where}: a second serialize stage {stage.id!r}")
-        if stage.kind is Kind.BYTES and previous is not Kind.SERIALIZE:
-            raise FormatError(f"rule 4.3.4: {where}: bytes stage {stage.id!r} must follow the serialize stage, at most one")
-        stage.check_config(config, current)
-        resolved.append((stage, current, config))
-        if stage.kind is Kind.ARRAY:
-            current = stage.output_spec(current, config)
-        elif stage.kind is Kind.SERIALIZE:
-            current = BytesSpec(stage.encoded_size(current, config))
-    if not any(stage.kind is Kind.SERIALIZE for stage, _, _ in resolved):
+        stage_class = get_stage(_stage_name(ref, where))
+        kind, previous = stage_class.kind, chain[-1].stage.kind if chain else Kind.ARRAY
+        if kind is Kind.TRANSFORM:
+            raise FormatError(f"rule 4.3.1: {where}: transform {stage_class.id!r} may only come first, once per tensor")
+        if kind is Kind.ARRAY and previous is not Kind.ARRAY:
+            raise FormatError(f"rule 4.3.2: {where}: array stage {stage_class.id!r} after a {previous.value} stage")
+        if kind is Kind.SERIALIZE and previous is not Kind.ARRAY:
+            raise FormatError(f"rule 4.3.3: {where}: a second serialize stage {stage_class.id!r}")
+        if kind is Kind.BYTES and previous is not Kind.SERIALIZE:
+            raise FormatError(f"rule 4.3.4: {where}: bytes stage {stage_class.id!r} must follow the serialize stage, at most one")
+        stage = stage_class.from_config(ref["configuration"], current)
+        chain.append(Step(stage, current))
+        if kind is Kind.ARRAY:
+            current = stage.output_spec(current)
+        elif kind is Kind.SERIALIZE:
+            current = BytesSpec(stage.encoded_size(current))
+    if not any(step.stage.kind is Kind.SERIALIZE for step in chain):
         raise FormatError(f"rule 4.3.3: {where}: no serialize stage")
-    return resolved
+    return chain
 
 
-def _check_chunks(part: dict, resolved: list, blob_count: int, where: str) -> list[int]:
+def _check_chunks(part: dict, chain: list[Step], blob_count: int, where: str) -> list[int]:
     """Rules 4.4 and 4.10: the part's blob indexes, one per chunk, all within the blob table."""
     blob = part.get("blob")
     if type(blob) is not int or not 0 <= blob < blob_count:
         raise FormatError(f"rule 4.4: {where} names blob {blob!r}, the file has {blob_count}")
     if "chunk_size" not in part:
         return [blob]
-    chunk_size, size = part["chunk_size"], serialized_size(resolved)
+    chunk_size, size = part["chunk_size"], serialized_size(chain)
     if type(chunk_size) is not int or not 1 <= chunk_size < size:
         raise FormatError(f"rule 4.10: {where}: chunk_size must be an integer from 1 to N - 1 = {size - 1} (N, the serialized bytes), not {chunk_size!r}")
     count = -(-size // chunk_size)
@@ -524,18 +419,18 @@ def _check_chunks(part: dict, resolved: list, blob_count: int, where: str) -> li
     return list(range(blob, blob + count))
 
 
-def serialized_size(resolved: list) -> int:
+def serialized_size(chain: list[Step]) -> int:
     """``N``, the serialized byte count of a checked chain (what the bytes stage, if any, decodes to)."""
-    stage, input_spec, config = resolved[-1]
-    return input_spec.size if stage.kind is Kind.BYTES else stage.encoded_size(input_spec, config)
+    stage, input_spec = chain[-1]
+    return input_spec.size if stage.kind is Kind.BYTES else stage.encoded_size(input_spec)
 
 
-def _check_blob_size(resolved: list, blob_size: int, where: str, expected: int | None = None) -> None:
+def _check_blob_size(chain: list[Step], blob_size: int, where: str, expected: int | None = None) -> None:
     """Rule 4.6: the blob can plausibly decode to what the chain expects (*expected* bytes, for a chunk)."""
-    stage, input_spec, config = resolved[-1]
-    expected = serialized_size(resolved) if expected is None else expected
+    stage = chain[-1].stage
+    expected = serialized_size(chain) if expected is None else expected
     if stage.kind is Kind.BYTES:
-        bound = blob_size * stage.max_expansion(config) + EXPANSION_SLACK
+        bound = blob_size * stage.max_expansion() + EXPANSION_SLACK
         if expected > bound:
             raise FormatError(f"rule 4.6: {where}: {stage.id} claims {expected} bytes from {blob_size}, beyond its bound")
     elif blob_size != expected:
@@ -544,33 +439,31 @@ def _check_blob_size(resolved: list, blob_size: int, where: str, expected: int |
 
 def decode_tensor(entry: dict, blob: Callable[[int], bytes], blob_sizes: list[int], limits: DecodeLimits = DEFAULT_LIMITS,
                   executor: Executor | None = None) -> np.ndarray:
-    """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``, within *limits*.
-
-    :func:`check_tensor_entry`, then :func:`decode_checked`; a reader that has checked the
-    entry already (:class:`nnzip.reader.NnzReader`) calls :func:`decode_checked` itself.
-    """
+    """Rebuild one tensor from its (unchecked) header entry and ``blob(index)``, within *limits*:
+    :func:`check_tensor_entry`, then :func:`decode_checked`."""
     return decode_checked(check_tensor_entry(entry, blob_sizes, limits), blob, executor)
 
 
 def decode_checked(checked: CheckedTensor, blob: Callable[[int], bytes], executor: Executor | None = None) -> np.ndarray:
-    """Rebuild one tensor from its checked entry (:func:`check_tensor_entry`) and ``blob(index)``.
+    """Rebuild the tensor of a checked entry from ``blob(index)``.
 
     The chunks of a chunked part are read and decoded on *executor* (each checked by its own
     CRC-32 as ``blob`` reads it); the result never depends on it.
     """
     parts = {}
-    for (part_name, indexes, resolved), chunk_size in zip(checked.parts, checked.chunk_sizes):
-        stage, input_spec, config = resolved[-1]
+    for part in checked.parts:
+        chain = part.chain
+        stage, input_spec = chain[-1]
         if stage.kind is Kind.BYTES:
-            data = _decode_chunks(blob, indexes, stage, config, chunk_bounds(input_spec.size, chunk_size), executor)
-            resolved = resolved[:-1]
+            data = _decode_chunks(blob, part.blobs, stage, chunk_bounds(input_spec.size, part.chunk_size), executor)
+            chain = chain[:-1]
         else:
-            data = b"".join(blob(index) for index in indexes)
-        for stage, input_spec, config in reversed(resolved):
-            data = stage.decode(data, input_spec, config)
-        parts[part_name] = data
+            data = b"".join(blob(index) for index in part.blobs)
+        for stage, input_spec in reversed(chain):
+            data = stage.decode(data, input_spec)
+        parts[part.name] = data
     chain_spec = checked.chain_spec or checked.spec
-    array = np.asarray(checked.transform.decode(parts, chain_spec, checked.config))
+    array = np.asarray(checked.transform.decode(parts, chain_spec))
     if array.shape != chain_spec.shape or array.dtype != chain_spec.dtype:
         raise FormatError(f"tensor {checked.name!r}: transform returned {array.dtype}{array.shape}, expected {chain_spec.dtype}{chain_spec.shape}")
     if checked.widen is not None:
@@ -578,7 +471,7 @@ def decode_checked(checked: CheckedTensor, blob: Callable[[int], bytes], executo
     return array
 
 
-def _decode_chunks(blob: Callable[[int], bytes], indexes: list[int], stage, config: dict, bounds: list[tuple[int, int]],
+def _decode_chunks(blob: Callable[[int], bytes], indexes: list[int], stage: Stage, bounds: list[tuple[int, int]],
                    executor: Executor | None) -> bytes:
     """The serialized bytes of a part from its chunks' blobs, each decoded by *stage* into its slice of one buffer.
 
@@ -587,15 +480,15 @@ def _decode_chunks(blob: Callable[[int], bytes], indexes: list[int], stage, conf
     """
     into = getattr(stage, "decode_into", None)
     if len(indexes) == 1 and into is None:
-        return stage.decode(blob(indexes[0]), BytesSpec(bounds[0][1]), config)
+        return stage.decode(blob(indexes[0]), BytesSpec(bounds[0][1]))
     out = np.empty(bounds[-1][1], dtype=np.uint8)
 
     def one(item: tuple[int, tuple[int, int]]) -> None:
         index, (start, end) = item
         if into is not None:
-            into(blob(index), BytesSpec(end - start), config, out[start:end])
+            into(blob(index), BytesSpec(end - start), out[start:end])
         else:
-            out[start:end] = np.frombuffer(stage.decode(blob(index), BytesSpec(end - start), config), dtype=np.uint8)
+            out[start:end] = np.frombuffer(stage.decode(blob(index), BytesSpec(end - start)), dtype=np.uint8)
 
-    _map(executor, one, list(zip(indexes, bounds)))
+    map_in_order(executor, one, list(zip(indexes, bounds)))
     return memoryview(out)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nnzip.errors import FormatError
-from nnzip.stages import BytesSpec, entropy, get_stage, huffman, lzw
+from nnzip.stages import BytesSpec, entropy, get_stage, huffman, lzw, policy
 from nnzip.stages.entropy import canonical_codes, reverse_bits
 
 Huffman, LZW = get_stage("huffman"), get_stage("lzw")
@@ -266,10 +266,10 @@ CHOICE_TOLERANCE = 1.02
 
 def test_choice_rule_is_exact_on_small_blobs_and_close_on_large_ones():
     for data in choice_corpus() + [b"", b"abc" * 1000, samples(1)["sparse"]]:
-        stage_id, stream, config = entropy.best_bytes_stage(data, ("huffman", "lzw"))  # the huffman/lzw rule; arith: test_stage_arith.py
+        stage_id, stream, config = policy.best_bytes_stage(data, ("huffman", "lzw"))  # the huffman/lzw rule; arith: test_stage_arith.py
         h = huffman.encode_below(data, len(data) + 1)
         full = min(len(data), len(h[0]) if h else len(data), len(lzw._encode(data, 16, None)))
-        if len(data) <= entropy.LZW_FULL_TRIAL_BYTES:
+        if len(data) <= policy.LZW_FULL_TRIAL_BYTES:
             assert len(stream) == full  # every coder was tried: the 1.0 rule, exactly
         assert len(stream) <= CHOICE_TOLERANCE * full
         assert len(stream) <= len(data)
@@ -279,8 +279,8 @@ def test_choice_rule_is_exact_on_small_blobs_and_close_on_large_ones():
 
 def test_choice_rule_skips_lzw_on_noise():
     noise = np.random.default_rng(2).integers(0, 256, 2_000_000, dtype=np.uint8).tobytes()
-    assert entropy.lzw_estimate(noise) >= entropy.LZW_SKIP_RATIO * len(noise)
-    assert entropy.best_bytes_stage(noise)[0] is None
+    assert policy.lzw_estimate(noise) >= policy.LZW_SKIP_RATIO * len(noise)
+    assert policy.best_bytes_stage(noise)[0] is None
 
 
 # --- compile cache --------------------------------------------------------------------------

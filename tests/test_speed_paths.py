@@ -24,7 +24,9 @@ from nnzip.errors import FormatError
 from nnzip.stages import _huffman_kernels as kernels
 from nnzip.stages import huffman
 from nnzip.stages.base import BytesSpec
-from nnzip.stages.entropy import LZW_SKIP_RATIO, canonical_codes, lzw_estimate, lzw_loses, reverse_bits
+from nnzip.stages import policy
+from nnzip.stages.entropy import canonical_codes, reverse_bits
+from nnzip.stages.policy import LZW_SKIP_RATIO, lzw_estimate, lzw_loses
 from nnzip.stages.lzw import LZW, encode_below as lzw_below
 
 
@@ -158,7 +160,7 @@ def test_chunked_lzw_trial_with_limits_chooses_as_full_trials(monkeypatch, kind)
     data = {"text": bytes(rng.choice(np.frombuffer(b"abcdefgh  ", np.uint8), n)),
             "uniform": rng.integers(0, 256, n, dtype=np.uint8).tobytes(),
             "runs": np.repeat(rng.integers(0, 256, n // 50, dtype=np.uint8), 50).tobytes()}[kind]
-    stage_id, blobs, config = pipeline._best_chunked(data)
+    stage_id, blobs, config = policy.best_chunked(data, pipeline.CHUNK_SIZE)
     full = _full_lzw_chunks(data)
     if stage_id == "lzw":
         assert blobs == full
@@ -166,7 +168,7 @@ def test_chunked_lzw_trial_with_limits_chooses_as_full_trials(monkeypatch, kind)
         assert sum(map(len, blobs)) <= sum(map(len, full))
     for limit in (1, sum(map(len, full)), sum(map(len, full)) + 1):
         chunks = [data[s:e] for s, e in pipeline.chunk_bounds(n, pipeline.CHUNK_SIZE)]
-        got = pipeline._lzw_chunks(chunks, limit, None, lzw_below)
+        got = policy.lzw_chunks(chunks, limit, None, lzw_below)
         assert (got is not None) == (sum(map(len, full)) < limit)
         if got is not None:
             assert got[0] == full

@@ -11,7 +11,8 @@ from .nnz_tools import assert_decompress_rejects
 from nnzip import cli
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import BytesSpec, arith, get_stage
-from nnzip.stages.entropy import best_bytes_stage, entropy_bound, symbol_counts
+from nnzip.stages.entropy import entropy_bound, symbol_counts
+from nnzip.stages.policy import best_bytes_stage
 from nnzip.stages.huffman import Huffman
 
 ARITH = get_stage("arith")

@@ -97,7 +97,7 @@ def test_auto_picks_the_smaller_estimate():
 
 
 def test_planes_shrink_trained_like_weights():
-    from nnzip.stages.entropy import best_bytes_stage
+    from nnzip.stages.policy import best_bytes_stage
 
     weights = (np.random.default_rng(3).standard_normal(100_000) * 0.05).astype("<f4")
     _, parts, _ = encode_decode("byteplanes", weights)
@@ -181,7 +181,7 @@ def test_large_lossless_tensor_is_within_the_default_work_cap():
         part["shape"], part["blob"] = [rows, 1024], index
     sizes = []
     for part in entry["parts"]:  # raw (serialized-only) chains: each blob is exactly its serializer's size
-        stage, spec, config = _check_codecs(part["codecs"], _spec(part, "part"), "part")[-1]
-        sizes.append(stage.encoded_size(spec, config))
+        stage, spec = _check_codecs(part["codecs"], _spec(part, "part"), "part")[-1]
+        sizes.append(stage.encoded_size(spec))
     checked = check_tensor_entry(entry, sizes)
     assert checked.work < 2 * rows * 1024 * 4

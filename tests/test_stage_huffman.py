@@ -12,8 +12,8 @@ from .common import check_golden, check_roundtrip
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import BytesSpec, get_stage
 from nnzip.stages import entropy, huffman
+from nnzip.stages.policy import BYTES_STAGES, best_bytes_stage
 from nnzip.stages.entropy import (
-    best_bytes_stage,
     canonical_codes,
     entropy_bound,
     kraft_ok,
@@ -399,4 +399,4 @@ def test_best_bytes_stage_ties_go_to_the_simpler(monkeypatch):
     monkeypatch.setattr(lzw, "encode_below", lambda d, limit: (b"l" * 5, {"max_bits": 16}))
     assert best_bytes_stage(data)[0] == "huffman"
     assert best_bytes_stage(data, candidates=("lzw",))[0] == "lzw"
-    assert entropy.BYTES_STAGES == ("huffman", "lzw", "arith")
+    assert BYTES_STAGES == ("huffman", "lzw", "arith")

@@ -18,12 +18,13 @@ model update and one coder step per input bit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ConfigError, FormatError
-from .base import BytesSpec, BytesStage, DecodeCost, config_int, config_keys, linear_cost
+from ..errors import FormatError
+from .base import BytesSpec, BytesStage, DecodeCost, check_params, config_int, config_keys, linear_cost, param_int
 
 #: Allowed symbol widths and context orders.
 MIN_SYMBOL_BITS, MAX_SYMBOL_BITS = 1, 8
@@ -43,6 +44,7 @@ MAX_EXPANSION = 2840.0
 DECODE_PASSES_PER_BIT = 12
 
 
+@dataclass(frozen=True)
 class Arith(BytesStage):
     """Adaptive binary range coding of w-bit symbols (w = 1..8) with bit-tree contexts, order 0 or 1.
 
@@ -52,39 +54,32 @@ class Arith(BytesStage):
     """
 
     id = "arith"
-    lossless = True
+    #: Bits per symbol, 1..8.
+    symbol_bits: int
+    #: Context order, 0 or 1.
+    order: int
+
+    @classmethod
+    def from_config(cls, config: Any, spec: BytesSpec | None) -> "Arith":
+        """Only ``symbol_bits`` (an integer in 1..8) and ``order`` (0 or 1)."""
+        config_keys(config, {"symbol_bits", "order"}, cls.id)
+        return cls(config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS), config_int(config, "order", 0, 1))
 
     @classmethod
     def encode(cls, data: bytes, spec: BytesSpec, params: Mapping[str, Any]) -> tuple[bytes, dict]:
         """Code *data*; returns ``(stream, {"symbol_bits": w, "order": k})``."""
-        unknown = set(params) - {"symbol_bits", "order"}
-        if unknown:
-            raise ConfigError(f"arith: unknown parameters {sorted(unknown)} (known: ['order', 'symbol_bits'])")
-        width, order = params.get("symbol_bits"), params.get("order")
-        if width is not None and (type(width) is not int or not MIN_SYMBOL_BITS <= width <= MAX_SYMBOL_BITS):
-            raise ConfigError(f"arith: 'symbol_bits' must be an integer in 1..8, got {width!r}")
-        if order is not None and (type(order) is not int or order not in ORDERS):
-            raise ConfigError(f"arith: 'order' must be 0 or 1, got {order!r}")
+        check_params(cls.id, params, {"symbol_bits", "order"})
+        width = param_int(cls.id, params, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS, None)
+        order = param_int(cls.id, params, "order", min(ORDERS), max(ORDERS), None, expected="0 or 1")
         data = bytes(data)
         width, order = _choose(data, width, order)
-        return _encode(data, width, order, 0), {"symbol_bits": width, "order": order}
+        return _encode(data, width, order, 0), cls(width, order).to_config()
 
-    @classmethod
-    def decode(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any]) -> bytes:
+    def decode(self, data: bytes, spec: BytesSpec) -> bytes:
         """Exactly ``spec.size`` bytes, or FormatError for any stream the spec page rejects."""
-        width = config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
-        order = config_int(config, "order", 0, 1)
-        return _decode(bytes(data), spec.size, width, order)
+        return _decode(bytes(data), spec.size, self.symbol_bits, self.order)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: BytesSpec) -> None:
-        """Only ``symbol_bits`` (an integer in 1..8) and ``order`` (0 or 1)."""
-        config_keys(config, {"symbol_bits", "order"}, cls.id)
-        config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
-        config_int(config, "order", 0, 1)
-
-    @classmethod
-    def decode_cost(cls, spec: BytesSpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: BytesSpec, coded: int = 0) -> DecodeCost:
         """Bounds for the compiled decoder (``spec/stages/arith.md``, "Decode cost").
 
         The blob's bytes, the output's ``bytes`` copy and two int64 arrays of at most
@@ -94,10 +89,8 @@ class Arith(BytesStage):
         work = coded + spec.size + (2 << 20)
         return linear_cost(8 * spec.size + coded, passes=DECODE_PASSES_PER_BIT, work=work)
 
-    @classmethod
-    def max_expansion(cls, config: Mapping[str, Any]) -> float:
+    def max_expansion(self) -> float:
         """:data:`MAX_EXPANSION` output bytes per stream byte, whatever the configuration."""
-        config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
         return MAX_EXPANSION
 
 
@@ -113,12 +106,13 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
     if not data or limit <= 0:
         return None
     (width, order), trial = _choose_sized(data, None, None)
+    config = Arith(width, order).to_config()
     if len(data) <= RANK_PREFIX:
-        return (trial, {"symbol_bits": width, "order": order}) if len(trial) < limit else None
+        return (trial, config) if len(trial) < limit else None
     if len(trial) * len(data) / RANK_PREFIX >= SKIP_RATIO * limit:
         return None
     stream = _encode(data, width, order, limit)
-    return None if stream is None else (stream, {"symbol_bits": width, "order": order})
+    return None if stream is None else (stream, config)
 
 
 # --- encoding -----------------------------------------------------------------------------

@@ -15,12 +15,13 @@ position in the group (measured several times faster than ``np.unpackbits`` /
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, DecodeCost, SerializeStage, config_int, config_keys, linear_cost
+from .base import ArraySpec, DecodeCost, SerializeStage, check_params, config_int, config_keys, linear_cost, param_int
 
 #: Input element types the stage accepts.
 UINT_DTYPES = ("|b1", "|u1", "<u2", "<u4", "<u8")
@@ -29,6 +30,7 @@ UINT_DTYPES = ("|b1", "|u1", "<u2", "<u4", "<u8")
 CHUNK = 1 << 16
 
 
+@dataclass(frozen=True)
 class BitPack(SerializeStage):
     """Pack unsigned integers (or booleans) into ``bits`` bits each.
 
@@ -36,34 +38,37 @@ class BitPack(SerializeStage):
     """
 
     id = "bitpack"
-    lossless = True
+    #: Bits per element: 1..8 x the input's item size (exactly 1 for booleans).
+    bits: int
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "BitPack":
+        """Require ``{"bits": 1..8*itemsize}`` (exactly 1 for booleans) and an unsigned input spec."""
+        config_keys(config, {"bits"}, cls.id)
+        if spec.dtype.str not in UINT_DTYPES:
+            raise FormatError(f"bitpack: output type must be unsigned or boolean, not {spec.dtype}")
+        return cls(config_int(config, "bits", 1, 1 if spec.dtype == np.bool_ else 8 * spec.dtype.itemsize))
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[bytes, dict]:
         """The packed bytes and ``{"bits": bits}``; ConfigError if a value needs more bits."""
-        unknown = set(params) - {"bits"}
-        if unknown:
-            raise ConfigError(f"bitpack: unknown parameters {sorted(unknown)} (known: ['bits'])")
+        check_params(cls.id, params, {"bits"})
         if spec.dtype.str not in UINT_DTYPES:
             raise ConfigError(f"bitpack: input must be unsigned integers or booleans, got {spec.dtype}")
         flat = np.ascontiguousarray(data, dtype=spec.dtype).reshape(-1)
         if flat.dtype == np.bool_:
             flat = flat.view(np.uint8)
         largest = int(flat.max()) if flat.size else 0
-        bits = params.get("bits", max(1, largest.bit_length()))
         limit = 1 if spec.dtype == np.bool_ else 8 * spec.dtype.itemsize
-        if type(bits) is not int or not 1 <= bits <= limit:
-            raise ConfigError(f"bitpack: 'bits' must be an integer in 1..{limit} for {spec.dtype}, got {bits!r}")
+        bits = param_int(cls.id, params, "bits", 1, limit, max(1, largest.bit_length()), expected=f"an integer in 1..{limit} for {spec.dtype}")
         if largest.bit_length() > bits:
             raise ConfigError(f"bitpack: value {largest} does not fit in {bits} bits")
-        return pack(flat, bits), {"bits": bits}
+        return pack(flat, bits), cls(bits).to_config()
 
-    @classmethod
-    def decode(cls, data: bytes, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
         """The array of *spec* from exactly ``ceil(size * bits / 8)`` bytes with zero padding."""
-        cls.check_config(config, spec)
-        bits = config["bits"]
-        size = cls.encoded_size(spec, config)
+        bits = self.bits
+        size = self.encoded_size(spec)
         if len(data) != size:
             raise FormatError(f"bitpack: expected {size} bytes, got {len(data)}")
         stream = np.frombuffer(data, dtype=np.uint8)
@@ -75,24 +80,14 @@ class BitPack(SerializeStage):
             return values.astype(np.bool_).reshape(spec.shape)
         return values.astype(spec.dtype).reshape(spec.shape)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """The unpacked values in their container type, and one chunk's temporaries."""
-        container = _container(config["bits"]).itemsize
+        container = _container(self.bits).itemsize
         return linear_cost(spec.size, passes=4, work=spec.size * container + 48 * CHUNK)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Require ``{"bits": 1..8*itemsize}`` (exactly 1 for booleans) and an unsigned input spec."""
-        config_keys(config, {"bits"}, cls.id)
-        if spec.dtype.str not in UINT_DTYPES:
-            raise FormatError(f"bitpack: output type must be unsigned or boolean, not {spec.dtype}")
-        config_int(config, "bits", 1, 1 if spec.dtype == np.bool_ else 8 * spec.dtype.itemsize)
-
-    @classmethod
-    def encoded_size(cls, spec: ArraySpec, config: Mapping[str, Any]) -> int:
+    def encoded_size(self, spec: ArraySpec) -> int:
         """``ceil(size * bits / 8)``."""
-        return (spec.size * config["bits"] + 7) // 8
+        return (spec.size * self.bits + 7) // 8
 
 
 def _container(bits: int) -> np.dtype:

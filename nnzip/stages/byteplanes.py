@@ -30,12 +30,13 @@ See ``spec/stages/byteplanes.md``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, DecodeCost, TransformStage, config_choice, config_keys, linear_cost
+from .base import ArraySpec, DecodeCost, TransformStage, check_params, config_choice, config_keys, linear_cost, param_choice
 from .entropy import entropy_bound
 
 #: Stored split modes.
@@ -47,6 +48,7 @@ INT_DTYPES = ("|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8")
 _UINT = {1: np.dtype("|u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
+@dataclass(frozen=True)
 class BytePlanes(TransformStage):
     """Split a float or integer tensor into one uint8 plane per byte of its elements.
 
@@ -57,35 +59,45 @@ class BytePlanes(TransformStage):
 
     id = "byteplanes"
     lossless = True
+    #: The planes are bytes, not values: no value stage applies to them.
+    quantizable = ()
+    #: ``"split"`` or ``"rotate"`` (:data:`MODES`).
+    mode: str
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "BytePlanes":
+        """``mode`` only; ``rotate`` only for floats; booleans and unknown types refused."""
+        config_keys(config, {"mode"}, cls.id)
+        mode = config_choice(config, "mode", MODES)
+        if spec.dtype.str not in FLOAT_DTYPES + INT_DTYPES:
+            raise FormatError(f"byteplanes: cannot rebuild a tensor of type {spec.dtype}")
+        if mode == "rotate" and spec.dtype.str not in FLOAT_DTYPES:
+            raise FormatError(f"byteplanes: mode 'rotate' needs a float tensor, not {spec.dtype}")
+        return cls(mode)
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
         """``({"plane0": ..., ...}, {"mode": mode})``."""
-        unknown = set(params) - {"mode"}
-        if unknown:
-            raise ConfigError(f"byteplanes: unknown parameters {sorted(unknown)} (known: ['mode'])")
+        check_params(cls.id, params, {"mode"})
         if spec.dtype.str not in FLOAT_DTYPES + INT_DTYPES:
             raise ConfigError(f"byteplanes: input must be a float or integer tensor, got {spec.dtype}")
-        mode = params.get("mode", "auto")
         allowed = ("auto",) + (MODES if spec.dtype.str in FLOAT_DTYPES else ("split",))
-        if mode not in allowed:
-            raise ConfigError(f"byteplanes: 'mode' must be one of {list(allowed)} for {spec.dtype}, got {mode!r}")
+        mode = param_choice(cls.id, params, "mode", allowed, "auto", expected=f"one of {list(allowed)} for {spec.dtype}")
         # (ascontiguousarray would turn a 0-d tensor into 1-d; reshape keeps the spec's shape.)
         words = np.ascontiguousarray(data, dtype=spec.dtype).view(_UINT[spec.dtype.itemsize]).reshape(spec.shape)
         if mode == "auto":
             mode = _auto_mode(words, None, spec)
         planes = _split(words, mode == "rotate")
-        return {f"plane{i}": plane for i, plane in enumerate(planes)}, {"mode": mode}
+        return {f"plane{i}": plane for i, plane in enumerate(planes)}, cls(mode).to_config()
 
-    @classmethod
-    def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, parts: Mapping[str, np.ndarray], spec: ArraySpec) -> np.ndarray:
         """Reassemble the tensor bit for bit from its planes."""
-        mode = config_choice(config, "mode", MODES)
+        mode = self.mode
         from ._huffman_kernels import join_planes, join_planes2, join_planes4
 
         itemsize = spec.dtype.itemsize
         planes = []
-        for name in cls.part_specs(spec, config):
+        for name in self.part_specs(spec):
             plane = np.asarray(parts[name]) if name in parts else None
             if plane is None or plane.dtype != np.uint8 or plane.shape != spec.shape:
                 raise FormatError(f"byteplanes: part {name} must be uint8 of shape {spec.shape}")
@@ -102,33 +114,16 @@ class BytePlanes(TransformStage):
             join_planes(tuple(planes), mode == "rotate", stacked)
         return stacked.view(_UINT[itemsize]).reshape(spec.shape).view(spec.dtype)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """The planes are stacked into the output, ``rotate`` undone on the way (one compiled pass,
         no temporaries); the bound declared is still that of the 1.0 decoder, which undid the
         rotation in place in blocks of :data:`ROTATE_BLOCK` words (two temporaries), so rule
         4.8.1 accepts and refuses the very same files."""
-        return linear_cost(spec.size, passes=4, work=2 * ROTATE_BLOCK * spec.dtype.itemsize if config["mode"] == "rotate" else 0)
+        return linear_cost(spec.size, passes=4, work=2 * ROTATE_BLOCK * spec.dtype.itemsize if self.mode == "rotate" else 0)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """``mode`` only; ``rotate`` only for floats; booleans and unknown types refused."""
-        config_keys(config, {"mode"}, cls.id)
-        mode = config_choice(config, "mode", MODES)
-        if spec.dtype.str not in FLOAT_DTYPES + INT_DTYPES:
-            raise FormatError(f"byteplanes: cannot rebuild a tensor of type {spec.dtype}")
-        if mode == "rotate" and spec.dtype.str not in FLOAT_DTYPES:
-            raise FormatError(f"byteplanes: mode 'rotate' needs a float tensor, not {spec.dtype}")
-
-    @classmethod
-    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+    def part_specs(self, spec: ArraySpec) -> dict[str, ArraySpec]:
         """``plane0`` .. ``plane{itemsize-1}``: uint8, the tensor's shape."""
         return {f"plane{i}": ArraySpec(np.dtype("|u1"), spec.shape) for i in range(spec.dtype.itemsize)}
-
-    @classmethod
-    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
-        """None: the planes are bytes, not values."""
-        return ()
 
 
 def _planes(words: np.ndarray) -> list[np.ndarray]:

@@ -7,12 +7,13 @@ with integer operations; it is stored as ``<u2`` because numpy has no bfloat16.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, ArrayStage, DecodeCost, LossyRangeError, config_choice, config_keys, linear_cost
+from .base import ArraySpec, ArrayStage, DecodeCost, LossyRangeError, check_params, config_choice, config_keys, linear_cost, param_choice
 
 #: Input element types the stage accepts.
 INPUT_DTYPES = ("<f4", "<f8")
@@ -20,21 +21,28 @@ INPUT_DTYPES = ("<f4", "<f8")
 TARGETS = {"<f2": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
 
 
+@dataclass(frozen=True)
 class Cast(ArrayStage):
     """Reduce float precision.  Param ``dtype``: ``"<f2"`` (default) or ``"bfloat16"``."""
 
     id = "cast"
-    lossless = False
+    #: The stored type: ``"<f2"`` or ``"bfloat16"`` (a key of :data:`TARGETS`).
+    dtype: str
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "Cast":
+        """Require exactly ``{"dtype": "<f2" | "bfloat16"}`` and a float32/float64 input spec."""
+        config_keys(config, {"dtype"}, cls.id)
+        target = config_choice(config, "dtype", tuple(TARGETS))
+        if spec.dtype.str not in INPUT_DTYPES:
+            raise FormatError(f"cast: output type must be float32 or float64, not {spec.dtype}")
+        return cls(target)
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
         """The values rounded to the target type; ConfigError if a finite value would become infinite."""
-        unknown = set(params) - {"dtype"}
-        if unknown:
-            raise ConfigError(f"cast: unknown parameters {sorted(unknown)} (known: ['dtype'])")
-        target = params.get("dtype", "<f2")
-        if type(target) is not str or target not in TARGETS:
-            raise ConfigError(f"cast: 'dtype' must be one of {list(TARGETS)}, got {target!r}")
+        check_params(cls.id, params, {"dtype"})
+        target = param_choice(cls.id, params, "dtype", tuple(TARGETS), "<f2")
         if spec.dtype.str not in INPUT_DTYPES:
             raise ConfigError(f"cast: input must be float32 or float64, got {spec.dtype}")
         values = np.asarray(data, dtype=spec.dtype)
@@ -49,36 +57,24 @@ class Cast(ArrayStage):
         if overflow.any():
             worst = float(np.abs(values[overflow]).max())
             raise LossyRangeError(f"cast: value {worst:g} is beyond the range of {target}; it would become infinity")
-        return out, {"dtype": target}
+        return out, cls(target).to_config()
 
-    @classmethod
-    def decode(cls, data: np.ndarray, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, data: np.ndarray, spec: ArraySpec) -> np.ndarray:
         """The stored values converted back (exactly) to the input's dtype."""
-        cls.check_config(config, spec)
-        target = config["dtype"]
+        target = self.dtype
         stored = np.asarray(data)
         if stored.dtype != TARGETS[target] or stored.shape != spec.shape:
             raise FormatError(f"cast: expected {TARGETS[target]} of shape {spec.shape}, got {stored.dtype} {stored.shape}")
         values = stored if target == "<f2" else from_bfloat16(stored)
         return values.astype(spec.dtype)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """bfloat16 widens to a float32 temporary first; float16 converts directly."""
-        return linear_cost(spec.size, passes=2, work=4 * spec.size if config["dtype"] == "bfloat16" else 0)
+        return linear_cost(spec.size, passes=2, work=4 * spec.size if self.dtype == "bfloat16" else 0)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Require exactly ``{"dtype": "<f2" | "bfloat16"}`` and a float32/float64 input spec."""
-        config_keys(config, {"dtype"}, cls.id)
-        config_choice(config, "dtype", tuple(TARGETS))
-        if spec.dtype.str not in INPUT_DTYPES:
-            raise FormatError(f"cast: output type must be float32 or float64, not {spec.dtype}")
-
-    @classmethod
-    def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
+    def output_spec(self, spec: ArraySpec) -> ArraySpec:
         """``<f2`` or (bfloat16) ``<u2``, of the input's shape."""
-        return ArraySpec(TARGETS[config["dtype"]], spec.shape)
+        return ArraySpec(TARGETS[self.dtype], spec.shape)
 
 
 def to_bfloat16(values: np.ndarray) -> np.ndarray:

@@ -37,21 +37,15 @@ See ``spec/stages/csr.md``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, DecodeCost, TransformStage, config_choice, config_int, config_keys, linear_cost
-from .matrix import (
-    check_params,
-    check_parts,
-    fraction_count,
-    matrix_shape,
-    param_fraction,
-    require_float_input,
-    require_float_spec,
-)
+from .base import (ArraySpec, DecodeCost, TransformStage, check_params, config_choice, config_int, config_keys, exactly_one,
+                   linear_cost, param_fraction, param_int, param_number)
+from .matrix import check_parts, fraction_count, matrix_shape, require_float_input, require_float_spec
 
 #: Every index coding, in the order "auto" prefers on equal estimates.
 INDEX_CODINGS = ("gaps", "csr", "mask")
@@ -218,49 +212,66 @@ def index_param(stage_id: str, params: Mapping[str, Any], key: str, choices: tup
     coding = params.get(key, "auto")
     if coding != "auto" and coding not in choices:
         raise ConfigError(f"{stage_id}: parameter {key!r} must be 'auto' or one of {list(choices)}, got {coding!r}")
-    bits = params.get("index_bits")
+    bits = param_int(stage_id, params, "index_bits", 1, MAX_INDEX_BITS, None, label="parameter 'index_bits'")
     if bits is not None:
-        if type(bits) is not int or not 1 <= bits <= MAX_INDEX_BITS:
-            raise ConfigError(f"{stage_id}: parameter 'index_bits' must be an integer in 1..{MAX_INDEX_BITS}, got {bits!r}")
         if coding not in ("auto", "gaps"):
             raise ConfigError(f"{stage_id}: 'index_bits' applies only to the 'gaps' coding")
         coding = "gaps"
     return coding, bits
 
 
-def check_index_config(stage_id: str, config: Mapping[str, Any], kept: int, size: int, choices: tuple[str, ...]) -> None:
-    """Check the index-coding fields of a configuration against the tensor *size*."""
-    coding = config_choice(config, "index_coding", choices)
-    if coding != "gaps":
-        extra = {"index_bits", "codes"} & set(config)
-        if extra:
-            raise FormatError(f"{stage_id}: fields {sorted(extra)} are only allowed with the 'gaps' coding")
-        return
-    bits = config_int(config, "index_bits", 1, MAX_INDEX_BITS)
-    # Each escape advances 2**bits - 1 positions and each value at least 1, all inside the tensor.
-    escapes_max = (size - kept) // ((1 << bits) - 1) if kept else 0
-    config_int(config, "codes", kept, kept + escapes_max)
+@dataclass(frozen=True)
+class IndexCoding:
+    """How the kept positions of ``csr`` (and of ``fft``'s ``select="largest"``) are stored: the
+    configuration fields ``index_coding``, and for ``gaps`` also ``index_bits`` and ``codes``."""
+
+    #: ``"gaps"``, ``"csr"`` or ``"mask"``.
+    index_coding: str
+    #: ``gaps`` only: bits per code, 1..16.
+    index_bits: int | None = None
+    #: ``gaps`` only: the number of codes (kept values plus escapes).
+    codes: int | None = None
+
+    @classmethod
+    def from_config(cls, stage_id: str, config: Mapping[str, Any], kept: int, size: int, choices: tuple[str, ...]) -> "IndexCoding":
+        """The index-coding fields of a configuration, checked against the tensor *size*."""
+        coding = config_choice(config, "index_coding", choices)
+        if coding != "gaps":
+            extra = {"index_bits", "codes"} & set(config)
+            if extra:
+                raise FormatError(f"{stage_id}: fields {sorted(extra)} are only allowed with the 'gaps' coding")
+            return cls(coding)
+        bits = config_int(config, "index_bits", 1, MAX_INDEX_BITS)
+        # Each escape advances 2**bits - 1 positions and each value at least 1, all inside the tensor.
+        escapes_max = (size - kept) // ((1 << bits) - 1) if kept else 0
+        return cls(coding, bits, config_int(config, "codes", kept, kept + escapes_max))
+
+    def to_config(self) -> dict:
+        """The fields as stored: ``index_coding``, then ``index_bits`` and ``codes`` for ``gaps``."""
+        if self.index_coding != "gaps":
+            return {"index_coding": self.index_coding}
+        return {"index_coding": self.index_coding, "index_bits": self.index_bits, "codes": self.codes}
 
 
-def index_specs(config: Mapping[str, Any], kept: int, m: int, n: int) -> list[ArraySpec]:
-    """Specs of the index arrays of a checked configuration, in part order."""
-    coding = config["index_coding"]
+def index_specs(index: IndexCoding, kept: int, m: int, n: int) -> list[ArraySpec]:
+    """Specs of the index arrays of a checked coding, in part order."""
+    coding = index.index_coding
     if coding == "gaps":
-        return [ArraySpec(gap_dtype(config["index_bits"]), (config["codes"],))]
+        return [ArraySpec(gap_dtype(index.index_bits), (index.codes,))]
     if coding == "csr":
         return [ArraySpec(uint_dtype(max(n - 1, 0)), (kept,)), ArraySpec(uint_dtype(n), (m,))]
     return [ArraySpec(np.dtype("|u1"), (m * n,))]
 
 
-def index_decode_cost(config: Mapping[str, Any], kept: int, m: int, n: int) -> DecodeCost:
+def index_decode_cost(index: IndexCoding, kept: int, m: int, n: int) -> DecodeCost:
     """Temporaries and operations of :func:`decode_positions`, the int64 positions included.
 
     ``gaps``: about five int64/bool arrays per code; ``csr``: about ten int64 arrays per
     kept value and a few per row; ``mask``: a boolean per position and the positions.
     """
-    coding = config["index_coding"]
+    coding = index.index_coding
     if coding == "gaps":
-        elements, work = config["codes"], 40 * config["codes"] + 8 * kept
+        elements, work = index.codes, 40 * index.codes + 8 * kept
     elif coding == "csr":
         elements, work = kept + m, 80 * kept + 48 * (m + 1)
     else:
@@ -268,11 +279,11 @@ def index_decode_cost(config: Mapping[str, Any], kept: int, m: int, n: int) -> D
     return linear_cost(elements, passes=8, work=work)
 
 
-def decode_positions(config: Mapping[str, Any], arrays: list[np.ndarray], kept: int, m: int, n: int) -> np.ndarray:
+def decode_positions(index: IndexCoding, arrays: list[np.ndarray], kept: int, m: int, n: int) -> np.ndarray:
     """Strictly increasing flat positions (int64) from checked index arrays."""
-    coding = config["index_coding"]
+    coding = index.index_coding
     if coding == "gaps":
-        return gap_positions(arrays[0], config["index_bits"], kept, m * n)
+        return gap_positions(arrays[0], index.index_bits, kept, m * n)
     if coding == "csr":
         return csr_positions(arrays[0], arrays[1], kept, m, n)
     return mask_positions(arrays[0], kept)
@@ -281,14 +292,31 @@ def decode_positions(config: Mapping[str, Any], arrays: list[np.ndarray], kept: 
 # --- the stage -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class CSR(TransformStage):
     """Magnitude pruning to ``data`` + index parts; params ``prune`` or ``threshold``, ``index_coding``, ``index_bits``."""
 
     id = "csr"
-    lossless = False
-
+    #: The kept values.
+    quantizable = ("data",)
     #: Part names of each coding's index arrays, in storage order after ``data``.
-    INDEX_PARTS = {"gaps": ("gaps",), "csr": ("indices", "indptr"), "mask": ("mask",)}
+    INDEX_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {"gaps": ("gaps",), "csr": ("indices", "indptr"), "mask": ("mask",)}
+    #: Values kept, ``0..size``.
+    kept: int
+    #: How their positions are stored.
+    index: IndexCoding
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "CSR":
+        """Require a float tensor, ``kept`` in ``0..size`` and valid index-coding fields."""
+        config_keys(config, {"kept", "index_coding", "index_bits", "codes"}, cls.id)
+        require_float_spec(cls.id, spec)
+        kept = config_int(config, "kept", 0, spec.size)
+        return cls(kept, IndexCoding.from_config(cls.id, config, kept, spec.size, INDEX_CODINGS))
+
+    def to_config(self) -> dict:
+        """``{"kept": ..., "index_coding": ..., ["index_bits": ..., "codes": ...]}``."""
+        return {"kept": self.kept, **self.index.to_config()}
 
     @classmethod
     def kept_positions(cls, data: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
@@ -304,10 +332,8 @@ class CSR(TransformStage):
             removed = fraction_count(param_fraction(cls.id, params, "prune"), magnitude.size)
             keep[np.argsort(magnitude, kind="stable")[:removed]] = False
         else:
-            threshold = params["threshold"]
-            is_number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-            if not (is_number and math.isfinite(threshold) and threshold >= 0):
-                raise ConfigError(f"csr: parameter 'threshold' must be a finite number >= 0, got {threshold!r}")
+            threshold = param_number(cls.id, params, "threshold", None, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0",
+                                     label="parameter 'threshold'")
             keep &= ~(magnitude <= threshold)  # written so that NaN weights are kept
         return np.flatnonzero(keep)
 
@@ -316,52 +342,35 @@ class CSR(TransformStage):
         """Prune *data*; parts ``data`` then the chosen coding's index parts."""
         require_float_input(cls.id, spec)
         check_params(cls.id, params, {"prune", "threshold", "index_coding", "index_bits"})
-        if ("prune" in params) == ("threshold" in params):
-            raise ConfigError("csr: give exactly one of the parameters 'prune' and 'threshold'")
+        exactly_one(cls.id, params, "prune", "threshold")
         coding, bits = index_param(cls.id, params, "index_coding", INDEX_CODINGS)
         positions = cls.kept_positions(data, params)
         m, n = matrix_shape(spec.shape)
         fields, arrays = encode_positions(positions, m, n, coding, bits, INDEX_CODINGS)
-        config = {"kept": int(positions.size), **fields}
+        stage = cls(int(positions.size), IndexCoding(**fields))
         parts = {"data": np.asarray(data, dtype=spec.dtype).reshape(-1)[positions]}
         parts.update(zip(cls.INDEX_PARTS[fields["index_coding"]], arrays))
-        return parts, config
+        return parts, stage.to_config()
 
-    @classmethod
-    def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, parts: Mapping[str, np.ndarray], spec: ArraySpec) -> np.ndarray:
         """Scatter ``data`` to the decoded positions of a zero tensor."""
-        checked = check_parts(cls.id, parts, cls.part_specs(spec, config))
+        checked = check_parts(self.id, parts, self.part_specs(spec))
         m, n = matrix_shape(spec.shape)
-        arrays = [checked[name] for name in cls.INDEX_PARTS[config["index_coding"]]]
-        positions = decode_positions(config, arrays, config["kept"], m, n)
+        arrays = [checked[name] for name in self.INDEX_PARTS[self.index.index_coding]]
+        positions = decode_positions(self.index, arrays, self.kept, m, n)
         out = np.zeros(spec.size, dtype=spec.dtype)
         out[positions] = checked["data"]
         return out.reshape(spec.shape)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """The positions (:func:`index_decode_cost`), then a zero tensor and one scatter."""
         m, n = matrix_shape(spec.shape)
-        positions = index_decode_cost(config, config["kept"], m, n)
+        positions = index_decode_cost(self.index, self.kept, m, n)
         return DecodeCost(positions.work, positions.ops + linear_cost(spec.size, passes=2).ops)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Require a float tensor, ``kept`` in ``0..size`` and valid index-coding fields."""
-        config_keys(config, {"kept", "index_coding", "index_bits", "codes"}, cls.id)
-        require_float_spec(cls.id, spec)
-        kept = config_int(config, "kept", 0, spec.size)
-        check_index_config(cls.id, config, kept, spec.size, INDEX_CODINGS)
-
-    @classmethod
-    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+    def part_specs(self, spec: ArraySpec) -> dict[str, ArraySpec]:
         """``data`` (kept,) of the tensor's dtype, then the coding's index parts."""
         m, n = matrix_shape(spec.shape)
-        specs = {"data": ArraySpec(spec.dtype, (config["kept"],))}
-        specs.update(zip(cls.INDEX_PARTS[config["index_coding"]], index_specs(config, config["kept"], m, n)))
+        specs = {"data": ArraySpec(spec.dtype, (self.kept,))}
+        specs.update(zip(self.INDEX_PARTS[self.index.index_coding], index_specs(self.index, self.kept, m, n)))
         return specs
-
-    @classmethod
-    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
-        """The kept values."""
-        return ("data",)

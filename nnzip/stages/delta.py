@@ -8,17 +8,19 @@ modulo 2**w for w-bit elements, so every input round-trips exactly.  See
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import ArraySpec, ArrayStage, DecodeCost, config_keys, linear_cost
+from .base import ArraySpec, ArrayStage, DecodeCost, check_params, config_keys, linear_cost, param_bool
 
 #: Input element types the stage accepts.
 INT_DTYPES = ("|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8")
 
 
+@dataclass(frozen=True)
 class Delta(ArrayStage):
     """Delta-code an integer array in C order.
 
@@ -28,17 +30,24 @@ class Delta(ArrayStage):
     """
 
     id = "delta"
-    lossless = True
+    #: Whether the differences are zigzagged.
+    zigzag: bool
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "Delta":
+        """Require exactly ``{"zigzag": bool}`` and an integer input spec."""
+        config_keys(config, {"zigzag"}, cls.id)
+        if type(config.get("zigzag")) is not bool:
+            raise FormatError(f"delta: configuration field 'zigzag' must be true or false, got {config.get('zigzag')!r}")
+        if spec.dtype.str not in INT_DTYPES:
+            raise FormatError(f"delta: output type must be an integer type, not {spec.dtype}")
+        return cls(config["zigzag"])
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
         """``(deltas, {"zigzag": bool})``: deltas in the unsigned type of the input's width."""
-        unknown = set(params) - {"zigzag"}
-        if unknown:
-            raise ConfigError(f"delta: unknown parameters {sorted(unknown)} (known: ['zigzag'])")
-        zigzag = params.get("zigzag")
-        if zigzag is not None and type(zigzag) is not bool:
-            raise ConfigError(f"delta: 'zigzag' must be true or false, got {zigzag!r}")
+        check_params(cls.id, params, {"zigzag"})
+        zigzag = param_bool(cls.id, params, "zigzag")
         if spec.dtype.str not in INT_DTYPES:
             raise ConfigError(f"delta: input must be an integer array, got {spec.dtype}")
         unsigned = _unsigned(spec.dtype)
@@ -52,38 +61,25 @@ class Delta(ArrayStage):
         if zigzag is None:
             zigzag = bool(diffs.size) and int(zigzagged.max()) < int(diffs.max())
         out = zigzagged if zigzag else diffs
-        return out.reshape(spec.shape), {"zigzag": zigzag}
+        return out.reshape(spec.shape), cls(zigzag).to_config()
 
-    @classmethod
-    def decode(cls, data: np.ndarray, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, data: np.ndarray, spec: ArraySpec) -> np.ndarray:
         """Undo the zigzag, then a running sum modulo 2**w, viewed as the input's dtype."""
-        cls.check_config(config, spec)
         unsigned = _unsigned(spec.dtype)
         deltas = np.asarray(data)
         if deltas.dtype != unsigned or deltas.shape != spec.shape:
             raise FormatError(f"delta: expected {unsigned} of shape {spec.shape}, got {deltas.dtype} {deltas.shape}")
         flat = deltas.reshape(-1)
-        if config["zigzag"]:
+        if self.zigzag:
             flat = _unzigzag(flat)
         # cumsum in the w-bit unsigned type wraps modulo 2**w: the inverse of the wrapped differences.
         return np.cumsum(flat, dtype=unsigned).view(spec.dtype).reshape(spec.shape)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """The unzigzag's three temporaries of the input's size, and a running sum."""
         return linear_cost(spec.size, passes=5, work=3 * spec.nbytes)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Require exactly ``{"zigzag": bool}`` and an integer input spec."""
-        config_keys(config, {"zigzag"}, cls.id)
-        if type(config.get("zigzag")) is not bool:
-            raise FormatError(f"delta: configuration field 'zigzag' must be true or false, got {config.get('zigzag')!r}")
-        if spec.dtype.str not in INT_DTYPES:
-            raise FormatError(f"delta: output type must be an integer type, not {spec.dtype}")
-
-    @classmethod
-    def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
+    def output_spec(self, spec: ArraySpec) -> ArraySpec:
         """The unsigned integer type of the input's width, same shape."""
         return ArraySpec(_unsigned(spec.dtype), spec.shape)
 

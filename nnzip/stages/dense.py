@@ -5,6 +5,7 @@ See ``spec/stages/dense.md``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,39 +13,35 @@ import numpy as np
 from .base import ArraySpec, DecodeCost, TransformStage, config_keys
 
 
+@dataclass(frozen=True)
 class Dense(TransformStage):
-    """Keep the tensor as it is, as one part named ``values``."""
+    """Keep the tensor as it is, as one part named ``values``; no configuration."""
 
     id = "dense"
     lossless = True
     output_is_part = True
+    #: Value stages apply to ``values``.
+    quantizable = ("values",)
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "Dense":
+        """Accept only the empty configuration."""
+        config_keys(config, set(), cls.id)
+        return cls()
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
         """``({"values": data}, {})``."""
         return {"values": data}, {}
 
-    @classmethod
-    def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, parts: Mapping[str, np.ndarray], spec: ArraySpec) -> np.ndarray:
         """The ``values`` part."""
         return parts["values"]
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """Nothing: the part is the tensor."""
         return DecodeCost(0, 0)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Accept only the empty configuration."""
-        config_keys(config, set(), cls.id)
-
-    @classmethod
-    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+    def part_specs(self, spec: ArraySpec) -> dict[str, ArraySpec]:
         """One part, ``values``, of the tensor's own spec."""
         return {"values": spec}
-
-    @classmethod
-    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
-        """Value stages apply to ``values``."""
-        return ("values",)

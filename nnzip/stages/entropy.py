@@ -1,4 +1,4 @@
-"""Helpers the entropy stages share, and the rule that picks a blob's bytes stage.
+"""The coding math the entropy stages share.
 
 * :func:`msb_symbols` / :func:`fields_to_bytes` -- bytes as w-bit symbols read
   MSB-first (the order ``bitpack`` writes in), and back;
@@ -7,28 +7,10 @@
 * :func:`limited_code_lengths`, :func:`canonical_codes`, :func:`kraft_ok` --
   optimal length-limited prefix codes (package-merge), used by ``huffman``;
 * :func:`pack_lsb` / :func:`read_lsb` -- vectorised bit writing and reading in the
-  LSB-first order both ``huffman`` and ``lzw`` use (the order of DEFLATE);
-* :func:`best_bytes_stage` -- what the pipeline calls per blob.
+  LSB-first order both ``huffman`` and ``lzw`` use (the order of DEFLATE).
 
-The choice rule of :func:`best_bytes_stage`: no coding and ``huffman`` are
-always sized exactly (Huffman's size follows from the symbol counts and code
-lengths, before any bit is packed).  ``lzw`` is run in full, stopping as soon as
-it cannot win, on every blob of at most :data:`LZW_FULL_TRIAL_BYTES`; on a larger
-blob it is first estimated by coding :data:`LZW_WINDOWS` evenly spaced windows of
-:data:`LZW_WINDOW_BYTES` each from an empty dictionary (as every dictionary
-generation starts), and run in full only when that estimate, scaled to the whole
-blob, is below :data:`LZW_SKIP_RATIO` times the best size so far.  ``arith``
-codes the first 64 KiB with a few widths and both orders to choose its
-parameters; that trial is its exact size on a blob of at most 64 KiB, and on a
-larger one it is run in full only when the trial, scaled to the whole blob, is
-below 1.02 times the best size so far (``arith.SKIP_RATIO``).  An ``arith``
-stream is only taken if its declared decode operations stay within rule 4.8.2's
-default of ``2**15`` per stored byte (so on blobs it shrinks by at most ~21x):
-it decodes one bit at a time, and a file must stay readable under the default
-caps whatever its blobs.  The fewest
-bytes among the coders actually run wins; on equal sizes the simpler one wins,
-in the order none < huffman < lzw < arith (simpler means faster to decode and less
-format to trust), so the chosen blob is never larger than the input.
+Only coding math lives here; which coder a blob gets is the encoder's policy
+(:mod:`nnzip.stages.policy`), so this module imports none of the stages.
 """
 
 from __future__ import annotations
@@ -37,22 +19,6 @@ import math
 from typing import Any
 
 import numpy as np
-
-#: Candidates of :func:`best_bytes_stage`, simplest first (ties go to the earlier one).
-BYTES_STAGES = ("huffman", "lzw", "arith")
-#: Blobs up to this size take ``arith`` whenever it is smallest; larger ones only when it is at
-#: least ARITH_MIN_GAIN smaller than the best other coding.  ``arith`` encodes and decodes at
-#: ~10 MB/s against Huffman's 150-350 MB/s: measured on MiniLM-L6 lossless, taking it wherever
-#: it was smallest saved 0.76 % of the file and quadrupled compress time (5.9 -> 23.7 s CPU).
-ARITH_EXACT_BYTES = 64 * 1024
-ARITH_MIN_GAIN = 0.05
-#: Blobs up to this size get a full LZW trial: the choice is then exactly the 1.0 rule's.
-LZW_FULL_TRIAL_BYTES = 1 << 18
-#: Larger blobs: LZW is estimated on this many windows of this many bytes...
-LZW_WINDOWS, LZW_WINDOW_BYTES = 4, 1 << 16
-#: ...and tried in full only if the estimate is below this multiple of the best size so far.
-LZW_SKIP_RATIO = 1.25
-
 
 # --- symbols and measuring -----------------------------------------------------------
 
@@ -301,110 +267,3 @@ def read_msb(buffer: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarra
     window = (padded[index] << 16) | (padded[index + 1] << 8) | padded[index + 2]
     masks = (np.uint32(1) << widths.astype(np.uint32)) - np.uint32(1)
     return ((window >> (24 - widths - (starts & 7)).astype(np.uint32)) & masks).astype(np.int64)
-
-
-# --- the pipeline's choice --------------------------------------------------------------
-
-
-def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) -> tuple[str | None, bytes, dict]:
-    """The smallest coding of *data* among the coders tried: ``(stage id or None, encoded bytes, configuration)``.
-
-    Tries no coding and each stage of *candidates* (in :data:`BYTES_STAGES`
-    order, simplest first) with its default parameters; the strictly smallest
-    output wins, ties go to the simpler (none < huffman < lzw < arith).  ``None`` means
-    "store the bytes as they are" (the returned bytes are then *data* itself and
-    the configuration is ``{}``).  Each stage's ``encode_below`` may give up as
-    soon as it knows it cannot beat the best size so far, which saves time but
-    never changes the answer; ``lzw`` is skipped on large blobs where its
-    estimate (:func:`lzw_estimate`) is clearly worse, and ``arith`` on large blobs
-    where its prefix trial is (see the module docstring).  On blobs over
-    :data:`ARITH_EXACT_BYTES`, ``arith`` must beat the best other coding by
-    :data:`ARITH_MIN_GAIN` (its decode is the slowest by far).
-    """
-    from .huffman import encode_below as huffman_below
-    from .arith import encode_below as arith_below
-    from .lzw import encode_below as lzw_below
-
-    coders = {"huffman": huffman_below, "lzw": lzw_below, "arith": arith_below}
-    data = bytes(data)
-    best: tuple[str | None, bytes, dict] = (None, data, {})
-    for stage_id in BYTES_STAGES:
-        if stage_id not in candidates:
-            continue
-        if stage_id == "lzw" and lzw_loses(data, len(best[1])):
-            continue
-        limit = len(best[1])
-        if stage_id == "arith" and len(data) > ARITH_EXACT_BYTES:
-            if not _arith_may_pay(data, limit):
-                continue
-            limit = int(limit * (1 - ARITH_MIN_GAIN))  # decodes ~15x slower than huffman: must pay for it
-        result = coders[stage_id](data, limit)
-        if result is not None and stage_id == "arith" and not _arith_cost_ok(len(data), result):
-            continue
-        if result is not None and len(result[0]) < len(best[1]):
-            best = (stage_id, result[0], result[1])
-    return best
-
-
-def _arith_may_pay(data: bytes, best: int) -> bool:
-    """Whether ``arith`` could beat *best* bytes by :data:`ARITH_MIN_GAIN` on a large blob, judged
-    from its byte histogram alone (one compiled pass) before any trial coding: only when the
-    best coding is at least that much above the order-0 bound (Huffman's one-bit floor on
-    skewed data, where an adaptive binary coder keeps what Huffman loses).
-
-    Measured on MiniLM-L6 lossless: of its 186 blobs over 64 KiB, arith won one (by this
-    reason); trials on the others (near-random mantissa planes, exponent planes Huffman
-    codes at the bound) cost 12 s of CPU.  What this gives up: order-1 context gains on large
-    blobs of quantized codes that Huffman already codes at the order-0 bound.
-    """
-    bound = entropy_bound(symbol_counts(data, 8)) / 8
-    return best >= (1 + ARITH_MIN_GAIN) * bound
-
-
-def _arith_cost_ok(size: int, result: tuple[bytes, dict]) -> bool:
-    """Whether an ``arith`` stream's declared decode operations stay within rule 4.8.2's default
-    share of its own bytes (``2**15`` per stored byte), so choosing it can never push a file past
-    the cap: ``arith`` decodes a bit at a time, so on blobs it shrinks more than ~21x it would."""
-    from ..limits import DEFAULT_OPS_PER_DATA_BYTE
-    from .arith import Arith
-    from .base import BytesSpec
-
-    stream, config = result
-    return Arith.decode_cost(BytesSpec(size), config, len(stream)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(stream)
-
-
-def lzw_estimate(data: bytes) -> float:
-    """LZW's likely size of *data* in bytes: 0 (meaning "try it") up to :data:`LZW_FULL_TRIAL_BYTES`, else
-    the bytes per input byte of :data:`LZW_WINDOWS` evenly spaced windows, each coded from an empty
-    dictionary, times ``len(data)``."""
-    if len(data) <= LZW_FULL_TRIAL_BYTES:
-        return 0.0
-    from .lzw import lzw_size
-
-    return sum(lzw_size(w) for w in _lzw_windows(data)) / (LZW_WINDOWS * LZW_WINDOW_BYTES) * len(data)
-
-
-def lzw_loses(data: bytes, best: int) -> bool:
-    """``lzw_estimate(data) >= LZW_SKIP_RATIO * best`` (the skip test), decided while coding no
-    window further than it takes: an LZW stream only grows, so a window is coded only until the
-    windows' total passes the threshold's share (with one byte to spare for rounding)."""
-    threshold = LZW_SKIP_RATIO * best
-    if len(data) <= LZW_FULL_TRIAL_BYTES:
-        return 0.0 >= threshold
-    from .lzw import encode_below as lzw_below, lzw_size
-
-    sampled = LZW_WINDOWS * LZW_WINDOW_BYTES
-    enough = math.ceil(threshold * sampled / len(data)) + 1  # window bytes that surely reach it
-    total = 0
-    for window in _lzw_windows(data):
-        coded = lzw_below(window, enough - total)  # enough - total >= 1: total stays below enough
-        if coded is None and (total + enough - total) / sampled * len(data) >= threshold:
-            return True
-        total += lzw_size(window) if coded is None else len(coded[0])
-    return total / sampled * len(data) >= threshold
-
-
-def _lzw_windows(data: bytes) -> list[bytes]:
-    """The :data:`LZW_WINDOWS` evenly spaced windows of :func:`lzw_estimate` (the first at 0, the last at the end)."""
-    step = (len(data) - LZW_WINDOW_BYTES) // (LZW_WINDOWS - 1)
-    return [data[k * step : k * step + LZW_WINDOW_BYTES] for k in range(LZW_WINDOWS)]

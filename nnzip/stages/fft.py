@@ -27,22 +27,22 @@ See ``spec/stages/fft.md``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 import scipy.fft
 
 from ..errors import ConfigError
-from .base import BLOCK_ELEMENTS, PASS_OPS, ArraySpec, DecodeCost, TransformStage, config_choice, config_int, config_keys
-from .csr import check_index_config, decode_positions, encode_positions, index_decode_cost, index_param, index_specs
+from .base import (BLOCK_ELEMENTS, PASS_OPS, ArraySpec, DecodeCost, TransformStage, check_params, config_choice, config_int, config_keys,
+                   param_choice, param_fraction)
+from .csr import IndexCoding, decode_positions, encode_positions, index_decode_cost, index_param, index_specs
 from .matrix import (
     as_matrix,
-    check_params,
     check_parts,
     float_part_dtype,
     fraction_count,
     matrix_shape,
-    param_fraction,
     require_finite,
     require_float_input,
     require_float_spec,
@@ -210,95 +210,94 @@ def low_order(m: int, n: int, transform: str) -> np.ndarray:
 LOW_ORDER_BYTES = 24
 
 
+@dataclass(frozen=True)
 class FFT(TransformStage):
     """Keep ``keep`` of the coefficients of a ``dct`` or ``rfft``; params ``transform``, ``keep``, ``select``."""
 
     id = "fft"
-    lossless = False
+    #: The kept coefficients.
+    quantizable = ("coeffs",)
+    #: ``"dct"`` or ``"rfft"``.
+    transform: str
+    #: ``"low"`` or ``"largest"``.
+    select: str
+    #: Coefficients kept, ``0..size``.
+    kept: int
+    #: ``select="largest"`` only: how the positions are stored.
+    index: IndexCoding | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "FFT":
+        """Require a float tensor, known ``transform``/``select``, ``kept`` in ``0..size``, valid position fields."""
+        config_keys(config, {"transform", "select", "kept", "index_coding", "index_bits", "codes"}, cls.id)
+        require_float_spec(cls.id, spec)
+        transform = config_choice(config, "transform", TRANSFORMS)
+        select = config_choice(config, "select", SELECTS)
+        kept = config_int(config, "kept", 0, spec.size)
+        if select == "low":
+            config_keys(config, {"transform", "select", "kept"}, cls.id)
+            return cls(transform, select, kept)
+        return cls(transform, select, kept, IndexCoding.from_config(cls.id, config, kept, spec.size, POSITION_CODINGS))
+
+    def to_config(self) -> dict:
+        """``{"transform", "select", "kept"}``, then for ``largest`` the position fields."""
+        config = {"transform": self.transform, "select": self.select, "kept": self.kept}
+        return config if self.index is None else {**config, **self.index.to_config()}
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[dict, dict]:
         """Transform, select and store ``coeffs`` (and ``positions`` for ``largest``)."""
         require_float_input(cls.id, spec)
         check_params(cls.id, params, {"transform", "keep", "select", "index_coding", "index_bits"})
-        transform = _choice(params, "transform", TRANSFORMS)
-        select = _choice(params, "select", SELECTS)
+        transform = param_choice(cls.id, params, "transform", TRANSFORMS, TRANSFORMS[0], label="parameter 'transform'")
+        select = param_choice(cls.id, params, "select", SELECTS, SELECTS[0], label="parameter 'select'")
         if "keep" not in params:
             raise ConfigError("fft: the parameter 'keep' (fraction of coefficients kept) is required")
         require_finite(cls.id, data)
         m, n = matrix_shape(spec.shape)
         kept = fraction_count(param_fraction(cls.id, params, "keep"), m * n)
         coefficients = forward(as_matrix(data), transform)
-        config = {"transform": transform, "select": select, "kept": kept}
         dtype = float_part_dtype(spec)
         if select == "low":
             if {"index_coding", "index_bits"} & set(params):
                 raise ConfigError("fft: 'index_coding' and 'index_bits' apply only to select='largest'")
-            return require_representable(cls.id, {"coeffs": coefficients[low_order(m, n, transform)[:kept]]}, dtype), config
+            coeffs = require_representable(cls.id, {"coeffs": coefficients[low_order(m, n, transform)[:kept]]}, dtype)
+            return coeffs, cls(transform, select, kept).to_config()
         coding, bits = index_param(cls.id, params, "index_coding", POSITION_CODINGS)
         positions = np.sort(np.argsort(-np.abs(coefficients), kind="stable")[:kept])
         fields, arrays = encode_positions(positions, m, n, coding, bits, POSITION_CODINGS)
         parts = require_representable(cls.id, {"coeffs": coefficients[positions]}, dtype)
-        return {**parts, "positions": arrays[0]}, {**config, **fields}
+        return {**parts, "positions": arrays[0]}, cls(transform, select, kept, IndexCoding(**fields)).to_config()
 
-    @classmethod
-    def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, parts: Mapping[str, np.ndarray], spec: ArraySpec) -> np.ndarray:
         """Scatter the coefficients and invert the transform block by block into the tensor's dtype."""
-        checked = check_parts(cls.id, parts, cls.part_specs(spec, config))
+        checked = check_parts(self.id, parts, self.part_specs(spec))
         m, n = matrix_shape(spec.shape)
-        kept, transform = config["kept"], config["transform"]
-        if config["select"] == "low":
+        kept, transform = self.kept, self.transform
+        if self.select == "low":
             positions = low_order(m, n, transform)[:kept].copy()  # the copy frees the full order
         else:
-            positions = decode_positions(config, [checked["positions"]], kept, m, n)
+            positions = decode_positions(self.index, [checked["positions"]], kept, m, n)
         out = np.empty((m, n), dtype=spec.dtype)
         with np.errstate(over="ignore"):  # a hostile file may name values beyond the dtype: they become inf
             rebuild(positions, checked["coeffs"].astype(np.float64), m, n, transform, out)
         return out.reshape(spec.shape)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """Positions (``select`` rule), the float64 values, then :func:`rebuild`'s spectrum and blocks."""
         m, n = matrix_shape(spec.shape)
-        kept, transform = config["kept"], config["transform"]
-        if config["select"] == "low":
+        kept, transform = self.kept, self.transform
+        if self.select == "low":
             positions = DecodeCost(LOW_ORDER_BYTES * m * n + 8 * kept, sort_ops(m * n))
         else:
-            positions = index_decode_cost(config, kept, m, n)
+            positions = index_decode_cost(self.index, kept, m, n)
         rebuilding = 8 * kept + 8 * kept + decode_work(m, n, kept, transform)  # positions, values, spectrum
         return DecodeCost(max(positions.work, rebuilding), positions.ops + transform_ops(m, n))
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Require a float tensor, known ``transform``/``select``, ``kept`` in ``0..size``, valid position fields."""
-        config_keys(config, {"transform", "select", "kept", "index_coding", "index_bits", "codes"}, cls.id)
-        require_float_spec(cls.id, spec)
-        config_choice(config, "transform", TRANSFORMS)
-        select = config_choice(config, "select", SELECTS)
-        kept = config_int(config, "kept", 0, spec.size)
-        if select == "largest":
-            check_index_config(cls.id, config, kept, spec.size, POSITION_CODINGS)
-        else:
-            config_keys(config, {"transform", "select", "kept"}, cls.id)
-
-    @classmethod
-    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+    def part_specs(self, spec: ArraySpec) -> dict[str, ArraySpec]:
         """``coeffs`` (kept,), then ``positions`` for ``select="largest"``."""
-        specs = {"coeffs": ArraySpec(float_part_dtype(spec), (config["kept"],))}
-        if config["select"] == "largest":
+        specs = {"coeffs": ArraySpec(float_part_dtype(spec), (self.kept,))}
+        if self.select == "largest":
             m, n = matrix_shape(spec.shape)
-            specs["positions"] = index_specs(config, config["kept"], m, n)[0]
+            specs["positions"] = index_specs(self.index, self.kept, m, n)[0]
         return specs
-
-    @classmethod
-    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
-        """The kept coefficients."""
-        return ("coeffs",)
-
-
-def _choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    """``params[key]`` (default: the first choice) if it is one of *choices*, else ConfigError."""
-    value = params.get(key, choices[0])
-    if value not in choices or not isinstance(value, str):
-        raise ConfigError(f"fft: parameter {key!r} must be one of {list(choices)}, got {value!r}")
-    return value

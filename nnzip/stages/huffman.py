@@ -23,12 +23,13 @@ decoding algorithm on the way, so no symbol array or count is built to validate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import BytesSpec, BytesStage, DecodeCost, config_int, config_keys, linear_cost
+from .base import BytesSpec, BytesStage, DecodeCost, check_params, config_int, config_keys, linear_cost, param_int
 from .entropy import (
     canonical_codes,
     kraft_ok,
@@ -61,6 +62,7 @@ TABLE_DENSE, TABLE_SPARSE = 0, 1
 MAX_VARINT_BYTES = 3
 
 
+@dataclass(frozen=True)
 class Huffman(BytesStage):
     """Canonical Huffman coding, codes of at most 15 bits, over w-bit symbols read MSB-first.
 
@@ -70,45 +72,37 @@ class Huffman(BytesStage):
     """
 
     id = "huffman"
-    lossless = True
+    #: Bits per symbol, 1..16.
+    symbol_bits: int
+
+    @classmethod
+    def from_config(cls, config: Any, spec: BytesSpec | None) -> "Huffman":
+        """Only ``symbol_bits``, an integer in 1..16."""
+        config_keys(config, {"symbol_bits"}, cls.id)
+        return cls(config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS))
 
     @classmethod
     def encode(cls, data: bytes, spec: BytesSpec, params: Mapping[str, Any]) -> tuple[bytes, dict]:
         """Code *data*; returns ``(stream, {"symbol_bits": w})``."""
-        unknown = set(params) - {"symbol_bits"}
-        if unknown:
-            raise ConfigError(f"huffman: unknown parameters {sorted(unknown)} (known: ['symbol_bits'])")
-        width = params.get("symbol_bits")
-        if width is not None and (type(width) is not int or not MIN_SYMBOL_BITS <= width <= MAX_SYMBOL_BITS):
-            raise ConfigError(f"huffman: 'symbol_bits' must be an integer in 1..16, got {width!r}")
+        check_params(cls.id, params, {"symbol_bits"})
+        width = param_int(cls.id, params, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS, None)
         plan = _best_plan(bytes(data), (width,) if width else AUTO_WIDTHS)
         if plan is None:
             raise ConfigError(f"huffman: more than 32767 distinct {width}-bit symbols occur; use a narrower width")
-        return _write(plan), {"symbol_bits": plan.width}
+        return _write(plan), cls(plan.width).to_config()
 
-    @classmethod
-    def decode(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any]) -> bytes:
+    def decode(self, data: bytes, spec: BytesSpec) -> bytes:
         """Exactly ``spec.size`` bytes, or FormatError for any stream the spec page rejects."""
-        width = config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
-        return _decode(bytes(data), spec.size, width)
+        return _decode(bytes(data), spec.size, self.symbol_bits)
 
-    @classmethod
-    def decode_into(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any], out: np.ndarray) -> None:
+    def decode_into(self, data: bytes, spec: BytesSpec, out: np.ndarray) -> None:
         """:meth:`decode` into *out* (``spec.size`` writable uint8, e.g. a chunk's slice of its part's
         buffer), with no copy of the output; the same checks and errors."""
-        width = config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
         if out.dtype != np.uint8 or out.shape != (spec.size,):
             raise ValueError(f"huffman: decode_into needs {spec.size} uint8 bytes, got {out.dtype}{out.shape}")
-        _decode(bytes(data), spec.size, width, out)
+        _decode(bytes(data), spec.size, self.symbol_bits, out)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: BytesSpec) -> None:
-        """Only ``symbol_bits``, an integer in 1..16."""
-        config_keys(config, {"symbol_bits"}, cls.id)
-        config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS)
-
-    @classmethod
-    def decode_cost(cls, spec: BytesSpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: BytesSpec, coded: int = 0) -> DecodeCost:
         """Bounds for the compiled decoder (``spec/stages/huffman.md``, "Decode cost").
 
         Two copies of the blob (its bytes and the payload after the table), the output's
@@ -116,15 +110,13 @@ class Huffman(BytesStage):
         the two-level lookup table): under 2 MiB whatever the width.  Four passes over the
         symbols and the blob.
         """
-        width = config["symbol_bits"]
-        symbols = 8 * spec.size // width + 1
+        symbols = 8 * spec.size // self.symbol_bits + 1
         work = 2 * coded + spec.size + (2 << 20)
         return linear_cost(symbols + coded, passes=4, work=work)
 
-    @classmethod
-    def max_expansion(cls, config: Mapping[str, Any]) -> float:
+    def max_expansion(self) -> float:
         """Every code is at least 1 bit and stands for ``w`` bits of output: ``w``."""
-        return float(config_int(config, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS))
+        return float(self.symbol_bits)
 
 
 def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
@@ -136,7 +128,7 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
     plan = _best_plan(bytes(data), AUTO_WIDTHS)
     if plan is None or plan.size >= limit:
         return None
-    return _write(plan), {"symbol_bits": plan.width}
+    return _write(plan), Huffman(plan.width).to_config()
 
 
 # --- encoding -----------------------------------------------------------------------------

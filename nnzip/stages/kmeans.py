@@ -7,12 +7,14 @@ output is the array of codes, uint8, same shape.  See ``spec/stages/kmeans.md``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeError, block_work, config_int, config_keys, decode_floats, encode_floats, linear_cost
+from .base import (BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeError, block_work, check_params, config_int, config_keys,
+                   decode_floats, encode_floats, linear_cost, param_bool, param_int)
 from .kmeans1d import kmeans1d, nearest
 
 #: Input element types the stage accepts.
@@ -22,6 +24,7 @@ MAX_BITS = 8
 _PARAMS = {"bits", "zero", "weights"}
 
 
+@dataclass(frozen=True)
 class KMeans(ArrayStage):
     """Quantise a float array to ``2**bits`` levels learned by 1-D k-means.
 
@@ -32,7 +35,24 @@ class KMeans(ArrayStage):
     """
 
     id = "kmeans"
-    lossless = False
+    #: Bits per code, 1..8.
+    bits: int
+    #: The levels, float32 values (held exactly as Python floats), strictly ascending, 1..2**bits of them.
+    codebook: tuple[float, ...]
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "KMeans":
+        """Reject unknown fields, bits outside 1..8 and any codebook :func:`_codebook` refuses."""
+        codebook = _codebook(config, spec)  # checks every field first
+        return cls(config["bits"], tuple(codebook.tolist()))
+
+    def to_config(self) -> dict:
+        """``{"bits": bits, "codebook": base64 of the float32 levels}``."""
+        return {"bits": self.bits, "codebook": encode_floats(self.levels())}
+
+    def levels(self) -> np.ndarray:
+        """The codebook as a float32 array."""
+        return np.array(self.codebook, dtype="<f4")
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
@@ -42,12 +62,11 @@ class KMeans(ArrayStage):
         _check_values(values, spec)
         codebook = _round_codebook(kmeans1d(values, 2**bits, weights, fixed_zero=zero), spec.dtype)
         codes = nearest(values, codebook.astype(np.float64)).astype(np.uint8).reshape(spec.shape)
-        return codes, {"bits": bits, "codebook": encode_floats(codebook)}
+        return codes, cls(bits, tuple(codebook.tolist())).to_config()
 
-    @classmethod
-    def decode(cls, data: np.ndarray, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, data: np.ndarray, spec: ArraySpec) -> np.ndarray:
         """``codebook[codes]`` in the input's dtype; rejects codes outside the codebook."""
-        codebook = _codebook(config, spec)
+        codebook = self.levels()
         codes = np.asarray(data)
         if codes.dtype != np.uint8 or codes.shape != spec.shape:
             raise FormatError(f"kmeans: codes must be uint8 of shape {spec.shape}, got {codes.dtype} {codes.shape}")
@@ -59,33 +78,20 @@ class KMeans(ArrayStage):
             out[start:start + BLOCK_ELEMENTS] = table[flat[start:start + BLOCK_ELEMENTS]]
         return out.reshape(spec.shape)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """A block of intp indices; a range check and a table lookup per element."""
         return linear_cost(spec.size, passes=2, work=block_work(8))
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Reject unknown fields, bits outside 1..8 and any codebook :func:`_codebook` refuses."""
-        _codebook(config, spec)
-
-    @classmethod
-    def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
+    def output_spec(self, spec: ArraySpec) -> ArraySpec:
         """uint8 codes of the input's shape."""
         return ArraySpec(np.dtype("|u1"), spec.shape)
 
 
 def _parse_params(params: Mapping[str, Any], spec: ArraySpec) -> tuple[int, bool, np.ndarray | None]:
     """Validate the encoder params; ConfigError names the first bad one."""
-    unknown = set(params) - _PARAMS
-    if unknown:
-        raise ConfigError(f"kmeans: unknown parameters {sorted(unknown)} (known: {sorted(_PARAMS)})")
-    bits = params.get("bits")
-    if type(bits) is not int or not 1 <= bits <= MAX_BITS:
-        raise ConfigError(f"kmeans: 'bits' must be an integer in 1..{MAX_BITS}, got {bits!r}")
-    zero = params.get("zero", False)
-    if type(zero) is not bool:
-        raise ConfigError(f"kmeans: 'zero' must be true or false, got {zero!r}")
+    check_params("kmeans", params, _PARAMS)
+    bits = param_int("kmeans", params, "bits", 1, MAX_BITS, )
+    zero = param_bool("kmeans", params, "zero", False)
     weights = params.get("weights")
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64).reshape(-1)

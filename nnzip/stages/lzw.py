@@ -16,12 +16,13 @@ where it already stands in the output.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ConfigError, FormatError
-from .base import BytesSpec, BytesStage, DecodeCost, config_int, config_keys, linear_cost
+from ..errors import FormatError
+from .base import BytesSpec, BytesStage, DecodeCost, check_params, config_int, config_keys, linear_cost, param_int
 from .entropy import pack_lsb, read_lsb
 
 #: Width of the first codes.
@@ -34,6 +35,7 @@ MAX_BITS = 16
 DEFAULT_MAX_BITS = 16
 
 
+@dataclass(frozen=True)
 class LZW(BytesStage):
     """LZW coding with codes of 9 up to ``max_bits`` bits and a dictionary reset when full.
 
@@ -42,33 +44,27 @@ class LZW(BytesStage):
     """
 
     id = "lzw"
-    lossless = True
+    #: Widest code, 9..16.
+    max_bits: int = DEFAULT_MAX_BITS
+
+    @classmethod
+    def from_config(cls, config: Any, spec: BytesSpec | None) -> "LZW":
+        """Only ``max_bits``, an integer in 9..16."""
+        config_keys(config, {"max_bits"}, cls.id)
+        return cls(config_int(config, "max_bits", MIN_BITS, MAX_BITS))
 
     @classmethod
     def encode(cls, data: bytes, spec: BytesSpec, params: Mapping[str, Any]) -> tuple[bytes, dict]:
         """Code *data*; returns ``(stream, {"max_bits": max_bits})``."""
-        unknown = set(params) - {"max_bits"}
-        if unknown:
-            raise ConfigError(f"lzw: unknown parameters {sorted(unknown)} (known: ['max_bits'])")
-        max_bits = params.get("max_bits", DEFAULT_MAX_BITS)
-        if type(max_bits) is not int or not MIN_BITS <= max_bits <= MAX_BITS:
-            raise ConfigError(f"lzw: 'max_bits' must be an integer in {MIN_BITS}..{MAX_BITS}, got {max_bits!r}")
-        return _encode(bytes(data), max_bits, None), {"max_bits": max_bits}
+        check_params(cls.id, params, {"max_bits"})
+        max_bits = param_int(cls.id, params, "max_bits", MIN_BITS, MAX_BITS, DEFAULT_MAX_BITS)
+        return _encode(bytes(data), max_bits, None), cls(max_bits).to_config()
 
-    @classmethod
-    def decode(cls, data: bytes, spec: BytesSpec, config: Mapping[str, Any]) -> bytes:
+    def decode(self, data: bytes, spec: BytesSpec) -> bytes:
         """Exactly ``spec.size`` bytes, or FormatError for any stream the spec page rejects."""
-        max_bits = config_int(config, "max_bits", MIN_BITS, MAX_BITS)
-        return _decode(bytes(data), spec.size, max_bits)
+        return _decode(bytes(data), spec.size, self.max_bits)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: BytesSpec) -> None:
-        """Only ``max_bits``, an integer in 9..16."""
-        config_keys(config, {"max_bits"}, cls.id)
-        config_int(config, "max_bits", MIN_BITS, MAX_BITS)
-
-    @classmethod
-    def decode_cost(cls, spec: BytesSpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: BytesSpec, coded: int = 0) -> DecodeCost:
         """Bounds for the compiled decoder (``spec/stages/lzw.md``, "Decode cost").
 
         The blob's bytes copy, the output's ``bytes`` copy and three tables of ``2**max_bits``
@@ -79,11 +75,9 @@ class LZW(BytesStage):
         work = coded + spec.size + (2 << 20)
         return DecodeCost(work, linear_cost(codes, passes=24).ops + linear_cost(spec.size, passes=2).ops)
 
-    @classmethod
-    def max_expansion(cls, config: Mapping[str, Any]) -> float:
+    def max_expansion(self) -> float:
         """A code is at least 9 bits and its string at most ``2**max_bits - 255`` bytes long."""
-        max_bits = config_int(config, "max_bits", MIN_BITS, MAX_BITS)
-        return 8 * _generation(max_bits) / MIN_BITS
+        return 8 * _generation(self.max_bits) / MIN_BITS
 
 
 def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
@@ -92,7 +86,7 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
     The encoder stops as soon as the codes emitted so far already fill *limit* bytes.
     """
     stream = _encode(bytes(data), DEFAULT_MAX_BITS, limit)
-    return None if stream is None else (stream, {"max_bits": DEFAULT_MAX_BITS})
+    return None if stream is None else (stream, LZW().to_config())
 
 
 def lzw_size(data: bytes) -> int:

@@ -96,7 +96,7 @@ def require_representable(stage_id: str, parts: Mapping[str, np.ndarray], dtype:
 
 
 def require_float_spec(stage_id: str, spec: ArraySpec) -> None:
-    """Decoder check (from ``check_config``): raise FormatError unless the tensor is float."""
+    """Decoder check (from ``from_config``): raise FormatError unless the tensor is float."""
     if not is_float(spec):
         raise FormatError(f"{stage_id}: a float tensor is required, the file declares {spec.dtype}")
 
@@ -112,23 +112,6 @@ def fraction_count(fraction: float, size: int) -> int:
     Round half up (not Python's round-half-even) so the rule is one line in a spec.
     """
     return min(size, max(0, int(math.floor(float(fraction) * size + 0.5))))
-
-
-def check_params(stage_id: str, params: Mapping[str, Any], allowed: set[str]) -> None:
-    """Reject unknown encoder parameters with ConfigError (catches typos such as ``rnak``)."""
-    unknown = set(params) - allowed
-    if unknown:
-        raise ConfigError(f"{stage_id}: unknown parameters {sorted(unknown)} (known: {sorted(allowed)})")
-
-
-def param_fraction(stage_id: str, params: Mapping[str, Any], key: str, lo_open: bool = False) -> float:
-    """``params[key]`` as a float in ``[0, 1]`` (``(0, 1]`` when *lo_open*), else ConfigError."""
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{stage_id}: parameter {key!r} must be a number, got {value!r}")
-    if not (0.0 < value <= 1.0 if lo_open else 0.0 <= value <= 1.0):
-        raise ConfigError(f"{stage_id}: parameter {key!r} must be in {'(0, 1]' if lo_open else '[0, 1]'}, got {value!r}")
-    return float(value)
 
 
 def check_parts(stage_id: str, parts: Mapping[str, Any], specs: Mapping[str, ArraySpec]) -> dict[str, np.ndarray]:

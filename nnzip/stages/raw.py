@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -10,19 +11,24 @@ from ..errors import FormatError
 from .base import ArraySpec, DecodeCost, SerializeStage, config_keys, linear_cost
 
 
+@dataclass(frozen=True)
 class Raw(SerializeStage):
-    """Serialize an array as its little-endian bytes; no parameters."""
+    """Serialize an array as its little-endian bytes; no parameters, no configuration."""
 
     id = "raw"
-    lossless = True
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "Raw":
+        """Accept only the empty configuration."""
+        config_keys(config, set(), cls.id)
+        return cls()
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[bytes, dict]:
         """The bytes of *data* in C order and little-endian."""
         return np.ascontiguousarray(data, dtype=spec.dtype).tobytes(), {}
 
-    @classmethod
-    def decode(cls, data: bytes, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
         """Rebuild the array of *spec* from exactly ``spec.nbytes`` bytes."""
         if len(data) != spec.nbytes:
             raise FormatError(f"raw: expected {spec.nbytes} bytes, got {len(data)}")
@@ -30,18 +36,11 @@ class Raw(SerializeStage):
             check_bool_bytes(np.frombuffer(data, dtype=np.uint8))
         return np.frombuffer(data, dtype=spec.dtype).reshape(spec.shape).copy()
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """One copy (the output); a ``|b1`` check holds one boolean per element."""
         return linear_cost(spec.size, passes=2, work=spec.size if spec.dtype == np.bool_ else 0)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Accept only the empty configuration."""
-        config_keys(config, set(), cls.id)
-
-    @classmethod
-    def encoded_size(cls, spec: ArraySpec, config: Mapping[str, Any]) -> int:
+    def encoded_size(self, spec: ArraySpec) -> int:
         """``spec.nbytes``."""
         return spec.nbytes
 

@@ -24,19 +24,19 @@ See ``spec/stages/svd.md``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, NoSaving
-from .base import BLOCK_ELEMENTS, ArraySpec, DecodeCost, TransformStage, config_int, config_keys, linear_cost
+from .base import (BLOCK_ELEMENTS, ArraySpec, DecodeCost, TransformStage, check_params, config_int, config_keys, exactly_one, linear_cost,
+                   param_fraction, param_int)
 from .matrix import (
     as_matrix,
-    check_params,
     check_parts,
     float_part_dtype,
     matrix_shape,
-    param_fraction,
     require_finite,
     require_float_input,
     require_float_spec,
@@ -44,11 +44,27 @@ from .matrix import (
 )
 
 
+@dataclass(frozen=True)
 class SVD(TransformStage):
     """Low-rank factorisation ``A ~ u diag(s) vt``; params ``rank`` or ``energy``."""
 
     id = "svd"
-    lossless = False
+    #: The two factors; ``s`` stays exact (r numbers, each scaling a whole column).
+    quantizable = ("u", "vt")
+    #: Terms kept, ``0..min(m, n)``.
+    rank: int
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "SVD":
+        """Require a float tensor and ``rank`` in ``0..min(m, n)``.
+
+        The space rule is the encoder's policy, not a format rule: a decoder accepts
+        any rank up to ``min(m, n)``, which bounds the parts by the tensor's size.
+        """
+        config_keys(config, {"rank"}, cls.id)
+        require_float_spec(cls.id, spec)
+        m, n = matrix_shape(spec.shape)
+        return cls(config_int(config, "rank", 0, min(m, n)))
 
     # --- planner helpers ---------------------------------------------------------------
 
@@ -76,14 +92,6 @@ class SVD(TransformStage):
         # The last cumulative sum is the total, so the search always lands in 0..len(s).
         return int(np.searchsorted(cumulative, float(energy) * total, side="left"))
 
-    @classmethod
-    def singular_values(cls, data: np.ndarray) -> np.ndarray:
-        """The singular values of *data*'s matrix view, decreasing (for planners)."""
-        matrix = as_matrix(data)
-        if matrix.size == 0:
-            return np.zeros(0)
-        return np.linalg.svd(matrix, compute_uv=False)
-
     # --- the stage -----------------------------------------------------------------------
 
     @classmethod
@@ -96,8 +104,7 @@ class SVD(TransformStage):
         """
         require_float_input(cls.id, spec)
         check_params(cls.id, params, {"rank", "energy", "decomposition"})
-        if ("rank" in params) == ("energy" in params):
-            raise ConfigError("svd: give exactly one of the parameters 'rank' and 'energy'")
+        exactly_one(cls.id, params, "rank", "energy")
         require_finite(cls.id, data)
         m, n = matrix_shape(spec.shape)
         matrix = as_matrix(data)
@@ -115,29 +122,27 @@ class SVD(TransformStage):
             )
         u, vt = _fix_signs(u[:, :rank], vt[:rank])
         dtype = float_part_dtype(spec)
-        return require_representable(cls.id, {"u": u, "s": s[:rank], "vt": vt}, dtype), {"rank": rank}
+        return require_representable(cls.id, {"u": u, "s": s[:rank], "vt": vt}, dtype), cls(rank).to_config()
 
     @classmethod
     def _rank(cls, params: Mapping[str, Any], s: np.ndarray, max_rank: int) -> int:
         """The rank the params ask for, checked against ``0..min(m, n)``."""
         if "energy" in params:
             return cls.rank_for_energy(s, param_fraction(cls.id, params, "energy", lo_open=True))
-        rank = params["rank"]
-        if type(rank) is not int or not 0 <= rank <= max_rank:
+        rank = params.get("rank")
+        if type(rank) is int and rank > max_rank:
             # An integer beyond min(m, n) is a fine rank, only not for this shape: it could never save space.
-            error = NoSaving if type(rank) is int and rank > max_rank else ConfigError
-            raise error(f"svd: parameter 'rank' must be an integer in 0..{max_rank} (min(m, n)), got {rank!r}")
-        return rank
+            raise NoSaving(f"svd: parameter 'rank' must be an integer in 0..{max_rank} (min(m, n)), got {rank!r}")
+        return param_int(cls.id, params, "rank", 0, max_rank, expected=f"an integer in 0..{max_rank} (min(m, n))", label="parameter 'rank'")
 
-    @classmethod
-    def decode(cls, parts: Mapping[str, np.ndarray], spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, parts: Mapping[str, np.ndarray], spec: ArraySpec) -> np.ndarray:
         """``(u * s) @ vt`` in float64, a block of rows at a time, cast to the tensor's dtype.
 
         Blocks of ``BLOCK_ELEMENTS // n`` rows keep the float64 product a few MiB; BLAS may
         round a block's dot products differently from a whole-matrix product, within the
         tolerance ``spec/stages/svd.md`` states.
         """
-        checked = check_parts(cls.id, parts, cls.part_specs(spec, config))
+        checked = check_parts(self.id, parts, self.part_specs(spec))
         m, n = matrix_shape(spec.shape)
         scaled = checked["u"].astype(np.float64)
         scaled *= checked["s"].astype(np.float64)  # in place: one float64 copy of u, not two
@@ -149,38 +154,19 @@ class SVD(TransformStage):
                 out[i:i + rows] = scaled[i:i + rows] @ vt
         return out.reshape(spec.shape)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """float64 copies of ``u diag(s)`` and ``vt``, one block of rows; ``m n r`` multiply-adds."""
         m, n = matrix_shape(spec.shape)
-        rank = config["rank"]
+        rank = self.rank
         work = 8 * (m * rank + rank * n) + 16 * max(BLOCK_ELEMENTS, n)
         return DecodeCost(work, m * n * rank + linear_cost(m * n + m * rank + rank * n, passes=2).ops)
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """Require a float tensor and ``rank`` in ``0..min(m, n)``.
-
-        The space rule is the encoder's policy, not a format rule: a decoder accepts
-        any rank up to ``min(m, n)``, which bounds the parts by the tensor's size.
-        """
-        config_keys(config, {"rank"}, cls.id)
-        require_float_spec(cls.id, spec)
-        m, n = matrix_shape(spec.shape)
-        config_int(config, "rank", 0, min(m, n))
-
-    @classmethod
-    def part_specs(cls, spec: ArraySpec, config: Mapping[str, Any]) -> dict[str, ArraySpec]:
+    def part_specs(self, spec: ArraySpec) -> dict[str, ArraySpec]:
         """``u`` (m, r), ``s`` (r,) and ``vt`` (r, n), all of :func:`~nnzip.stages.matrix.float_part_dtype`."""
         m, n = matrix_shape(spec.shape)
-        rank = config["rank"]
+        rank = self.rank
         dtype = float_part_dtype(spec)
         return {"u": ArraySpec(dtype, (m, rank)), "s": ArraySpec(dtype, (rank,)), "vt": ArraySpec(dtype, (rank, n))}
-
-    @classmethod
-    def quantizable_parts(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
-        """The two factors; ``s`` stays exact (r numbers, each scaling a whole column)."""
-        return ("u", "vt")
 
 
 def _fix_signs(u: np.ndarray, vt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

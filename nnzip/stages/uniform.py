@@ -9,12 +9,14 @@ are a few small integers and cost far fewer bits than a fixed-rate k-means index
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .base import BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeError, block_work, config_keys, decode_floats, encode_floats, linear_cost
+from .base import (BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeError, block_work, config_keys, decode_floats, encode_floats,
+                   linear_cost, param_number)
 
 #: Input element types the stage accepts.
 INPUT_DTYPES = ("<f2", "<f4", "<f8")
@@ -29,11 +31,31 @@ MAX_OFFSET = 1 << 40
 CODE_DTYPE = np.dtype("<u2")
 
 
+@dataclass(frozen=True)
 class Uniform(ArrayStage):
     """Round to multiples of ``step``; codes are ``round(x / step) - offset`` as uint16."""
 
     id = "uniform"
-    lossless = False
+    #: The step, a positive finite float64.
+    step: float
+    #: The level of code 0, within ±:data:`MAX_OFFSET`.
+    offset: int
+
+    @classmethod
+    def from_config(cls, config: Any, spec: ArraySpec) -> "Uniform":
+        """``step`` a positive finite float64, ``offset`` an integer within ±2**40; float input."""
+        config_keys(config, {"step", "offset"}, cls.id)
+        if spec.dtype.str not in INPUT_DTYPES:
+            raise FormatError(f"uniform: the input spec must be a float type, got {spec.dtype}")
+        step, offset = _parse(config)
+        if spec.size and not (_finite_in(spec.dtype, step, offset, 0) or _finite_in(spec.dtype, step, offset + MAX_LEVELS - 1, 0)
+                              or offset < 0 < offset + MAX_LEVELS - 1):
+            raise FormatError(f"uniform: with offset {offset} and step {step:g} no code decodes to a finite {spec.dtype}")
+        return cls(step, offset)
+
+    def to_config(self) -> dict:
+        """``{"step": base64 of the float64 step, "offset": offset}``."""
+        return {"step": encode_floats(np.array([self.step]), "<f8"), "offset": self.offset}
 
     @classmethod
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
@@ -45,14 +67,11 @@ class Uniform(ArrayStage):
         unknown = set(params) - {"step", "step_sd", "rdo"}
         if unknown or ("step" in params) == ("step_sd" in params):
             raise ConfigError("uniform: give exactly one of the parameters 'step' and 'step_sd' (and optionally 'rdo')")
-        rdo = params.get("rdo", 0.0)
-        if isinstance(rdo, bool) or not isinstance(rdo, (int, float)) or not 0 <= rdo <= MAX_RDO:
-            raise ConfigError(f"uniform: 'rdo' must be a number from 0 to {MAX_RDO}, got {rdo!r}")
+        rdo = param_number(cls.id, params, "rdo", 0.0, lambda v: 0 <= v <= MAX_RDO, f"a number from 0 to {MAX_RDO}")
         if not np.isfinite(np.asarray(data)).all():
             raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
         step = params["step"] if "step" in params else _relative_step(data, params["step_sd"])
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
-            raise ConfigError(f"uniform: 'step' must be a positive finite number, got {step!r}")
+        step = param_number(cls.id, {"step": step}, "step", None, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
         if spec.dtype.str not in INPUT_DTYPES:
             raise ConfigError(f"uniform: input must be a float array, got {spec.dtype}")
         flat = np.asarray(data).reshape(-1)
@@ -80,12 +99,11 @@ class Uniform(ArrayStage):
             codes = np.empty(flat.size, dtype=CODE_DTYPE)
             for start in range(0, flat.size, BLOCK_ELEMENTS):
                 codes[start:start + BLOCK_ELEMENTS] = _levels(flat[start:start + BLOCK_ELEMENTS], step) - offset
-        return codes.reshape(spec.shape), {"step": encode_floats(np.array([step]), "<f8"), "offset": offset}
+        return codes.reshape(spec.shape), cls(float(np.float64(step)), offset).to_config()
 
-    @classmethod
-    def decode(cls, data: np.ndarray, spec: ArraySpec, config: Mapping[str, Any]) -> np.ndarray:
+    def decode(self, data: np.ndarray, spec: ArraySpec) -> np.ndarray:
         """``(code + offset) * step`` in float64, cast to the input's dtype."""
-        step, offset = cls._parse(config)
+        step, offset = self.step, self.offset
         codes = np.asarray(data)
         if codes.dtype != CODE_DTYPE or codes.shape != spec.shape:
             raise FormatError(f"uniform: expected {CODE_DTYPE} codes of shape {spec.shape}, got {codes.dtype}{codes.shape}")
@@ -98,36 +116,24 @@ class Uniform(ArrayStage):
             out[start:start + BLOCK_ELEMENTS] = (block.astype(np.int64) + offset) * step
         return out.reshape(spec.shape)
 
-    @classmethod
-    def decode_cost(cls, spec: ArraySpec, config: Mapping[str, Any], coded: int = 0) -> DecodeCost:
+    def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """A block of int64 levels and one of float64 values; a range pass and four passes per element."""
         return linear_cost(spec.size, passes=5, work=block_work(24))
 
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any], spec: ArraySpec) -> None:
-        """``step`` a positive finite float64, ``offset`` an integer within ±2**40; float input."""
-        config_keys(config, {"step", "offset"}, cls.id)
-        if spec.dtype.str not in INPUT_DTYPES:
-            raise FormatError(f"uniform: the input spec must be a float type, got {spec.dtype}")
-        step, offset = cls._parse(config)
-        if spec.size and not (_finite_in(spec.dtype, step, offset, 0) or _finite_in(spec.dtype, step, offset + MAX_LEVELS - 1, 0)
-                              or offset < 0 < offset + MAX_LEVELS - 1):
-            raise FormatError(f"uniform: with offset {offset} and step {step:g} no code decodes to a finite {spec.dtype}")
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any]) -> tuple[float, int]:
-        step = decode_floats(config.get("step"), "<f8", 1)
-        offset = config.get("offset")
-        if step.size != 1 or not math.isfinite(step[0]) or step[0] <= 0:
-            raise FormatError("uniform: 'step' must be one positive finite float64")
-        if type(offset) is not int or abs(offset) > MAX_OFFSET:
-            raise FormatError(f"uniform: 'offset' must be an integer within ±{MAX_OFFSET}")
-        return float(step[0]), offset
-
-    @classmethod
-    def output_spec(cls, spec: ArraySpec, config: Mapping[str, Any]) -> ArraySpec:
+    def output_spec(self, spec: ArraySpec) -> ArraySpec:
         """uint16 codes of the input's shape."""
         return ArraySpec(CODE_DTYPE, spec.shape)
+
+
+def _parse(config: Mapping[str, Any]) -> tuple[float, int]:
+    """The stored ``step`` and ``offset``, checked (the configuration's keys already are)."""
+    step = decode_floats(config.get("step"), "<f8", 1)
+    offset = config.get("offset")
+    if step.size != 1 or not math.isfinite(step[0]) or step[0] <= 0:
+        raise FormatError("uniform: 'step' must be one positive finite float64")
+    if type(offset) is not int or abs(offset) > MAX_OFFSET:
+        raise FormatError(f"uniform: 'offset' must be an integer within ±{MAX_OFFSET}")
+    return float(step[0]), offset
 
 
 def _levels(block: np.ndarray, step: float) -> np.ndarray:
@@ -182,8 +188,8 @@ def _finite_in(dtype: np.dtype, step: float, lowest: int, span: int) -> bool:
 
 
 def _relative_step(data: np.ndarray, factor: Any) -> float:
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
-        raise ConfigError(f"uniform: 'step_sd' must be a positive number, got {factor!r}")
+    """The step ``factor`` standard deviations of *data* (its largest magnitude for a constant array)."""
+    param_number("uniform", {"step_sd": factor}, "step_sd", None, lambda v: v > 0, "a positive number")
     data = np.asarray(data)
     spread = _std(data) if data.size else 0.0
     if spread > 0:
