@@ -12,7 +12,7 @@ For a Dense layer ``y = x @ W + b`` with inputs ``X`` (N×in) on the data:
   row at a time onto a fixed codebook and push each row's error onto the rows not
   yet quantized through the inverse Gram matrix of the inputs, so that
   ``||X W − X W'||`` rather than ``||W − W'||`` is kept small.
-* :func:`activation_aware_low_rank` — the rank-r ``W'`` minimising
+* :class:`ActivationAwareSVD` — for each rank r, the ``W'`` minimising
   ``||X W − X W'||_F`` (truncated SVD in the metric of ``XᵀX``).
 * :func:`corrected_bias` — shift ``b`` so the layer's mean output on the data is
   unchanged by the weight change.
@@ -134,11 +134,6 @@ class ActivationAwareSVD:
         """``W'_rank`` itself, in the weights' dtype."""
         u, s, vt = self.decomposition(rank)
         return ((u * s) @ vt).astype(self.dtype)
-
-
-def activation_aware_low_rank(weights: np.ndarray, stats: LayerStatistics, rank: int) -> np.ndarray:
-    """The rank-*rank* matrix ``W'`` minimising ``||X W − X W'||_F`` (damped)."""
-    return ActivationAwareSVD(weights, stats).matrix(rank)
 
 
 def corrected_bias(bias: np.ndarray, weights: np.ndarray, rebuilt: np.ndarray, stats: LayerStatistics) -> np.ndarray:

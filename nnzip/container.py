@@ -41,7 +41,7 @@ from typing import BinaryIO, Callable, Iterable
 
 import numpy as np
 
-from .errors import FormatError, NnzipError
+from .errors import FormatError, NnzipError, os_reason
 
 MAGIC = b"\x89NNZ\r\n\x1a\n"
 #: The file name suffix of a ``.nnz`` (``model.h5`` -> ``model.nnz``).
@@ -534,7 +534,7 @@ def open_container(path: str | os.PathLike) -> Container:
     try:
         handle = open(path, "rb")
     except OSError as exc:
-        raise FormatError(f"cannot open {os.fspath(path)}: {exc.strerror}") from None
+        raise FormatError(f"cannot open {os.fspath(path)}: {os_reason(exc)}") from None
     try:
         return read_container(handle)
     except BaseException:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, FormatError, InputError, NnzipError
+from .errors import ConfigError, FormatError, InputError, NnzipError, os_reason
 
 #: Seconds to wait for the scheduler (and for its first worker) before giving up.
 DEFAULT_TIMEOUT = 10.0
@@ -225,7 +225,7 @@ class FileSlice:
                 if handle.readinto(value.reshape(-1).view(np.uint8)) != value.nbytes:
                     raise InputError(f"{_worker()} finds {self.path} ends inside a tensor; {_SHARED}")
         except OSError as exc:
-            raise InputError(f"{_worker()} cannot open {self.path}: {exc.strerror or exc}; {_SHARED}") from None
+            raise InputError(f"{_worker()} cannot open {self.path}: {os_reason(exc)}; {_SHARED}") from None
         return value
 
 
@@ -297,7 +297,7 @@ class NnzFile:
         try:
             handle = open(self.path, "rb")
         except OSError as exc:
-            raise InputError(f"{_worker()} cannot open {self.path}: {exc.strerror or exc}; {_SHARED}") from None
+            raise InputError(f"{_worker()} cannot open {self.path}: {os_reason(exc)}; {_SHARED}") from None
         size = os.fstat(handle.fileno()).st_size
         if size != self.size or _head_digest(handle, self.data_start) != self.digest:
             handle.close()

@@ -67,7 +67,7 @@ def rules_from_options(*, bits: int | None = None, prune: float | None = None, r
         asked["rdo"] = rdo
     if lossless and asked:
         raise UsageError(f"--lossless contradicts {LOSSY.get(next(iter(asked)), '--float16')}")
-    # Without lossy settings a tensor is stored losslessly (plan.tensor_plan), so the
+    # Without lossy settings a tensor is stored losslessly (plan.choose_plan), so the
     # defaults need no lossless flag unless asked: a plan file may still add settings.
     default = parse_settings({**asked, "fft_select": fft_select, "fft_transform": fft_transform}, Settings(lossless=lossless), "flags")
     base = load_plan_file(plan, default) if plan else PlanRules(validate(default), [])

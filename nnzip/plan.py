@@ -289,11 +289,6 @@ def asks_lossy(settings: Settings) -> bool:
     return not s.lossless and (any(v is not None for v in (s.bits, s.rank, s.energy, s.fft_keep, s.uniform)) or bool(s.prune) or s.float16)
 
 
-def tensor_plan(array: np.ndarray, settings: Settings, weight: bool | None = None) -> TensorPlan:
-    """The stage chain for one tensor under *settings* (see :func:`choose_plan`)."""
-    return choose_plan(array, settings, weight)[0]
-
-
 def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = None,
                 element: str | None = None) -> tuple[TensorPlan, str]:
     """The stage chain for one tensor under *settings*, and a note when a lossy setting was not applied.

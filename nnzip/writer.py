@@ -17,7 +17,7 @@ from . import formats
 from .budget import Budget, encode_with_budget
 from .container import NNZ_SUFFIX, BlobSpool, write_container, write_spooled
 from .encoder import TensorReport, encode_model, strip_informative, strip_structure
-from .errors import ConfigError, FormatError, NnzipError
+from .errors import FormatError, NnzipError, UsageError
 from .limits import DEFAULT_LIMITS, DecodeLimits
 from .outputs import atomic_output, check_writable
 from .pipeline import TensorPlan
@@ -91,7 +91,7 @@ def compress(
     source = Path(source)
     output = Path(output) if output is not None else default_output(source)
     if budget is not None and scheduler is not None:
-        raise ConfigError("--scheduler spreads fixed settings over a cluster; the --max-drop search runs on this machine: drop one of them")
+        raise UsageError("--scheduler spreads fixed settings over a cluster; the --max-drop search runs on this machine: drop one of them")
     if output.resolve() == source.resolve():
         raise NnzipError(f"output {output} would overwrite the input")
     check_writable(output, force, source)  # before reading the model or a long search, not only at the end

@@ -46,7 +46,7 @@ def test_error_feedback_values_are_codebook_entries_and_beat_rounding(layer):
 
 def test_activation_aware_low_rank_beats_plain_svd_on_held_out_outputs(layer):
     weights, stats, x_test = layer
-    aware = calibrate.activation_aware_low_rank(weights, stats, 32)
+    aware = calibrate.ActivationAwareSVD(weights, stats).matrix(32)
     assert np.linalg.matrix_rank(aware.astype(np.float64), tol=1e-4 * np.abs(aware).max()) <= 32
     u, s, vt = np.linalg.svd(weights.astype(np.float64), full_matrices=False)
     plain = (u[:, :32] * s[:32]) @ vt[:32]

@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 from .common import check_golden, check_roundtrip, encode_decode
 from nnzip.errors import ConfigError, FormatError
 from nnzip.stages import ArraySpec, get_stage
-from nnzip.stages import byteplanes
+from . import reference as oracle
 
 BytePlanes = get_stage("byteplanes")
 FLOATS = ["<f2", "<f4", "<f8"]
@@ -89,8 +89,8 @@ def test_auto_picks_the_smaller_estimate():
     weights = (np.random.default_rng(2).standard_normal(50_000) * 0.05).astype("<f4")
     _, config = BytePlanes.encode(weights, ArraySpec.of(weights), {})
     words = weights.view("<u4")
-    split = byteplanes._estimate(byteplanes._planes(words))
-    rotate = byteplanes._estimate(byteplanes._planes(byteplanes._rotate_left(words)))
+    split = oracle.planes_estimate(oracle.byte_planes(words))
+    rotate = oracle.planes_estimate(oracle.byte_planes(oracle.rotate_left(words)))
     assert config["mode"] == ("split" if split < rotate else "rotate")
     ints = np.arange(10, dtype="<i4")
     assert BytePlanes.encode(ints, ArraySpec.of(ints), {})[1] == {"mode": "split"}

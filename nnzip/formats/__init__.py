@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from ..container import SourceRules, use_source_rules
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, os_reason
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import Model
 from . import keras_h5, keras_v3, npz, onnx_format, safetensors, sharded
@@ -99,7 +99,7 @@ def _head(path: str | os.PathLike) -> tuple[bytes, int]:
         with open(path, "rb") as handle:
             return handle.read(_HEAD_BYTES), os.fstat(handle.fileno()).st_size
     except OSError as exc:
-        raise InputError(f"cannot open {os.fspath(path)}: {exc.strerror}") from None
+        raise InputError(f"cannot open {os.fspath(path)}: {os_reason(exc)}") from None
 
 
 def write_model(path: str | os.PathLike, source_format: str, structure: dict, tensor) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, os_reason
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..outputs import atomic_output
@@ -212,7 +212,7 @@ class _External:
                 handle.seek(self.offset)
                 value = np.fromfile(handle, dtype=self.dtype, count=count)
         except OSError as exc:
-            raise InputError(f"rule 5.7.3: {self.where}: cannot read external data: {exc.strerror}") from None
+            raise InputError(f"rule 5.7.3: {self.where}: cannot read external data: {os_reason(exc)}") from None
         if value.size != count:
             raise InputError(f"rule 5.7.3: {self.where}: the external data file changed while it was read")
         return value.reshape(self.shape)
@@ -419,7 +419,7 @@ def _external_place(proto, folder: Path, nbytes: int, where: str) -> tuple[Path,
     try:
         size = target.stat().st_size
     except OSError as exc:
-        raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {exc.strerror}") from None
+        raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {os_reason(exc)}") from None
     if not target.is_file() or offset + length > size:
         raise InputError(f"rule 5.7.3: {where}: external data {location!r} holds {size} bytes, the tensor needs {offset}..{offset + length}")
     return target, offset
@@ -437,7 +437,7 @@ def _external_bytes(proto, folder: Path, nbytes: int, where: str) -> bytes:
             handle.seek(offset)
             return handle.read(nbytes)
     except OSError as exc:
-        raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {exc.strerror}") from None
+        raise InputError(f"rule 5.7.3: {where}: cannot read external data {location!r}: {os_reason(exc)}") from None
 
 
 def safe_location(location: object, folder: Path, where: str, error: type = InputError) -> Path:

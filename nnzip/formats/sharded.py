@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, InputError
+from ..errors import FormatError, InputError, os_reason
 from ..limits import DEFAULT_LIMITS, DecodeLimits
 from ..model import LazyTensors, Model
 from ..outputs import atomic_output
@@ -129,7 +129,7 @@ def _shard_path(folder: Path, name: str, where: str) -> Path:
     try:
         os.stat(path)
     except OSError as exc:
-        raise InputError(f"rule 8.21: {where}: cannot open shard {name!r}: {exc.strerror}") from None
+        raise InputError(f"rule 8.21: {where}: cannot open shard {name!r}: {os_reason(exc)}") from None
     if os.path.islink(path) and Path(os.path.realpath(path)).parent != Path(os.path.realpath(folder)):
         raise InputError(f"rule 8.21: {where}: shard {name!r} is a symbolic link leading out of the index's folder")
     if not stat.S_ISREG(os.stat(path).st_mode):
@@ -179,7 +179,7 @@ def _read_index_text(index: Path) -> str:
         with open(index, "rb") as handle:
             data = handle.read(MAX_INDEX_BYTES + 1)
     except OSError as exc:
-        raise InputError(f"cannot open {index}: {exc.strerror}") from None
+        raise InputError(f"cannot open {index}: {os_reason(exc)}") from None
     if len(data) > MAX_INDEX_BYTES:
         raise InputError(f"rule 8.20: {index}: the index is over nnzip's {MAX_INDEX_BYTES}-byte cap")
     try:

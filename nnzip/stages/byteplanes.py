@@ -46,6 +46,8 @@ FLOAT_DTYPES = ("<f2", "<f4", "<f8")
 INT_DTYPES = ("|u1", "<u2", "<u4", "<u8", "|i1", "<i2", "<i4", "<i8")
 #: Unsigned type of each item size, used to move bits around.
 _UINT = {1: np.dtype("|u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+#: Words the 1.0 decoder rotated at a time (two temporaries of this many words): the decode cost rule 4.8.1 declares.
+ROTATE_BLOCK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -124,56 +126,6 @@ class BytePlanes(TransformStage):
     def part_specs(self, spec: ArraySpec) -> dict[str, ArraySpec]:
         """``plane0`` .. ``plane{itemsize-1}``: uint8, the tensor's shape."""
         return {f"plane{i}": ArraySpec(np.dtype("|u1"), spec.shape) for i in range(spec.dtype.itemsize)}
-
-
-def _planes(words: np.ndarray) -> list[np.ndarray]:
-    """Byte ``i`` of every element, for each ``i`` from least to most significant."""
-    as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(words.shape + (words.dtype.itemsize,))
-    return [as_bytes[..., i].copy() for i in range(words.dtype.itemsize)]
-
-
-#: Words rotated at a time: the temporaries of a rotation stay at 2 x this many words, whatever the tensor.
-ROTATE_BLOCK = 1 << 18
-
-
-def _rotate(words: np.ndarray, left: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """Rotate each unsigned word by one bit, left (the top bit wraps to bit 0) or right (its inverse).
-
-    Done in blocks of :data:`ROTATE_BLOCK` words into *out* (a new array by default; *words*
-    itself for an in-place rotation), so that a large tensor costs no tensor-sized temporaries.
-    """
-    flat = np.ascontiguousarray(words).reshape(-1)
-    result = np.empty_like(flat) if out is None else out.reshape(-1)
-    one, top = words.dtype.type(1), words.dtype.type(words.dtype.itemsize * 8 - 1)
-    first, second = (np.left_shift, np.right_shift) if left else (np.right_shift, np.left_shift)
-    high, low = np.empty(min(flat.size, ROTATE_BLOCK), flat.dtype), np.empty(min(flat.size, ROTATE_BLOCK), flat.dtype)
-    for start in range(0, flat.size, ROTATE_BLOCK):
-        block = flat[start:start + ROTATE_BLOCK]
-        n = block.size
-        first(block, one, out=high[:n])
-        second(block, top, out=low[:n])
-        np.bitwise_or(high[:n], low[:n], out=result[start:start + n])
-    return result.reshape(words.shape)
-
-
-def _rotate_left(words: np.ndarray) -> np.ndarray:
-    """Rotate each unsigned word left by one bit (the top bit wraps to bit 0)."""
-    return _rotate(words, left=True)
-
-
-def _estimate(planes: list[np.ndarray]) -> float:
-    """Bits to store the planes if each is entropy-coded at its order-0 bound or kept raw."""
-    from ._huffman_kernels import plane_histograms
-
-    return sum(min(entropy_bound(plane_histograms(np.ascontiguousarray(p).reshape(-1), 1)[0]), 8.0 * p.size) for p in planes)
-
-
-def _words_estimate(words: np.ndarray) -> float:
-    """:func:`_estimate` of the words' byte planes, counted in one compiled pass without copying them."""
-    from ._huffman_kernels import plane_histograms
-
-    counts = plane_histograms(np.ascontiguousarray(words).reshape(-1).view(np.uint8), words.dtype.itemsize)
-    return sum(min(entropy_bound(c), 8.0 * words.size) for c in counts)
 
 
 def _auto_mode(words: np.ndarray, rotated: np.ndarray | None, spec: ArraySpec) -> str:

@@ -1,8 +1,7 @@
 """The coding math the entropy stages share.
 
-* :func:`msb_symbols` / :func:`fields_to_bytes` -- bytes as w-bit symbols read
-  MSB-first (the order ``bitpack`` writes in), and back;
-* :func:`shannon_entropy` / :func:`entropy_bound` -- the order-0 bound a coder is
+* :func:`symbol_counts` / :func:`entropy_bound` -- the w-bit symbols of bytes read
+  MSB-first (the order ``bitpack`` writes in), counted, and the order-0 bound a coder is
   measured against;
 * :func:`limited_code_lengths`, :func:`canonical_codes`, :func:`kraft_ok` --
   optimal length-limited prefix codes (package-merge), used by ``huffman``;
@@ -15,48 +14,14 @@ Only coding math lives here; which coder a blob gets is the encoder's policy
 
 from __future__ import annotations
 
-import math
-from typing import Any
 
 import numpy as np
 
 # --- symbols and measuring -----------------------------------------------------------
 
 
-def msb_symbols(data: bytes, symbol_bits: int) -> np.ndarray:
-    """*data* cut into consecutive ``symbol_bits``-bit fields (1..16), read MSB-first.
-
-    Field ``j`` is stream bits ``j*w .. j*w + w - 1``, where stream bit ``k`` is bit
-    ``7 - k % 8`` of byte ``k // 8``.  Bits left over at the end (fewer than ``w``)
-    are not a symbol.  With ``w = 8`` the symbols are the bytes.
-    """
-    if not 1 <= symbol_bits <= 16:
-        raise ValueError(f"symbol_bits must be in 1..16, got {symbol_bits}")
-    data = bytes(data)
-    if symbol_bits == 8:
-        return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
-    count = 8 * len(data) // symbol_bits
-    group = 8 // math.gcd(symbol_bits, 8)  # fields per whole number of bytes
-    group_bytes = group * symbol_bits // 8
-    if group * symbol_bits > 64:  # 9, 11, 13, 15 bits: read each field at its offset
-        starts = np.arange(count, dtype=np.int64) * symbol_bits
-        return read_msb(data, starts, np.full(count, symbol_bits, dtype=np.int64))
-    # Whole groups as big-endian uint64 words, then each field by a shift and a mask.
-    groups = -(-len(data) // group_bytes)
-    flat = np.zeros(groups * group_bytes, dtype=np.uint8)
-    flat[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-    padded = np.zeros((groups, 8), dtype=np.uint8)
-    padded[:, 8 - group_bytes :] = flat.reshape(groups, group_bytes)
-    words = padded.view(">u8").reshape(-1).astype(np.uint64)
-    mask = np.uint64((1 << symbol_bits) - 1)
-    fields = np.empty((groups, group), dtype=np.int64)
-    for i in range(group):
-        fields[:, i] = (words >> np.uint64((group - 1 - i) * symbol_bits)) & mask
-    return fields.reshape(-1)[:count]
-
-
 def symbol_counts(data: bytes, symbol_bits: int = 8) -> np.ndarray:
-    """Occurrences of each ``symbol_bits``-bit symbol of *data* (see :func:`msb_symbols`).
+    """Occurrences of each ``symbol_bits``-bit symbol of *data* (read MSB-first: field ``j`` is stream bits ``j*w .. j*w + w - 1``).
 
     Counted by the compiled histogram straight from the bytes: no symbol array, so
     ``inspect`` of a large part costs its bytes, not eight times them.
@@ -77,13 +42,6 @@ def entropy_bound(counts: np.ndarray) -> float:
     if n == 0:
         return 0.0
     return float(-(counts * np.log2(counts / n)).sum())
-
-
-def shannon_entropy(data: Any, symbol_bits: int = 8) -> float:
-    """Order-0 entropy of *data* in bits per symbol (0.0 for empty data)."""
-    counts = symbol_counts(data, symbol_bits)
-    n = counts.sum()
-    return entropy_bound(counts) / n if n else 0.0
 
 
 # --- code construction ------------------------------------------------------------------
@@ -222,36 +180,6 @@ def read_lsb(buffer: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarra
     window = padded[index] | (padded[index + 1] << 8) | (padded[index + 2] << 16)
     masks = (np.uint32(1) << np.asarray(widths, dtype=np.uint32)) - np.uint32(1)
     return ((window >> (starts & 7).astype(np.uint32)) & masks).astype(np.int64)
-
-
-def fields_to_bytes(values: np.ndarray, width: int, tail: int = 0, tail_bits: int = 0) -> bytes:
-    """Inverse of :func:`msb_symbols`: *values* as ``width``-bit fields MSB-first, then *tail_bits* bits of *tail*.
-
-    The total bit count must be a multiple of 8.  When ``g = 8 / gcd(width, 8)``
-    fields (a whole number of bytes) fit in 64 bits, each group is assembled in
-    a uint64 and its bytes taken big-endian; other widths (9, 11, 13, 15) go
-    through ``numpy.unpackbits``/``packbits``.
-    """
-    values = np.asarray(values)
-    group = 8 // math.gcd(width, 8)
-    if group * width > 64:
-        pairs = values.astype(">u2").view(np.uint8).reshape(-1, 2)
-        bits = np.unpackbits(pairs, axis=1)[:, 16 - width :].reshape(-1)
-        tail_field = np.unpackbits(np.array([tail], dtype=">u2").view(np.uint8))[16 - tail_bits :]
-        return np.packbits(np.concatenate([bits, tail_field])).tobytes()
-    groups = -(-values.size // group)
-    padded = np.zeros(groups * group, dtype=np.uint64)
-    padded[: values.size] = values
-    padded = padded.reshape(groups, group)
-    words = padded[:, 0].copy()
-    for i in range(1, group):
-        words = (words << np.uint64(width)) | padded[:, i]
-    group_bytes = group * width // 8
-    body = words.astype(">u8").view(np.uint8).reshape(groups, 8)[:, 8 - group_bytes :].reshape(-1)
-    whole, loose = divmod(values.size * width, 8)
-    last = (int(body[whole]) >> (8 - loose)) if loose else 0  # bits of the last field in a shared byte
-    end = ((last << tail_bits) | tail).to_bytes((loose + tail_bits) // 8, "big")
-    return body[:whole].tobytes() + end
 
 
 def read_msb(buffer: bytes, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ MAX_CODE_BITS = 15
 MIN_SYMBOL_BITS, MAX_SYMBOL_BITS = 1, 16
 #: Widths the encoder considers when not told one.  Below 5 bits the floor of one
 #: bit per symbol makes Huffman lose to wider symbols of the same data; 9, 11, 13
-#: and 15 are left out because they decode slower (see ``fields_to_bytes``) and
+#: and 15 are left out because they decode slower (fields that straddle words) and
 #: a neighbour always came within 1 % of them on k-means indices (b = 3: 9 -> 6).
 AUTO_WIDTHS = (5, 6, 7, 8, 10, 12, 14, 16)
 #: Widths are ranked by the order-0 entropy of at most this many leading bytes...

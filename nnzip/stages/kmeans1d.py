@@ -257,15 +257,6 @@ def _bins_start(pre: _Prefix, k: int, skip_zeros: bool) -> np.ndarray:
     return centroids
 
 
-def weighted_sse(values: np.ndarray, centroids: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Weighted sum of squared distances of *values* to their nearest centroid (O(n log k))."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    centroids = np.sort(np.asarray(centroids, dtype=np.float64))
-    codes = nearest(values, centroids)
-    err = (values - centroids[codes]) ** 2
-    return float(err.sum() if weights is None else (np.asarray(weights, dtype=np.float64).ravel() * err).sum())
-
-
 def nearest(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Index of the nearest of the sorted *centroids* for each value; a tie goes to the lower one."""
     midpoints = (centroids[:-1] + centroids[1:]) / 2

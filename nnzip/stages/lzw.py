@@ -23,7 +23,6 @@ import numpy as np
 
 from ..errors import FormatError
 from .base import BytesSpec, BytesStage, DecodeCost, check_params, config_int, config_keys, linear_cost, param_int
-from .entropy import pack_lsb, read_lsb
 
 #: Width of the first codes.
 MIN_BITS = 9
@@ -171,12 +170,6 @@ def _bits_within(part: int, max_bits: int) -> int:
     return sum(width * max(0, min(part, (1 << width) - 255) - _first_index(width)) for width in range(MIN_BITS, max_bits + 1))
 
 
-def _pack(codes: list[int], max_bits: int) -> bytes:
-    """The codes, each in its scheduled width, LSB-first, zero-padded to a byte."""
-    values = np.asarray(codes, dtype=np.int64)
-    return pack_lsb(values, _widths(_index_in_generation(values.size, max_bits), max_bits))
-
-
 # --- decoding -----------------------------------------------------------------------------
 
 
@@ -217,10 +210,3 @@ def _check_stream(data: bytes, max_bits: int) -> int:
     return count
 
 
-def _read_codes(data: bytes, max_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """All codes of the stream and their generation indices (numpy; for tests and tools)."""
-    count = _check_stream(data, max_bits)
-    index = _index_in_generation(count, max_bits)
-    widths = _widths(index, max_bits)
-    ends = np.cumsum(widths)
-    return read_lsb(data, ends - widths, widths), index
