@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import formats
+from . import chains, formats
 from .chains import describe_chain
 from .container import BlobSpool
 from .errors import NoSaving
@@ -193,14 +193,10 @@ def _encode_with_fallback(name: str, array: np.ndarray, plan: TensorPlan, strict
         fallback = TensorPlan("dense", {}, plan.value_stages, widen=plan.widen) if plan.value_stages else lossless_plan(array)
         item, more = _encode_with_fallback(name, array, fallback, strict, executor)
         return item, "; ".join(filter(None, (f"{plan.transform} skipped: {exc}", more)))
-    if _lossy(plan) and _overflowed(array, item.reconstruction):
+    if not chains.is_exact(plan) and _overflowed(array, item.reconstruction):
         stages = " > ".join([plan.transform] + [stage for stage, _ in plan.value_stages])
         return encode_tensor(name, array, lossless_plan(array), executor), f"kept exact: {stages} rebuilt values beyond {array.dtype.name}'s range"
     return item, ""
-
-
-def _lossy(plan: TensorPlan) -> bool:
-    return bool(plan.value_stages) or plan.transform not in ("dense", "byteplanes")
 
 
 def _overflowed(original: np.ndarray, rebuilt: np.ndarray) -> bool:

@@ -7,13 +7,14 @@ until the last two exist.  It reads the registry itself, so it cannot fall behin
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .common import FIXTURES, check_golden
+from .common import FIXTURES, check_golden, input_of
 from nnzip.stages import _REGISTRY, Kind, get_stage
 
 SPEC_STAGES = Path(__file__).resolve().parent.parent / "spec" / "stages"
@@ -91,3 +92,15 @@ def test_golden_dense_i2():
     data = np.array([[1, -2, 3], [32767, -32768, 0]], dtype="<i2")
     check_golden("dense", "i2-2x3", data)
     assert (FIXTURES / "dense-i2-2x3.bin").read_bytes() == data.tobytes()  # the layout, stated independently
+
+
+@pytest.mark.parametrize("stem", sorted(p.stem for p in FIXTURES.glob("*.json")))
+def test_every_fixture_is_pinned_from_its_own_record(stem):
+    """Each fixture pins its stage from what it records (input and params): encoding gives its bytes and
+    configuration again, decoding its bytes gives the input back as a fresh decode does.  So a new
+    stage's fixture needs no test of its own; the stage modules' tests pin the same files case by case."""
+    stage_id, case = stem.split("-", 1)
+    record = json.loads((FIXTURES / f"{stem}.json").read_text())
+    data = input_of(record["input"])
+    check_golden(stage_id, case, bytes(data.tobytes()) if get_stage(stage_id).kind is Kind.BYTES else data, record["params"])
+
