@@ -11,10 +11,15 @@ for array stages, or ``N`` (the decoded length) and ``base64`` for ``huffman``/`
 from the JSON alone.  The golden container files are written by
 ``tests/test_container.py`` the same way (``NNZIP_REGEN_FIXTURES=1``).
 
-A new stage needs at least one such pair, from a ``check_golden`` call in a test whose
-name contains ``golden``, and its page in ``spec/stages/`` must name each pair:
-``tests/test_stage_coverage.py`` fails for any registered stage without them.  To write
-only a new stage's fixtures, pass pytest's selection on: ``python tests/regen_fixtures.py
+A new stage needs at least one such pair and its page in ``spec/stages/`` must name each
+pair: ``tests/test_stage_coverage.py`` fails for any registered stage without them, and pins
+every pair from its own JSON from then on (no test of its own needed).  Write a new stage's
+first pair with one call::
+
+    NNZIP_REGEN_FIXTURES=1 python -c "import numpy as np; from tests.common import check_golden; \
+        check_golden('negate', 'f4-3', np.array([1.5, -2.0, 0.0], '<f4'))"
+
+To rewrite only some fixtures, pass pytest's selection on: ``python tests/regen_fixtures.py
 -k golden_dense`` (the others are then left untouched).
 """
 
