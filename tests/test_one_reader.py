@@ -26,6 +26,7 @@ from nnzip.limits import DecodeLimits
 from nnzip.options import rules_from_options
 from nnzip.reader import NnzReader
 from .samples import SAMPLES
+from .test_api import CountingBytes as CountingFile  # records every (offset, size) read
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = sorted(FIXTURES.glob("golden-*.nnz"))
@@ -211,20 +212,6 @@ def test_rule_4_7_refusal_is_the_readers_for_every_path(mlp_nnz, tmp_path, capsy
 
 
 # --- lazy reading ------------------------------------------------------------------------------
-
-
-class CountingFile(io.BytesIO):
-    """A seekable in-memory file recording every (offset, size) read from it (reads may come from threads)."""
-
-    def __init__(self, data: bytes):
-        super().__init__(data)
-        self.reads: list[tuple[int, int]] = []
-
-    def read(self, size=-1):
-        start = self.tell()
-        data = super().read(size)
-        self.reads.append((start, len(data)))
-        return data
 
 
 @pytest.mark.parametrize("threads", [0, 2])
