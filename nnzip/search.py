@@ -564,7 +564,8 @@ class BudgetSearch:
         return best
 
     def _noise_words(self, noise: float) -> str:
-        return f"plus {noise:g} standard errors " if noise else ""
+        """The noise term of a target in words ("" on the drops alone)."""
+        return f"plus {noise:g} standard error{'' if noise == 1 else 's'} " if noise else ""
 
     def _smallest_fitting(self, preferred: dict, max_drop: float) -> dict:
         """The fewest-bytes plan measured within the budget; on a tie *preferred*, then the lower drop.
