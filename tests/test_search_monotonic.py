@@ -17,11 +17,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from nnzip import formats
+from nnzip.evaluate import KerasEvaluator, load_data
 from nnzip.model import Model
 from nnzip.scoring import Evaluator
 from nnzip.search import BudgetSearch, Candidate, Trial, _allocate, _pareto
+from .samples import SAMPLES, VAL_DATA
 
-SAMPLES = 2000
+COUNT = 2000
 BASE_CORRECT = 1800  # baseline accuracy 0.9
 
 
@@ -40,7 +43,7 @@ class FlipEvaluator(Evaluator):
 
     def per_sample(self, tensors):
         self.calls += 1
-        correct = np.zeros(SAMPLES)
+        correct = np.zeros(COUNT)
         correct[:BASE_CORRECT] = 1.0
         for name, trials in self.flips.items():
             wrong, right = trials.get(int(tensors[name][0]), (range(0), range(0)))
@@ -143,3 +146,19 @@ def test_the_result_does_not_depend_on_jobs():
                 search._pool.shutdown()
         results.append(([t.candidate.label for t in best["trials"].values()], best["bytes"], best["drop"], search.evaluations))
     assert results[0] == results[1]
+
+
+def test_a_real_search_returns_its_smallest_plan_measured_within_the_budget():
+    """End to end on the softmax sample with ``margin=2``: no measured plan within the budget is smaller than the result."""
+    model = formats.read_model(SAMPLES / "softmax.h5")
+    data = load_data(VAL_DATA)
+    data = type(data)(data.x[:600], data.y[:600])
+    search = BudgetSearch(model, KerasEvaluator(model, data), data, margin=2.0, jobs=2)
+    result = search.run(0.01)
+    assert result.drop_bound <= 0.01
+    fitting = [p for p in search._plans.values() if p["drop"] <= 0.01]
+    smallest = min(fitting, key=lambda p: p["bytes"])
+    chosen = [p for p in fitting if {n: t.candidate.label for n, t in p["trials"].items() if t.candidate.label != "lossless"} == result.choices
+              and p["drop"] == result.drop_bound]
+    assert chosen and min(p["bytes"] for p in chosen) == smallest["bytes"]
+    assert any(t.error > 0 for name in search.tensors_in_play()[0] for t in search.trials_for(name))
