@@ -27,14 +27,22 @@ from formulas):
 3. **Check.**  Drops interact, so every allocated plan is measured on the data as a
    whole, and it *fits* when its measured drop plus a noise margin (``margin`` standard
    errors of the paired per-sample drop, default 1) is within the budget.  Ten rounds
-   choose targets (:meth:`BudgetSearch._choose`): from 4 × the budget the target grows
+   choose targets (:meth:`BudgetSearch._targets`): from 4 × the budget the target grows
    4-fold while the plan fits, then is bisected between the last fitting and the first
-   failing target.  The smallest fitting plan so far (the lossless plan to start) is
-   then refined greedily (:meth:`BudgetSearch._refine`, up to 12 rounds): each round
-   measures, for every tensor, the plan with that tensor on its next smaller front
-   entry and takes the smallest one that fits, until none does.  The margin keeps the
-   search from choosing plans that fit only through the search data's sampling noise;
-   as the lossless plan is where it starts, the result always fits on the search data.
+   failing target.  With a margin, ten more rounds do the same from the budget itself
+   (a target whose plan was measured already costs no round) with each trial costing
+   its drop plus ``margin`` times its own standard error, over fronts on that cost: the
+   margin is part of what the check bounds, and a trial that changes many predictions
+   both ways has a drop near 0 but is not free under it.  The smallest fitting plan of
+   each pass (the lossless plan to start) is then refined greedily
+   (:meth:`BudgetSearch._refine`, up to 12 rounds): each round measures, for every
+   tensor, the plan with that tensor on its next smaller front entry and takes the
+   smallest one that fits, until none does.  Measured drops need not grow with the
+   target, so the result is the smallest plan measured within the budget by any
+   round (:meth:`BudgetSearch._smallest_fitting`), never one larger than a plan it
+   measured to fit.  The margin keeps the search from choosing plans that fit only
+   through the search data's sampling noise; as the lossless plan is where it starts,
+   the result always fits on the search data.
 """
 
 from __future__ import annotations
@@ -99,6 +107,9 @@ class Trial:
     drop: float
     #: New bias values (bias correction), stored losslessly with the bias tensor.
     bias: np.ndarray | None = None
+    #: Standard error of the measured drop (paired, :meth:`nnzip.scoring.Evaluator.drop_error`):
+    #: a trial that flips many predictions both ways has a drop near 0 and a large error.
+    error: float = 0.0
 
 
 @dataclass
@@ -351,7 +362,8 @@ class BudgetSearch:
         self.evaluations += len(unique)
         trials = []
         for candidate, result, bias, key in built:
-            trials.append(Trial(candidate, result, sum(len(blob) for blob in result.blobs), measured[key], bias))
+            drop, error = measured[key]
+            trials.append(Trial(candidate, result, sum(len(blob) for blob in result.blobs), drop, bias, error))
             self.detail(f"trying {describe(candidate.label)} on {self.display(name)}: {self._words(trials[-1].drop)}, "
                         f"{trials[-1].stored_bytes:,} bytes")
         if progress:
@@ -390,8 +402,8 @@ class BudgetSearch:
             digest.update(np.ascontiguousarray(bias).tobytes())
         return candidate, encoded, bias, digest.digest()
 
-    def _trial_drop(self, name: str, item: tuple) -> float:
-        """The measured drop of one encoded candidate (only its tensor, and its corrected bias, changed)."""
+    def _trial_drop(self, name: str, item: tuple) -> tuple[float, float]:
+        """The measured drop of one encoded candidate and its standard error (only its tensor, and its corrected bias, changed)."""
         _, encoded, bias, _ = item
         tensors = dict(self.model.tensors)
         tensors[name] = encoded.reconstruction
@@ -399,7 +411,8 @@ class BudgetSearch:
         if bias is not None:
             tensors[self.layers[name].bias] = bias
             changed.add(self.layers[name].bias)
-        return self.evaluator.drop(self.baseline, float(np.mean(self.evaluator.per_sample_changed(tensors, changed))))
+        samples = self.evaluator.per_sample_changed(tensors, changed)
+        return self.evaluator.drop(self.baseline, float(np.mean(samples))), self.evaluator.drop_error(self.baseline_samples, samples)
 
     def _prepare(self, array: np.ndarray, candidate: Candidate, layer: CalibratedLayer, cache: "_Factorisations"):
         """Data-aware values for a candidate, and their SVD when it is known: (values, decomposition or None).
@@ -441,6 +454,7 @@ class BudgetSearch:
         self.evaluator.prepare_changes(names)
         lossless = {n: encode_tensor(n, a, lossless_plan(a)) for n, a in self.model.tensors.items()}
         options: dict[str, list[Trial]] = {}
+        tried: dict[str, list[Trial]] = {}
         total = sum(len(self.candidates(n)) for n in names)
         done = [0]
 
@@ -453,9 +467,10 @@ class BudgetSearch:
         try:
             for name in names:
                 baseline_trial = Trial(Candidate("lossless", lossless_plan(self.model.tensors[name])), lossless[name], sum(map(len, lossless[name].blobs)), 0.0)
-                options[name] = _pareto(baseline_trial, self.trials_for(name, tick))
+                tried[name] = [baseline_trial, *self.trials_for(name, tick)]
+                options[name] = _pareto(baseline_trial, tried[name][1:])
                 self.log(self._front_words(name, options[name]))
-            best = self._choose(options, max_drop, progress)
+            best = self._choose(options, max_drop, progress, tried)
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
@@ -483,33 +498,85 @@ class BudgetSearch:
                 f"and no worse than a smaller one; the smallest, {describe(smallest.candidate.label)}, "
                 f"takes {smallest.stored_bytes:,} bytes ({self._words(smallest.drop)})")
 
-    def _choose(self, options: dict[str, list[Trial]], max_drop: float, progress: Callable[[int, int, str], None] | None = None) -> dict:
-        """Pick the plan: allocation targets bisected on the *measured* drop, then greedy refinement.
+    def _choose(self, options: dict[str, list[Trial]], max_drop: float, progress: Callable[[int, int, str], None] | None = None,
+                tried: dict[str, list[Trial]] | None = None) -> dict:
+        """Pick the plan: allocation targets searched on the *measured* drop, greedy refinement, then the smallest plan that fit.
 
-        The summed per-tensor drops only guide (drops interact), so every
-        candidate plan is measured; the smallest measured-feasible one wins, the
-        lossless plan to start with.
+        The summed per-tensor drops only guide (drops interact), so every candidate plan
+        is measured.  A first pass of targets allocates on the drops alone; with a noise
+        margin, a second pass allocates on each trial's drop plus the margin times its
+        standard error, which is what the check bounds (a trial that flips many
+        predictions both ways measures a drop near 0 but is far from free under the
+        margin), over fronts on that cost built from every trial in *tried* (lossless
+        first, as in *options*; *options* themselves without it).  The smallest fitting
+        plan of each pass is refined, and the result is the smallest plan measured within
+        the budget by any of them, the lossless plan to start with.
         """
-        lossless = {n: t[0] for n, t in options.items()}
-        best = self._measured_plan(lossless)
-        low, high, expanding = 0.0, 4 * max(max_drop, 1e-9), True
-        for index in range(10):
-            if progress:
-                progress(index, 10, "2/2 combining")
+        lossless = self._measured_plan({n: t[0] for n, t in options.items()})
+        best = self._targets(options, max_drop, lossless, 0.0, progress)
+        refined = self._refine(best, options, max_drop)
+        tried = tried or options
+        if self.margin > 0 and any(t.error > 0 for trials in tried.values() for t in trials):
+            fronts = {n: _pareto(trials[0], trials[1:], self.margin) for n, trials in tried.items()}
+            aware = self._targets(fronts, max_drop, lossless, self.margin, progress)
+            if aware["bytes"] < best["bytes"]:
+                self._refine(aware, fronts, max_drop)
+        if progress:
+            progress(10, 10, "")
+        return self._smallest_fitting(refined, max_drop)
+
+    def _targets(self, options: dict[str, list[Trial]], max_drop: float, best: dict, noise: float,
+                 progress: Callable[[int, int, str], None] | None = None, rounds: int = 10) -> dict:
+        """The smallest fitting plan among *rounds* measured allocations (or *best*), each trial costing drop + *noise* × error.
+
+        From 4 × the budget on the drops alone (from the budget itself with the noise
+        term, whose sum over-counts the combination's error), the target grows 4-fold
+        while the plan fits, then is bisected between the last fitting and the first
+        failing target.  The measured drop need not grow with the target, so the fitting
+        plan kept is the smallest measured, not the last.  With the noise term a target
+        whose allocation was measured already costs no round (up to 3 × *rounds*
+        targets); on the drops alone every target is a round, as before the noise pass
+        existed, so that pass's plan, and what refining it gives, are what they were.
+        """
+        low, high, expanding = 0.0, (1 if noise else 4) * max(max_drop, 1e-9), True
+        measured = 0
+        for _ in range(3 * rounds):
+            if measured == rounds:
+                break
             target = high if expanding else (low + high) / 2
-            plan = self._measured_plan(_allocate(options, target))
+            allocation = _allocate(options, target, noise=noise)
+            fresh = self._plan_key(allocation) not in self._plans
+            plan = self._measured_plan(allocation)
             fits = plan["drop"] <= max_drop
-            self.log(f"combining choices whose drops add up to {self._target_words(target)}: {plan['bytes']:,} bytes, "
-                     f"measured {self._words(plan['raw_drop'])} ({self._words(plan['drop'])} with the noise margin): "
-                     + ("within the budget" if fits else "over the budget"))
+            if fresh or not noise:
+                measured += 1
+                if progress:
+                    progress(measured, rounds, "2/2 combining")
+                self.log(f"combining choices whose drops {self._noise_words(noise)}add up to {self._target_words(target)}: {plan['bytes']:,} bytes, "
+                         f"measured {self._words(plan['raw_drop'])} ({self._words(plan['drop'])} with the noise margin): "
+                         + ("within the budget" if fits else "over the budget"))
             if fits:
-                best = min(best, plan, key=lambda p: p["bytes"])
+                if plan["bytes"] < best["bytes"]:
+                    best = plan
                 low, high = target, (high * 4 if expanding else high)
             else:
                 high, expanding = target, False
-        if progress:
-            progress(10, 10, "")
-        return self._refine(best, options, max_drop)
+        return best
+
+    def _noise_words(self, noise: float) -> str:
+        """The noise term of a target in words ("" on the drops alone)."""
+        return f"plus {noise:g} standard error{'' if noise == 1 else 's'} " if noise else ""
+
+    def _smallest_fitting(self, preferred: dict, max_drop: float) -> dict:
+        """The fewest-bytes plan measured within the budget; on a tie *preferred*, then the lower drop.
+
+        Every measured plan is in ``self._plans``, so the search never returns a plan
+        larger than one it measured within the budget, whatever order the targets and
+        refinements measured them in (ties broken by the choices' labels: the same for any
+        number of threads).
+        """
+        fitting = [p for p in self._plans.values() if p["drop"] <= max_drop]
+        return min(fitting, key=lambda p: (p["bytes"], p is not preferred, p["drop"], [t.candidate.label for t in p["trials"].values()]))
 
     def _target_words(self, target: float) -> str:
         if self.evaluator.metric == "accuracy":
@@ -537,13 +604,18 @@ class BudgetSearch:
             plan = improved
         return plan
 
+    @staticmethod
+    def _plan_key(trials: dict[str, Trial]) -> tuple:
+        """The identity of a combination: which trial each tensor takes."""
+        return tuple((name, id(trial)) for name, trial in trials.items())
+
     def _measured_plan(self, trials: dict[str, Trial]) -> dict:
         """Measure a combination; its ``drop`` includes the noise margin (margin × standard error).
 
         A combination measured before is not measured again (the bisection often lands on
         the same one); the lossless combination is the model itself.
         """
-        key = tuple((name, id(trial)) for name, trial in trials.items())
+        key = self._plan_key(trials)
         if key in self._plans:
             return self._plans[key]
         changed = {name for name, trial in trials.items() if trial.candidate.label != "lossless"}
@@ -621,14 +693,14 @@ class _Factorisations:
         return self._aware
 
 
-def _pareto(lossless: Trial, trials: list[Trial]) -> list[Trial]:
-    """The lossless trial, then the trials smaller than it that no other trial beats on both size and drop.
+def _pareto(lossless: Trial, trials: list[Trial], noise: float = 0.0) -> list[Trial]:
+    """The lossless trial, then the trials smaller than it that no other trial beats on both size and cost (:func:`_cost`).
 
     The lossless trial comes first whatever the others measured: it changes no output,
     so it is the one choice that is always within any budget (the fallback of
     :meth:`BudgetSearch._choose`), even when a lossy trial measured a drop of 0 or less.
     """
-    ordered = sorted(trials, key=lambda t: (max(t.drop, 0.0), t.stored_bytes))
+    ordered = sorted(trials, key=lambda t: (_cost(t, noise), t.stored_bytes))
     front, smallest = [lossless], lossless.stored_bytes
     for trial in ordered:
         if trial.stored_bytes < smallest:
@@ -637,16 +709,21 @@ def _pareto(lossless: Trial, trials: list[Trial]) -> list[Trial]:
     return front
 
 
-def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400) -> dict[str, Trial]:
-    """Smallest total bytes whose summed (non-negative) drops fit *target*: a knapsack over drop bins.
+def _cost(trial: Trial, noise: float = 0.0) -> float:
+    """What a trial spends of an allocation's target: its drop (negative as 0), plus *noise* × its standard error."""
+    return max(trial.drop, 0.0) + noise * trial.error
 
-    Exact up to the discretisation (drops rounded up to target/bins), unlike a
+
+def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400, noise: float = 0.0) -> dict[str, Trial]:
+    """Smallest total bytes whose summed costs (:func:`_cost`: drops, plus *noise* standard errors) fit *target*: a knapsack over bins.
+
+    Exact up to the discretisation (costs rounded up to target/bins), unlike a
     Lagrangian sweep, which only reaches plans on the convex hull.  Each front's
-    first trial is lossless (drop 0), so a solution always exists.
+    first trial is lossless (drop 0, error 0), so a solution always exists.
     """
     unit = max(target, 1e-12) / bins
     names = list(options)
-    units = {n: [min(bins + 1, math.ceil(max(t.drop, 0.0) / unit - 1e-9)) for t in options[n]] for n in names}
+    units = {n: [min(bins + 1, math.ceil(_cost(t, noise) / unit - 1e-9)) for t in options[n]] for n in names}
     cost = np.zeros(bins + 1)  # cost[b]: fewest bytes for the tensors so far with at most b drop units
     choices = []
     for name in names:
