@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -21,12 +20,12 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from . import api, writer
 from .budget import Budget
 from .chains import describe_chain
 from .errors import NnzipError, UsageError, os_error_text
+from .header_rules import decoded_bytes
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .distributed import DEFAULT_TIMEOUT
 from .options import budget_from_options, rules_from_options, scheduler_from_options
@@ -453,7 +452,7 @@ def _tensor_lines(args: argparse.Namespace, header: dict, to_stdout: bool) -> No
     sizes = api.blob_sizes(header)
     for entry in header["tensors"]:
         stored = sum(sizes[index] for part in entry["parts"] for index in api.part_blobs(part))
-        decoded = math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize
+        decoded = decoded_bytes(entry)
         error = entry.get("stats", {}).get("error")
         error = "exact" if error == 0 else ("error not recorded" if error is None else f"relative error {error:.4f}")
         _say(args, to_stdout, f"  {printable(entry['name'])}: {describe_chain(entry)}, {stored:,} -> {decoded:,} bytes, {error}")

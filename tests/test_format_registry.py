@@ -167,22 +167,13 @@ def _only_one_format_takes(path: Path, expected: str) -> None:
 # --- the module-level functions are lookups ----------------------------------------------------------
 
 
-def _facets(fmt: base.SourceFormat, model) -> dict:
-    """What the format object says about *model*, each facet's answer or the error it raises."""
+def _facets(source, model) -> dict:
+    """What *source* (a format object, or the ``nnzip.formats`` module's lookups) says about *model*:
+    each facet's answer or the error it raises."""
     answers = {}
     for name in ("model_config", "keras_version", "exact_names", "element_types", "layer_weights"):
         try:
-            answers[name] = getattr(fmt, name)(model)
-        except InputError as exc:
-            answers[name] = ("InputError", str(exc))
-    return answers
-
-
-def _module_facets(model) -> dict:
-    answers = {}
-    for name in ("model_config", "keras_version", "exact_names", "element_types", "layer_weights"):
-        try:
-            answers[name] = getattr(formats, name)(model)
+            answers[name] = getattr(source, name)(model)
         except InputError as exc:
             answers[name] = ("InputError", str(exc))
     return answers
@@ -207,7 +198,7 @@ def test_module_functions_agree_with_the_format_objects(name, tmp_path):
     assert model.source_format == formats.sniff(SAMPLES / name)
     assert formats.get_format(model.source_format) is fmt
     assert formats.optimizer_prefix(model.source_format) == fmt.optimizer_prefix
-    assert _same(_module_facets(model), _facets(fmt, model))
+    assert _same(_facets(formats, model), _facets(fmt, model))
     source = {"format": model.source_format, "structure": model.structure}
     assert formats.structure_minor(source) == fmt.structure_minor(model.structure) == 0
     # The same writer: write_model and the object's write give the same bytes.
@@ -223,7 +214,7 @@ def test_module_functions_agree_on_made_checkpoints(tmp_path):
     for path in (files["plain"], files["bf16"], files["sharded"]):
         model = formats.read_model(path)
         fmt = formats.FORMATS[model.source_format]
-        assert _same(_module_facets(model), _facets(fmt, model))
+        assert _same(_facets(formats, model), _facets(fmt, model))
     assert formats.element_types(formats.read_model(files["bf16"])) == {"b": "bfloat16"}
 
 

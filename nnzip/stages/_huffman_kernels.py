@@ -353,6 +353,8 @@ def decode_bytes(payload, first, second, first_bits, bits, symbols, meta, count,
     used = np.int64(0)
     o = 0
     while True:
+        # The refill is decode()'s, written out again on purpose: the same lines as a shared
+        # numba helper function tripled this kernel's CPU time (measured 0.27 -> 0.86 s on MiniLM).
         if nbits < 32:
             if pos + 4 <= size:
                 word = (np.uint64(payload[pos]) | (np.uint64(payload[pos + 1]) << np.uint64(8))
