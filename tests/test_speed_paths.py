@@ -26,7 +26,8 @@ from nnzip.stages import huffman
 from nnzip.stages.base import BytesSpec
 from nnzip.stages import policy
 from nnzip.stages.entropy import canonical_codes, reverse_bits
-from nnzip.stages.policy import LZW_SKIP_RATIO, lzw_estimate, lzw_loses
+from nnzip.stages import lzw
+from nnzip.stages.policy import LZW_RECHECK_BYTES, LZW_RECHECK_RATIO, LZW_SKIP_RATIO, lzw_estimate, lzw_loses
 from nnzip.stages.lzw import LZW, encode_below as lzw_below
 from . import reference as oracle
 
@@ -143,9 +144,12 @@ def test_lzw_loses_equals_the_full_estimate(kind):
             "text": (b"the quick brown fox jumps over the lazy dog " * (n // 44 + 1))[:n],
             "zeros": bytes(n), "exponent": _exponent_plane(rng, n)}[kind]
     estimate = lzw_estimate(data)
+    middle = (n - LZW_RECHECK_BYTES) // 2
+    recheck = lzw.lzw_size(data[middle:middle + LZW_RECHECK_BYTES]) / LZW_RECHECK_BYTES * n  # the wider window
     for best in (1, 1000, int(estimate / LZW_SKIP_RATIO) - 1, int(estimate / LZW_SKIP_RATIO),
-                 int(estimate / LZW_SKIP_RATIO) + 1, n // 3, n):
-        assert lzw_loses(data, best) == (estimate >= LZW_SKIP_RATIO * best)
+                 int(estimate / LZW_SKIP_RATIO) + 1, int(estimate / LZW_RECHECK_RATIO), int(estimate / LZW_RECHECK_RATIO) + 1, n // 3, n):
+        in_band = estimate < LZW_RECHECK_RATIO * best  # between the two ratios the wider window decides
+        assert lzw_loses(data, best) == (estimate >= LZW_SKIP_RATIO * best and (not in_band or recheck >= LZW_SKIP_RATIO * best))
 
 
 def _full_lzw_chunks(data: bytes) -> list[bytes]:

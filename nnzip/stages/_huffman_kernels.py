@@ -62,6 +62,108 @@ def histogram(data, width, count, alphabet):
 
 
 @kernel
+def used_counts(data, width, count):
+    """``(symbols, counts)``: the distinct symbols among the first *count* ``width``-bit MSB-first
+    symbols of *data*, ascending, and how often each occurs (the nonzero entries of
+    :func:`histogram`, in its order).
+
+    Few symbols against a wide alphabet (a small blob read as 16-bit symbols) are sorted
+    rather than counted into a table of ``2**width`` entries, which would cost more than the
+    blob itself.
+    """
+    alphabet = 1 << width
+    if 8 * count >= alphabet:
+        table = histogram(data, width, count, alphabet)
+        used = 0
+        for s in range(alphabet):
+            if table[s]:
+                used += 1
+        symbols = np.empty(used, dtype=np.int64)
+        counts = np.empty(used, dtype=np.int64)
+        k = 0
+        for s in range(alphabet):
+            if table[s]:
+                symbols[k] = s
+                counts[k] = table[s]
+                k += 1
+        return symbols, counts
+    values = np.empty(count, dtype=np.int64)
+    mask = alphabet - 1
+    acc = 0
+    have = 0
+    i = 0
+    for k in range(count):
+        while have < width:
+            acc = ((acc << 8) | data[i]) & 0xFFFFFF
+            i += 1
+            have += 8
+        have -= width
+        values[k] = (acc >> have) & mask
+    values.sort()
+    return _runs(values)
+
+
+@kernel
+def _runs(values):
+    """The distinct values of sorted *values* and their run lengths."""
+    n = values.size
+    runs = 0
+    for k in range(n):
+        if k == 0 or values[k] != values[k - 1]:
+            runs += 1
+    symbols = np.empty(runs, dtype=np.int64)
+    counts = np.zeros(runs, dtype=np.int64)
+    r = -1
+    for k in range(n):
+        if k == 0 or values[k] != values[k - 1]:
+            r += 1
+            symbols[r] = values[k]
+        counts[r] += 1
+    return symbols, counts
+
+
+@kernel
+def halve_used(symbols, counts, width, last):
+    """:func:`used_counts` of ``width``-bit symbols from those of ``2 * width``-bit ones of the same
+    bytes (*width* <= 8): each wide symbol is two narrow ones, high half first; *last* (or -1) is
+    the one narrow symbol left over when their count is odd."""
+    size = 1 << width
+    mask = size - 1
+    table = np.zeros(size, dtype=np.int64)
+    for k in range(symbols.size):
+        table[symbols[k] >> width] += counts[k]
+        table[symbols[k] & mask] += counts[k]
+    if last >= 0:
+        table[last] += 1
+    used = 0
+    for s in range(size):
+        if table[s]:
+            used += 1
+    out_symbols = np.empty(used, dtype=np.int64)
+    out_counts = np.empty(used, dtype=np.int64)
+    k = 0
+    for s in range(size):
+        if table[s]:
+            out_symbols[k] = s
+            out_counts[k] = table[s]
+            k += 1
+    return out_symbols, out_counts
+
+
+@kernel
+def sparse_table_bytes(symbols):
+    """Bytes of the sparse code-length table's numbers (count, then the gaps before each of the
+    ascending *symbols*, each a LEB128 of at most 3 bytes) plus its nibbles (*symbols* and END)."""
+    total = 1 + (symbols.size >= 128) + (symbols.size >= 16384)
+    previous = -1
+    for k in range(symbols.size):
+        gap = symbols[k] - previous - 1
+        total += 1 + (gap >= 128) + (gap >= 16384)
+        previous = symbols[k]
+    return total + (symbols.size + 2) // 2
+
+
+@kernel
 def package_merge(leaves, limit):
     """Code lengths of the sorted positive weights *leaves* (``2 <= n <= 2**limit``), at most *limit* each.
 
@@ -420,6 +522,50 @@ def split_and_rotated_histograms(data, itemsize):
             rotated[j, ((b << 1) | carry) & 0xFF] += 1
             carry = b >> 7
     return split, rotated
+
+
+@kernel
+def split_and_rotated_histograms4(words):
+    """:func:`split_and_rotated_histograms` for 4-byte words given as uint32 (the float32 case), unrolled."""
+    split = np.zeros((4, 256), dtype=np.int64)
+    rotated = np.zeros((4, 256), dtype=np.int64)
+    for i in range(words.size):
+        # In int64, masked: numba widens shifts of unsigned values, so nothing may rely on wrap-around.
+        w = np.int64(words[i])
+        r = ((w << 1) | (w >> 31)) & 0xFFFFFFFF
+        split[0, w & 255] += 1
+        split[1, (w >> 8) & 255] += 1
+        split[2, (w >> 16) & 255] += 1
+        split[3, (w >> 24) & 255] += 1
+        rotated[0, r & 255] += 1
+        rotated[1, (r >> 8) & 255] += 1
+        rotated[2, (r >> 16) & 255] += 1
+        rotated[3, (r >> 24) & 255] += 1
+    return split, rotated
+
+
+@kernel
+def split_planes4(words, rotate, out):
+    """:func:`split_planes` for 4-byte words given as uint32, unrolled (the float32 case)."""
+    for i in range(words.size):
+        w = np.int64(words[i])  # int64 and masked, as in split_and_rotated_histograms4
+        if rotate:
+            w = ((w << 1) | (w >> 31)) & 0xFFFFFFFF
+        out[0, i] = w & 255
+        out[1, i] = (w >> 8) & 255
+        out[2, i] = (w >> 16) & 255
+        out[3, i] = (w >> 24) & 255
+
+
+@kernel
+def split_planes2(words, rotate, out):
+    """:func:`split_planes` for 2-byte words given as uint16, unrolled (float16)."""
+    for i in range(words.size):
+        w = np.int64(words[i])  # int64 and masked, as in split_and_rotated_histograms4
+        if rotate:
+            w = ((w << 1) | (w >> 15)) & 0xFFFF
+        out[0, i] = w & 255
+        out[1, i] = (w >> 8) & 255
 
 
 @kernel

@@ -136,10 +136,13 @@ def _auto_mode(words: np.ndarray, rotated: np.ndarray | None, spec: ArraySpec) -
     """
     if spec.dtype.str not in FLOAT_DTYPES:
         return "split"
-    from ._huffman_kernels import split_and_rotated_histograms
+    from ._huffman_kernels import split_and_rotated_histograms, split_and_rotated_histograms4
 
-    flat = np.ascontiguousarray(words).reshape(-1).view(np.uint8)
-    split, rotate = split_and_rotated_histograms(flat, words.dtype.itemsize)
+    flat = np.ascontiguousarray(words).reshape(-1)
+    if words.dtype.itemsize == 4:  # unrolled on whole words: the float32 case, the common one
+        split, rotate = split_and_rotated_histograms4(flat.view("<u4"))
+    else:
+        split, rotate = split_and_rotated_histograms(flat.view(np.uint8), words.dtype.itemsize)
     estimate = {name: sum(min(entropy_bound(c), 8.0 * words.size) for c in counts) for name, counts in (("split", split), ("rotate", rotate))}
     return "split" if estimate["split"] < estimate["rotate"] else "rotate"
 
@@ -147,9 +150,15 @@ def _auto_mode(words: np.ndarray, rotated: np.ndarray | None, spec: ArraySpec) -
 def _split(words: np.ndarray, rotate: bool) -> list[np.ndarray]:
     """The byte planes of *words* (each rotated left by one bit first when *rotate*): one compiled
     pass writing every plane, no rotated copy of the tensor."""
-    from ._huffman_kernels import split_planes
+    from ._huffman_kernels import split_planes, split_planes2, split_planes4
 
     itemsize = words.dtype.itemsize
     out = np.empty((itemsize, words.size), dtype=np.uint8)
-    split_planes(np.ascontiguousarray(words).reshape(-1).view(np.uint8), itemsize, rotate, out)
+    flat = np.ascontiguousarray(words).reshape(-1)
+    if itemsize == 4:  # unrolled on whole words (float32, the common case)
+        split_planes4(flat.view("<u4"), rotate, out)
+    elif itemsize == 2:
+        split_planes2(flat.view("<u2"), rotate, out)
+    else:
+        split_planes(flat.view(np.uint8), itemsize, rotate, out)
     return [out[i].reshape(words.shape) for i in range(itemsize)]

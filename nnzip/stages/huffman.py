@@ -34,7 +34,6 @@ from .entropy import (
     canonical_codes,
     kraft_ok,
     limited_code_lengths,
-    read_msb,
     reverse_bits,
 )
 
@@ -135,22 +134,33 @@ def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
 
 
 class _Plan:
-    """One way to code a blob: its symbol count, their code lengths and the exact output size."""
+    """One way to code a blob: its symbol count, their code lengths and the exact output size.
+
+    Everything is computed on the symbols that occur (and END), never on the ``2**w``-entry
+    alphabet: a small blob read as 16-bit symbols costs what its few symbols cost.  The full
+    code-length table (:attr:`lengths`) is only built for the plan that is written.
+    """
 
     def __init__(self, data: bytes, width: int, counter: _Counter | None = None):
         self.data, self.width, self.size_in = data, width, len(data)
         self.count = 8 * len(data) // width
         self.tail = _tail_bytes(data, self.count * width, 8 * len(data) - self.count * width)
-        alphabet = (1 << width) + 1  # the END symbol is the last one
-        counts = np.append((counter or _Counter(data)).counts(width, len(data)), 1)  # END's count is 1
-        used = np.flatnonzero(counts)
-        self.lengths = np.zeros(alphabet, dtype=np.int64)
-        self.possible = used.size <= 1 << MAX_CODE_BITS
-        if self.possible:
-            self.lengths[used] = limited_code_lengths(counts[used], MAX_CODE_BITS)
-        self.payload_bits = int((counts * self.lengths).sum())  # counts include END's 1
-        table = _table_size(self.lengths, used) if self.possible else 0
+        symbols, counts = (counter or _Counter(data)).used(width, len(data))
+        self.used = np.append(symbols, 1 << width)  # the END symbol is the last one; its count is 1
+        counts = np.append(counts, 1)
+        self.possible = self.used.size <= 1 << MAX_CODE_BITS
+        self.used_lengths = limited_code_lengths(counts, MAX_CODE_BITS) if self.possible else np.zeros(0, dtype=np.int64)
+        self.payload_bits = int(np.dot(counts, self.used_lengths)) if self.possible else 0  # int64: exact
+        table = _table_size_used(width, symbols) if self.possible else 0
         self.size = table + len(self.tail) + (self.payload_bits + 7) // 8 if data else 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Code lengths of all ``2**w + 1`` symbols, END last (0 for the unused ones)."""
+        lengths = np.zeros((1 << self.width) + 1, dtype=np.int64)
+        if self.possible:
+            lengths[self.used] = self.used_lengths
+        return lengths
 
     @property
     def table(self) -> bytes:
@@ -165,23 +175,43 @@ class _Counter:
     already made: a ``2w``-bit symbol is two ``w``-bit ones, its high half first, so summing its
     table over the low half counts the even symbols and over the high half the odd ones; when
     the count of ``w``-bit symbols is odd, its last one is read from the bytes.  The width
-    search so costs one histogram pass for each of 16/8, 14/7, 12/6 and 10/5, not two.
+    search so costs one histogram pass for each of 16/8, 14/7, 12/6 and 10/5, not two.  Counts
+    are kept as the symbols that occur and their counts (:meth:`used`), each one compiled call.
     """
 
     def __init__(self, data: bytes):
         self.data = data
-        self.cache: dict[tuple[int, int], np.ndarray] = {}
+        self.buffer = np.frombuffer(data, dtype=np.uint8)
+        self.cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def counts(self, width: int, nbytes: int) -> np.ndarray:
-        """Counts (``2**width`` entries) of the ``width``-bit symbols of the first *nbytes* bytes."""
+    def used(self, width: int, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(symbols, counts)`` of the ``width``-bit symbols of the first *nbytes* bytes that occur, ascending."""
+        from . import _huffman_kernels as kernels
+
         key = (width, nbytes)
         if key not in self.cache:
             wide = self.cache.get((2 * width, nbytes))
+            count = 8 * nbytes // width
             if wide is None:
-                self.cache[key] = _histogram(self.data[:nbytes], width, 8 * nbytes // width, 1 << width)
+                self.cache[key] = kernels.used_counts(self.buffer[:nbytes], width, count)
             else:
-                self.cache[key] = _halve(wide, width, self.data, nbytes)
+                last = _read_bits(self.data, (count - 1) * width, width) if count % 2 else -1
+                self.cache[key] = kernels.halve_used(wide[0], wide[1], width, last)
         return self.cache[key]
+
+    def counts(self, width: int, nbytes: int) -> np.ndarray:
+        """Counts (``2**width`` entries) of the ``width``-bit symbols of the first *nbytes* bytes."""
+        symbols, counts = self.used(width, nbytes)
+        table = np.zeros(1 << width, dtype=np.int64)
+        table[symbols] = counts
+        return table
+
+
+def _read_bits(data: bytes, start: int, bits: int) -> int:
+    """The *bits* (<= 16) bits of *data* from bit *start* on, MSB-first, as an integer (past the end: zeros)."""
+    first = start >> 3
+    window = int.from_bytes(data[first:first + 3].ljust(3, b"\0"), "big")
+    return (window >> (24 - bits - (start & 7))) & ((1 << bits) - 1)
 
 
 def _halve(wide: np.ndarray, width: int, data: bytes, nbytes: int) -> np.ndarray:
@@ -190,7 +220,7 @@ def _halve(wide: np.ndarray, width: int, data: bytes, nbytes: int) -> np.ndarray
     counts = table.sum(axis=1) + table.sum(axis=0)
     count = 8 * nbytes // width
     if count % 2:  # the last symbol starts where the last whole 2w-bit symbol ends
-        counts[int(read_msb(data, np.array([(count - 1) * width]), np.array([width]))[0])] += 1
+        counts[_read_bits(data, (count - 1) * width, width)] += 1
     return counts
 
 
@@ -205,7 +235,7 @@ def _tail_bytes(data: bytes, start: int, bits: int) -> bytes:
     """The last *bits* (< 16) bits of *data*, MSB-first, left-aligned in ``ceil(bits / 8)`` bytes."""
     if bits == 0:
         return b""
-    value = int(read_msb(data, np.array([start]), np.array([bits]))[0])
+    value = _read_bits(data, start, bits)
     nbytes = (bits + 7) // 8
     return (value << (8 * nbytes - bits)).to_bytes(nbytes, "big")
 
@@ -240,14 +270,13 @@ def _best_plan(data: bytes, widths: tuple[int, ...]) -> _Plan | None:
 def _estimate(data: bytes, width: int, counter: _Counter | None = None) -> float:
     """Rough coded size in bytes, from a prefix: every symbol costs ``max(1, -log2 p)`` bits
     (order-0 entropy, but at least the 1 bit a Huffman code needs), plus the table's likely size."""
-    prefix = data[:RANK_PREFIX]
-    counts = (counter or _Counter(data)).counts(width, len(prefix))
-    counts = counts[counts > 0].astype(np.float64)
+    prefix_bytes = min(len(data), RANK_PREFIX)
+    counts = (counter or _Counter(data)).used(width, prefix_bytes)[1].astype(np.float64)  # the nonzero counts, ascending symbol
     # np.sum (pairwise), not np.dot: BLAS splits long dot products over threads, which
     # made the sum, and so possibly the ranking, depend on the machine's thread count.
     bits = float(np.sum(counts * np.maximum(1.0, np.log2(counts.sum() / counts))))
     table = min(((1 << width) + 2) // 2, 2 * counts.size + 2)
-    return bits / 8 * len(data) / len(prefix) + table
+    return bits / 8 * len(data) / prefix_bytes + table
 
 
 def _table_size(lengths: np.ndarray, used: np.ndarray) -> int:
@@ -255,12 +284,17 @@ def _table_size(lengths: np.ndarray, used: np.ndarray) -> int:
 
     *used* are the symbols with a nonzero length, END (the last one) included.
     """
-    dense = (lengths.size + 1) // 2
     symbols = used[:-1] if used.size and used[-1] == lengths.size - 1 else used
-    gaps = np.diff(symbols, prepend=-1) - 1
-    varints = _varint_size(np.concatenate([[symbols.size], gaps]))
-    sparse = varints + (symbols.size + 2) // 2
-    return 1 + min(dense, sparse)
+    return _table_size_used(int(lengths.size - 1).bit_length() - 1, symbols)
+
+
+def _table_size_used(width: int, symbols: np.ndarray) -> int:
+    """``len(_table_bytes(...))`` of a code over ``width``-bit symbols whose used data symbols
+    (END not included) are the ascending *symbols*: the mode byte and the shorter form."""
+    from . import _huffman_kernels
+
+    dense = ((1 << width) + 2) // 2
+    return 1 + min(dense, int(_huffman_kernels.sparse_table_bytes(np.ascontiguousarray(symbols, dtype=np.int64))))
 
 
 def _varint_size(values: np.ndarray) -> int:
