@@ -391,12 +391,12 @@ def test_best_bytes_stage_picks_the_smallest():
 
 def test_best_bytes_stage_ties_go_to_the_simpler(monkeypatch):
     data = b"0123456789"
-    monkeypatch.setattr(huffman, "encode_below", lambda d, limit: (b"h" * 10, {"symbol_bits": 8}))
+    monkeypatch.setattr(huffman, "encode_below", lambda d, limit, *shared: (b"h" * 10, {"symbol_bits": 8}))
     assert best_bytes_stage(data)[0] is None  # huffman no smaller than the data: none wins
-    monkeypatch.setattr(huffman, "encode_below", lambda d, limit: (b"h" * 5, {"symbol_bits": 8}))
+    monkeypatch.setattr(huffman, "encode_below", lambda d, limit, *shared: (b"h" * 5, {"symbol_bits": 8}))
     from nnzip.stages import lzw
 
-    monkeypatch.setattr(lzw, "encode_below", lambda d, limit: (b"l" * 5, {"max_bits": 16}))
+    monkeypatch.setattr(lzw, "encode_below", lambda d, limit, *shared: (b"l" * 5, {"max_bits": 16}))
     assert best_bytes_stage(data)[0] == "huffman"
     assert best_bytes_stage(data, candidates=("lzw",))[0] == "lzw"
     assert BYTES_STAGES == ("huffman", "lzw", "arith")

@@ -118,13 +118,14 @@ class Huffman(BytesStage):
         return float(self.symbol_bits)
 
 
-def encode_below(data: bytes, limit: int) -> tuple[bytes, dict] | None:
+def encode_below(data: bytes, limit: int, counter: _Counter | None = None) -> tuple[bytes, dict] | None:
     """Huffman-code *data* with default params if that gives fewer than *limit* bytes, else None.
 
     Sizes are known before any bit is packed, so a losing attempt costs only
-    the counting and the code construction.
+    the counting and the code construction.  *counter* (a :func:`counter` of the same
+    bytes) shares its symbol counts with the caller, who may use them to judge other coders.
     """
-    plan = _best_plan(bytes(data), AUTO_WIDTHS)
+    plan = _best_plan(bytes(data), AUTO_WIDTHS, counter)
     if plan is None or plan.size >= limit:
         return None
     return _write(plan), Huffman(plan.width).to_config()
@@ -240,7 +241,13 @@ def _tail_bytes(data: bytes, start: int, bits: int) -> bytes:
     return (value << (8 * nbytes - bits)).to_bytes(nbytes, "big")
 
 
-def _best_plan(data: bytes, widths: tuple[int, ...]) -> _Plan | None:
+def counter(data: bytes) -> _Counter:
+    """The symbol counts of *data*, computed as first asked for and kept (``used(width, nbytes)``
+    gives the symbols of the first *nbytes* bytes that occur and their counts)."""
+    return _Counter(bytes(data))
+
+
+def _best_plan(data: bytes, widths: tuple[int, ...], counter: _Counter | None = None) -> _Plan | None:
     """The plan to use among *widths*; None if no width can be coded.
 
     With several widths, each is first ranked by :func:`_estimate`; the best
@@ -251,7 +258,7 @@ def _best_plan(data: bytes, widths: tuple[int, ...]) -> _Plan | None:
     """
     if not data:
         return _Plan(data, widths[0] if len(widths) == 1 else 8)
-    counter = _Counter(data)
+    counter = counter if counter is not None and (counter.data is data or counter.data == data) else _Counter(data)
     if len(widths) > 1:
         # Wider first, so that each narrower width's counts come from its double's (_Counter).
         estimates = {w: _estimate(data, w, counter) for w in sorted(widths, reverse=True)}
