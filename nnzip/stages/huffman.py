@@ -23,6 +23,7 @@ decoding algorithm on the way, so no symbol array or count is built to validate.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -155,7 +156,7 @@ class _Plan:
         table = _table_size_used(width, symbols) if self.possible else 0
         self.size = table + len(self.tail) + (self.payload_bits + 7) // 8 if data else 0
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
         """Code lengths of all ``2**w + 1`` symbols, END last (0 for the unused ones)."""
         lengths = np.zeros((1 << self.width) + 1, dtype=np.int64)
@@ -345,12 +346,19 @@ def _write(plan: _Plan) -> bytes:
         return b""
     from . import _huffman_kernels
 
-    codes = reverse_bits(canonical_codes(plan.lengths), plan.lengths)  # LSB-first: code MSB goes first
+    lengths = plan.lengths
+    codes = reverse_bits(canonical_codes(lengths), lengths)  # LSB-first: code MSB goes first
     table = plan.table
     assert len(table) + len(plan.tail) + (plan.payload_bits + 7) // 8 == plan.size  # the size the choice was made on
     payload = np.empty((plan.payload_bits + 7) // 8, dtype=np.uint8)
-    end = plan.lengths.size - 1
-    _huffman_kernels.encode(np.frombuffer(plan.data, dtype=np.uint8), plan.width, plan.count, codes, plan.lengths, end, payload)
+    end = lengths.size - 1
+    # Byte-aligned symbols (8 and 16 bits: bytes, bfloat16/float16 words) skip the bit accumulator.
+    data = np.frombuffer(plan.data, dtype=np.uint8)
+    if plan.width in (8, 16):
+        packed = ((codes << 4) | lengths).astype(np.uint32)
+        _huffman_kernels.encode_aligned(data, plan.width, plan.count, packed, end, payload)
+    else:
+        _huffman_kernels.encode(data, plan.width, plan.count, codes, lengths, end, payload)
     return table + plan.tail + payload.tobytes()
 
 

@@ -5,23 +5,31 @@ each part once its value stages have run; everything else is the rule behind tha
 
 * the serializer: ``raw``, or ``bitpack`` for unsigned integers whose largest value needs
   fewer bits than their type (:func:`best_tail`);
-* the bytes stage of one blob (:func:`best_bytes_stage`): no coding and ``huffman`` are
-  always sized exactly (Huffman's size follows from the symbol counts and code lengths,
-  before any bit is packed).  ``lzw`` is run in full, stopping as soon as it cannot win,
-  on every blob of at most :data:`LZW_FULL_TRIAL_BYTES`; on a larger blob it is first
-  estimated by coding :data:`LZW_WINDOWS` evenly spaced windows of :data:`LZW_WINDOW_BYTES`
-  each from an empty dictionary (as every dictionary generation starts), and run in full
-  only when that estimate, scaled to the whole blob, is below :data:`LZW_SKIP_RATIO` times
-  the best size so far.  ``arith`` codes the first 64 KiB with a few widths and both orders
-  to choose its parameters; that trial is its exact size on a blob of at most 64 KiB, and on
-  a larger one it is run in full only when the trial, scaled to the whole blob, is below 1.02
-  times the best size so far (``arith.SKIP_RATIO``).  An ``arith`` stream is only taken if
+* the bytes stage of one blob (:func:`best_bytes_stage`): each candidate is one entry of
+  :data:`BYTES_CODERS`, which first asks a cheap test whether a full trial could win and then
+  codes only below the best size so far.  The tests share one :class:`BlobStats` per blob: the
+  symbol counts Huffman's width search makes (each histogram pass made once), from which the
+  order-0 bound and the dependence of neighbouring symbols follow.  No coding and ``huffman``
+  are always sized exactly (Huffman's size follows from the symbol counts and code lengths,
+  before any bit is packed).  ``lzw`` is run in full, stopping as soon as it cannot win, on
+  every blob of at most :data:`LZW_FULL_TRIAL_BYTES`; on a larger blob it is skipped by the
+  order-0 test (:func:`lzw_cannot_win`: the best coding is near the order-0 bound and
+  neighbours are near independent), else estimated by coding :data:`LZW_WINDOWS` evenly spaced
+  windows of :data:`LZW_WINDOW_BYTES` each from an empty dictionary (as every dictionary
+  generation starts) and run in full only when that estimate, scaled to the whole blob, is below
+  :data:`LZW_SKIP_RATIO` times the best size so far (an estimate up to
+  :data:`LZW_RECHECK_RATIO` times is checked again on one wider window).  ``arith`` codes the
+  first 64 KiB with a few widths and both orders to choose its parameters; that trial is its
+  exact size on a blob of at most 64 KiB, and on a larger one it is run in full only when the
+  histogram test :func:`arith_may_pay` passes and the trial, scaled to the whole blob, is below
+  1.02 times the best size so far (``arith.SKIP_RATIO``).  An ``arith`` stream is only taken if
   its declared decode operations stay within rule 4.8.2's default of ``2**15`` per stored
   byte (so on blobs it shrinks by at most ~21x): it decodes one bit at a time, and a file
-  must stay readable under the default caps whatever its blobs.  The fewest bytes among the
-  coders actually run wins; on equal sizes the simpler one wins, in the order none <
-  huffman < lzw < arith (simpler means faster to decode and less format to trust), so the
-  chosen blob is never larger than the input;
+  must stay readable under the default caps whatever its blobs.  "Smallest wins", measured on
+  what is chosen: the fewest bytes among the streams actually made wins; on equal sizes the
+  simpler one wins, in the order none < huffman < lzw < arith (simpler means faster to decode
+  and less format to trust), so the chosen blob is never larger than the input.  The tests
+  only decide which coders run, never what a stream measures;
 * chunking: serialized bytes over the pipeline's chunk size are coded in chunks
   (:func:`best_chunked`), one bytes stage and one configuration per part.
 
