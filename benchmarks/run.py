@@ -355,8 +355,9 @@ def nncodec_row(model: dict, qp: int, args: argparse.Namespace, runs: int) -> di
     return measure(model, "nncodec", args.nncodec_python, runs, args.work, {"qp": qp, "timeout": 7200})
 
 
-#: Settings fields that take integers (the others of a ``--lossy`` token are floats).
+#: Settings fields that take integers and booleans (the others of a ``--lossy`` token are floats).
 INT_SETTINGS = ("bits", "rank")
+BOOL_SETTINGS = ("dq", "float16", "lossless")
 
 
 def lossy_settings(token: str) -> tuple[dict, str]:
@@ -364,9 +365,13 @@ def lossy_settings(token: str) -> tuple[dict, str]:
     settings, flags = {}, []
     for item in token.split(","):
         key, _, value = item.partition("=")
+        if key in BOOL_SETTINGS:
+            settings[key] = value.lower() in ("1", "true", "yes", "on", "")
+            flags.append(f"--{key.replace('_', '-')}" if settings[key] else "")
+            continue
         settings[key] = int(value) if key in INT_SETTINGS else float(value)
         flags.append(f"--{key.replace('_', '-')} {value}")
-    return settings, " ".join(flags)
+    return settings, " ".join(flag for flag in flags if flag)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,15 @@ def uniform_sd(step_sd: float, rdo: float | None = None) -> Step:
     return Step("uniform", {"step_sd": step_sd, **({"rdo": rdo} if rdo else {})})
 
 
+#: Element types the ``dq`` stage takes (a float16 tensor asked for dq gets ``uniform``'s single grid).
+DQ_INPUTS = ("<f4", "<f8")
+
+
+def dq(step: float | None = None, step_sd: float | None = None) -> Step:
+    """Dependent (trellis) quantization of step Δ = *step*, or *step_sd* standard deviations (spec/stages/dq.md)."""
+    return Step("dq", {"step": step} if step is not None else {"step_sd": step_sd})
+
+
 def cast(dtype: str = "<f2") -> Step:
     """Values cast to *dtype* (``"<f2"`` or ``"bfloat16"``; spec/stages/cast.md)."""
     return Step("cast", {"dtype": dtype})
@@ -134,6 +143,7 @@ SHOWN_FIELDS = {
     "fft": ("transform", "select"),
     "kmeans": ("bits",),
     "uniform": (),
+    "dq": (),
     "cast": ("dtype",),
     "delta": ("zigzag",),
 }

@@ -76,6 +76,7 @@ class Settings:
     uniform: float | None = None     # uniform quantization step, in standard deviations of the values
     uniform_step: float | None = None  # uniform quantization step, absolute: the same step for every tensor
     rdo: float | None = None         # with uniform: rate-distortion weight of RDOQ, in squared steps per bit
+    dq: bool = False                 # with uniform/uniform_step: dependent (trellis) quantization, the `dq` stage
 
     def to_json(self) -> dict:
         """Non-default fields as JSON."""
@@ -83,7 +84,7 @@ class Settings:
         return {k: v for k, v in asdict(self).items() if v != default[k]}
 
 
-_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float, "uniform_step": float, "rdo": float}
+_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float, "uniform_step": float, "rdo": float, "dq": bool}
 
 
 def parse_settings(items: dict[str, Any], base: Settings, where: str) -> Settings:
@@ -138,6 +139,10 @@ def validate(settings: Settings, where: str = "settings") -> Settings:
         raise ConfigError(f"{where}: rdo must be from 0 to {MAX_RDO} (squared steps per bit; 0.12 suits most weights), got {s.rdo}")
     if s.uniform is not None and not s.uniform > 0:
         raise ConfigError(f"{where}: uniform must be a positive step (in standard deviations), got {s.uniform}")
+    if s.dq and s.uniform is None and s.uniform_step is None:
+        raise ConfigError(f"{where}: dq is a way of rounding uniform or uniform_step: give one of them too")
+    if s.dq and s.rdo:
+        raise ConfigError(f"{where}: rdo and dq are two ways of rounding: choose one")
     if s.uniform_step is not None and not (math.isfinite(s.uniform_step) and s.uniform_step > 0):
         raise ConfigError(f"{where}: uniform_step must be a positive finite step, got {s.uniform_step}")
     return s
@@ -329,6 +334,8 @@ def _lossy_plan(array: np.ndarray, settings: Settings) -> tuple[TensorPlan, str]
     note = ""
     if settings.bits is not None:
         values.append(chains.kmeans(settings.bits))
+    elif settings.dq and array.dtype.str in chains.DQ_INPUTS:
+        values.append(chains.dq(settings.uniform_step, settings.uniform))
     elif settings.uniform is not None:
         values.append(chains.uniform_sd(settings.uniform, settings.rdo))
     elif settings.uniform_step is not None:

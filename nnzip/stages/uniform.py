@@ -124,14 +124,14 @@ class Uniform(ArrayStage):
         return ArraySpec(CODE_DTYPE, spec.shape)
 
 
-def _parse(config: Mapping[str, Any]) -> tuple[float, int]:
-    """The stored ``step`` and ``offset``, checked (the configuration's keys already are)."""
+def _parse(config: Mapping[str, Any], stage: str = "uniform") -> tuple[float, int]:
+    """The stored ``step`` and ``offset`` of *stage* (``uniform`` or ``dq``), checked (the configuration's keys already are)."""
     step = decode_floats(config.get("step"), "<f8", 1)
     offset = config.get("offset")
     if step.size != 1 or not math.isfinite(step[0]) or step[0] <= 0:
-        raise FormatError("uniform: 'step' must be one positive finite float64")
+        raise FormatError(f"{stage}: 'step' must be one positive finite float64")
     if type(offset) is not int or abs(offset) > MAX_OFFSET:
-        raise FormatError(f"uniform: 'offset' must be an integer within ±{MAX_OFFSET}")
+        raise FormatError(f"{stage}: 'offset' must be an integer within ±{MAX_OFFSET}")
     return float(step[0]), offset
 
 
