@@ -58,68 +58,80 @@ def _dq_value(k, quantizer):
 
 
 @kernel
+def _dq_distances(values, begin, end, step, distances, candidates):
+    """For elements ``begin .. end - 1``: the squared distances (in steps) to the nearest even and odd
+    level of Q0 and of Q1, and those levels (``candidates[r] = Q0 even, Q0 odd, Q1 even, Q1 odd``).
+
+    Branch-free and independent per element, so the compiler vectorises it; the serial search
+    (:func:`dq_encode`) then costs a few additions per element.
+    """
+    for i in range(begin, end):
+        r = i - begin
+        t = np.float64(values[i]) / step
+        # Q0: the levels b and b + 1 around t, values 2b and 2b + 2
+        b0 = np.floor(t * 0.5)
+        da = t - 2.0 * b0
+        db = da - 2.0
+        da, db = da * da, db * db
+        odd0 = np.float64(b0 - 2.0 * np.floor(b0 * 0.5))  # 1 when b is odd: then b + 1 is the even level
+        # Q1: the levels b and b + 1 around t (values 2k - sgn k: odd multiples and zero);
+        # t > 0: 2b - 1 (0 for b = 0) and 2b + 1; else 2b + 1 and 2b + 3 (0 for b = -1)
+        positive = np.float64(t > 0)
+        sign = 2.0 * positive - 1.0
+        b1 = np.floor((t + sign) * 0.5)
+        low_value = (2.0 * b1 - sign) * (1.0 - positive * np.float64(b1 == 0.0))
+        high_value = (2.0 * b1 + 2.0 - sign) * (1.0 - (1.0 - positive) * np.float64(b1 == -1.0))
+        dc = t - low_value
+        dd = high_value - t
+        dc, dd = dc * dc, dd * dd
+        odd1 = np.float64(b1 - 2.0 * np.floor(b1 * 0.5))
+        distances[r, 0] = da + odd0 * (db - da)
+        distances[r, 1] = db + odd0 * (da - db)
+        distances[r, 2] = dc + odd1 * (dd - dc)
+        distances[r, 3] = dd + odd1 * (dc - dd)
+        candidates[r, 0] = np.int32(b0 + odd0)
+        candidates[r, 1] = np.int32(b0 + 1.0 - odd0)
+        candidates[r, 2] = np.int32(b1 + odd1)
+        candidates[r, 3] = np.int32(b1 + 1.0 - odd1)
+
+
+@kernel
 def dq_encode(values, step, levels):
     """Levels ``k`` of *values* by a four-state Viterbi search of least squared error (the trellis of
     :data:`DQ_NEXT`), decided block by block; returns ``(lowest, highest)`` level.
 
     Only the nearest level of each parity on each grid can lie on a best path (a state's
-    successor depends on the level's parity alone), so each element costs four distances and
-    eight additions.  At a block's end the best state's path is traced back (one bit per state
-    and element says which of its two predecessors it came from) and the next block starts
-    from that state alone.
+    successor depends on the level's parity alone), so each element costs four distances
+    (:func:`_dq_distances`) and eight additions.  At a block's end the best state's path is
+    traced back (one bit per state and element says which of its two predecessors it came
+    from) and the next block starts from that state alone.
     """
     n = values.size
     if n == 0:
         return 0, 0
     inf = np.inf
-    back = np.empty(min(n, DQ_BLOCK), dtype=np.uint8)
-    # per element: Q0's even and odd level, Q1's even and odd level
-    candidates = np.empty((min(n, DQ_BLOCK), 4), dtype=np.int32)
+    size = min(n, DQ_BLOCK)
+    back = np.empty(size, dtype=np.uint8)
+    distances = np.empty((size, 4), dtype=np.float64)
+    candidates = np.empty((size, 4), dtype=np.int32)
     pred, parities = DQ_PRED, DQ_PARITY
     c0, c1, c2, c3 = 0.0, inf, inf, inf
     low, high = np.int64(1) << 62, -(np.int64(1) << 62)
     for begin in range(0, n, DQ_BLOCK):
         end = min(n, begin + DQ_BLOCK)
-        for i in range(begin, end):
-            # Branch-free on purpose: weights put every comparison here at random, and a
-            # mispredicted branch costs more than the whole element's arithmetic.
-            t = np.float64(values[i]) / step
-            # Q0: the levels b and b + 1 around t, values 2b and 2b + 2
-            b0 = np.floor(t * 0.5)
-            da = t - 2.0 * b0
-            db = da - 2.0
-            da, db = da * da, db * db
-            swap = np.float64(np.int64(b0) & 1)  # b odd: b + 1 is the even level
-            de0 = da + swap * (db - da)
-            do0 = db + swap * (da - db)
-            # Q1: the levels b and b + 1 around t (values 2k - sgn k: odd multiples and zero)
-            positive = np.float64(t > 0)
-            sign = 2.0 * positive - 1.0
-            b1 = np.floor((t + sign) * 0.5)
-            # t > 0: 2b - 1 (0 for b = 0) and 2b + 1; else 2b + 1 and 2b + 3 (0 for b = -1)
-            low_value = 2.0 * b1 - sign
-            high_value = 2.0 * b1 + 2.0 - sign
-            low_value *= np.float64(not (positive == 1.0 and b1 == 0.0))
-            high_value *= np.float64(not (positive == 0.0 and b1 == -1.0))
-            da = t - low_value
-            db = high_value - t
-            da, db = da * da, db * db
-            swap = np.float64(np.int64(b1) & 1)
-            de1 = da + swap * (db - da)
-            do1 = db + swap * (da - db)
-            row = candidates[i - begin]
-            odd0, odd1 = np.int64(b0) & 1, np.int64(b1) & 1
-            row[0], row[1] = np.int64(b0) + odd0, np.int64(b0) + 1 - odd0
-            row[2], row[3] = np.int64(b1) + odd1, np.int64(b1) + 1 - odd1
+        _dq_distances(values, begin, end, step, distances, candidates)
+        for r in range(end - begin):
+            de0, do0, de1, do1 = distances[r, 0], distances[r, 1], distances[r, 2], distances[r, 3]
             # state 0 <- (0, even) | (1, odd); 2 <- (0, odd) | (1, even); 1 <- (2, even) | (3, odd); 3 <- (2, odd) | (3, even)
-            a0, b0_ = c0 + de0, c1 + do0
+            a0, b0 = c0 + de0, c1 + do0
             a2, b2 = c0 + do0, c1 + de0
-            a1, b1_ = c2 + de1, c3 + do1
+            a1, b1 = c2 + de1, c3 + do1
             a3, b3 = c2 + do1, c3 + de1
-            bits = np.int64(a0 > b0_) | (np.int64(a1 > b1_) << 1) | (np.int64(a2 > b2) << 2) | (np.int64(a3 > b3) << 3)
-            n0, n1, n2, n3 = min(a0, b0_), min(a1, b1_), min(a2, b2), min(a3, b3)
-            back[i - begin] = bits
-            c0, c1, c2, c3 = n0, n1, n2, n3
+            back[r] = np.int64(a0 > b0) | (np.int64(a1 > b1) << 1) | (np.int64(a2 > b2) << 2) | (np.int64(a3 > b3) << 3)
+            c0 = a0 if a0 <= b0 else b0
+            c1 = a1 if a1 <= b1 else b1
+            c2 = a2 if a2 <= b2 else b2
+            c3 = a3 if a3 <= b3 else b3
         best, cost = 0, c0
         if c1 < cost:
             best, cost = 1, c1
