@@ -300,3 +300,64 @@ def test_dq_on_a_float16_spec_is_refused(tmp_path, capsys):
     entry["parts"][0]["dtype"] = "<f2"
     data = rebuild(header, blobs)
     assert_decompress_rejects(tmp_path, data, capsys, "dq: the input spec must be float32 or float64", output_name="out.safetensors")
+
+
+# --- serializers without extra copies --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [3, 8, 9, 12, 16])
+def test_large_bitpack_streams_are_one_buffer_with_the_old_bytes(bits):
+    from nnzip.stages import bitpack
+
+    values = np.random.default_rng(bits).integers(0, 1 << bits, 3 * bitpack.CHUNK + 17).astype("<u2")
+    old = b"".join(bitpack._pack_chunk(values[i:i + bitpack.CHUNK], bits) for i in range(0, values.size, bitpack.CHUNK))
+    packed = bitpack.pack(values, bits)
+    assert bytes(packed) == old
+    big = np.tile(values, -(-8 * bitpack.VIEW_BYTES // (values.size * bits)) + 1)
+    packed = bitpack.pack(big, bits)
+    assert isinstance(packed, memoryview) and len(packed) > bitpack.VIEW_BYTES
+    assert bytes(packed) == b"".join(bitpack._pack_chunk(big[i:i + bitpack.CHUNK], bits) for i in range(0, big.size, bitpack.CHUNK))
+    stage = get_stage("bitpack").from_config({"bits": bits}, ArraySpec.of(big))
+    assert np.array_equal(stage.decode(packed, ArraySpec.of(big)), big)
+
+
+def test_raw_decode_views_a_writable_buffer_and_copies_read_only_bytes():
+    raw = get_stage("raw").from_config({}, ArraySpec.make("<u2", [4]))
+    buffer = np.arange(8, dtype=np.uint8)
+    view = raw.decode(memoryview(buffer), ArraySpec.make("<u2", [4]))
+    assert np.shares_memory(view, buffer) and view.flags.writeable
+    copied = raw.decode(buffer.tobytes(), ArraySpec.make("<u2", [4]))
+    assert copied.flags.writeable and np.array_equal(copied, view)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_any_non_finite_value(bad):
+    from nnzip.pipeline import _all_finite
+
+    values = np.zeros(1000, np.float32)
+    assert _all_finite(values) and _all_finite(values[:0])
+    for where in (0, 500, 999):
+        broken = values.copy()
+        broken[where] = bad
+        assert not _all_finite(broken)
+
+
+def test_a_files_uniform_configuration_and_codes_are_the_old_encoders(tmp_path):
+    """Through the CLI, float32 (compiled kernel) and float16 (numpy blocks): the stored offset and the
+    codes are those of the numpy encoder this change replaced (golden container files pin the bytes)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(9)
+    weights = rng.laplace(0, 0.05, (128, 64))
+    for dtype in ("<f4", "<f2"):
+        source = tmp_path / f"w{dtype[1:]}.safetensors"
+        save_file({"w": weights.astype(dtype)}, str(source))
+        out = tmp_path / f"w{dtype[1:]}.nnz"
+        assert cli.main(["compress", str(source), "-o", str(out), "-q", "--uniform", "0.3"]) == 0
+        codes = None
+        for c in stage_configs(out, "uniform").values():
+            step, offset = f64(c["step"]), c["offset"]
+            expected, expected_offset = old_encode(weights.astype(dtype).reshape(-1), step)
+            codes = quantize_codes(weights.astype(dtype).reshape(-1), step, expected_offset)
+            assert offset == expected_offset and np.array_equal(codes, expected)
+        assert codes is not None
