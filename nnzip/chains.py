@@ -81,9 +81,9 @@ def kmeans(bits: int) -> Step:
     return Step("kmeans", {"bits": bits})
 
 
-def uniform(step: float) -> Step:
-    """Values rounded to multiples of the absolute *step* (spec/stages/uniform.md)."""
-    return Step("uniform", {"step": step})
+def uniform(step: float, rdo: float | None = None) -> Step:
+    """Values rounded to multiples of the absolute *step* (spec/stages/uniform.md), with RDOQ weight *rdo* (None or 0: none)."""
+    return Step("uniform", {"step": step, **({"rdo": rdo} if rdo else {})})
 
 
 def uniform_sd(step_sd: float, rdo: float | None = None) -> Step:
@@ -93,6 +93,15 @@ def uniform_sd(step_sd: float, rdo: float | None = None) -> Step:
     parameters (and the bytes) are those of a plain rounding.
     """
     return Step("uniform", {"step_sd": step_sd, **({"rdo": rdo} if rdo else {})})
+
+
+#: Element types the ``dq`` stage takes (a float16 tensor asked for dq gets ``uniform``'s single grid).
+DQ_INPUTS = ("<f4", "<f8")
+
+
+def dq(step: float | None = None, step_sd: float | None = None) -> Step:
+    """Dependent (trellis) quantization of step Δ = *step*, or *step_sd* standard deviations (spec/stages/dq.md)."""
+    return Step("dq", {"step": step} if step is not None else {"step_sd": step_sd})
 
 
 def cast(dtype: str = "<f2") -> Step:
@@ -134,6 +143,7 @@ SHOWN_FIELDS = {
     "fft": ("transform", "select"),
     "kmeans": ("bits",),
     "uniform": (),
+    "dq": (),
     "cast": ("dtype",),
     "delta": ("zigzag",),
 }

@@ -5,7 +5,7 @@ Layout (all integers little-endian)::
     offset  size  field
     0       8     magic  89 4E 4E 5A 0D 0A 1A 0A  ("\\x89NNZ\\r\\n\\x1a\\n")
     8       2     u16 major version (1)
-    10      2     u16 minor version (0, 1 or 2: :func:`format_minor`)
+    10      2     u16 minor version (0, 1, 2 or 3: :func:`format_minor`)
     12      4     u32 flags (bit 0: header is zlib-compressed; bit 1: with preset
                   dictionary 1; bit 2: with preset dictionary 2; bit 3: the header
                   JSON is in compact form, :func:`expand_compact`; other bits 0)
@@ -49,7 +49,7 @@ NNZ_SUFFIX = ".nnz"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
 #: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7);
 #: :func:`format_minor` picks the lowest one a file's features need.
-MAJOR, MINOR = 1, 2
+MAJOR, MINOR = 1, 3
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
 FLAG_HEADER_DICTIONARY = 2
@@ -125,6 +125,8 @@ def header_dictionary_for(flags: int) -> bytes | None:
 
 #: The minor version that introduced the tensor member ``widen`` (§4.5).
 WIDEN_MINOR = 2
+#: The minor version that introduced the stage ``dq`` (spec/stages/dq.md) and the stages it names.
+DQ_MINOR, DQ_STAGES = 3, frozenset({"dq"})
 
 
 @dataclass(frozen=True)
@@ -157,12 +159,14 @@ def use_source_rules(rules: SourceRules) -> None:
 def format_minor(header: dict, flags: int) -> int:
     """The minor version a file is written as: the lowest whose features it uses (spec/container.md §2).
 
-    1.2 when the stored header uses dictionary 2 or the compact form, or a tensor is widened
+    1.3 when a part names the stage ``dq``; 1.2 when the stored header uses dictionary 2 or the compact form, or a tensor is widened
     (``widen``, §4.5), or the source format says its structure needs it (an ONNX source carrying
     subgraph tensors, §5.7: :class:`SourceRules`) — any other 1.2 feature: add its test here, this
     is the one place the writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so
     such a file is byte for byte what nnzip 1.0 wrote.
     """
+    if _uses_stages(header, DQ_STAGES):
+        return DQ_MINOR
     if flags & FLAGS_1_2 or _uses_widen(header) or _source_rules.minor(header.get("source")) >= 2:
         return WIDEN_MINOR
     return 1 if _has_chunks(header) else 0
@@ -250,6 +254,20 @@ def _uses_widen(header: dict) -> bool:
     """Whether any tensor entry of *header* names ``widen`` (a 1.2 file); tolerant of malformed headers, which tests write."""
     tensors = header.get("tensors")
     return isinstance(tensors, list) and any(isinstance(entry, dict) and "widen" in entry for entry in tensors)
+
+
+def _uses_stages(header: dict, names: frozenset) -> bool:
+    """Whether any part of *header* names one of the stages *names* in its codecs; tolerant of malformed headers."""
+    tensors = header.get("tensors")
+    if not isinstance(tensors, list):
+        return False
+    for entry in tensors:
+        parts = entry.get("parts") if isinstance(entry, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            codecs = part.get("codecs") if isinstance(part, dict) else None
+            if isinstance(codecs, list) and any(isinstance(c, dict) and c.get("name") in names for c in codecs):
+                return True
+    return False
 
 
 def _has_chunks(header: dict) -> bool:

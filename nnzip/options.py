@@ -22,7 +22,7 @@ from .errors import ConfigError, NnzipError, UsageError
 from .plan import PlanRules, Settings, close_matches, load_plan_file, matches, parse_layer_override, parse_settings, validate
 
 #: The lossy settings, in the order messages name them (keyword -> CLI flag).
-LOSSY = {"bits": "--bits", "uniform": "--uniform", "prune": "--prune", "rank": "--rank", "energy": "--energy", "fft_keep": "--fft-keep"}
+LOSSY = {"bits": "--bits", "uniform": "--uniform", "uniform_step": "--uniform-step", "prune": "--prune", "rank": "--rank", "energy": "--energy", "fft_keep": "--fft-keep"}
 
 
 @dataclass
@@ -51,18 +51,21 @@ class CheckedRules(PlanRules):
 def rules_from_options(*, bits: int | None = None, prune: float | None = None, rank: int | None = None, energy: float | None = None,
                        fft_keep: float | None = None, uniform: float | None = None, float16: bool = False, lossless: bool = False,
                        fft_select: str = "largest", fft_transform: str = "dct", layers: Sequence[str] | dict | None = None,
-                       plan: str | os.PathLike | None = None, rdo: float | None = None) -> PlanRules:
+                       plan: str | os.PathLike | None = None, rdo: float | None = None, uniform_step: float | None = None,
+                       dq: bool = False) -> PlanRules:
     """The plan rules the settings describe (checked: a bad value is a :class:`ConfigError`, a contradiction a :class:`UsageError`).
 
     *layers* are ``--layer`` overrides: strings ``"NAME:bits=2,prune=0.5"`` or a dict
     ``{"NAME": {"bits": 2}}``.  An override matching no tensor fails the compression.
     """
-    flags = {"bits": bits, "uniform": uniform, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep}
+    flags = {"bits": bits, "uniform": uniform, "uniform_step": uniform_step, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep}
     asked: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if float16:
         asked["float16"] = True
+    if dq:
+        asked["dq"] = True
     if rdo is not None:
-        if uniform is None and not layers and not plan:
+        if uniform is None and uniform_step is None and not layers and not plan:
             raise UsageError("--rdo tunes --uniform's rounding: give --uniform too (or set rdo in --layer/--plan settings)")
         asked["rdo"] = rdo
     if lossless and asked:

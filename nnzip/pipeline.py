@@ -106,18 +106,25 @@ def encode_tensor(name: str, array: np.ndarray, plan: TensorPlan, executor: Exec
     else:
         reconstruction = np.asarray(transform.decode(rebuilt_parts, spec)).astype(spec.dtype, copy=False)
         del rebuilt_parts
-    if spec.dtype.kind == "f" and not transform.lossless and not np.isfinite(reconstruction).all():
+    if spec.dtype.kind == "f" and not transform.lossless and not _all_finite(reconstruction):
         # Values near the dtype's maximum can round past it; such a tensor is stored losslessly.
         raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {spec.dtype}; store it losslessly")
     entry = {"name": name, **stored_spec.to_json()}
     if plan.widen is not None:
         reconstruction = narrow_values(reconstruction, plan.widen)
-        if not np.isfinite(widen_values(reconstruction, plan.widen)).all():
+        flat = reconstruction.reshape(-1)  # widened block by block: float32 temporaries of one block, not of the tensor
+        if not all(_all_finite(widen_values(flat[start:start + BLOCK_ELEMENTS], plan.widen)) for start in range(0, flat.size, BLOCK_ELEMENTS)):
             # float32 values just below the largest finite one can round up to infinity in bfloat16
             raise LossyRangeError(f"{plan.transform}: tensor {name!r} would decode to infinity or NaN in {plan.widen}; store it losslessly")
         entry["widen"] = plan.widen
     entry.update({"transform": stage_ref(transform), "parts": entries})
     return EncodedTensor(entry, blobs, reconstruction.reshape(spec.shape))
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether a float array holds no NaN or infinity, from its smallest and largest value (a NaN
+    makes both NaN, an infinity is one of them): two passes, no tensor-sized boolean temporary."""
+    return not values.size or bool(np.isfinite(values.min()) and np.isfinite(values.max()))
 
 
 # --- widened tensors (format 1.2) ---------------------------------------------------------

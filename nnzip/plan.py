@@ -40,6 +40,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, replace
@@ -73,7 +74,9 @@ class Settings:
     fft_transform: str = "dct"       # "dct" or "rfft"
     float16: bool = False            # cast kept values to float16 (when no k-means)
     uniform: float | None = None     # uniform quantization step, in standard deviations of the values
+    uniform_step: float | None = None  # uniform quantization step, absolute: the same step for every tensor
     rdo: float | None = None         # with uniform: rate-distortion weight of RDOQ, in squared steps per bit
+    dq: bool = False                 # with uniform/uniform_step: dependent (trellis) quantization, the `dq` stage
 
     def to_json(self) -> dict:
         """Non-default fields as JSON."""
@@ -81,7 +84,7 @@ class Settings:
         return {k: v for k, v in asdict(self).items() if v != default[k]}
 
 
-_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float, "rdo": float}
+_FIELD_TYPES = {"lossless": bool, "bits": int, "prune": float, "rank": int, "energy": float, "fft_keep": float, "fft_select": str, "fft_transform": str, "float16": bool, "uniform": float, "uniform_step": float, "rdo": float, "dq": bool}
 
 
 def parse_settings(items: dict[str, Any], base: Settings, where: str) -> Settings:
@@ -129,13 +132,19 @@ def validate(settings: Settings, where: str = "settings") -> Settings:
         raise ConfigError(f"{where}: choose one of prune, rank, energy, fft_keep (got {', '.join(transforms)})")
     if s.fft_select not in ("low", "largest") or s.fft_transform not in ("dct", "rfft"):
         raise ConfigError(f"{where}: fft_select must be low|largest and fft_transform dct|rfft")
-    values = [n for n in ("bits", "float16", "uniform") if getattr(s, n) not in (None, False)]
+    values = [n for n in ("bits", "float16", "uniform", "uniform_step") if getattr(s, n) not in (None, False)]
     if len(values) > 1:
-        raise ConfigError(f"{where}: choose one of bits, float16, uniform (got {', '.join(values)})")
+        raise ConfigError(f"{where}: choose one of bits, float16, uniform, uniform_step (got {', '.join(values)})")
     if s.rdo is not None and not 0 <= s.rdo <= MAX_RDO:
         raise ConfigError(f"{where}: rdo must be from 0 to {MAX_RDO} (squared steps per bit; 0.12 suits most weights), got {s.rdo}")
     if s.uniform is not None and not s.uniform > 0:
         raise ConfigError(f"{where}: uniform must be a positive step (in standard deviations), got {s.uniform}")
+    if s.dq and s.uniform is None and s.uniform_step is None:
+        raise ConfigError(f"{where}: dq is a way of rounding uniform or uniform_step: give one of them too")
+    if s.dq and s.rdo:
+        raise ConfigError(f"{where}: rdo and dq are two ways of rounding: choose one")
+    if s.uniform_step is not None and not (math.isfinite(s.uniform_step) and s.uniform_step > 0):
+        raise ConfigError(f"{where}: uniform_step must be a positive finite step, got {s.uniform_step}")
     return s
 
 
@@ -286,7 +295,7 @@ def exclusion_note(array: np.ndarray, weight: bool | None = None, element: str |
 def asks_lossy(settings: Settings) -> bool:
     """Whether *settings* ask for any lossy stage."""
     s = settings
-    return not s.lossless and (any(v is not None for v in (s.bits, s.rank, s.energy, s.fft_keep, s.uniform)) or bool(s.prune) or s.float16)
+    return not s.lossless and (any(v is not None for v in (s.bits, s.rank, s.energy, s.fft_keep, s.uniform, s.uniform_step)) or bool(s.prune) or s.float16)
 
 
 def choose_plan(array: np.ndarray, settings: Settings, weight: bool | None = None,
@@ -325,8 +334,12 @@ def _lossy_plan(array: np.ndarray, settings: Settings) -> tuple[TensorPlan, str]
     note = ""
     if settings.bits is not None:
         values.append(chains.kmeans(settings.bits))
+    elif settings.dq and array.dtype.str in chains.DQ_INPUTS:
+        values.append(chains.dq(settings.uniform_step, settings.uniform))
     elif settings.uniform is not None:
         values.append(chains.uniform_sd(settings.uniform, settings.rdo))
+    elif settings.uniform_step is not None:
+        values.append(chains.uniform(settings.uniform_step, settings.rdo))
     elif settings.float16:
         if array.dtype.str in CAST_INPUTS:
             values.append(chains.cast("<f2"))

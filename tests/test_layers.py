@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "nnzip.stages._arith_kernels": 1,
     "nnzip.stages._huffman_kernels": 1,
     "nnzip.stages._lzw_kernels": 1,
+    "nnzip.stages._uniform_kernels": 1,
     # 2 -- the bases the plug-ins build on
     "nnzip.stages.base": 2,
     "nnzip.formats.zipmeta": 2,

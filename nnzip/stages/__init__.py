@@ -32,6 +32,7 @@ _REGISTRY: dict[str, str] = {
     "kmeans": "nnzip.stages.kmeans:KMeans",
     "cast": "nnzip.stages.cast:Cast",
     "uniform": "nnzip.stages.uniform:Uniform",
+    "dq": "nnzip.stages.dq:DQ",
     "delta": "nnzip.stages.delta:Delta",
     # array -> bytes
     "raw": "nnzip.stages.raw:Raw",

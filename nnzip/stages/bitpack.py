@@ -50,8 +50,8 @@ class BitPack(SerializeStage):
         return cls(config_int(config, "bits", 1, 1 if spec.dtype == np.bool_ else 8 * spec.dtype.itemsize))
 
     @classmethod
-    def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[bytes, dict]:
-        """The packed bytes and ``{"bits": bits}``; ConfigError if a value needs more bits."""
+    def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[bytes | memoryview, dict]:
+        """The packed bytes (a memoryview over :data:`VIEW_BYTES`) and ``{"bits": bits}``; ConfigError if a value needs more bits."""
         check_params(cls.id, params, {"bits"})
         if spec.dtype.str not in UINT_DTYPES:
             raise ConfigError(f"bitpack: input must be unsigned integers or booleans, got {spec.dtype}")
@@ -78,7 +78,7 @@ class BitPack(SerializeStage):
         values = unpack(stream, spec.size, bits)
         if spec.dtype == np.bool_:
             return values.astype(np.bool_).reshape(spec.shape)
-        return values.astype(spec.dtype).reshape(spec.shape)
+        return values.astype(spec.dtype, copy=False).reshape(spec.shape)  # 16/32/64 bits: the unpacked array itself
 
     def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """The unpacked values in their container type, and one chunk's temporaries."""
@@ -124,9 +124,28 @@ def _placements(bits: int):
             yield j, ((word, width - end), (word + 1, 2 * width - end))
 
 
-def pack(values: np.ndarray, bits: int) -> bytes:
-    """Pack the 1-D unsigned array *values* (each < 2**bits) MSB-first, zero-padding the last byte."""
-    return b"".join(_pack_chunk(values[i:i + CHUNK], bits) for i in range(0, values.size, CHUNK))
+#: Packed streams over this many bytes are returned as a memoryview of the one buffer they are
+#: packed into (a ``bytes`` copy, or joining per-chunk pieces, would hold the stream twice);
+#: smaller ones as ``bytes``.
+VIEW_BYTES = 1 << 20
+
+
+def pack(values: np.ndarray, bits: int) -> bytes | memoryview:
+    """Pack the 1-D unsigned array *values* (each < 2**bits) MSB-first, zero-padding the last byte.
+
+    Each chunk is packed straight into its slice of one output buffer (chunks start on byte
+    boundaries): no list of pieces and no join, so the stream is held once.
+    """
+    total = (values.size * bits + 7) // 8
+    if total <= VIEW_BYTES:
+        return b"".join(_pack_chunk(values[i:i + CHUNK], bits) for i in range(0, values.size, CHUNK))
+    out = np.empty(total, dtype=np.uint8)
+    per_chunk = CHUNK * bits // 8  # CHUNK is a multiple of 8
+    for index, start in enumerate(range(0, values.size, CHUNK)):
+        piece = _pack_chunk(values[start:start + CHUNK], bits)
+        offset = index * per_chunk
+        out[offset:offset + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+    return memoryview(out)
 
 
 def unpack(stream: np.ndarray, count: int, bits: int) -> np.ndarray:

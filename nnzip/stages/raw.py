@@ -29,12 +29,15 @@ class Raw(SerializeStage):
         return np.ascontiguousarray(data, dtype=spec.dtype).tobytes(), {}
 
     def decode(self, data: bytes, spec: ArraySpec) -> np.ndarray:
-        """Rebuild the array of *spec* from exactly ``spec.nbytes`` bytes."""
+        """Rebuild the array of *spec* from exactly ``spec.nbytes`` bytes (a view of a writable buffer, else a copy)."""
         if len(data) != spec.nbytes:
             raise FormatError(f"raw: expected {spec.nbytes} bytes, got {len(data)}")
         if spec.dtype == np.bool_:
             check_bool_bytes(np.frombuffer(data, dtype=np.uint8))
-        return np.frombuffer(data, dtype=spec.dtype).reshape(spec.shape).copy()
+        array = np.frombuffer(data, dtype=spec.dtype).reshape(spec.shape)
+        # A writable buffer is the decoder's own (a bytes stage's output, held by nothing else):
+        # the array may be it.  Read-only bytes (a blob as read) are copied, so the result is writable.
+        return array if array.flags.writeable else array.copy()
 
     def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """One copy (the output); a ``|b1`` check holds one boolean per element."""

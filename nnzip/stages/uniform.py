@@ -68,13 +68,16 @@ class Uniform(ArrayStage):
         if unknown or ("step" in params) == ("step_sd" in params):
             raise ConfigError("uniform: give exactly one of the parameters 'step' and 'step_sd' (and optionally 'rdo')")
         rdo = param_number(cls.id, params, "rdo", 0.0, lambda v: 0 <= v <= MAX_RDO, f"a number from 0 to {MAX_RDO}")
-        if not np.isfinite(np.asarray(data)).all():
+        flat = np.asarray(data).reshape(-1)
+        # The smallest and largest values say whether all are finite (a NaN makes both NaN, an
+        # infinity shows at an end) without a tensor-sized boolean temporary.
+        ends = _value_range(flat)
+        if not np.isfinite(ends).all():
             raise LossyRangeError("uniform: values must be finite (NaN or infinity found); store this tensor losslessly")
         step = params["step"] if "step" in params else _relative_step(data, params["step_sd"])
         step = param_number(cls.id, {"step": step}, "step", None, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
         if spec.dtype.str not in INPUT_DTYPES:
             raise ConfigError(f"uniform: input must be a float array, got {spec.dtype}")
-        flat = np.asarray(data).reshape(-1)
         levels = None
         if rdo and flat.size:
             # RDOQ weighs each value against the whole tensor's level histogram, so this opt-in
@@ -83,9 +86,9 @@ class Uniform(ArrayStage):
             levels = rdo_levels(scaled, np.rint(scaled).astype(np.int64), rdo)
             low, high = int(levels.min()), int(levels.max())
         else:
-            # Levels are computed block by block (float64 and int64 temporaries of one block, not of
-            # the tensor: bounded memory, spec/container.md §4.4); each element's level is the same either way.
-            low, high = _level_range(flat, step) if flat.size else (0, 0)
+            # rint(x / step) never decreases as x grows (a division by a positive step, then a
+            # rounding: both monotonic), so the ends' levels are the lowest and the highest.
+            low, high = (int(level) for level in _levels(ends, step)) if flat.size else (0, 0)
         offset = low
         if flat.size and high - offset >= MAX_LEVELS:
             raise LossyRangeError(f"uniform: step {step:g} gives more than {MAX_LEVELS} levels for these values")
@@ -96,9 +99,7 @@ class Uniform(ArrayStage):
         if levels is not None:
             codes = (levels - offset).astype(CODE_DTYPE)
         else:
-            codes = np.empty(flat.size, dtype=CODE_DTYPE)
-            for start in range(0, flat.size, BLOCK_ELEMENTS):
-                codes[start:start + BLOCK_ELEMENTS] = _levels(flat[start:start + BLOCK_ELEMENTS], step) - offset
+            codes = quantize_codes(flat, step, offset)
         return codes.reshape(spec.shape), cls(float(np.float64(step)), offset).to_config()
 
     def decode(self, data: np.ndarray, spec: ArraySpec) -> np.ndarray:
@@ -108,13 +109,11 @@ class Uniform(ArrayStage):
         if codes.dtype != CODE_DTYPE or codes.shape != spec.shape:
             raise FormatError(f"uniform: expected {CODE_DTYPE} codes of shape {spec.shape}, got {codes.dtype}{codes.shape}")
         flat = codes.reshape(-1)
-        if flat.size and not _finite_in(spec.dtype, step, offset + int(flat.min()), int(flat.max()) - int(flat.min())):
-            raise FormatError(f"uniform: codes up to {int(flat.max())} decode beyond the range of {spec.dtype} (offset {offset}, step {step:g})")
-        out = np.empty(flat.size, dtype=spec.dtype)
-        for start in range(0, flat.size, BLOCK_ELEMENTS):  # int64 and float64 temporaries stay one block
-            block = flat[start:start + BLOCK_ELEMENTS]
-            out[start:start + BLOCK_ELEMENTS] = (block.astype(np.int64) + offset) * step
-        return out.reshape(spec.shape)
+        if flat.size:
+            low, high = int(flat.min()), int(flat.max())
+            if not _finite_in(spec.dtype, step, offset + low, high - low):
+                raise FormatError(f"uniform: codes up to {high} decode beyond the range of {spec.dtype} (offset {offset}, step {step:g})")
+        return dequantize_codes(flat, offset, step, spec.dtype).reshape(spec.shape)
 
     def decode_cost(self, spec: ArraySpec, coded: int = 0) -> DecodeCost:
         """A block of int64 levels and one of float64 values; a range pass and four passes per element."""
@@ -125,14 +124,14 @@ class Uniform(ArrayStage):
         return ArraySpec(CODE_DTYPE, spec.shape)
 
 
-def _parse(config: Mapping[str, Any]) -> tuple[float, int]:
-    """The stored ``step`` and ``offset``, checked (the configuration's keys already are)."""
+def _parse(config: Mapping[str, Any], stage: str = "uniform") -> tuple[float, int]:
+    """The stored ``step`` and ``offset`` of *stage* (``uniform`` or ``dq``), checked (the configuration's keys already are)."""
     step = decode_floats(config.get("step"), "<f8", 1)
     offset = config.get("offset")
     if step.size != 1 or not math.isfinite(step[0]) or step[0] <= 0:
-        raise FormatError("uniform: 'step' must be one positive finite float64")
+        raise FormatError(f"{stage}: 'step' must be one positive finite float64")
     if type(offset) is not int or abs(offset) > MAX_OFFSET:
-        raise FormatError(f"uniform: 'offset' must be an integer within ±{MAX_OFFSET}")
+        raise FormatError(f"{stage}: 'offset' must be an integer within ±{MAX_OFFSET}")
     return float(step[0]), offset
 
 
@@ -141,14 +140,52 @@ def _levels(block: np.ndarray, step: float) -> np.ndarray:
     return np.rint(block.astype(np.float64) / step).astype(np.int64)
 
 
-def _level_range(flat: np.ndarray, step: float) -> tuple[int, int]:
-    """The smallest and largest level of the (non-empty, finite) values, block by block."""
-    low, high = None, None
+def _value_range(flat: np.ndarray) -> np.ndarray:
+    """``[min, max]`` of *flat* (NaN where it holds one): two passes, no temporary; ``[0, 0]`` when empty."""
+    if not flat.size:
+        return np.zeros(2, dtype=flat.dtype)
+    return np.array([flat.min(), flat.max()], dtype=flat.dtype)
+
+
+#: Element types of the compiled kernels' values (numba has no float16 arithmetic).
+KERNEL_DTYPES = ("<f4", "<f8")
+
+
+def quantize_codes(flat: np.ndarray, step: float, offset: int) -> np.ndarray:
+    """The ``<u2`` codes ``rint(x / step) - offset`` of the finite 1-D *flat*, whose levels span under 2**16.
+
+    float32/float64: one compiled pass into the codes, no temporary.  float16: numpy blocks
+    (a float64 and an int64 temporary of one block: bounded memory, spec/container.md §4.4).
+    Both compute every code the same way in binary64, so they are identical.
+    """
+    codes = np.empty(flat.size, dtype=CODE_DTYPE)
+    if flat.dtype.str in KERNEL_DTYPES:
+        from ._uniform_kernels import quantize
+
+        quantize(np.ascontiguousarray(flat), float(step), int(offset), codes)
+        return codes
     for start in range(0, flat.size, BLOCK_ELEMENTS):
-        levels = _levels(flat[start:start + BLOCK_ELEMENTS], step)
-        low = int(levels.min()) if low is None else min(low, int(levels.min()))
-        high = int(levels.max()) if high is None else max(high, int(levels.max()))
-    return low, high
+        codes[start:start + BLOCK_ELEMENTS] = _levels(flat[start:start + BLOCK_ELEMENTS], step) - offset
+    return codes
+
+
+def dequantize_codes(flat: np.ndarray, offset: int, step: float, dtype: np.dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """``(code + offset) * step`` of the 1-D ``<u2`` *flat*, in binary64, rounded to *dtype*, into *out* (made if None).
+
+    float32/float64: one compiled pass straight into the output.  float16: numpy blocks (an
+    int64 and a float64 temporary of one block).  Both round the same binary64 products.
+    """
+    dtype = np.dtype(dtype)
+    out = np.empty(flat.size, dtype=dtype) if out is None else out
+    if dtype.str in KERNEL_DTYPES:
+        from ._uniform_kernels import dequantize
+
+        dequantize(np.ascontiguousarray(flat), int(offset), float(step), out)
+        return out
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        block = flat[start:start + BLOCK_ELEMENTS]
+        out[start:start + BLOCK_ELEMENTS] = (block.astype(np.int64) + offset) * step
+    return out
 
 
 def rdo_levels(scaled: np.ndarray, nearest: np.ndarray, rdo: float, passes: int = RDO_PASSES) -> np.ndarray:
