@@ -37,7 +37,7 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
              plan: str | os.PathLike | None = None, budget: Budget | Mapping | None = None, keep_optimizer: bool = False,
              strip: bool = False, force: bool = False, max_output: int | None = None, progress: Progress | None = None, rules=None,
              scheduler: str | None = None, scheduler_timeout: float = DEFAULT_TIMEOUT, rdo: float | None = None,
-             jobs: int | None = 1) -> CompressReport:
+             jobs: int | None = 1, uniform_step: float | None = None, dq: bool = False) -> CompressReport:
     """Compress a model file, or a dict of numpy arrays, into a ``.nnz``; returns a :class:`nnzip.writer.CompressReport`.
 
     The keywords are ``nnzip compress``'s options (``bits=4`` is ``--bits 4``, ``layers=["dense_1:bits=2"]``
@@ -49,7 +49,9 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     :func:`nnzip.load` reads back); *dst* a path (default: *src* with suffix ``.nnz``) or a
     binary file object.  The report gives ``file_bytes``, ``original_bytes``, ``ratio`` and
     per tensor ``tensors[i].method/.stored_bytes/.error``.  *jobs* is ``--jobs`` (worker threads;
-    None: one per core; the bytes are the same for any value) and *rdo* ``--rdo`` (with *uniform*).
+    None: one per core; the bytes are the same for any value), *rdo* ``--rdo`` (with *uniform*),
+    *uniform_step* ``--uniform-step`` (one absolute step for every tensor) and *dq* ``--dq``
+    (dependent quantization, with *uniform* or *uniform_step*).
 
     >>> import io, numpy as np, nnzip
     >>> out = io.BytesIO()
@@ -59,14 +61,15 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     """
     limits = DecodeLimits(max_output=max_output) if max_output is not None else DEFAULT_LIMITS
     cluster = scheduler_from_options(scheduler, scheduler_timeout)
-    settings = {"bits": bits, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep, "uniform": uniform, "rdo": rdo}
+    settings = {"bits": bits, "prune": prune, "rank": rank, "energy": energy, "fft_keep": fft_keep, "uniform": uniform, "rdo": rdo,
+                "uniform_step": uniform_step}
     if budget is not None:
         fixed = [k for k, v in settings.items() if v is not None] + ["plan"] * (plan is not None) + ["layers"] * bool(layers)
-        fixed += ["float16"] * float16 + ["lossless"] * lossless + ["rules"] * (rules is not None)
+        fixed += ["float16"] * float16 + ["lossless"] * lossless + ["dq"] * dq + ["rules"] * (rules is not None)
         budget = _budget(budget, fixed)
         rules = None
     elif rules is None:
-        rules = rules_from_options(**settings, float16=float16, lossless=lossless, fft_select=fft_select, fft_transform=fft_transform,
+        rules = rules_from_options(**settings, dq=dq, float16=float16, lossless=lossless, fft_select=fft_select, fft_transform=fft_transform,
                                    layers=layers, plan=plan)
     with private_directory() as directory:
         source = _source_path(src, directory)
