@@ -44,7 +44,7 @@ from .base import ArraySpec, BytesSpec
 from .entropy import entropy_bound, symbol_counts
 
 #: Candidates of :func:`best_bytes_stage`, simplest first (ties go to the earlier one).
-BYTES_STAGES = ("huffman", "lzw", "arith")
+BYTES_STAGES = ("huffman", "rans", "lzw", "arith")
 #: Blobs up to this size take ``arith`` whenever it is smallest; larger ones only when it is at
 #: least ARITH_MIN_GAIN smaller than the best other coding.  ``arith`` encodes and decodes at
 #: ~10 MB/s against Huffman's 150-350 MB/s: measured on MiniLM-L6 lossless, taking it wherever
@@ -137,9 +137,9 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
     :data:`ARITH_EXACT_BYTES`, ``arith`` must beat the best other coding by
     :data:`ARITH_MIN_GAIN` (its decode is the slowest by far).
     """
-    from . import arith, huffman, lzw
+    from . import arith, huffman, lzw, rans
 
-    coders = {"huffman": huffman.encode_below, "lzw": lzw.encode_below, "arith": arith.encode_below}
+    coders = {"huffman": huffman.encode_below, "rans": rans.encode_below, "lzw": lzw.encode_below, "arith": arith.encode_below}
     data = bytes(data)
     best: tuple[str | None, bytes, dict] = (None, data, {})
     for stage_id in BYTES_STAGES:
@@ -153,7 +153,7 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
                 continue
             limit = int(limit * (1 - ARITH_MIN_GAIN))  # decodes ~15x slower than huffman: must pay for it
         result = coders[stage_id](data, limit)
-        if result is not None and stage_id == "arith" and not arith_cost_ok(len(data), result):
+        if result is not None and stage_id in ("arith", "rans") and not cost_ok(stage_id, len(data), result):
             continue
         if result is not None and len(result[0]) < len(best[1]):
             best = (stage_id, result[0], result[1])
@@ -179,10 +179,15 @@ def arith_cost_ok(size: int, result: tuple[bytes, dict]) -> bool:
     """Whether an ``arith`` stream's declared decode operations stay within rule 4.8.2's default
     share of its own bytes (``2**15`` per stored byte), so choosing it can never push a file past
     the cap: ``arith`` decodes a bit at a time, so on blobs it shrinks more than ~21x it would."""
-    from .arith import Arith
+    return cost_ok("arith", size, result)
 
+
+def cost_ok(stage_id: str, size: int, result: tuple[bytes, dict]) -> bool:
+    """Whether a stream's declared decode operations stay within rule 4.8.2's default share of its
+    own bytes (``2**15`` per stored byte): ``arith`` (a bit at a time) and ``rans`` (a symbol at a
+    time, at 0 bits for a one-symbol block) could otherwise shrink a blob beyond what the cap allows."""
     stream, config = result
-    stage = Arith.from_config(config, BytesSpec(size))
+    stage = get_stage(stage_id).from_config(config, BytesSpec(size))
     return stage.decode_cost(BytesSpec(size), len(stream)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(stream)
 
 
@@ -262,6 +267,8 @@ def best_chunked(data: bytes, chunk_size: int, executor: Executor | None = None)
         if stage_id == "arith" and (size >= (1 - ARITH_MIN_GAIN) * best_size
                                     or not all(arith_cost_ok(len(p), (c, config)) for p, c in zip(pieces, coded))):
             continue  # as unchunked: arith must save ARITH_MIN_GAIN and stay within rule 4.8.2's default
+        if stage_id == "rans" and not all(cost_ok("rans", len(p), (c, config)) for p, c in zip(pieces, coded)):
+            continue  # as unchunked: within rule 4.8.2's default
         if size < best_size:
             best, best_size, best_first = (stage_id, coded, config), size, len(first)
     return best
