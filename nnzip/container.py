@@ -5,7 +5,7 @@ Layout (all integers little-endian)::
     offset  size  field
     0       8     magic  89 4E 4E 5A 0D 0A 1A 0A  ("\\x89NNZ\\r\\n\\x1a\\n")
     8       2     u16 major version (1)
-    10      2     u16 minor version (0, 1 or 2: :func:`format_minor`)
+    10      2     u16 minor version (0 to 3: :func:`format_minor`)
     12      4     u32 flags (bit 0: header is zlib-compressed; bit 1: with preset
                   dictionary 1; bit 2: with preset dictionary 2; bit 3: the header
                   JSON is in compact form, :func:`expand_compact`; other bits 0)
@@ -47,9 +47,9 @@ MAGIC = b"\x89NNZ\r\n\x1a\n"
 #: The file name suffix of a ``.nnz`` (``model.h5`` -> ``model.nnz``).
 NNZ_SUFFIX = ".nnz"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
-#: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7);
-#: :func:`format_minor` picks the lowest one a file's features need.
-MAJOR, MINOR = 1, 2
+#: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7; 1.3:
+#: the ``rans`` bytes stage); :func:`format_minor` picks the lowest one a file's features need.
+MAJOR, MINOR = 1, 3
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
 FLAG_HEADER_DICTIONARY = 2
@@ -125,6 +125,8 @@ def header_dictionary_for(flags: int) -> bytes | None:
 
 #: The minor version that introduced the tensor member ``widen`` (§4.5).
 WIDEN_MINOR = 2
+#: The minor version that introduced the ``rans`` bytes stage (spec/stages/rans.md).
+RANS_MINOR = 3
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,11 @@ def format_minor(header: dict, flags: int) -> int:
     (``widen``, §4.5), or the source format says its structure needs it (an ONNX source carrying
     subgraph tensors, §5.7: :class:`SourceRules`) — any other 1.2 feature: add its test here, this
     is the one place the writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so
-    such a file is byte for byte what nnzip 1.0 wrote.
+    such a file is byte for byte what nnzip 1.0 wrote.  1.3 above all when a part is coded with the
+    ``rans`` stage (a 1.2 reader refuses the file by rule 4.3, the stage being unknown to it).
     """
+    if _uses_stage(header, "rans"):
+        return RANS_MINOR
     if flags & FLAGS_1_2 or _uses_widen(header) or _source_rules.minor(header.get("source")) >= 2:
         return WIDEN_MINOR
     return 1 if _has_chunks(header) else 0
@@ -250,6 +255,17 @@ def _uses_widen(header: dict) -> bool:
     """Whether any tensor entry of *header* names ``widen`` (a 1.2 file); tolerant of malformed headers, which tests write."""
     tensors = header.get("tensors")
     return isinstance(tensors, list) and any(isinstance(entry, dict) and "widen" in entry for entry in tensors)
+
+
+def _uses_stage(header: dict, name: str) -> bool:
+    """Whether any part of *header* is coded with the stage *name*; tolerant of malformed headers, which tests write."""
+    tensors = header.get("tensors")
+    return isinstance(tensors, list) and any(
+        isinstance(codec, dict) and codec.get("name") == name
+        for entry in tensors if isinstance(entry, dict) and isinstance(entry.get("parts"), list)
+        for part in entry["parts"] if isinstance(part, dict) and isinstance(part.get("codecs"), list)
+        for codec in part["codecs"]
+    )
 
 
 def _has_chunks(header: dict) -> bool:

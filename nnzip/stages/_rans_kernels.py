@@ -31,7 +31,7 @@ XMAX_SHIFT = 31 - SCALE_BITS + 32
 #: Longest Exp-Golomb prefix a table value may have (values are at most ``2**15``).
 MAX_PREFIX = 16
 #: Status codes of :func:`decode`.
-OK, TABLE_TRUNCATED, TABLE_VALUE, TABLE_SUM, WORDS_TRUNCATED, PADDING = 0, 1, 2, 3, 4, 5
+OK, TABLE_TRUNCATED, TABLE_VALUE, TABLE_SUM, WORDS_TRUNCATED, PADDING, TABLE_LONG = 0, 1, 2, 3, 4, 5, 6
 
 
 @kernel
@@ -301,7 +301,7 @@ def _read_table(buf, nbits_total, pos, alphabet, q):
             zeros += 1
             pos += 1
             if zeros > MAX_PREFIX:
-                return TABLE_VALUE, pos, p
+                return TABLE_LONG, pos, p
         rest = _get(buf, nbits_total, pos, zeros + k + 1)
         if rest < 0:
             return TABLE_TRUNCATED, pos, p

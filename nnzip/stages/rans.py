@@ -43,12 +43,16 @@ MIN_PRECISION = 0
 RANK_PREFIX = 1 << 13
 #: ...and the best few (always 8 too, the fastest to decode) are sized exactly.
 TRIAL_WIDTHS = 2
+#: A narrower width is tried when its prefix entropy per bit is at most this multiple of bytes'...
+NARROW_SLACK = 1.02
+#: ...unless bytes already take this many bits per bit or more.
+NARROW_MAX_SCORE = 0.9
 #: Bytes of the 4 lane states.
 STATE_BYTES = 32
-#: Declared decode passes per symbol: measured, one decode step costs about as much CPU time as
-#: 2-3 numpy passes over an element (spec page, "Decode cost"); building a table's slot map is
-#: charged one pass per slot.
-DECODE_PASSES = 4
+#: Declared decode passes per symbol and stream byte: measured, one decode step costs about as
+#: much CPU time as 4-8 numpy passes over an element (spec page, "Decode cost"); building a
+#: table's slot map is charged one pass per slot.
+DECODE_PASSES = 8
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,7 @@ def _merge_rows(counts: np.ndarray, group: int) -> np.ndarray:
 
 def _ranked_widths(data: bytes) -> tuple[int, ...]:
     """8, and those of the :data:`TRIAL_WIDTHS` widths of lowest order-0 entropy per input bit on a
-    prefix that have less of it than bytes."""
+    prefix that have about as little of it as bytes, or less (:data:`NARROW_SLACK`)."""
     from . import _huffman_kernels
 
     prefix = np.frombuffer(data[:RANK_PREFIX], dtype=np.uint8)
@@ -216,10 +220,15 @@ def _ranked_widths(data: bytes) -> tuple[int, ...]:
         # np.sum (pairwise), not np.dot: the ranking must not depend on BLAS threading.
         bits = float(np.sum(counts * np.log2(counts.sum() / counts))) if count else 0.0
         scores.append((bits / max(count * width, 1), width))
-    # Narrower symbols only where they beat bytes (3-bit indices straddle bytes); on byte data
-    # they never do (a byte's entropy is at most the sum of its pieces'), and they count slower.
+    # Narrower symbols only where they may beat bytes (3-bit indices straddle bytes; on byte data
+    # they never do, a byte's entropy being at most the sum of its pieces'), and they count slower.
+    # "May": within 2 %, since a prefix's 256 byte cells are sparsely filled and so look better
+    # than they are; but not on near-incompressible data (>= 0.9 bits per bit), where no width
+    # saves what trying it costs.
     bytes_score = scores[-1][0]
-    return tuple(sorted({8, *(w for score, w in sorted(scores)[:TRIAL_WIDTHS] if score < bytes_score)}))
+    if bytes_score >= NARROW_MAX_SCORE:
+        return (8,)
+    return tuple(sorted({8, *(w for score, w in sorted(scores)[:TRIAL_WIDTHS] if score <= NARROW_SLACK * bytes_score)}))
 
 
 def write(chosen: Plan) -> bytes:
@@ -311,6 +320,8 @@ def _check_status(kernels: Any, status: int, block: int, used: int, have: int) -
         raise FormatError(f"rans: the table section ends inside block {block}'s table")
     if status == kernels.TABLE_VALUE:
         raise FormatError(f"rans: block {block}'s table has a frequency above its total 2**P")
+    if status == kernels.TABLE_LONG:
+        raise FormatError(f"rans: block {block}'s table has a code with more than {kernels.MAX_PREFIX} leading zero bits")
     if status == kernels.TABLE_SUM:
         raise FormatError(f"rans: block {block}'s table frequencies do not sum to 2**P")
     if status == kernels.WORDS_TRUNCATED:
