@@ -54,6 +54,13 @@ def block_counts(data, width, nsym, block_bits):
     if width == 8:
         for i in range(nsym):
             counts[i >> block_bits, data[i]] += 1
+    elif 8 % width == 0:  # symbols never straddle bytes: cut each byte with fixed shifts
+        per = 8 // width
+        mask = (1 << width) - 1
+        for j in range(data.size):
+            v = np.int64(data[j])
+            for t in range(per):
+                counts[(j * per + t) >> block_bits, (v >> (8 - width * (t + 1))) & mask] += 1
     else:
         for i in range(nsym):
             counts[i >> block_bits, symbol_at(data, i, width)] += 1

@@ -12,7 +12,9 @@ each part once its value stages have run; everything else is the rule behind tha
   estimated by coding :data:`LZW_WINDOWS` evenly spaced windows of :data:`LZW_WINDOW_BYTES`
   each from an empty dictionary (as every dictionary generation starts), and run in full
   only when that estimate, scaled to the whole blob, is below :data:`LZW_SKIP_RATIO` times
-  the best size so far.  ``arith`` codes the first 64 KiB with a few widths and both orders
+  the best size so far.  ``rans`` is sized from its symbol counts (its table section is exact,
+  its words within a few bytes: ``rans.size_bounds``) and coded only when that lower bound is
+  below the best size so far.  ``arith`` codes the first 64 KiB with a few widths and both orders
   to choose its parameters; that trial is its exact size on a blob of at most 64 KiB, and on
   a larger one it is run in full only when the trial, scaled to the whole blob, is below 1.02
   times the best size so far (``arith.SKIP_RATIO``).  An ``arith`` stream is only taken if
@@ -20,7 +22,8 @@ each part once its value stages have run; everything else is the rule behind tha
   byte (so on blobs it shrinks by at most ~21x): it decodes one bit at a time, and a file
   must stay readable under the default caps whatever its blobs.  The fewest bytes among the
   coders actually run wins; on equal sizes the simpler one wins, in the order none <
-  huffman < lzw < arith (simpler means faster to decode and less format to trust), so the
+  huffman < rans < lzw < arith (simpler means faster to decode and less format to trust:
+  ``rans`` decodes a table lookup and a multiply per symbol, nearly Huffman's speed), so the
   chosen blob is never larger than the input;
 * chunking: serialized bytes over the pipeline's chunk size are coded in chunks
   (:func:`best_chunked`), one bytes stage and one configuration per part.
@@ -127,13 +130,15 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
 
     Tries no coding and each stage of *candidates* (in :data:`BYTES_STAGES`
     order, simplest first) with its default parameters; the strictly smallest
-    output wins, ties go to the simpler (none < huffman < lzw < arith).  ``None`` means
+    output wins, ties go to the simpler (none < huffman < rans < lzw < arith).  ``None`` means
     "store the bytes as they are" (the returned bytes are then *data* itself and
     the configuration is ``{}``).  Each stage's ``encode_below`` may give up as
     soon as it knows it cannot beat the best size so far, which saves time but
     never changes the answer; ``lzw`` is skipped on large blobs where its
-    estimate (:func:`lzw_estimate`) is clearly worse, and ``arith`` on large blobs
-    where its prefix trial is (see the module docstring).  On blobs over
+    estimate (:func:`lzw_estimate`) is clearly worse, ``rans`` where its size bound from
+    counts cannot win, and ``arith`` on large blobs where its prefix trial is (see the
+    module docstring).  ``arith`` and ``rans`` are taken only within rule 4.8.2's default
+    (:func:`cost_ok`).  On blobs over
     :data:`ARITH_EXACT_BYTES`, ``arith`` must beat the best other coding by
     :data:`ARITH_MIN_GAIN` (its decode is the slowest by far).
     """
