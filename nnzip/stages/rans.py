@@ -52,10 +52,11 @@ NARROW_MAX_SCORE = 0.9
 NARROWER_GAIN = 0.99
 #: Bytes of the 4 lane states.
 STATE_BYTES = 32
-#: Declared decode passes per symbol and stream byte: measured, one decode step costs about as
-#: much CPU time as 4-8 numpy passes over an element (spec page, "Decode cost"); building a
-#: table's slot map is charged one pass per slot.
-DECODE_PASSES = 8
+#: Declared decode passes per symbol and stream byte: measured, the compiled decoder's CPU time
+#: per declared operation is then at most Huffman's (bytes, 3-bit symbols, and a new table in
+#: every 4096-symbol block alike; spec page, "Decode cost"); a table's slot map is charged one
+#: pass per slot.
+DECODE_PASSES = 4
 
 
 @dataclass(frozen=True)
