@@ -45,8 +45,8 @@ RANK_PREFIX = 1 << 13
 TRIAL_WIDTHS = 2
 #: A narrower width is tried when its prefix entropy per bit is at most this multiple of bytes'...
 NARROW_SLACK = 1.02
-#: ...unless bytes already take this many bits per bit or more.
-NARROW_MAX_SCORE = 0.9
+#: ...unless every width takes this many bits per bit or more.
+NARROW_MAX_SCORE = 0.98
 #: A plan with symbols narrower than bytes (which decode about 3x slower) replaces the best plan
 #: with bytes only when its size bound is at most this fraction of that one's.
 NARROWER_GAIN = 0.99
@@ -230,12 +230,12 @@ def _ranked_widths(data: bytes) -> tuple[int, ...]:
     # Narrower symbols only where they may beat bytes (3-bit indices straddle bytes; on byte data
     # they never do, a byte's entropy being at most the sum of its pieces'), and they count slower.
     # "May": within 2 %, since a prefix's 256 byte cells are sparsely filled and so look better
-    # than they are; but not on near-incompressible data (>= 0.9 bits per bit), where no width
-    # saves what trying it costs.
+    # than they are (and a byte table costs more to store); but not on near-incompressible data
+    # (every width >= 0.98 bits per bit), where no width saves what trying it costs.
     # Where widths tie (i.i.d. bits look alike at every width), a width dividing 8 is also tried:
     # its symbols never straddle bytes, and it counts and decodes faster.
     bytes_score = scores[-1][0]
-    if bytes_score >= NARROW_MAX_SCORE:
+    if min(scores)[0] >= NARROW_MAX_SCORE:
         return (8,)
     ranked = sorted((score, w) for score, w in scores[:-1] if score <= NARROW_SLACK * bytes_score)
     chosen = {w for _, w in ranked[:TRIAL_WIDTHS]}
