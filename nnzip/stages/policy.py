@@ -196,6 +196,14 @@ def cost_ok(stage_id: str, size: int, result: tuple[bytes, dict]) -> bool:
     return stage.decode_cost(BytesSpec(size), len(stream)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(stream)
 
 
+def rans_loses(data: bytes, best: int) -> bool:
+    """Whether ``rans``'s lower size bound for *data*, computed from symbol counts before any
+    coding (``rans.size_bounds``), already reaches *best* bytes."""
+    from . import rans
+
+    return rans.plan(data, None, None).bounds[0] >= best
+
+
 def lzw_estimate(data: bytes) -> float:
     """LZW's likely size of *data* in bytes: 0 (meaning "try it") up to :data:`LZW_FULL_TRIAL_BYTES`, else
     the bytes per input byte of :data:`LZW_WINDOWS` evenly spaced windows, each coded from an empty
@@ -263,6 +271,8 @@ def best_chunked(data: bytes, chunk_size: int, executor: Executor | None = None)
             continue
         if stage_id == "arith" and not arith_may_pay(bytes(pieces[0]), best_first):
             continue  # the same histogram test as for an unchunked blob over 64 KiB
+        if stage_id == "rans" and rans_loses(bytes(pieces[0]), best_first):
+            continue  # its size bound from counts says it cannot beat the best first chunk
         stage = get_stage(stage_id)
         first, config = stage.encode(bytes(pieces[0]), BytesSpec(len(pieces[0])), {})
         rest = map_in_order(executor, lambda piece, stage=stage, config=config: stage.encode(bytes(piece), BytesSpec(len(piece)), config)[0],
