@@ -29,7 +29,8 @@ the coder speed table (``--speed``: CPU time, median of 3, per symbol width).
 ``--arith`` prints instead the arithmetic-coder table of ``benchmarks/README.md``: per
 sample model, k-means indices at 1..4 bits and uniform codes at steps of 0.5, 1 and 2
 standard deviations, and 3 and 4 for codes below one bit per weight (all tensors of ``--min-size`` elements together): the order-0 bound,
-``huffman`` and ``arith`` in bytes, and encode/decode MB/s on a 4 MB blob.
+``huffman``, ``arith`` and ``rans`` in bytes, and encode/decode MB/s on a 4 MB blob
+(``--rans-speed``: the rANS coder's speed on MiniLM-like byte planes and on codes).
 ``--model FILE`` also times the lossless ``nnzip.api.compress`` / ``decompress``
 of FILE (CPU time, median of 3), e.g. MiniLM-L6's ``model.safetensors``::
 
@@ -322,6 +323,42 @@ def coder_speed(repeat: int = 3) -> None:
         print(f"{label:28} {mb:6.2f} {mb / t_enc:8.1f} {mb / t_dec:8.1f}")
 
 
+def rans_speed(repeat: int = 3, model: str | None = None) -> None:
+    """MB/s (CPU time, median of *repeat*) of ``rans`` against ``huffman`` on 4 MiB blobs: the byte
+    planes of *model*'s largest float32 tensor (or of Gaussian weights) and uniform codes."""
+    from nnzip.stages.rans import Rans
+
+    rng = np.random.default_rng(1)
+    if model:
+        from safetensors.numpy import load_file
+
+        tensors = load_file(model)
+        weights = max((t for t in tensors.values() if t.dtype == np.float32), key=lambda t: t.size).reshape(-1)
+    else:
+        weights = (rng.standard_normal(1 << 22) * 0.05).astype(np.float32)
+    words = weights.view(np.uint32)
+    rotated = (words << np.uint32(1)) | (words >> np.uint32(31))
+    cases = [(f"plane {i} (rotated)", ((rotated >> np.uint32(8 * i)) & np.uint32(0xFF)).astype(np.uint8).tobytes()[: 4 << 20]) for i in (3, 2, 0)]
+    for bits in (2, 4):
+        data = pack_msb(uniform_quantize(weights[: 1 << 22], bits), bits)
+        cases.append((f"uniform {bits}-bit codes", (data * (-(-(4 << 20) // len(data))))[: 4 << 20]))
+    for stage in (Huffman, Rans):  # load the compiled kernels first
+        warm, warm_config = stage.encode(cases[0][1][:5000], BytesSpec(5000), {})
+        stage.decode(warm, BytesSpec(5000), warm_config)
+    print(f"\nrans vs huffman (4 MiB blobs, MB/s of uncompressed bytes, CPU time, median of {repeat})")
+    print(f"{'blob':26} {'coder':8} {'bytes':>9} {'bound':>9} {'encode':>8} {'decode':>8}  config")
+    for label, data in cases:
+        spec = BytesSpec(len(data))
+        bound = order0_bytes(np.frombuffer(data, dtype=np.uint8)) if "plane" in label else None
+        for stage in (Huffman, Rans):
+            (stream, config), t_enc = cpu_median(lambda: stage.encode(data, spec, {}), repeat)
+            decoded, t_dec = cpu_median(lambda: stage.decode(stream, spec, config), repeat)
+            assert decoded == data
+            mb = len(data) / 1e6
+            shown = f"{bound:9.0f}" if bound is not None else f"{'':9}"
+            print(f"{label:26} {stage.id:8} {len(stream):9d} {shown} {mb / t_enc:8.1f} {mb / t_dec:8.1f}  {config}")
+
+
 def model_speed(path: str, repeat: int = 3) -> None:
     """Lossless ``nnzip.api.compress`` / ``decompress`` CPU seconds (median of *repeat*) on one model file."""
     import tempfile
@@ -342,10 +379,12 @@ def model_speed(path: str, repeat: int = 3) -> None:
 def arith_table(paths: list[str], min_size: int) -> None:
     """Bytes of ``arith`` vs the order-0 bound and vs ``huffman`` at 0.5-4 bits per weight (module docstring)."""
     from nnzip.stages.arith import Arith
+    from nnzip.stages.rans import Rans
     from nnzip.stages.uniform import Uniform
 
-    print("| model | codes | weights | bits/weight (bound) | bound B | huffman B | arith B | arith/bound | arith/huffman | arith config |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| model | codes | weights | bits/weight (bound) | bound B | huffman B | arith B | rans B | arith/bound | rans/bound"
+          " | rans/huffman | arith config | rans config |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for path in paths:
         tensors = load_tensors([path], False, min_size)
         kinds = [(f"kmeans{b}", lambda w, b=b: (quantize(w, b), b)) for b in range(1, 5)]
@@ -355,8 +394,8 @@ def arith_table(paths: list[str], min_size: int) -> None:
                 return codes, max(1, int(codes.max()).bit_length())
             kinds.append((f"uniform {step} sd", uniform))
         for kind, make in kinds:
-            n = bound = huff = ari = 0
-            configs = set()
+            n = bound = huff = ari = ran = 0
+            configs, rans_configs = set(), set()
             for _, weights in tensors:
                 codes, bits = make(weights)
                 data = pack_msb(codes, bits)
@@ -365,7 +404,11 @@ def arith_table(paths: list[str], min_size: int) -> None:
                 stream, config = Arith.encode(data, BytesSpec(len(data)), {})
                 ari += len(stream)
                 configs.add(f"w{config['symbol_bits']}o{config['order']}")
-            print(f"| {os.path.basename(path)} | {kind} | {n} | {8 * bound / n:.3f} | {bound:.0f} | {huff} | {ari} | {ari / bound:.3f} | {ari / huff:.3f} | {' '.join(sorted(configs))} |")
+                stream, config = Rans.encode(data, BytesSpec(len(data)), {})
+                ran += len(stream)
+                rans_configs.add(f"w{config['symbol_bits']}b{config['block_bits']}")
+            print(f"| {os.path.basename(path)} | {kind} | {n} | {8 * bound / n:.3f} | {bound:.0f} | {huff} | {ari} | {ran}"
+                  f" | {ari / bound:.3f} | {ran / bound:.3f} | {ran / huff:.3f} | {' '.join(sorted(configs))} | {' '.join(sorted(rans_configs))} |")
     print()
     print("| blob (4 MB) | coder | encode MB/s | decode MB/s |")
     print("| --- | --- | ---: | ---: |")
@@ -375,7 +418,7 @@ def arith_table(paths: list[str], min_size: int) -> None:
         data = pack_msb(uniform_quantize(weights, bits), bits)[: 4 << 20]
         if bits != 8:
             data = (data * (-(-(4 << 20) // len(data))))[: 4 << 20]
-        for stage in (Huffman, Arith):
+        for stage in (Huffman, Rans, Arith):
             stream, config = stage.encode(data, BytesSpec(len(data)), {})
             _, encode_s = cpu_median(lambda: stage.encode(data, BytesSpec(len(data)), dict(config)))
             _, decode_s = cpu_median(lambda: stage.decode(stream, BytesSpec(len(data)), config))
@@ -394,7 +437,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed-only", action="store_true", help="only the coder speed table (and --model)")
     parser.add_argument("--model", help="also time lossless compress/decompress of this model file")
     parser.add_argument("--arith", action="store_true", help="only the arithmetic-coder table (README)")
+    parser.add_argument("--rans-speed", action="store_true", help="only the rans vs huffman speed table (with --model: its planes)")
     args = parser.parse_args(argv)
+    if args.rans_speed:
+        rans_speed(args.repeat, args.model)
+        return
     if args.arith:
         paths = args.models or [os.path.join(ROOT, "samples", f"{m}.h5") for m in ("softmax", "mlp", "cnn", "autoencoder")]
         arith_table(paths, args.min_size)

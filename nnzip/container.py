@@ -47,8 +47,8 @@ MAGIC = b"\x89NNZ\r\n\x1a\n"
 #: The file name suffix of a ``.nnz`` (``model.h5`` -> ``model.nnz``).
 NNZ_SUFFIX = ".nnz"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
-#: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7);
-#: :func:`format_minor` picks the lowest one a file's features need.
+#: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7; 1.3:
+#: the stages ``dq`` and ``rans``); :func:`format_minor` picks the lowest one a file's features need.
 MAJOR, MINOR = 1, 3
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
@@ -125,8 +125,8 @@ def header_dictionary_for(flags: int) -> bytes | None:
 
 #: The minor version that introduced the tensor member ``widen`` (§4.5).
 WIDEN_MINOR = 2
-#: The minor version that introduced the stage ``dq`` (spec/stages/dq.md) and the stages it names.
-DQ_MINOR, DQ_STAGES = 3, frozenset({"dq"})
+#: The minor version that introduced the stages ``dq`` and ``rans`` (spec/stages/dq.md, rans.md).
+STAGES_1_3_MINOR, STAGES_1_3 = 3, frozenset({"dq", "rans"})
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,11 @@ def format_minor(header: dict, flags: int) -> int:
     (``widen``, §4.5), or the source format says its structure needs it (an ONNX source carrying
     subgraph tensors, §5.7: :class:`SourceRules`) — any other 1.2 feature: add its test here, this
     is the one place the writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so
-    such a file is byte for byte what nnzip 1.0 wrote.
+    such a file is byte for byte what nnzip 1.0 wrote.  1.3 above all when a part is coded with the
+    ``rans`` stage (a 1.2 reader refuses the file by rule 4.3, the stage being unknown to it).
     """
-    if _uses_stages(header, DQ_STAGES):
-        return DQ_MINOR
+    if _uses_stages(header, STAGES_1_3):
+        return STAGES_1_3_MINOR
     if flags & FLAGS_1_2 or _uses_widen(header) or _source_rules.minor(header.get("source")) >= 2:
         return WIDEN_MINOR
     return 1 if _has_chunks(header) else 0

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "nnzip.infer.errors": 1,
     "nnzip.stages._arith_kernels": 1,
     "nnzip.stages._huffman_kernels": 1,
+    "nnzip.stages._rans_kernels": 1,
     "nnzip.stages._lzw_kernels": 1,
     "nnzip.stages._uniform_kernels": 1,
     # 2 -- the bases the plug-ins build on

@@ -399,4 +399,4 @@ def test_best_bytes_stage_ties_go_to_the_simpler(monkeypatch):
     monkeypatch.setattr(lzw, "encode_below", lambda d, limit, *shared: (b"l" * 5, {"max_bits": 16}))
     assert best_bytes_stage(data)[0] == "huffman"
     assert best_bytes_stage(data, candidates=("lzw",))[0] == "lzw"
-    assert BYTES_STAGES == ("huffman", "lzw", "arith")
+    assert BYTES_STAGES == ("huffman", "rans", "lzw", "arith")

@@ -39,6 +39,7 @@ _REGISTRY: dict[str, str] = {
     "bitpack": "nnzip.stages.bitpack:BitPack",
     # bytes -> bytes
     "huffman": "nnzip.stages.huffman:Huffman",
+    "rans": "nnzip.stages.rans:Rans",
     "lzw": "nnzip.stages.lzw:LZW",
     "arith": "nnzip.stages.arith:Arith",
 }

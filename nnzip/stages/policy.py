@@ -18,7 +18,10 @@ each part once its value stages have run; everything else is the rule behind tha
   windows of :data:`LZW_WINDOW_BYTES` each from an empty dictionary (as every dictionary
   generation starts) and run in full only when that estimate, scaled to the whole blob, is below
   :data:`LZW_SKIP_RATIO` times the best size so far (an estimate up to
-  :data:`LZW_RECHECK_RATIO` times is checked again on one wider window).  ``arith`` codes the
+  :data:`LZW_RECHECK_RATIO` times is checked again on one wider window).  ``rans`` is sized from
+  its symbol counts (its table section is exact, its words within a few bytes:
+  ``rans.size_bounds``) and coded only when that lower bound is below the best size so far.
+  ``arith`` codes the
   first 64 KiB with a few widths and both orders to choose its parameters; that trial is its
   exact size on a blob of at most 64 KiB, and on a larger one it is run in full only when the
   histogram test :func:`arith_may_pay` passes and the trial, scaled to the whole blob, is below
@@ -27,8 +30,9 @@ each part once its value stages have run; everything else is the rule behind tha
   byte (so on blobs it shrinks by at most ~21x): it decodes one bit at a time, and a file
   must stay readable under the default caps whatever its blobs.  "Smallest wins", measured on
   what is chosen: the fewest bytes among the streams actually made wins; on equal sizes the
-  simpler one wins, in the order none < huffman < lzw < arith (simpler means faster to decode
-  and less format to trust), so the chosen blob is never larger than the input.  The tests
+  simpler one wins, in the order none < huffman < rans < lzw < arith (simpler means faster to
+  decode and less format to trust: ``rans`` decodes a table lookup and a multiply per symbol,
+  nearly Huffman's speed), so the chosen blob is never larger than the input.  The tests
   only decide which coders run, never what a stream measures;
 * chunking: serialized bytes over the pipeline's chunk size are coded in chunks
   (:func:`best_chunked`), one bytes stage and one configuration per part.
@@ -52,7 +56,7 @@ from .base import ArraySpec, BytesSpec
 from .entropy import entropy_bound, symbol_counts
 
 #: Candidates of :func:`best_bytes_stage`, simplest first (ties go to the earlier one).
-BYTES_STAGES = ("huffman", "lzw", "arith")
+BYTES_STAGES = ("huffman", "rans", "lzw", "arith")
 #: Blobs up to this size take ``arith`` whenever it is smallest; larger ones only when it is at
 #: least ARITH_MIN_GAIN smaller than the best other coding.  ``arith`` encodes and decodes at
 #: ~10 MB/s against Huffman's 150-350 MB/s: measured on MiniLM-L6 lossless, taking it wherever
@@ -193,7 +197,7 @@ def best_bytes_stage(data: bytes, candidates: tuple[str, ...] = BYTES_STAGES) ->
 
     Tries no coding and each stage of *candidates* (in :data:`BYTES_STAGES`
     order, simplest first) through its entry of :data:`BYTES_CODERS`; the strictly smallest
-    output wins, ties go to the simpler (none < huffman < lzw < arith).  ``None`` means
+    output wins, ties go to the simpler (none < huffman < rans < lzw < arith).  ``None`` means
     "store the bytes as they are" (the returned bytes are then *data* itself and
     the configuration is ``{}``).  Each entry first asks its cheap test whether a full
     trial could win (see the module docstring) and codes only below the best size so far,
@@ -232,7 +236,7 @@ def _lzw_below(stats: BlobStats, limit: int) -> tuple[bytes, dict] | None:
 def _arith_below(stats: BlobStats, limit: int) -> tuple[bytes, dict] | None:
     """``arith``: its prefix trial on blobs up to :data:`ARITH_EXACT_BYTES`; on larger ones only where
     :func:`arith_may_pay`, and then it must save :data:`ARITH_MIN_GAIN`; never a stream over rule
-    4.8.2's default decode cost (:func:`arith_cost_ok`)."""
+    4.8.2's default decode cost (:func:`cost_ok`)."""
     from . import arith
 
     if len(stats.data) > ARITH_EXACT_BYTES:
@@ -240,14 +244,23 @@ def _arith_below(stats: BlobStats, limit: int) -> tuple[bytes, dict] | None:
             return None
         limit = int(limit * (1 - ARITH_MIN_GAIN))  # decodes ~15x slower than huffman: must pay for it
     result = arith.encode_below(stats.data, limit)
-    return result if result is not None and arith_cost_ok(len(stats.data), result) else None
+    return result if result is not None and cost_ok("arith", len(stats.data), result) else None
+
+
+def _rans_below(stats: BlobStats, limit: int) -> tuple[bytes, dict] | None:
+    """``rans``: coded only when its lower size bound from counts is below *limit* (``rans.encode_below``
+    checks it), and never a stream over rule 4.8.2's default decode cost (:func:`cost_ok`)."""
+    from . import rans
+
+    result = rans.encode_below(stats.data, limit)
+    return result if result is not None and cost_ok("rans", len(stats.data), result) else None
 
 
 #: stage id -> ``(stats, best size so far) -> (stream, configuration) or None``, for the stages of
 #: :data:`BYTES_STAGES`.  A further bytes stage is one entry here and one name there: its function
 #: decides from the shared counts whether it can win and codes only below the size it must beat.
 BYTES_CODERS: dict[str, Callable[[BlobStats, int], tuple[bytes, dict] | None]] = {
-    "huffman": _huffman_below, "lzw": _lzw_below, "arith": _arith_below}
+    "huffman": _huffman_below, "rans": _rans_below, "lzw": _lzw_below, "arith": _arith_below}
 
 
 def lzw_cannot_win(stats: BlobStats, best: int) -> bool:
@@ -279,15 +292,27 @@ def arith_may_pay(data: bytes, best: int, stats: BlobStats | None = None) -> boo
     return best >= (1 + ARITH_MIN_GAIN) * bound
 
 
-def arith_cost_ok(size: int, result: tuple[bytes, dict]) -> bool:
-    """Whether an ``arith`` stream's declared decode operations stay within rule 4.8.2's default
-    share of its own bytes (``2**15`` per stored byte), so choosing it can never push a file past
-    the cap: ``arith`` decodes a bit at a time, so on blobs it shrinks more than ~21x it would."""
-    from .arith import Arith
-
+def cost_ok(stage_id: str, size: int, result: tuple[bytes, dict]) -> bool:
+    """Whether a stream's declared decode operations stay within rule 4.8.2's default share of its
+    own bytes (``2**15`` per stored byte), so choosing it can never push a file past the cap:
+    ``arith`` (a bit at a time) and ``rans`` (a symbol at a time, at 0 bits for a one-symbol
+    block) could otherwise shrink a blob beyond what the cap allows (``arith`` beyond ~21x)."""
     stream, config = result
-    stage = Arith.from_config(config, BytesSpec(size))
+    stage = get_stage(stage_id).from_config(config, BytesSpec(size))
     return stage.decode_cost(BytesSpec(size), len(stream)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(stream)
+
+
+def arith_cost_ok(size: int, result: tuple[bytes, dict]) -> bool:
+    """:func:`cost_ok` for an ``arith`` stream."""
+    return cost_ok("arith", size, result)
+
+
+def rans_loses(data: bytes, best: int) -> bool:
+    """Whether ``rans``'s lower size bound for *data*, computed from symbol counts before any
+    coding (``rans.size_bounds``), already reaches *best* bytes."""
+    from . import rans
+
+    return rans.plan(data, None, None).bounds[0] >= best
 
 
 def lzw_estimate(data: bytes) -> float:
@@ -356,7 +381,7 @@ def best_chunked(data: bytes, chunk_size: int, executor: Executor | None = None)
     the first chunk picks each coder's parameters (Huffman's symbol width) as
     :func:`best_bytes_stage` would, the other chunks are coded with them, and the coder
     whose chunks total the fewest bytes wins ("smallest wins", measured on what is stored;
-    ties to the simpler, none before huffman before lzw before arith; ``arith`` under the same
+    ties to the simpler, none before huffman before rans before lzw before arith; ``arith`` under the same
     extra conditions as for a large unchunked blob, :func:`best_bytes_stage`).
     Chunks are coded on *executor*.
     """
@@ -377,6 +402,8 @@ def best_chunked(data: bytes, chunk_size: int, executor: Executor | None = None)
             continue
         if stage_id == "arith" and not arith_may_pay(first_stats.data, best_first, first_stats):
             continue  # the same histogram test as for an unchunked blob over 64 KiB
+        if stage_id == "rans" and rans_loses(first_stats.data, best_first):
+            continue  # its size bound from counts says it cannot beat the best first chunk
         stage = get_stage(stage_id)
         first, config = stage.encode(bytes(pieces[0]), BytesSpec(len(pieces[0])), {})
         rest = map_in_order(executor, lambda piece, stage=stage, config=config: stage.encode(bytes(piece), BytesSpec(len(piece)), config)[0],
@@ -386,6 +413,8 @@ def best_chunked(data: bytes, chunk_size: int, executor: Executor | None = None)
         if stage_id == "arith" and (size >= (1 - ARITH_MIN_GAIN) * best_size
                                     or not all(arith_cost_ok(len(p), (c, config)) for p, c in zip(pieces, coded))):
             continue  # as unchunked: arith must save ARITH_MIN_GAIN and stay within rule 4.8.2's default
+        if stage_id == "rans" and not all(cost_ok("rans", len(p), (c, config)) for p, c in zip(pieces, coded)):
+            continue  # as unchunked: within rule 4.8.2's default
         if size < best_size:
             best, best_size, best_first = (stage_id, coded, config), size, len(first)
             first_stats.width = int(config.get("symbol_bits", 8)) if stage_id == "huffman" else first_stats.width
