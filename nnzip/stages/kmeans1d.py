@@ -37,9 +37,9 @@ DP_MAX_VALUES = 256
 DP_BUDGET = 1 << 23
 #: Unweighted inputs with more values than this are first reduced to a histogram of narrow bins
 #: (:func:`histogram_prefix`): the exact form keeps the values sorted in float64 and three float64
-#: prefix sums, 40 bytes per value (1.3 GB for a 131 MB float32 tensor), the histogram a few MB
+#: prefix sums, 40 bytes per value (1.3 GB for a 131 MB float32 tensor, 40 MiB at this size), the histogram a few MB
 #: whatever the size.  Smaller inputs keep the exact form, so their codebooks are unchanged.
-HISTOGRAM_VALUES = 1 << 22
+HISTOGRAM_VALUES = 1 << 20
 #: A bin is a run of consecutive float32 values that share all but the low HISTOGRAM_DROP_BITS bits
 #: of their order key: a relative width of 2**-14, and float16 values (10 mantissa bits, 13 of
 #: float32's zero) never share a bin.  Measured on 5e6 Gaussian values against the exact form:
@@ -47,10 +47,10 @@ HISTOGRAM_VALUES = 1 << 22
 HISTOGRAM_DROP_BITS = 9
 #: Values below the largest magnitude / 2**HISTOGRAM_BINADES in magnitude share one bin (they are
 #: a contiguous run around 0), so the bins span at most 2 * HISTOGRAM_BINADES binades whatever the
-#: values: 1.3 M bins, 10 MB per float64 accumulator.
-HISTOGRAM_BINADES = 40
+#: values: 1 M bins, 8 MB per float64 accumulator.
+HISTOGRAM_BINADES = 32
 #: Values read at a time while building the histogram or coding (bounded temporaries).
-BLOCK_VALUES = 1 << 20
+BLOCK_VALUES = 1 << 18
 
 
 @dataclass(frozen=True)
