@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
+import sys
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -46,6 +48,25 @@ class Workers:
     remote: object | None = None
 
 
+#: glibc's ``M_MMAP_THRESHOLD`` (mallopt), and the value nnzip fixes it at: allocations of 4 MiB
+#: and more are mapped and go back to the system when freed.  glibc's default threshold moves up
+#: to 32 MiB after large frees, so the tensor-sized and block-sized temporaries of one tensor are
+#: then carved from the heap and, freed out of order, stay in the process: measured on a 64 MiB
+#: tensor's ``--uniform 0.05`` encode, 56 MiB of peak RSS; fixed, the peak was lower and the
+#: system time too (fewer page faults than with a lower threshold).
+M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20
+
+
+def bound_malloc() -> None:
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (a no-op off Linux or without glibc)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # another C library (musl): it has no such threshold to fix
+        pass
+
+
 @contextlib.contextmanager
 def workers(jobs: int | None, scheduler: Scheduler | None = None) -> Iterator[Workers]:
     """Thread pools of *jobs* workers (None: ``os.cpu_count()``), or inline work for one job.
@@ -53,8 +74,9 @@ def workers(jobs: int | None, scheduler: Scheduler | None = None) -> Iterator[Wo
     Threads suffice: the compiled coders release the GIL (numba ``nogil=True``) and numpy
     does for large operations, so no data is copied between processes.  With *scheduler*,
     the tensors go to that dask cluster's workers instead (:mod:`nnzip.distributed`) and
-    *jobs* is not used.
+    *jobs* is not used.  Fixes glibc's mmap threshold first (:func:`bound_malloc`).
     """
+    bound_malloc()
     if scheduler is not None:
         # The dask transport sits below this module (it never imports it or the encoder), so the
         # pool is made here around its Cluster; imported on demand, as dask is an optional extra.
