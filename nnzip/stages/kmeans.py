@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ConfigError, FormatError
 from .base import (BLOCK_ELEMENTS, ArraySpec, ArrayStage, DecodeCost, LossyRangeError, block_work, check_params, config_int, config_keys,
                    decode_floats, encode_floats, linear_cost, param_bool, param_int)
-from .kmeans1d import kmeans1d, nearest
+from .kmeans1d import BLOCK_VALUES, kmeans1d, nearest_codes
 
 #: Input element types the stage accepts.
 FLOAT_DTYPES = ("<f2", "<f4", "<f8")
@@ -58,10 +58,12 @@ class KMeans(ArrayStage):
     def encode(cls, data: np.ndarray, spec: ArraySpec, params: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
         """``(codes, {"bits": bits, "codebook": base64 float32})``; codes are nearest-entry indices."""
         bits, zero, weights = _parse_params(params, spec)
-        values = np.asarray(data, dtype=np.float64).reshape(-1)
+        # The values stay in their own dtype; checks, clustering and coding read float64 blocks
+        # of them (a float64 copy of a large tensor is twice its float32 self).
+        values = np.asarray(data).reshape(-1)
         _check_values(values, spec)
         codebook = _round_codebook(kmeans1d(values, 2**bits, weights, fixed_zero=zero), spec.dtype)
-        codes = nearest(values, codebook.astype(np.float64)).astype(np.uint8).reshape(spec.shape)
+        codes = nearest_codes(values, codebook.astype(np.float64)).reshape(spec.shape)
         return codes, cls(bits, tuple(codebook.tolist())).to_config()
 
     def decode(self, data: np.ndarray, spec: ArraySpec) -> np.ndarray:
@@ -106,10 +108,14 @@ def _check_values(values: np.ndarray, spec: ArraySpec) -> None:
     """Refuse input k-means cannot represent: non-float types, NaN, infinities, beyond float32."""
     if spec.dtype.str not in FLOAT_DTYPES:
         raise ConfigError(f"kmeans: input must be float16/32/64, got {spec.dtype}")
-    if not np.isfinite(values).all():
-        raise LossyRangeError("kmeans: input holds NaN or infinity; store this tensor losslessly")
-    if values.size and np.abs(values).max() > np.finfo(np.float32).max:
-        raise LossyRangeError("kmeans: input exceeds the float32 range of the codebook; store this tensor losslessly")
+    if values.dtype.kind != "f":
+        values = np.asarray(values, dtype=np.float64)  # what the caller gave: numbers the spec's dtype holds
+    for start in range(0, values.size, BLOCK_VALUES):  # block by block: no tensor-sized temporaries
+        block = values[start:start + BLOCK_VALUES]
+        if not np.isfinite(block).all():
+            raise LossyRangeError("kmeans: input holds NaN or infinity; store this tensor losslessly")
+        if np.abs(block).max() > np.finfo(np.float32).max:
+            raise LossyRangeError("kmeans: input exceeds the float32 range of the codebook; store this tensor losslessly")
 
 
 def _round_codebook(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
