@@ -214,4 +214,6 @@ def test_a_compress_without_margin_records_margin_two(tmp_path, capsys):
     search = nnzip.inspect(out)["plan"]["search"]
     assert search["margin"] == DEFAULT_MARGIN
     assert search["drop_bound"] <= 0.02 and search["drop_bound"] >= search["drop"]
-    assert "2-standard-error margin" in capsys.readouterr().out
+    capsys.readouterr()
+    assert cli.main(["inspect", str(out)]) == 0
+    assert "with a 2.0-standard-error margin" in capsys.readouterr().out
