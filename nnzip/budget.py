@@ -15,6 +15,7 @@ from .encoder import TensorReport, add_statistics, assemble_header
 from .metrics import same_bits
 from .model import Model
 from .plan import exclusion_note, layer_weight
+from .scoring import DEFAULT_MARGIN
 from .workers import Progress
 
 
@@ -35,8 +36,9 @@ class Budget:
     metric: str | None = None
     #: Called with one line of search progress at a time.
     log: Callable[[str], None] | None = None
-    #: Standard errors of the measured drop added before comparing with max_drop.
-    margin: float = 1.0
+    #: Standard errors of the measured drop added before comparing with max_drop (why 2:
+    #: :data:`nnzip.scoring.DEFAULT_MARGIN`).
+    margin: float = DEFAULT_MARGIN
     #: Called with one line per candidate tried (``-v``), in words.
     detail: Callable[[str], None] | None = None
     #: With False, only tensors the fixed-flag rule makes lossy are in play (not biases and small kernels).

@@ -28,7 +28,7 @@ from .errors import NnzipError, UsageError, os_error_text
 from .header_rules import decoded_bytes
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .distributed import DEFAULT_TIMEOUT
-from .options import budget_from_options, rules_from_options, scheduler_from_options
+from .options import MARGIN_HELP, budget_from_options, rules_from_options, scheduler_from_options
 from .outputs import private_directory
 from .plan import PlanRules
 from .version import __version__
@@ -193,7 +193,7 @@ def _add_compress(commands) -> None:
     b.add_argument("--data", type=Path, metavar="DATA", help="data set (.npz or .h5 with arrays x and y) to measure accuracy on; use a validation split, then 'nnzip verify' on another")
     b.add_argument("--max-drop", type=float, metavar="D", help="largest accepted drop: absolute accuracy (0.005 = half a point), relative MSE increase for autoencoders, "
                    "or with --eval the hook's score drop in its own units (relative if the hook sets nnzip_drop = \"relative\")")
-    b.add_argument("--margin", type=float, default=1.0, metavar="K", help="require drop + K standard errors of the measured drop <= D, so the plan holds beyond the data's sampling noise (default 1; 0 trusts the data exactly)")
+    b.add_argument("--margin", type=float, default=Budget.margin, metavar="K", help=MARGIN_HELP)
     _add_scoring(b)
     _add_max_output(p, reading=False)
     _add_jobs(p)

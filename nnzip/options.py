@@ -20,6 +20,12 @@ from typing import Any, Callable
 from .distributed import DEFAULT_TIMEOUT, MAX_ADDRESS_CHARS, Scheduler, check_address
 from .errors import ConfigError, NnzipError, UsageError
 from .plan import PlanRules, Settings, close_matches, load_plan_file, matches, parse_layer_override, parse_settings, validate
+from .scoring import DEFAULT_MARGIN
+
+#: ``--margin``'s help (the CLI's, kept with the default it describes).
+MARGIN_HELP = (f"accept a plan when its drop on DATA plus K paired standard errors of that drop is <= D (default {DEFAULT_MARGIN:g}): "
+               "another split's drop differs from DATA's by the sampling errors of both, so with K=1 the plan went over the budget "
+               "on the other split on most samples (README, 'Accuracy budgets'); 0 trusts DATA exactly")
 
 #: The lossy settings, in the order messages name them (keyword -> CLI flag).
 LOSSY = {"bits": "--bits", "uniform": "--uniform", "uniform_step": "--uniform-step", "prune": "--prune", "rank": "--rank", "energy": "--energy", "fft_keep": "--fft-keep"}
@@ -95,7 +101,7 @@ def _overrides(layers: Sequence[str] | dict | None) -> list[tuple[str, dict]]:
     return [parse_layer_override(text) for text in layers]
 
 
-def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None = None, metric: str | None = None, margin: float = 1.0,
+def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None = None, metric: str | None = None, margin: float = DEFAULT_MARGIN,
                         log: Callable[[str], None] | None = None, fixed: Sequence[str] = ()):
     """The accuracy budget (an :class:`nnzip.budget.Budget`) or None; *fixed* names fixed settings also given.
 

@@ -122,6 +122,24 @@ def quality_drop(metric: str, kind: str, reference: float, value: float) -> floa
     return reference - value
 
 
+#: The default noise margin (``--margin``): a plan is accepted when its drop on the search
+#: data plus this many paired standard errors of that drop is within the budget.  Another
+#: split's drop differs from the search data's by the sampling errors of both (about √2
+#: standard errors, the search data's own being one), and the search keeps the smallest of
+#: many measured plans, which favours plans whose noise fell their way: 2 = √2 × 1.41 puts
+#: the budget about 1.4 standard errors of that difference above the search's drop (92 %
+#: one-sided, before that selection).  README "Accuracy budgets" gives the evidence.
+DEFAULT_MARGIN = 2.0
+
+
+def standard_error(differences: np.ndarray) -> float:
+    """Standard error of the mean of per-sample *differences* (0 for fewer than two samples)."""
+    differences = np.asarray(differences, dtype=np.float64)
+    if differences.size < 2:
+        return 0.0
+    return float(np.std(differences, ddof=1) / np.sqrt(differences.size))
+
+
 @dataclass
 class CalibratedLayer:
     """A layer whose kernel the budget search may fit to the data: its tensor names and its input statistics."""
@@ -187,18 +205,28 @@ class Evaluator:
         """Quality lost going from metric *reference* to *value* (as :attr:`Comparison.drop`)."""
         return quality_drop(self.metric, self.drop_kind, reference, value)
 
+    def drop_differences(self, reference: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """Each sample's share of the drop from *reference* to *samples* (per-sample results on the same data).
+
+        Their mean is :meth:`drop` of the two means, for every metric and drop kind, so the
+        differences of several changes to a model can be added sample by sample to predict
+        the drop of the combination and its paired standard error (:func:`standard_error`).
+        """
+        reference = np.asarray(reference, dtype=np.float64)
+        samples = np.asarray(samples, dtype=np.float64)
+        scale = max(float(np.mean(reference)), 1e-12) if self.metric == "mse" else 1.0
+        difference = (samples - reference) / scale if self.metric == "mse" else reference - samples
+        if self.metric != "mse" and self.drop_kind == "relative":
+            difference = difference / max(abs(float(np.mean(reference))), 1e-12)
+        return difference
+
     def drop_error(self, reference: np.ndarray, samples: np.ndarray) -> float:
         """Standard error of the drop between two per-sample results on the same data.
 
         Paired: only samples whose outcome changed add to it, so a plan that changes
         few predictions has a small error even when both accuracies are noisy.
         """
-        if len(samples) < 2:
-            return 0.0
-        difference = reference - samples if self.metric != "mse" else (samples - reference) / max(float(np.mean(reference)), 1e-12)
-        if self.metric != "mse" and self.drop_kind == "relative":
-            difference = difference / max(abs(float(np.mean(reference))), 1e-12)
-        return float(np.std(difference, ddof=1) / np.sqrt(len(samples)))
+        return standard_error(self.drop_differences(reference, samples))
 
     def compare(self, original: dict[str, np.ndarray], rebuilt: dict[str, np.ndarray]) -> Comparison:
         """Run both weight sets and compare them."""

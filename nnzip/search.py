@@ -25,15 +25,18 @@ from formulas):
    400 units picks one front entry per tensor with the fewest total bytes whose units
    fit.  (Not a Lagrangian sweep, which would reach only plans on the convex hull.)
 3. **Check.**  Drops interact, so every allocated plan is measured on the data as a
-   whole, and it *fits* when its measured drop plus a noise margin (``margin`` standard
-   errors of the paired per-sample drop, default 1) is within the budget.  Ten rounds
-   choose targets (:meth:`BudgetSearch._targets`): from 4 × the budget the target grows
-   4-fold while the plan fits, then is bisected between the last fitting and the first
-   failing target.  With a margin, ten more rounds do the same from the budget itself
-   (a target whose plan was measured already costs no round) with each trial costing
-   its drop plus ``margin`` times its own standard error, over fronts on that cost: the
-   margin is part of what the check bounds, and a trial that changes many predictions
-   both ways has a drop near 0 but is not free under it.  The smallest fitting plan of
+   whole, and it *fits* when its measured drop plus a noise margin (``margin`` paired
+   standard errors of the combination's own per-sample drop, as measured; default
+   :data:`nnzip.scoring.DEFAULT_MARGIN`, 2) is within the budget.  Ten rounds choose
+   targets (:meth:`BudgetSearch._targets`): from 4 × the budget the target grows 4-fold
+   while the plan fits, then is bisected between the last fitting and the first failing
+   target.  With a margin, ten more rounds start from the budget itself (doubling, then
+   bisecting; a target whose plan was measured already costs no round) and allocate on
+   the drop plus ``margin`` times the standard error of the combination, predicted from
+   the trials' per-sample differences (:meth:`BudgetSearch._allocate_combined`; a sum of
+   the trials' own errors would count the noise several times over): the margin is part
+   of what the check bounds, and a trial that changes many predictions both ways has a
+   drop near 0 but is not free under it.  The smallest fitting plan of
    each pass (the lossless plan to start) is then refined greedily
    (:meth:`BudgetSearch._refine`, up to 12 rounds): each round measures, for every
    tensor, the plan with that tensor on its next smaller front entry and takes the
@@ -60,7 +63,7 @@ import numpy as np
 from . import calibrate
 from . import chains
 from .errors import ConfigError, NoSaving
-from .scoring import CalibratedLayer, Dataset, Evaluator
+from .scoring import DEFAULT_MARGIN, CalibratedLayer, Dataset, Evaluator, standard_error
 from . import formats
 from .model import Model
 from .pipeline import EncodedTensor, TensorPlan, encode_tensor
@@ -75,9 +78,10 @@ UNIFORM_STEPS = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25, 0.18, 0.125)
 BIAS_STEPS = (0.5, 0.25, 0.125, 0.0625, 0.03125)
 #: Samples used to gather layer-input statistics.
 CALIBRATION_SAMPLES = 1024
-#: A plan is accepted when drop + DEFAULT_MARGIN × (standard error of the drop) fits the
-#: budget, so that it holds on unseen data and not only on the search data's noise.
-DEFAULT_MARGIN = 1.0
+#: Estimates of a combination's standard error at which the noise pass linearises its
+#: margin (:meth:`BudgetSearch._allocate_combined`), as fractions of 2 × target / margin,
+#: the largest estimate that leaves the drops any room.
+ERROR_SCALES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 Log = Callable[[str], None]
 
@@ -110,6 +114,10 @@ class Trial:
     #: Standard error of the measured drop (paired, :meth:`nnzip.scoring.Evaluator.drop_error`):
     #: a trial that flips many predictions both ways has a drop near 0 and a large error.
     error: float = 0.0
+    #: Each sample's share of the drop (:meth:`nnzip.scoring.Evaluator.drop_differences`,
+    #: float32), so that a combination's error can be predicted from its trials' samples;
+    #: None for the lossless trial (no change) and where they were not kept.
+    differences: np.ndarray | None = None
 
 
 @dataclass
@@ -362,8 +370,8 @@ class BudgetSearch:
         self.evaluations += len(unique)
         trials = []
         for candidate, result, bias, key in built:
-            drop, error = measured[key]
-            trials.append(Trial(candidate, result, sum(len(blob) for blob in result.blobs), drop, bias, error))
+            drop, error, differences = measured[key]
+            trials.append(Trial(candidate, result, sum(len(blob) for blob in result.blobs), drop, bias, error, differences))
             self.detail(f"trying {describe(candidate.label)} on {self.display(name)}: {self._words(trials[-1].drop)}, "
                         f"{trials[-1].stored_bytes:,} bytes")
         if progress:
@@ -402,8 +410,9 @@ class BudgetSearch:
             digest.update(np.ascontiguousarray(bias).tobytes())
         return candidate, encoded, bias, digest.digest()
 
-    def _trial_drop(self, name: str, item: tuple) -> tuple[float, float]:
-        """The measured drop of one encoded candidate and its standard error (only its tensor, and its corrected bias, changed)."""
+    def _trial_drop(self, name: str, item: tuple) -> tuple[float, float, np.ndarray]:
+        """The measured drop of one encoded candidate, its standard error and each sample's share of it
+        (only its tensor, and its corrected bias, changed)."""
         _, encoded, bias, _ = item
         tensors = dict(self.model.tensors)
         tensors[name] = encoded.reconstruction
@@ -412,7 +421,8 @@ class BudgetSearch:
             tensors[self.layers[name].bias] = bias
             changed.add(self.layers[name].bias)
         samples = self.evaluator.per_sample_changed(tensors, changed)
-        return self.evaluator.drop(self.baseline, float(np.mean(samples))), self.evaluator.drop_error(self.baseline_samples, samples)
+        differences = self.evaluator.drop_differences(self.baseline_samples, samples)
+        return self.evaluator.drop(self.baseline, float(np.mean(samples))), standard_error(differences), differences.astype(np.float32)
 
     def _prepare(self, array: np.ndarray, candidate: Candidate, layer: CalibratedLayer, cache: "_Factorisations"):
         """Data-aware values for a candidate, and their SVD when it is known: (values, decomposition or None).
@@ -504,13 +514,14 @@ class BudgetSearch:
 
         The summed per-tensor drops only guide (drops interact), so every candidate plan
         is measured.  A first pass of targets allocates on the drops alone; with a noise
-        margin, a second pass allocates on each trial's drop plus the margin times its
-        standard error, which is what the check bounds (a trial that flips many
-        predictions both ways measures a drop near 0 but is far from free under the
-        margin), over fronts on that cost built from every trial in *tried* (lossless
-        first, as in *options*; *options* themselves without it).  The smallest fitting
-        plan of each pass is refined, and the result is the smallest plan measured within
-        the budget by any of them, the lossless plan to start with.
+        margin, a second pass allocates on the drop plus the margin times the standard
+        error *of the combination* predicted from its trials' per-sample differences
+        (:meth:`_allocate_combined`), which is what the check bounds (a trial that flips
+        many predictions both ways measures a drop near 0 but is far from free under the
+        margin), choosing among every trial in *tried* (lossless first, as in *options*;
+        *options* themselves without it).  The smallest fitting plan of each pass is
+        refined, and the result is the smallest plan measured within the budget by any of
+        them, the lossless plan to start with.
         """
         lossless = self._measured_plan({n: t[0] for n, t in options.items()})
         best = self._targets(options, max_drop, lossless, 0.0, progress)
@@ -518,7 +529,7 @@ class BudgetSearch:
         tried = tried or options
         if self.margin > 0 and any(t.error > 0 for trials in tried.values() for t in trials):
             fronts = {n: _pareto(trials[0], trials[1:], self.margin) for n, trials in tried.items()}
-            aware = self._targets(fronts, max_drop, lossless, self.margin, progress)
+            aware = self._targets(tried, max_drop, lossless, self.margin, progress)
             if aware["bytes"] < best["bytes"]:
                 self._refine(aware, fronts, max_drop)
         if progress:
@@ -527,24 +538,29 @@ class BudgetSearch:
 
     def _targets(self, options: dict[str, list[Trial]], max_drop: float, best: dict, noise: float,
                  progress: Callable[[int, int, str], None] | None = None, rounds: int = 10) -> dict:
-        """The smallest fitting plan among *rounds* measured allocations (or *best*), each trial costing drop + *noise* × error.
+        """The smallest fitting plan among *rounds* measured allocations (or *best*).
 
-        From 4 × the budget on the drops alone (from the budget itself with the noise
-        term, whose sum over-counts the combination's error), the target grows 4-fold
-        while the plan fits, then is bisected between the last fitting and the first
-        failing target.  The measured drop need not grow with the target, so the fitting
-        plan kept is the smallest measured, not the last.  With the noise term a target
-        whose allocation was measured already costs no round (up to 3 × *rounds*
-        targets); on the drops alone every target is a round, as before the noise pass
-        existed, so that pass's plan, and what refining it gives, are what they were.
+        On the drops alone (*noise* 0, *options* the drop fronts) the target starts at 4 ×
+        the budget and grows 4-fold while the plan fits, then is bisected between the last
+        fitting and the first failing target.  With the noise term (*options* every trial)
+        a target bounds the predicted drop plus *noise* standard errors of the
+        combination (:meth:`_allocate_combined`); it starts at the budget itself and
+        doubles while the plan fits (the prediction is near the measurement, and mostly
+        above it: two changes that flip one sample count it twice).  The measured drop
+        need not grow with the target, so the fitting plan kept is the smallest measured,
+        not the last.  With the noise term a target whose allocation was measured already
+        costs no round (up to 3 × *rounds* targets); on the drops alone every target is a
+        round, as before the noise pass existed, so that pass's plan, and what refining
+        it gives, are what they were.
         """
         low, high, expanding = 0.0, (1 if noise else 4) * max(max_drop, 1e-9), True
+        growth = 2 if noise else 4
         measured = 0
         for _ in range(3 * rounds):
             if measured == rounds:
                 break
             target = high if expanding else (low + high) / 2
-            allocation = _allocate(options, target, noise=noise)
+            allocation = self._allocate_combined(options, target) if noise else _allocate(options, target)
             fresh = self._plan_key(allocation) not in self._plans
             plan = self._measured_plan(allocation)
             fits = plan["drop"] <= max_drop
@@ -558,14 +574,62 @@ class BudgetSearch:
             if fits:
                 if plan["bytes"] < best["bytes"]:
                     best = plan
-                low, high = target, (high * 4 if expanding else high)
+                low, high = target, (high * growth if expanding else high)
             else:
                 high, expanding = target, False
         return best
 
     def _noise_words(self, noise: float) -> str:
         """The noise term of a target in words ("" on the drops alone)."""
-        return f"plus {noise:g} standard error{'' if noise == 1 else 's'} " if noise else ""
+        return f"plus {noise:g} standard error{'' if noise == 1 else 's'} of their combination " if noise else ""
+
+    def _allocate_combined(self, tried: dict[str, list[Trial]], target: float) -> dict[str, Trial]:
+        """The fewest-bytes allocation whose predicted drop plus margin × its predicted standard error fits *target*.
+
+        The standard error of a combination is not additive (it is the spread of the summed
+        per-sample differences, :meth:`predicted_bound`; summing the trials' errors counts
+        it several times over), so it is bounded by a linear cost the knapsack can take:
+        for any estimate S > 0, √V ≤ S/2 + V/(2S) (equality at V = S²), and V ≈ Σ errorᵢ²
+        for changes that flip different samples.  For each estimate in
+        :data:`ERROR_SCALES`, trials cost drop + margin × error²/(2S) against a target
+        lowered by margin × S/2; of the allocations found, the smallest whose bound
+        predicted from the per-sample differences fits *target* is taken (the lossless
+        plan when none does).  The plan is then measured, as every plan is.
+        """
+        margin = self.margin
+        lossless = {name: trials[0] for name, trials in tried.items()}
+        best, best_rank = lossless, (sum(t.stored_bytes for t in lossless.values()), 0.0)
+        for fraction in ERROR_SCALES:
+            scale = fraction * 2 * target / margin
+            room = target - margin * scale / 2
+
+            def cost(trial: Trial, scale: float = scale) -> float:
+                return max(trial.drop, 0.0) + margin * trial.error ** 2 / (2 * scale)
+
+            fronts = {name: _pareto(trials[0], trials[1:], cost=cost) for name, trials in tried.items()}
+            allocation = _allocate(fronts, room, cost=cost)
+            bound = self.predicted_bound(allocation)
+            rank = (sum(t.stored_bytes for t in allocation.values()), bound)
+            if bound <= target and rank < best_rank:
+                best, best_rank = allocation, rank
+        return best
+
+    def predicted_bound(self, trials: dict[str, Trial]) -> float:
+        """A combination's drop plus the margin × its standard error, predicted from its trials without measuring it.
+
+        The drop is the trials' drops added (negative ones as 0, as the allocation counts
+        them); the error is the paired standard error of the summed per-sample
+        differences (:attr:`Trial.differences`), which counts each sample's change once
+        and lets changes that cancel on a sample cancel.  A trial without differences
+        adds its error in quadrature.
+        """
+        changed = [t for t in trials.values() if t.candidate.label != "lossless"]
+        drop = sum(max(t.drop, 0.0) for t in changed)
+        vectors = [t.differences for t in changed if t.differences is not None]
+        variance = sum(t.error ** 2 for t in changed if t.differences is None)
+        if vectors:
+            variance += standard_error(np.sum(vectors, axis=0, dtype=np.float64)) ** 2
+        return drop + self.margin * math.sqrt(variance)
 
     def _smallest_fitting(self, preferred: dict, max_drop: float) -> dict:
         """The fewest-bytes plan measured within the budget; on a tie *preferred*, then the lower drop.
@@ -693,14 +757,16 @@ class _Factorisations:
         return self._aware
 
 
-def _pareto(lossless: Trial, trials: list[Trial], noise: float = 0.0) -> list[Trial]:
-    """The lossless trial, then the trials smaller than it that no other trial beats on both size and cost (:func:`_cost`).
+def _pareto(lossless: Trial, trials: list[Trial], noise: float = 0.0, cost: Callable[[Trial], float] | None = None) -> list[Trial]:
+    """The lossless trial, then the trials smaller than it that no other trial beats on both size and cost
+    (*cost*, by default :func:`_cost` with *noise*).
 
     The lossless trial comes first whatever the others measured: it changes no output,
     so it is the one choice that is always within any budget (the fallback of
     :meth:`BudgetSearch._choose`), even when a lossy trial measured a drop of 0 or less.
     """
-    ordered = sorted(trials, key=lambda t: (_cost(t, noise), t.stored_bytes))
+    cost = cost or (lambda t: _cost(t, noise))
+    ordered = sorted(trials, key=lambda t: (cost(t), t.stored_bytes))
     front, smallest = [lossless], lossless.stored_bytes
     for trial in ordered:
         if trial.stored_bytes < smallest:
@@ -714,16 +780,19 @@ def _cost(trial: Trial, noise: float = 0.0) -> float:
     return max(trial.drop, 0.0) + noise * trial.error
 
 
-def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400, noise: float = 0.0) -> dict[str, Trial]:
-    """Smallest total bytes whose summed costs (:func:`_cost`: drops, plus *noise* standard errors) fit *target*: a knapsack over bins.
+def _allocate(options: dict[str, list[Trial]], target: float, bins: int = 400, noise: float = 0.0,
+              cost: Callable[[Trial], float] | None = None) -> dict[str, Trial]:
+    """Smallest total bytes whose summed costs fit *target*: a knapsack over bins.
 
-    Exact up to the discretisation (costs rounded up to target/bins), unlike a
+    The cost of a trial is *cost* (by default :func:`_cost`: its drop, plus *noise*
+    standard errors).  Exact up to the discretisation (costs rounded up to target/bins), unlike a
     Lagrangian sweep, which only reaches plans on the convex hull.  Each front's
     first trial is lossless (drop 0, error 0), so a solution always exists.
     """
     unit = max(target, 1e-12) / bins
     names = list(options)
-    units = {n: [min(bins + 1, math.ceil(_cost(t, noise) / unit - 1e-9)) for t in options[n]] for n in names}
+    cost_of = cost or (lambda t: _cost(t, noise))
+    units = {n: [min(bins + 1, math.ceil(cost_of(t) / unit - 1e-9)) for t in options[n]] for n in names}
     cost = np.zeros(bins + 1)  # cost[b]: fewest bytes for the tensors so far with at most b drop units
     choices = []
     for name in names:
