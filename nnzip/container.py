@@ -5,7 +5,7 @@ Layout (all integers little-endian)::
     offset  size  field
     0       8     magic  89 4E 4E 5A 0D 0A 1A 0A  ("\\x89NNZ\\r\\n\\x1a\\n")
     8       2     u16 major version (1)
-    10      2     u16 minor version (0, 1 or 2: :func:`format_minor`)
+    10      2     u16 minor version (0, 1, 2 or 3: :func:`format_minor`)
     12      4     u32 flags (bit 0: header is zlib-compressed; bit 1: with preset
                   dictionary 1; bit 2: with preset dictionary 2; bit 3: the header
                   JSON is in compact form, :func:`expand_compact`; other bits 0)
@@ -48,8 +48,8 @@ MAGIC = b"\x89NNZ\r\n\x1a\n"
 NNZ_SUFFIX = ".nnz"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
 #: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7);
-#: :func:`format_minor` picks the lowest one a file's features need.
-MAJOR, MINOR = 1, 2
+#: :func:`format_minor` picks the lowest one a file's features need; 1.3: ``arith``'s levels mode.
+MAJOR, MINOR = 1, 3
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
 FLAG_HEADER_DICTIONARY = 2
@@ -125,6 +125,8 @@ def header_dictionary_for(flags: int) -> bytes | None:
 
 #: The minor version that introduced the tensor member ``widen`` (§4.5).
 WIDEN_MINOR = 2
+#: The minor version that introduced ``arith``'s levels mode (spec/stages/arith.md, "Levels mode").
+LEVELS_MINOR = 3
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,10 @@ def format_minor(header: dict, flags: int) -> int:
     subgraph tensors, §5.7: :class:`SourceRules`) — any other 1.2 feature: add its test here, this
     is the one place the writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so
     such a file is byte for byte what nnzip 1.0 wrote.
+    1.3 when a codec is ``arith`` in its levels mode (its configuration names ``zero``).
     """
+    if _uses_arith_levels(header):
+        return LEVELS_MINOR
     if flags & FLAGS_1_2 or _uses_widen(header) or _source_rules.minor(header.get("source")) >= 2:
         return WIDEN_MINOR
     return 1 if _has_chunks(header) else 0
@@ -250,6 +255,18 @@ def _uses_widen(header: dict) -> bool:
     """Whether any tensor entry of *header* names ``widen`` (a 1.2 file); tolerant of malformed headers, which tests write."""
     tensors = header.get("tensors")
     return isinstance(tensors, list) and any(isinstance(entry, dict) and "widen" in entry for entry in tensors)
+
+
+def _uses_arith_levels(header: dict) -> bool:
+    """Whether any part of *header* has an ``arith`` codec in the levels mode (a 1.3 file); tolerant of malformed headers."""
+    tensors = header.get("tensors")
+    return isinstance(tensors, list) and any(
+        isinstance(codec, dict) and codec.get("name") == "arith" and isinstance(codec.get("configuration"), dict)
+        and "zero" in codec["configuration"]
+        for entry in tensors if isinstance(entry, dict) and isinstance(entry.get("parts"), list)
+        for part in entry["parts"] if isinstance(part, dict) and isinstance(part.get("codecs"), list)
+        for codec in part["codecs"]
+    )
 
 
 def _has_chunks(header: dict) -> bool:

@@ -179,3 +179,239 @@ def decode(stream, nbits, width, order, step, out):
             pos += 1
     status = PAST_END if pos > size else OK
     return status, pos, code
+
+
+# --- levels mode: signed levels binarized DeepCABAC-style (spec/stages/arith.md, "Levels mode") ---
+
+#: Context offsets of the levels mode: significance (3 x 3 neighbour classes), sign (by the
+#: previous level's sign), greater-than-1/2 flags (sign x flag x neighbour class), the
+#: exp-Golomb prefix (sign x index) and suffix (length x bit), and the bits of a partial last symbol.
+SIG, SIGN, GT, PREFIX, SUFFIX, TAIL = 0, 9, 12, 24, 40, 104
+LEVEL_CONTEXTS = 112
+#: Status of :func:`decode_levels` for a remainder beyond the symbol's range.
+BAD_LEVEL = 3
+
+
+@kernel
+def _encode_bin(state, prob, count, ctx, bit, step, out):
+    """Code *bit* in context *ctx*: one LZMA range-coder step and model update (as :func:`encode`).
+
+    *state* is ``[low, range, cache, cache_size, pos]``; returns the output position after
+    any shifts (bytes written so far, LZMA's dropped leading 0 not counted).
+    """
+    low, rng = state[0], state[1]
+    p = prob[ctx] >> (PROB_BITS - CODER_BITS)
+    if p < 1:
+        p = 1
+    elif p > (1 << CODER_BITS) - 1:
+        p = (1 << CODER_BITS) - 1
+    bound = (rng >> CODER_BITS) * p
+    if bit == 0:
+        rng = bound
+        prob[ctx] += (((1 << PROB_BITS) - prob[ctx]) * step[count[ctx]]) >> 16
+    else:
+        low += bound
+        rng -= bound
+        prob[ctx] += ((0 - prob[ctx]) * step[count[ctx]]) >> 16
+    if count[ctx] < COUNT_LIMIT:
+        count[ctx] += 1
+    state[0], state[1] = low, rng
+    while state[1] < TOP:
+        state[1] <<= 8
+        _shift_low(state, out)
+    return state[4]
+
+
+@kernel
+def _shift_low(state, out):
+    """LZMA's shift_low on ``state = [low, range, cache, cache_size, pos]`` (the spec's *shift*)."""
+    low = state[0]
+    if low < 0xFF000000 or low >= 0x100000000:
+        carry = low >> 32
+        temp = state[2]
+        while True:
+            if state[4] >= 0:
+                out[state[4]] = (temp + carry) & 0xFF
+            state[4] += 1
+            temp = 0xFF
+            state[3] -= 1
+            if state[3] == 0:
+                break
+        state[2] = (low >> 24) & 0xFF
+    state[3] += 1
+    state[0] = (low & 0x00FFFFFF) << 8
+
+
+@kernel
+def _decode_bin(state, prob, count, ctx, step, stream):
+    """Decode one bit in context *ctx* (mirror of :func:`_encode_bin`); *state* is ``[range, code, pos]``."""
+    rng, code = state[0], state[1]
+    p = prob[ctx] >> (PROB_BITS - CODER_BITS)
+    if p < 1:
+        p = 1
+    elif p > (1 << CODER_BITS) - 1:
+        p = (1 << CODER_BITS) - 1
+    bound = (rng >> CODER_BITS) * p
+    if code < bound:
+        bit = 0
+        rng = bound
+        prob[ctx] += (((1 << PROB_BITS) - prob[ctx]) * step[count[ctx]]) >> 16
+    else:
+        bit = 1
+        code -= bound
+        rng -= bound
+        prob[ctx] += ((0 - prob[ctx]) * step[count[ctx]]) >> 16
+    if count[ctx] < COUNT_LIMIT:
+        count[ctx] += 1
+    size = stream.size
+    while rng < TOP:
+        rng <<= 8
+        pos = state[2]
+        code = (code << 8) | (np.int64(stream[pos]) if pos < size else 0)
+        state[2] = pos + 1
+    state[0], state[1] = rng, code
+    return bit
+
+
+@kernel
+def _bit_length(value):
+    """Bits needed for *value* >= 0 (0 for 0)."""
+    n = 0
+    while value > 0:
+        value >>= 1
+        n += 1
+    return n
+
+
+@kernel
+def encode_levels(data, nbits, width, zero, neighbours, step, limit, out):
+    """Code the first *nbits* bits of *data* as ``w``-bit symbols, each a signed level ``symbol - zero``.
+
+    Each level is binarized (significance, sign, greater-than-1, greater-than-2, exp-Golomb
+    remainder), each bin in a context of the previous *neighbours* (0-2) levels; the bits of
+    a partial last symbol follow, one context per position.  Returns the stream length, or -1
+    as soon as it would reach *limit* bytes (``limit <= 0``: no limit).  *out* must hold
+    ``limit + 16`` bytes, or ``(bins * 12 + 7) // 8 + 16`` for ``bins`` = :func:`max_bins`
+    per symbol plus the tail bits without a limit.
+    """
+    prob = np.full(LEVEL_CONTEXTS, 1 << (PROB_BITS - 1), dtype=np.int64)
+    count = np.zeros(LEVEL_CONTEXTS, dtype=np.int64)
+    state = np.zeros(5, dtype=np.int64)
+    state[1], state[3], state[4] = 0xFFFFFFFF, 1, -1  # range, cache_size, pos (LZMA's leading 0 dropped)
+    max_pos, max_neg = (1 << width) - 1 - zero, zero
+    symbols = nbits // width
+    prev1 = 0
+    prev2 = 0
+    k = 0
+    for s in range(symbols):
+        value = 0
+        for _ in range(width):
+            value = (value << 1) | ((np.int64(data[k >> 3]) >> (7 - (k & 7))) & 1)
+            k += 1
+        level = value - zero
+        a = min(abs(prev1), 2) if neighbours >= 1 else 0
+        b = min(abs(prev2), 2) if neighbours >= 2 else 0
+        _encode_bin(state, prob, count, SIG + 3 * a + b, 1 if level != 0 else 0, step, out)
+        if level != 0:
+            sign = 0 if level > 0 else 1
+            bound = max_pos if level > 0 else max_neg
+            if max_pos > 0 and max_neg > 0:
+                before = 0 if (neighbours == 0 or prev1 == 0) else (1 if prev1 > 0 else 2)
+                _encode_bin(state, prob, count, SIGN + before, sign, step, out)
+            magnitude = abs(level)
+            if bound > 1:
+                _encode_bin(state, prob, count, GT + 6 * sign + a, 1 if magnitude > 1 else 0, step, out)
+            if magnitude > 1 and bound > 2:
+                _encode_bin(state, prob, count, GT + 6 * sign + 3 + a, 1 if magnitude > 2 else 0, step, out)
+            if magnitude > 2 and bound > 3:
+                rest = magnitude - 2  # 1 .. bound - 2: exp-Golomb, prefix truncated at its longest
+                length = _bit_length(rest) - 1
+                longest = _bit_length(bound - 2) - 1
+                for i in range(length):
+                    _encode_bin(state, prob, count, PREFIX + 8 * sign + i, 1, step, out)
+                if length < longest:
+                    _encode_bin(state, prob, count, PREFIX + 8 * sign + length, 0, step, out)
+                for i in range(length - 1, -1, -1):
+                    _encode_bin(state, prob, count, SUFFIX + 8 * length + i, (rest >> i) & 1, step, out)
+        prev2 = prev1
+        prev1 = level
+        if limit > 0 and state[4] + state[3] >= limit:
+            return -1
+    j = 0
+    while k < nbits:
+        _encode_bin(state, prob, count, TAIL + j, (np.int64(data[k >> 3]) >> (7 - (k & 7))) & 1, step, out)
+        k += 1
+        j += 1
+    for _ in range(5):  # flush: the 4 bytes of low and the pending cache
+        _shift_low(state, out)
+    if limit > 0 and state[4] >= limit:
+        return -1
+    return state[4]
+
+
+@kernel
+def decode_levels(stream, nbits, width, zero, neighbours, step, out):
+    """Decode *nbits* bits of levels-mode symbols into *out* (zeroed by the caller); mirror of :func:`encode_levels`.
+
+    Returns ``(status, bytes_read, code)`` as :func:`decode`, with ``BAD_LEVEL`` for an
+    exp-Golomb remainder beyond the symbol's range (no encoder writes one).
+    """
+    prob = np.full(LEVEL_CONTEXTS, 1 << (PROB_BITS - 1), dtype=np.int64)
+    count = np.zeros(LEVEL_CONTEXTS, dtype=np.int64)
+    size = stream.size
+    state = np.zeros(3, dtype=np.int64)
+    state[0] = 0xFFFFFFFF
+    code = np.int64(0)
+    for pos in range(4):
+        code = (code << 8) | (np.int64(stream[pos]) if pos < size else 0)
+    state[1], state[2] = code, 4
+    if code >= state[0]:
+        return BAD_START, 4, code
+    max_pos, max_neg = (1 << width) - 1 - zero, zero
+    symbols = nbits // width
+    prev1 = 0
+    prev2 = 0
+    k = 0
+    for s in range(symbols):
+        a = min(abs(prev1), 2) if neighbours >= 1 else 0
+        b = min(abs(prev2), 2) if neighbours >= 2 else 0
+        level = 0
+        if _decode_bin(state, prob, count, SIG + 3 * a + b, step, stream):
+            if max_pos > 0 and max_neg > 0:
+                before = 0 if (neighbours == 0 or prev1 == 0) else (1 if prev1 > 0 else 2)
+                sign = _decode_bin(state, prob, count, SIGN + before, step, stream)
+            else:
+                sign = 0 if max_pos > 0 else 1
+            bound = max_pos if sign == 0 else max_neg
+            magnitude = 1
+            if bound > 1 and _decode_bin(state, prob, count, GT + 6 * sign + a, step, stream):
+                magnitude = 2
+                if bound > 2 and _decode_bin(state, prob, count, GT + 6 * sign + 3 + a, step, stream):
+                    magnitude = 3
+                    if bound > 3:
+                        longest = _bit_length(bound - 2) - 1
+                        length = 0
+                        while length < longest and _decode_bin(state, prob, count, PREFIX + 8 * sign + length, step, stream):
+                            length += 1
+                        rest = 1
+                        for i in range(length - 1, -1, -1):
+                            rest = (rest << 1) | _decode_bin(state, prob, count, SUFFIX + 8 * length + i, step, stream)
+                        if rest > bound - 2:
+                            return BAD_LEVEL, state[2], state[1]
+                        magnitude = rest + 2
+            level = magnitude if sign == 0 else -magnitude
+        value = level + zero
+        for i in range(width - 1, -1, -1):
+            if (value >> i) & 1:
+                out[k >> 3] |= np.uint8(1 << (7 - (k & 7)))
+            k += 1
+        prev2 = prev1
+        prev1 = level
+    j = 0
+    while k < nbits:
+        if _decode_bin(state, prob, count, TAIL + j, step, stream):
+            out[k >> 3] |= np.uint8(1 << (7 - (k & 7)))
+        k += 1
+        j += 1
+    status = PAST_END if state[2] > size else OK
+    return status, state[2], state[1]
