@@ -203,8 +203,10 @@ def _choose_sized(data: bytes, width: int | None, order: int | None, zero: int |
     Given parameters are kept (None: to choose); the others are picked by coding a prefix of
     :data:`RANK_PREFIX` bytes with each candidate: the widths of :func:`_ranked_widths`, in the
     bits mode at orders 0 and 1, in the levels mode at orders 0, 1 and 2 with the prefix's most
-    frequent symbol as zero.  The shortest wins, ties to the narrower width and the lower
-    order; in ``auto`` mode the levels mode must beat the bits mode by :data:`LEVELS_MIN_SAVING`.
+    frequent symbol as zero (in ``auto`` mode only at the bits mode's chosen width: it is the
+    one the symbols are packed at).  The shortest wins, ties to the narrower width and the
+    lower order; in ``auto`` mode the levels mode must beat the bits mode by
+    :data:`LEVELS_MIN_SAVING`.
     """
     if not data:
         return Arith(width or 8, order or 0, (zero or 0) if mode == "levels" else None), b""
@@ -216,6 +218,8 @@ def _choose_sized(data: bytes, width: int | None, order: int | None, zero: int |
         orders = tuple(k for k in ((order,) if order is not None else allowed) if k in allowed)
         if mode == ("bits" if levels else "levels") or not orders:
             continue
+        if levels and False in best:
+            widths = [best[False][0].symbol_bits]  # auto: the bits mode's width is the symbols' (half the trials)
         candidates = [Arith(w, k, (zero if zero is not None else _most_frequent(prefix, w)) if levels else None)
                       for w in widths for k in orders]
         if levels and zero is not None and zero >= 1 << widths[0]:
