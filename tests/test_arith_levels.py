@@ -369,3 +369,19 @@ def _uniform_config(header: dict) -> dict:
 
     visit(header)
     return found[0]
+
+
+def test_auto_keeps_the_bits_mode_where_only_it_fits_the_decode_cap():
+    """The levels mode declares up to 2.5x the bits mode's decode steps (4-bit symbols); on a blob
+    it would shrink ~19x, its cost passes rule 4.8.2's default share and the bits mode's does not,
+    so ``auto`` keeps the bits mode (else the pipeline would drop ``arith`` from the blob)."""
+    from nnzip.limits import DEFAULT_OPS_PER_DATA_BYTE
+    from nnzip.stages.policy import arith_cost_ok
+
+    rng = np.random.default_rng(13)
+    data = pack(np.where(rng.random(40000) < 0.97, 8, rng.integers(6, 11, 40000)), 4)
+    levels, bits = encode(data, mode="levels", symbol_bits=4), encode(data, symbol_bits=4)
+    assert len(levels[0]) <= len(bits[0]) - arith.LEVELS_MIN_SAVING
+    assert ARITH.decode_cost(BytesSpec(len(data)), levels[1], len(levels[0])).ops > DEFAULT_OPS_PER_DATA_BYTE * len(levels[0])
+    chosen = arith.encode_below(data, 1 << 30)
+    assert chosen == bits and arith_cost_ok(len(data), chosen)

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConfigError, FormatError
+from ..limits import DEFAULT_OPS_PER_DATA_BYTE
 from .base import BytesSpec, BytesStage, DecodeCost, check_params, config_int, config_keys, linear_cost, param_int
 
 #: Allowed symbol widths and context orders.
@@ -206,7 +207,8 @@ def _choose_sized(data: bytes, width: int | None, order: int | None, zero: int |
     frequent symbol as zero (in ``auto`` mode only at the bits mode's chosen width: it is the
     one the symbols are packed at).  The shortest wins, ties to the narrower width and the
     lower order; in ``auto`` mode the levels mode must beat the bits mode by
-    :data:`LEVELS_MIN_SAVING`.
+    :data:`LEVELS_MIN_SAVING` and its trial's declared decode cost stay within rule 4.8.2's
+    default share of its bytes (else a blob the bits mode may code would lose ``arith``).
     """
     if not data:
         return Arith(width or 8, order or 0, (zero or 0) if mode == "levels" else None), b""
@@ -228,8 +230,12 @@ def _choose_sized(data: bytes, width: int | None, order: int | None, zero: int |
         best[levels] = min(trials, key=lambda trial: (len(trial[1]), trial[0].symbol_bits, trial[0].order))
     if len(best) == 1:
         return next(iter(best.values()))
-    saves = len(best[False][1]) - len(best[True][1]) >= LEVELS_MIN_SAVING
-    return best[True] if saves else best[False]
+    levels_stage, levels_trial = best[True]
+    saves = len(best[False][1]) - len(levels_trial) >= LEVELS_MIN_SAVING
+    # Its declared decode cost per stored byte is up to 2.25x the bits mode's: where that would
+    # pass rule 4.8.2's default share and the bits mode's would not, the pipeline would drop arith.
+    affordable = levels_stage.decode_cost(BytesSpec(len(prefix)), len(levels_trial)).ops <= DEFAULT_OPS_PER_DATA_BYTE * len(levels_trial)
+    return best[True] if saves and affordable else best[False]
 
 
 def _ranked_widths(prefix: bytes) -> tuple[int, ...]:
