@@ -421,8 +421,17 @@ def nnzip_summary(path: str) -> dict:
     payload = sum(part["bytes"] for tensor in info["tensors"] for part in tensor["parts"])
     methods = sorted({tensor["method"] for tensor in info["tensors"] if "kmeans" in tensor["method"] or "csr" in tensor["method"]
                       or "svd" in tensor["method"] or "fft" in tensor["method"] or "dct" in tensor["method"]})
+    # Per lossy tensor its method (the search's choices are no longer stored in the header's
+    # plan, which format 1.2 trims), and how many parts use arith's levels mode (format 1.3).
+    chosen = {tensor["name"]: tensor["method"] for tensor in info["tensors"] if tensor.get("error") not in (None, "exact", 0, 0.0)}
+    from nnzip.api import read_tensors
+
+    header = read_tensors(path)[0]
+    levels = sum(1 for entry in header["tensors"] for part in entry["parts"] for codec in part["codecs"]
+                 if codec["name"] == "arith" and "zero" in codec["configuration"])
     return {"file_bytes": info["file_bytes"], "payload_bytes": payload, "header_bytes": info["header_bytes"],
-            "plan": info.get("plan"), "lossy_methods": methods}
+            "plan": info.get("plan"), "lossy_methods": methods, "methods": chosen, "arith_levels_parts": levels,
+            "format_version": info.get("format_version")}
 
 
 def score_nnz(subject: Subject, path: str) -> tuple[float, float]:
@@ -495,6 +504,11 @@ def nnzip_settings(entry: dict) -> str:
     choices = (plan.get("search") or {}).get("choices")
     if choices:
         return "; ".join(f"{short_name(k)}: {v}" for k, v in choices.items())
+    if entry.get("methods"):
+        text = "; ".join(f"{short_name(k)}: {v.removeprefix('dense > ')}" for k, v in entry["methods"].items())
+        return text + (f"; arith levels mode in {entry['arith_levels_parts']} parts" if entry.get("arith_levels_parts") else "")
+    if "search" in plan:
+        return "choices not recorded"  # a run before the per-tensor methods were kept (the header no longer has them)
     default = plan.get("default") or {}
     text = ",".join(f"{k}={v}" for k, v in default.items()) or "lossless"
     if plan.get("overrides"):
