@@ -423,7 +423,8 @@ def nnzip_summary(path: str) -> dict:
                       or "svd" in tensor["method"] or "fft" in tensor["method"] or "dct" in tensor["method"]})
     # Per lossy tensor its method (the search's choices are no longer stored in the header's
     # plan, which format 1.2 trims), and how many parts use arith's levels mode (format 1.3).
-    chosen = {tensor["name"]: tensor["method"] for tensor in info["tensors"] if tensor.get("error") not in (None, "exact", 0, 0.0)}
+    chosen = {tensor["name"]: tensor.get("choice") or tensor["method"] for tensor in info["tensors"]
+              if tensor.get("error") not in (None, "exact", 0, 0.0)}
     from nnzip.api import read_tensors
 
     header = read_tensors(path)[0]
