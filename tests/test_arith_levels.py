@@ -385,3 +385,18 @@ def test_auto_keeps_the_bits_mode_where_only_it_fits_the_decode_cap():
     assert ARITH.decode_cost(BytesSpec(len(data)), levels[1], len(levels[0])).ops > DEFAULT_OPS_PER_DATA_BYTE * len(levels[0])
     chosen = arith.encode_below(data, 1 << 30)
     assert chosen == bits and arith_cost_ok(len(data), chosen)
+
+
+def test_encoder_buffer_and_limit():
+    """The encoder codes into twice the input's size first (not the 27x worst-case bound: a 64 MiB
+    chunk would need 1.7 GB); high-entropy symbols after a run of zeros still come out whole, a
+    limit below the stream's size still gives up, and the kernel reports a full buffer as -1."""
+    from nnzip.stages import _arith_kernels as kernels
+
+    data = bytes(5000) + bytes(np.random.default_rng(14).integers(0, 256, 3000, dtype=np.uint8))
+    stream, config = encode(data, symbol_bits=8, zero=0, order=0)
+    assert decode(stream, len(data), config) == data
+    assert arith._encode(data, arith.Arith(8, 0, 0), len(stream)) is None
+    assert arith._encode(data, arith.Arith(8, 0, 0), len(stream) + 1) == stream
+    small = np.empty(100 + 16, dtype=np.uint8)
+    assert kernels.encode_levels(np.frombuffer(data, np.uint8), 8 * len(data), 8, 0, 0, kernels.steps(), 100, small) == -1

@@ -271,9 +271,16 @@ def _encode(data: bytes, stage: "Arith", limit: int) -> bytes | None:
 
     nbits, buffer = 8 * len(data), np.frombuffer(data, dtype=np.uint8)
     if stage.levels:
-        # Each bin costs at most 12 bits (p >= 2**-12), so the stream fits in bins * 12 / 8 bytes.
-        out = np.empty((limit if limit > 0 else (12 * level_bins(len(data), stage.symbol_bits) + 7) // 8) + 16, dtype=np.uint8)
-        size = kernels.encode_levels(buffer, nbits, stage.symbol_bits, stage.zero, stage.order, kernels.steps(), limit, out)
+        # Each bin costs at most 12 bits (p >= 2**-12), so the stream fits in bins * 12 / 8 bytes,
+        # up to 27 bytes per input byte: first try a buffer of twice the input (as the bits mode
+        # has), which every real stream fits, and only if it overflows the bound's.
+        roomy = 2 * len(data) + 64
+        first = limit if 0 < limit <= roomy else roomy
+        out = np.empty(first + 16, dtype=np.uint8)
+        size = kernels.encode_levels(buffer, nbits, stage.symbol_bits, stage.zero, stage.order, kernels.steps(), first, out)
+        if size < 0 and first != limit:
+            out = np.empty((limit if limit > 0 else (12 * level_bins(len(data), stage.symbol_bits) + 7) // 8) + 16, dtype=np.uint8)
+            size = kernels.encode_levels(buffer, nbits, stage.symbol_bits, stage.zero, stage.order, kernels.steps(), limit, out)
     else:
         out = np.empty((limit if limit > 0 else 2 * nbits // 8 + 8) + 16, dtype=np.uint8)
         size = kernels.encode(buffer, nbits, stage.symbol_bits, stage.order, kernels.steps(), limit, out)
