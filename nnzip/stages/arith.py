@@ -120,7 +120,7 @@ class Arith(BytesStage):
             raise ConfigError(f"arith: 'mode' must be one of {list(MODES)}, got {mode!r}")
         width = param_int(cls.id, params, "symbol_bits", MIN_SYMBOL_BITS, MAX_SYMBOL_BITS, None)
         orders = ORDERS if mode == "bits" else LEVEL_ORDERS
-        order = param_int(cls.id, params, "order", min(orders), max(orders), None)
+        order = param_int(cls.id, params, "order", min(orders), max(orders), None, expected="0 or 1" if mode == "bits" else "0, 1 or 2")
         zero = param_int(cls.id, params, "zero", 0, (1 << (width or MAX_SYMBOL_BITS)) - 1, None)
         if zero is not None and mode != "levels":
             raise ConfigError("arith: 'zero' is a parameter of the levels mode")
