@@ -426,6 +426,69 @@ def arith_table(paths: list[str], min_size: int) -> None:
             print(f"| uniform {bits}-bit codes | {stage.id} {config} | {mb / encode_s:.0f} | {mb / decode_s:.0f} |")
 
 
+def levels_table(paths: list[str], min_size: int) -> None:
+    """``arith``'s levels mode (DeepCABAC-style signed levels) against its bits mode, ``huffman`` and
+    the order-0 bound, on the sample models' quantized kernels (``--levels``).
+
+    Codes: ``uniform`` at 0.35, 0.7, 1 and 1.41 standard deviations and k-means at 2-4 bits, each
+    tensor of at least *min_size* elements packed at its own bit width (as ``bitpack`` does).
+    Columns: totals over the model's tensors; ``ctx bound`` is the plug-in conditional entropy of
+    a level given the magnitude classes of the two levels before it (what the levels mode's
+    contexts can reach at best, model cost ignored); then encode/decode MB/s on 4 MB blobs.
+    """
+    from nnzip.stages.arith import Arith, _choose_sized
+    from nnzip.stages.uniform import Uniform
+
+    def conditional_bits(codes: np.ndarray, zero: int) -> float:
+        levels = codes.astype(np.int64) - zero
+        a = np.minimum(np.abs(np.concatenate([[0], levels[:-1]])), 2)
+        b = np.minimum(np.abs(np.concatenate([[0, 0], levels[:-2]])), 2)
+        context = 3 * a + b
+        total = 0.0
+        for c in np.unique(context):
+            counts = np.unique(levels[context == c], return_counts=True)[1].astype(np.float64)
+            total += float(np.sum(counts * np.log2(counts.sum() / counts)))
+        return total / 8
+
+    print("| model | codes | weights | bound B | ctx bound B | huffman B | arith bits B | arith levels B | levels/bits | levels/bound | levels/huffman | levels configs |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for path in paths:
+        tensors = load_tensors([path], False, min_size)
+        kinds = [(f"uniform {step} sd", step) for step in (0.35, 0.7, 1.0, 1.41)] + [(f"kmeans{b}", b) for b in (2, 3, 4)]
+        for kind, setting in kinds:
+            n = bound = ctx = huff = bits_mode = levels_mode = 0
+            configs = set()
+            for _, weights in tensors:
+                if isinstance(setting, float):
+                    codes = np.asarray(Uniform.encode(weights, ArraySpec.of(weights), {"step_sd": setting})[0]).reshape(-1)
+                    width = max(1, int(codes.max()).bit_length())
+                else:
+                    codes, width = quantize(weights, setting), setting
+                data = pack_msb(codes, width)
+                n, bound = n + codes.size, bound + order0_bytes(codes)
+                huff += len(Huffman.encode(data, BytesSpec(len(data)), {})[0])
+                bits_mode += len(Arith.encode(data, BytesSpec(len(data)), {})[0])
+                stage, _ = _choose_sized(data, width, None, None, "levels")
+                stream, config = Arith.encode(data, BytesSpec(len(data)), stage.to_config())
+                levels_mode += len(stream)
+                ctx += conditional_bits(codes, stage.zero)
+                configs.add(f"w{config['symbol_bits']}o{config['order']}")
+            print(f"| {os.path.basename(path)} | {kind} | {n} | {bound:.0f} | {ctx:.0f} | {huff} | {bits_mode} | {levels_mode} | "
+                  f"{levels_mode / bits_mode:.3f} | {levels_mode / bound:.3f} | {levels_mode / huff:.3f} | {' '.join(sorted(configs))} |")
+    print()
+    print("| blob (4 MB) | coder | encode MB/s | decode MB/s |")
+    print("| --- | --- | ---: | ---: |")
+    weights = np.random.default_rng(0).standard_normal(1 << 24).astype(np.float32)
+    for bits in (2, 4):
+        data = pack_msb(uniform_quantize(weights, bits), bits)[: 4 << 20]
+        for params in ({}, {"mode": "levels"}):
+            stream, config = Arith.encode(data, BytesSpec(len(data)), params)
+            _, encode_s = cpu_median(lambda: Arith.encode(data, BytesSpec(len(data)), dict(config)))
+            _, decode_s = cpu_median(lambda: Arith.decode(stream, BytesSpec(len(data)), config))
+            mb = len(data) / 1e6
+            print(f"| uniform {bits}-bit codes | arith {config} | {mb / encode_s:.1f} | {mb / decode_s:.1f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the measurements and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -438,9 +501,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="also time lossless compress/decompress of this model file")
     parser.add_argument("--arith", action="store_true", help="only the arithmetic-coder table (README)")
     parser.add_argument("--rans-speed", action="store_true", help="only the rans vs huffman speed table (with --model: its planes)")
+    parser.add_argument("--levels", action="store_true", help="only the table of arith's levels mode (README)")
     args = parser.parse_args(argv)
     if args.rans_speed:
         rans_speed(args.repeat, args.model)
+        return
+    if args.levels:
+        levels_table(args.models or [os.path.join(ROOT, "samples", f"{m}.h5") for m in ("softmax", "mlp", "cnn", "autoencoder")], args.min_size)
         return
     if args.arith:
         paths = args.models or [os.path.join(ROOT, "samples", f"{m}.h5") for m in ("softmax", "mlp", "cnn", "autoencoder")]

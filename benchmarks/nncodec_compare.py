@@ -421,8 +421,18 @@ def nnzip_summary(path: str) -> dict:
     payload = sum(part["bytes"] for tensor in info["tensors"] for part in tensor["parts"])
     methods = sorted({tensor["method"] for tensor in info["tensors"] if "kmeans" in tensor["method"] or "csr" in tensor["method"]
                       or "svd" in tensor["method"] or "fft" in tensor["method"] or "dct" in tensor["method"]})
+    # Per lossy tensor its method (the search's choices are no longer stored in the header's
+    # plan, which format 1.2 trims), and how many parts use arith's levels mode (format 1.3).
+    chosen = {tensor["name"]: tensor.get("choice") or tensor["method"] for tensor in info["tensors"]
+              if tensor.get("error") not in (None, "exact", 0, 0.0)}
+    from nnzip.api import read_tensors
+
+    header = read_tensors(path)[0]
+    levels = sum(1 for entry in header["tensors"] for part in entry["parts"] for codec in part["codecs"]
+                 if codec["name"] == "arith" and "zero" in codec["configuration"])
     return {"file_bytes": info["file_bytes"], "payload_bytes": payload, "header_bytes": info["header_bytes"],
-            "plan": info.get("plan"), "lossy_methods": methods}
+            "plan": info.get("plan"), "lossy_methods": methods, "methods": chosen, "arith_levels_parts": levels,
+            "format_version": info.get("format_version")}
 
 
 def score_nnz(subject: Subject, path: str) -> tuple[float, float]:
@@ -446,10 +456,12 @@ def run_nnzip_fixed(subject: Subject, bits: int, max_drop: float) -> dict:
             "ratio": subject.float_bytes / summary["file_bytes"], "compress_s": seconds}
 
 
-def run_nnzip_budget(subject: Subject, max_drop: float, val_path: str, test_path: str, has_verify: bool) -> dict:
+def run_nnzip_budget(subject: Subject, max_drop: float, val_path: str, test_path: str, has_verify: bool,
+                     margin: float | None = None) -> dict:
     out = os.path.join(subject.scratch, f"{subject.name}-budget.nnz")
     start = time.perf_counter()
-    done = nnzip_cli("compress", subject.path, "--data", val_path, "--max-drop", str(max_drop), "-o", out, "-f", "-q")
+    margin_args = ["--margin", str(margin)] if margin is not None else []  # None: nnzip's default
+    done = nnzip_cli("compress", subject.path, "--data", val_path, "--max-drop", str(max_drop), *margin_args, "-o", out, "-f", "-q")
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         return {"available": True, "error": done.stderr.strip()}
@@ -495,6 +507,11 @@ def nnzip_settings(entry: dict) -> str:
     choices = (plan.get("search") or {}).get("choices")
     if choices:
         return "; ".join(f"{short_name(k)}: {v}" for k, v in choices.items())
+    if entry.get("methods"):
+        text = "; ".join(f"{short_name(k)}: {v.removeprefix('dense > ')}" for k, v in entry["methods"].items())
+        return text + (f"; arith levels mode in {entry['arith_levels_parts']} parts" if entry.get("arith_levels_parts") else "")
+    if "search" in plan:
+        return "choices not recorded"  # a run before the per-tensor methods were kept (the header no longer has them)
     default = plan.get("default") or {}
     text = ",".join(f"{k}={v}" for k, v in default.items()) or "lossless"
     if plan.get("overrides"):
@@ -558,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="sample model names (samples/NAME.h5)")
     parser.add_argument("--max-drop", type=float, default=0.005, help="allowed val drop: absolute accuracy, relative MSE (default 0.005)")
+    parser.add_argument("--margin", type=float, help="nnzip's --margin for the budget mode (default: nnzip's own; the README table used 1)")
     parser.add_argument("--val", default=os.path.join(ROOT, "samples", "fashion-mnist-val.npz"))
     parser.add_argument("--test", default=os.path.join(ROOT, "samples", "fashion-mnist-test.npz"))
     parser.add_argument("--nncodec-python", help=f"interpreter with nncodec installed (default: $NNCODEC_PYTHON, this one, {DEFAULT_VENV_PYTHON})")
@@ -624,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     entry["nncodec"] = {"note": codec_note, "chosen": None}
                 if has_budget and not options.no_budget:
-                    budget = run_nnzip_budget(subject, options.max_drop, options.val, options.test, has_verify)
+                    budget = run_nnzip_budget(subject, options.max_drop, options.val, options.test, has_verify, options.margin)
                 else:
                     budget = {"available": False, "note": "skipped (--no-budget)" if has_budget else "nnzip budget mode not available"}
                 entry["nnzip"] = {"budget": budget, "fixed": [run_nnzip_fixed(subject, b, options.max_drop) for b in options.bits]}

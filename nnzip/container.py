@@ -48,7 +48,8 @@ MAGIC = b"\x89NNZ\r\n\x1a\n"
 NNZ_SUFFIX = ".nnz"
 #: The format version nnzip writes at most (1.1: chunked parts, §4.4; 1.2: preset dictionary 2 and
 #: the compact header, §2.2, §3.1, widened tensors, §4.5, and ONNX subgraph tensors, §5.7; 1.3:
-#: the stages ``dq`` and ``rans``); :func:`format_minor` picks the lowest one a file's features need.
+#: the stages ``dq`` and ``rans``, and ``arith``'s levels mode); :func:`format_minor` picks the
+#: lowest one a file's features need.
 MAJOR, MINOR = 1, 3
 ALIGNMENT = 8
 FLAG_HEADER_ZLIB = 1
@@ -125,8 +126,10 @@ def header_dictionary_for(flags: int) -> bytes | None:
 
 #: The minor version that introduced the tensor member ``widen`` (§4.5).
 WIDEN_MINOR = 2
-#: The minor version that introduced the stages ``dq`` and ``rans`` (spec/stages/dq.md, rans.md).
+#: The minor version that introduced the stages ``dq`` and ``rans`` (spec/stages/dq.md, rans.md)
+#: and ``arith``'s levels mode (spec/stages/arith.md, "Levels mode").
 STAGES_1_3_MINOR, STAGES_1_3 = 3, frozenset({"dq", "rans"})
+LEVELS_MINOR = STAGES_1_3_MINOR
 
 
 @dataclass(frozen=True)
@@ -164,9 +167,11 @@ def format_minor(header: dict, flags: int) -> int:
     subgraph tensors, §5.7: :class:`SourceRules`) — any other 1.2 feature: add its test here, this
     is the one place the writer picks a version; 1.1 when a part is chunked (§4.4); else 1.0, so
     such a file is byte for byte what nnzip 1.0 wrote.  1.3 above all when a part is coded with the
-    ``rans`` stage (a 1.2 reader refuses the file by rule 4.3, the stage being unknown to it).
+    ``dq`` or ``rans`` stage (a 1.2 reader refuses the file by rule 4.3, the stage being unknown to
+    it) or with ``arith`` in its levels mode (its configuration names ``zero``; a 1.2 reader refuses
+    it by that stage's rule 1).
     """
-    if _uses_stages(header, STAGES_1_3):
+    if _uses_stages(header, STAGES_1_3) or _uses_arith_levels(header):
         return STAGES_1_3_MINOR
     if flags & FLAGS_1_2 or _uses_widen(header) or _source_rules.minor(header.get("source")) >= 2:
         return WIDEN_MINOR
@@ -269,6 +274,18 @@ def _uses_stages(header: dict, names: frozenset) -> bool:
             if isinstance(codecs, list) and any(isinstance(c, dict) and c.get("name") in names for c in codecs):
                 return True
     return False
+
+
+def _uses_arith_levels(header: dict) -> bool:
+    """Whether any part of *header* has an ``arith`` codec in the levels mode (a 1.3 file); tolerant of malformed headers."""
+    tensors = header.get("tensors")
+    return isinstance(tensors, list) and any(
+        isinstance(codec, dict) and codec.get("name") == "arith" and isinstance(codec.get("configuration"), dict)
+        and "zero" in codec["configuration"]
+        for entry in tensors if isinstance(entry, dict) and isinstance(entry.get("parts"), list)
+        for part in entry["parts"] if isinstance(part, dict) and isinstance(part.get("codecs"), list)
+        for codec in part["codecs"]
+    )
 
 
 def _has_chunks(header: dict) -> bool:

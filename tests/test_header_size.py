@@ -86,7 +86,7 @@ def test_new_files_are_1_2_with_dictionary_2(tmp_path):
     assert cli.main(["compress", str(SAMPLES / "softmax.weights.h5"), "-o", str(out), "-q"]) == 0
     data = out.read_bytes()
     minor, flags, _ = _preamble(data)
-    assert (minor, flags) == (2, FLAGS_12)
+    assert (minor, flags) == (_minor_1_3(split_file(data)[0], 2), FLAGS_12)
     assert data[24:30] == bytes.fromhex("78F9A6E1A1E3")
 
 
@@ -99,8 +99,7 @@ def test_1_2_header_is_smaller_and_reads_the_same(tmp_path, sample):
     header, _, section = split_file(data)
     old = io.BytesIO()
     write_container(old, {k: v for k, v in header.items() if k != "blobs"}, blobs_of(data), dictionary=1)
-    uses_rans = any(c["name"] == "rans" for t in header["tensors"] for p in t["parts"] for c in p["codecs"])
-    assert _preamble(old.getvalue())[:2] == (3 if uses_rans else 0, 3)  # 1.3 for the rans stage, whatever the header
+    assert _preamble(old.getvalue())[:2] == (_minor_1_3(header, 0), 3)  # 1.3 for its stages, whatever the header
     assert _preamble(data)[2] < _preamble(old.getvalue())[2]
     assert split_file(old.getvalue())[0] == header
     assert old.getvalue()[-len(section):] == section
@@ -116,6 +115,13 @@ def test_rebuilt_file_is_the_same_from_1_0_and_1_2(tmp_path):
     for name in ("new", "old"):
         assert cli.main(["decompress", str(tmp_path / f"{name}.nnz"), "-o", str(tmp_path / f"{name}.keras"), "-q"]) == 0
     assert (tmp_path / "new.keras").read_bytes() == (tmp_path / "old.keras").read_bytes()
+
+
+def _minor_1_3(header: dict, otherwise: int) -> int:
+    """3 when a codec is ``dq`` or ``rans``, or ``arith`` in its levels mode (format 1.3, spec/container.md §2), else *otherwise*."""
+    codecs = [codec for entry in header["tensors"] for part in entry["parts"] for codec in part["codecs"]]
+    return 3 if any(codec["name"] in ("dq", "rans") or (codec["name"] == "arith" and "zero" in codec["configuration"])
+                    for codec in codecs) else otherwise
 
 
 def _written(header: dict, blobs: list[bytes], **options) -> bytes:
