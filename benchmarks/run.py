@@ -432,8 +432,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lossy", nargs="*", default=["uniform=0.05"],
                         help="nnzip lossy settings, one row each: KEY=VALUE[,KEY=VALUE...] of nnzip.plan.Settings "
                              "(uniform=0.05: --uniform 0.05; uniform=0.1,rdo=0.12: --uniform 0.1 --rdo 0.12; bits=8: --bits 8)")
-    parser.add_argument("--warm", action="store_true",
-                        help="also time each --lossy row warm: the operation once untimed, then timed, in one process")
     parser.add_argument("--only", nargs="*", help="methods to run (zstd-3 zstd-19 zipnn nncodec nnzip-api nnzip-cli nnzip-bits)")
     parser.add_argument("--max-work", type=float, default=None,
                         help="rule 4.8.1's per-tensor work cap for nnzip api runs, in bytes (the CLI has no such option)")
@@ -441,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "nnzip-bench"))
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--warm", action="store_true",
-                        help="ZipNN and nnzip api: time a second call in the worker, after an untimed first one (rows say 'warm')")
+                        help="ZipNN and nnzip api: time a second call in the worker, after an untimed first one (rows say 'warm'); "
+                             "each --lossy row is timed both fresh and warm")
     parser.add_argument("--jobs", type=int, default=1, help="nnzip api --jobs (0: one per core, as ZipNN's threads)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
