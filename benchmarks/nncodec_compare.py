@@ -457,10 +457,11 @@ def run_nnzip_fixed(subject: Subject, bits: int, max_drop: float) -> dict:
 
 
 def run_nnzip_budget(subject: Subject, max_drop: float, val_path: str, test_path: str, has_verify: bool,
-                     margin: float | None = None) -> dict:
+                     margin: float | None = None, holdout: float | None = None) -> dict:
     out = os.path.join(subject.scratch, f"{subject.name}-budget.nnz")
     start = time.perf_counter()
     margin_args = ["--margin", str(margin)] if margin is not None else []  # None: nnzip's default
+    margin_args += ["--holdout", str(holdout)] if holdout is not None else []
     done = nnzip_cli("compress", subject.path, "--data", val_path, "--max-drop", str(max_drop), *margin_args, "-o", out, "-f", "-q")
     seconds = time.perf_counter() - start
     if done.returncode != 0:
@@ -576,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="sample model names (samples/NAME.h5)")
     parser.add_argument("--max-drop", type=float, default=0.005, help="allowed val drop: absolute accuracy, relative MSE (default 0.005)")
     parser.add_argument("--margin", type=float, help="nnzip's --margin for the budget mode (default: nnzip's own; the README table used 1)")
+    parser.add_argument("--holdout", type=float, help="nnzip's --holdout for the budget mode (default: nnzip's own; the README table, "
+                        "run before it existed, searched on all of the val split: 0)")
     parser.add_argument("--val", default=os.path.join(ROOT, "samples", "fashion-mnist-val.npz"))
     parser.add_argument("--test", default=os.path.join(ROOT, "samples", "fashion-mnist-test.npz"))
     parser.add_argument("--nncodec-python", help=f"interpreter with nncodec installed (default: $NNCODEC_PYTHON, this one, {DEFAULT_VENV_PYTHON})")
@@ -642,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     entry["nncodec"] = {"note": codec_note, "chosen": None}
                 if has_budget and not options.no_budget:
-                    budget = run_nnzip_budget(subject, options.max_drop, options.val, options.test, has_verify, options.margin)
+                    budget = run_nnzip_budget(subject, options.max_drop, options.val, options.test, has_verify, options.margin,
+                                              options.holdout)
                 else:
                     budget = {"available": False, "note": "skipped (--no-budget)" if has_budget else "nnzip budget mode not available"}
                 entry["nnzip"] = {"budget": budget, "fixed": [run_nnzip_fixed(subject, b, options.max_drop) for b in options.bits]}

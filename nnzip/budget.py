@@ -15,7 +15,7 @@ from .encoder import TensorReport, add_statistics, assemble_header
 from .metrics import same_bits
 from .model import Model
 from .plan import exclusion_note, layer_weight
-from .scoring import DEFAULT_MARGIN
+from .scoring import DEFAULT_HOLDOUT, DEFAULT_MARGIN
 from .workers import Progress
 
 
@@ -43,6 +43,9 @@ class Budget:
     detail: Callable[[str], None] | None = None
     #: With False, only tensors the fixed-flag rule makes lossy are in play (not biases and small kernels).
     every_tensor: bool = True
+    #: Share of the data's samples held out of the search, to check the chosen plan on
+    #: (:data:`nnzip.scoring.DEFAULT_HOLDOUT`; 0: search on all of it, no check).
+    holdout: float = DEFAULT_HOLDOUT
 
 
 def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Progress | None = None,
@@ -55,12 +58,19 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     layer weight: :func:`nnzip.plan.exclusion_note`) get that note in their report.
     """
     from .evaluate import load_data, make_evaluator
+    from .scoring import split_holdout
     from .search import BudgetSearch
 
     data = load_data(budget.data)
+    held = None
+    if budget.holdout and not budget.eval_hook:  # a hook scores the data its own way: nothing to hold out
+        data, held = split_holdout(data, budget.holdout)
     evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
+    holdout = None if held is None else make_evaluator(model, held, None, evaluator.metric)
+    if budget.log and budget.holdout and holdout is None and not budget.eval_hook:
+        budget.log(f"{len(data.x):,} samples: too few to hold any out, so the plan is not checked on data the search did not see")
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
-    search = BudgetSearch(model, evaluator, data, budget.log, budget.margin, jobs, budget.every_tensor, budget.detail)
+    search = BudgetSearch(model, evaluator, data, budget.log, budget.margin, jobs, budget.every_tensor, budget.detail, holdout)
     result = search.run(budget.max_drop, progress)
     encoded = [result.encoded[name] for name in model.tensors]
     optimizer = formats.optimizer_prefix(model.source_format)

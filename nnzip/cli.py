@@ -28,12 +28,13 @@ from .errors import NnzipError, UsageError, os_error_text
 from .header_rules import decoded_bytes
 from .limits import DEFAULT_LIMITS, DEFAULT_MIN_OUTPUT, DEFAULT_OUTPUT_PER_FILE_BYTE, DecodeLimits
 from .distributed import DEFAULT_TIMEOUT
-from .options import MARGIN_HELP, budget_from_options, rules_from_options, scheduler_from_options
+from .options import HOLDOUT_HELP, MARGIN_HELP, budget_from_options, rules_from_options, scheduler_from_options
 from .outputs import private_directory
 from .plan import PlanRules
 from .version import __version__
 from .reader import NnzReader
 from .rebuild import default_decompressed, rebuild
+from .workers import bound_malloc
 
 _DESCRIPTION = """\
 Make trained neural-network weight files small, and prove they still work.
@@ -194,6 +195,7 @@ def _add_compress(commands) -> None:
     b.add_argument("--max-drop", type=float, metavar="D", help="largest accepted drop: absolute accuracy (0.005 = half a point), relative MSE increase for autoencoders, "
                    "or with --eval the hook's score drop in its own units (relative if the hook sets nnzip_drop = \"relative\")")
     b.add_argument("--margin", type=float, default=Budget.margin, metavar="K", help=MARGIN_HELP)
+    b.add_argument("--holdout", type=float, default=Budget.holdout, metavar="F", help=HOLDOUT_HELP)
     _add_scoring(b)
     _add_max_output(p, reading=False)
     _add_jobs(p)
@@ -289,7 +291,8 @@ def budget_from_args(args: argparse.Namespace, log=None) -> Budget | None:
                                       ("--fft-keep", args.fft_keep), ("--plan", args.plan)) if value is not None]
     fixed += ["--dq"] * bool(getattr(args, "dq", False))
     fixed += ["--layer"] * bool(args.layer) + ["--lossless"] * args.lossless + ["--float16"] * args.float16
-    return budget_from_options(args.data, args.max_drop, eval_hook=args.eval_hook, metric=args.metric, margin=args.margin, log=log, fixed=fixed)
+    return budget_from_options(args.data, args.max_drop, eval_hook=args.eval_hook, metric=args.metric, margin=args.margin, log=log, fixed=fixed,
+                               holdout=args.holdout)
 
 
 def _scheduler(args: argparse.Namespace):
@@ -681,6 +684,8 @@ def format_inspect(info: dict) -> str:
         lines.append(f"  plan: budget search on data: {search['metric']} {search['baseline']:.6g} -> {search['result']:.6g} "
                      f"(drop {search['drop']:.5f}, {search['drop_bound']:.5f} with a {search['margin']}-standard-error margin, "
                      f"within {search['max_drop']}), {search['evaluations']} evaluations, {search['seconds']} s")
+        if "holdout_samples" in search:
+            lines.append(f"    checked on {search['holdout_samples']:,} samples held out of the search: drop {search['holdout_drop']:.5f}")
         for tensor in info["tensors"]:
             if tensor.get("choice"):
                 lines.append(f"    {tensor['name']}: {tensor['choice']}")
@@ -714,6 +719,7 @@ def format_inspect(info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nnzip`` command; returns the exit status (never raises but SystemExit)."""
     _tolerant_output()
+    bound_malloc()  # the command owns its process; the library never retunes its caller's allocator
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)

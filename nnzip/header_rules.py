@@ -122,6 +122,10 @@ def _check_plan(plan: object) -> None:
             and _is_count(search.get("evaluations"))):
         raise FormatError(f"rule 3.8: plan.search must be an object with a string 'metric', numbers {', '.join(map(repr, _SEARCH_NUMBERS))} "
                           f"and a non-negative integer 'evaluations', not {_shown(search)}")
+    if ("holdout_samples" in search or "holdout_drop" in search) and not (
+            _is_count(search.get("holdout_samples")) and search["holdout_samples"] > 0 and _is_number(search.get("holdout_drop"))):
+        raise FormatError("rule 3.8: plan.search's 'holdout_samples' (an integer >= 1) and 'holdout_drop' (a number) come together, not "
+                          f"{_shown({k: search.get(k) for k in ('holdout_samples', 'holdout_drop')})}")
 
 
 def _check_stats(entry: dict, names: set) -> None:

@@ -231,8 +231,8 @@ class OnnxEvaluator(Evaluator):
                 collected[name].append(np.asarray(value, dtype=np.float32))
         result = {}
         for weight, layer in found.items():
-            inputs = np.concatenate(collected[layer["activation"]])
-            stats = _layer_statistics(inputs, self.model.tensors[weight], layer)
+            inputs = _joined_batches(collected[layer["activation"]], layer["conv"] is None)
+            stats = None if inputs is None else _layer_statistics(inputs, self.model.tensors[weight], layer)
             if stats is not None:
                 result[weight] = (layer["bias"], layer["layout"], stats)
         return result
@@ -345,6 +345,21 @@ def _layer_of(node, value: np.ndarray, attributes: dict, consumers: dict) -> dic
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _joined_batches(batches: list[np.ndarray], rows: bool) -> np.ndarray | None:
+    """One layer's inputs over every batch, or None when the batches' shapes do not join.
+
+    With *rows* (MatMul, Gemm) each batch is first flattened to its input vectors
+    ``(-1, in)``: a transformer's activation need not hold the batch on axis 0 (an
+    attention layout such as ``(seq, batch, hidden)``), so batches of unequal size only
+    join row by row.  A Conv's NCHW inputs join on the batch axis.
+    """
+    if rows:
+        batches = [b.reshape(-1, b.shape[-1]) for b in batches if b.ndim]
+    if not batches or any(b.ndim != batches[0].ndim or b.shape[1:] != batches[0].shape[1:] for b in batches):
+        return None
+    return np.concatenate(batches)
 
 
 def _layer_statistics(inputs: np.ndarray, weight: np.ndarray, layer: dict) -> calibrate.LayerStatistics | None:

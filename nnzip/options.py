@@ -20,12 +20,17 @@ from typing import Any, Callable
 from .distributed import DEFAULT_TIMEOUT, MAX_ADDRESS_CHARS, Scheduler, check_address
 from .errors import ConfigError, NnzipError, UsageError
 from .plan import PlanRules, Settings, close_matches, load_plan_file, matches, parse_layer_override, parse_settings, validate
-from .scoring import DEFAULT_MARGIN
+from .scoring import DEFAULT_HOLDOUT, DEFAULT_MARGIN
 
 #: ``--margin``'s help (the CLI's, kept with the default it describes).
 MARGIN_HELP = (f"accept a plan when its drop on DATA plus K paired standard errors of that drop is <= D (default {DEFAULT_MARGIN:g}): "
                "another split's drop differs from DATA's by the sampling errors of both, so with K=1 the plan went over the budget "
                "on the other split on most samples (README, 'Accuracy budgets'); 0 trusts DATA exactly")
+#: ``--holdout``'s help.
+HOLDOUT_HELP = (f"hold this share of DATA's samples out of the search (default {DEFAULT_HOLDOUT:g}, every {round(1 / DEFAULT_HOLDOUT)}th sample) and "
+                "accept the chosen plan only if its drop on them is <= D too, else take what the search chooses within "
+                "1/2, 1/4, 1/8 of D, then lossless: the search's own data flatters the plan it picked (README, 'Accuracy budgets'); "
+                "0 searches on all of DATA unchecked; ignored with --eval and under 50 held-out samples")
 
 #: The lossy settings, in the order messages name them (keyword -> CLI flag).
 LOSSY = {"bits": "--bits", "uniform": "--uniform", "uniform_step": "--uniform-step", "prune": "--prune", "rank": "--rank", "energy": "--energy", "fft_keep": "--fft-keep"}
@@ -102,11 +107,12 @@ def _overrides(layers: Sequence[str] | dict | None) -> list[tuple[str, dict]]:
 
 
 def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None = None, metric: str | None = None, margin: float = DEFAULT_MARGIN,
-                        log: Callable[[str], None] | None = None, fixed: Sequence[str] = ()):
+                        log: Callable[[str], None] | None = None, fixed: Sequence[str] = (), holdout: float = DEFAULT_HOLDOUT):
     """The accuracy budget (an :class:`nnzip.budget.Budget`) or None; *fixed* names fixed settings also given.
 
     Refused: data without a drop, a drop without data or a hook, a negative drop or
-    margin, and fixed settings next to a budget (the search picks them itself).
+    margin, a holdout share outside [0, 0.5], and fixed settings next to a budget (the
+    search picks them itself).
     """
     from .budget import Budget
 
@@ -122,7 +128,9 @@ def budget_from_options(data, max_drop: float | None, *, eval_hook: str | None =
         raise UsageError(f"--max-drop searches the settings itself; drop {fixed[0]}")
     if not isinstance(margin, (int, float)) or not margin >= 0:
         raise NnzipError(f"--margin must be >= 0, got {margin}")
-    return Budget(data, float(max_drop), eval_hook, metric, log, float(margin))
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout <= 0.5:
+        raise NnzipError(f"--holdout must be a share from 0 to 0.5 of the data's samples, got {holdout}")
+    return Budget(data, float(max_drop), eval_hook, metric, log, float(margin), holdout=float(holdout))
 
 
 def scheduler_from_options(address: object, timeout: object = DEFAULT_TIMEOUT) -> Scheduler | None:

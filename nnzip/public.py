@@ -44,7 +44,8 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
     or ``{"dense_1": {"bits": 2}}`` is ``--layer``, ``max_output`` is ``--max-output`` in bytes, ``strip=True`` is ``--strip``) with the
     same checks (``scheduler="tcp://host:8786"`` is ``--scheduler``: the tensors are encoded on that dask
     cluster, see :mod:`nnzip.distributed`).  *budget* is an :class:`nnzip.Budget` or a dict of its fields
-    (``{"data": "val.npz", "max_drop": 0.005, "margin": 2}``); a negative drop or margin is refused.
+    (``{"data": "val.npz", "max_drop": 0.005, "margin": 2, "holdout": 0.25}``); a negative drop or margin, or a
+    holdout share outside [0, 0.5], is refused.
     *src* is a path or ``{name: array}`` (stored as a tensors-only ``npz`` source that
     :func:`nnzip.load` reads back); *dst* a path (default: *src* with suffix ``.nnz``) or a
     binary file object.  The report gives ``file_bytes``, ``original_bytes``, ``ratio`` and
@@ -89,15 +90,15 @@ def compress(src, dst: Destination = None, *, bits: int | None = None, prune: fl
 def _budget(budget: Budget | Mapping, fixed: list[str]) -> Budget:
     """A checked :class:`nnzip.budget.Budget` from a Budget or a dict of its fields."""
     if isinstance(budget, Mapping):
-        unknown = set(budget) - {"data", "max_drop", "eval_hook", "metric", "margin", "log"}
+        unknown = set(budget) - {"data", "max_drop", "eval_hook", "metric", "margin", "log", "holdout"}
         if unknown:
-            raise ConfigError(f"budget: unknown field {sorted(unknown)[0]!r} (known: data, max_drop, eval_hook, metric, margin, log)")
+            raise ConfigError(f"budget: unknown field {sorted(unknown)[0]!r} (known: data, max_drop, eval_hook, metric, margin, log, holdout)")
         budget = Budget(budget.get("data"), budget.get("max_drop"), budget.get("eval_hook"), budget.get("metric"),
-                        budget.get("log"), budget.get("margin", Budget.margin))
+                        budget.get("log"), budget.get("margin", Budget.margin), holdout=budget.get("holdout", Budget.holdout))
     if not isinstance(budget, Budget):
         raise ConfigError(f"budget must be an nnzip.Budget or a dict, not {type(budget).__name__}")
     return budget_from_options(budget.data, budget.max_drop, eval_hook=budget.eval_hook, metric=budget.metric, margin=budget.margin,
-                               log=budget.log, fixed=fixed)
+                               log=budget.log, fixed=fixed, holdout=budget.holdout)
 
 
 def _source_path(src, directory: Path) -> Path:

@@ -132,6 +132,36 @@ def quality_drop(metric: str, kind: str, reference: float, value: float) -> floa
 DEFAULT_MARGIN = 2.0
 
 
+#: The default share of the data held out of the search (``--holdout``): the search picks its
+#: plan on the rest, then checks the plan's drop on this part, which no choice was made on
+#: (the smallest of many measured plans is luckier on the data it was picked on than its
+#: standard error says; README "Accuracy budgets").
+DEFAULT_HOLDOUT = 0.25
+#: Fewer held-out samples than this measure nothing useful: the search then uses all the data.
+MIN_HOLDOUT_SAMPLES = 50
+
+
+def split_holdout(data: Dataset, fraction: float) -> tuple[Dataset, Dataset | None]:
+    """The search part and the held-out part of *data* (None when that part would be under :data:`MIN_HOLDOUT_SAMPLES`).
+
+    Held out: sample i when ``floor((i + 1) * fraction) > floor(i * fraction)``, an even
+    spread over the file (every 4th sample for 1/4), so sorted or grouped data lands in
+    both parts alike; the same samples for the same file and fraction.
+    """
+    count = len(data.x)
+    index = np.arange(count)
+    held = np.floor((index + 1) * fraction) > np.floor(index * fraction)
+    if int(held.sum()) < MIN_HOLDOUT_SAMPLES:
+        return data, None
+    return _rows(data, ~held), _rows(data, held)
+
+
+def _rows(data: Dataset, keep: np.ndarray) -> Dataset:
+    """*data* restricted to the samples where *keep* is true (named per-sample arrays too)."""
+    arrays = None if data.arrays is None else {name: array[keep] for name, array in data.arrays.items()}
+    return Dataset(data.x[keep], None if data.y is None else data.y[keep], arrays, data.has_x)
+
+
 def standard_error(differences: np.ndarray) -> float:
     """Standard error of the mean of per-sample *differences* (0 for fewer than two samples)."""
     differences = np.asarray(differences, dtype=np.float64)

@@ -136,9 +136,14 @@ class SearchResult:
     metric: str
     evaluations: int
     seconds: float
+    #: Samples held out of the search that the plan was checked on (0: no check).
+    holdout_samples: int = 0
+    #: The plan's drop on those samples (None without the check).
+    holdout_drop: float | None = None
 
     def to_json(self, max_drop: float) -> dict:
         """The record kept in the header's ``plan`` member (each tensor's choice is in its own ``stats``)."""
+        held = {"holdout_samples": self.holdout_samples, "holdout_drop": round(self.holdout_drop, 6)} if self.holdout_samples else {}
         return {
             "search": {
                 "metric": self.metric,
@@ -150,6 +155,7 @@ class SearchResult:
                 "margin": self.margin,
                 "evaluations": self.evaluations,
                 "seconds": round(self.seconds, 1),
+                **held,
             }
         }
 
@@ -246,6 +252,13 @@ def _describe_part(part: str) -> str:
 # --- the search ---------------------------------------------------------------------------
 
 
+#: The held-out check's shrinking steps (:meth:`BudgetSearch._confirm`): shares of the budget
+#: the search data's drop must fit in, then 0 for the lossless plan.
+HOLDOUT_SHRINK = (1.0, 0.5, 0.25, 0.125, 0.0)
+#: Rounding slack of the held-out comparison with the budget (far below one sample of any data set).
+HOLDOUT_TOLERANCE = 1e-9
+
+
 class BudgetSearch:
     """Runs the three steps for one model on one data set.
 
@@ -254,12 +267,15 @@ class BudgetSearch:
     biases and small kernels are in play too (:func:`small_candidates`); without it
     only the tensors the fixed-flag rule would touch (:func:`nnzip.plan.is_lossy_candidate`).
     *log* gets a line per tensor and per combination; *detail*, when given (``-v``), a
-    line per candidate too.
+    line per candidate too.  *holdout*, when given, scores the same model on samples the
+    search never sees; the chosen plan must keep its drop there within the budget too
+    (:meth:`_confirm`).
     """
 
     def __init__(self, model: Model, evaluator: Evaluator, data: Dataset | None, log: Log | None = None, margin: float = DEFAULT_MARGIN,
-                 jobs: int = 1, every_tensor: bool = True, detail: Log | None = None):
+                 jobs: int = 1, every_tensor: bool = True, detail: Log | None = None, holdout: Evaluator | None = None):
         self.model, self.evaluator, self.data, self.margin = model, evaluator, data, margin
+        self.holdout = holdout
         self.log = log or (lambda message: None)
         self.detail = detail or (lambda message: None)
         self.jobs, self.every_tensor = max(1, int(jobs)), every_tensor
@@ -481,6 +497,8 @@ class BudgetSearch:
                 options[name] = _pareto(baseline_trial, tried[name][1:])
                 self.log(self._front_words(name, options[name]))
             best = self._choose(options, max_drop, progress, tried)
+            best, held = self._confirm(best, max_drop, lambda share: self._choose(options, max_drop * share, None, tried),
+                                       {n: t[0] for n, t in options.items()})
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
@@ -495,7 +513,48 @@ class BudgetSearch:
                 bias_name = self.layers[name].bias
                 encoded[bias_name] = self._bias_encoding(bias_name, trial, best["trials"].get(bias_name))
         return SearchResult(encoded, choices, self.baseline, best["measured"], best["raw_drop"], best["drop"], self.margin,
-                            self.evaluator.metric, self.evaluations, time.monotonic() - started)
+                            self.evaluator.metric, self.evaluations, time.monotonic() - started, *held)
+
+    def _confirm(self, plan: dict, max_drop: float, choose: Callable[[float], dict],
+                 lossless: dict[str, Trial]) -> tuple[dict, tuple[int, float | None]]:
+        """Check *plan* on the held-out samples; while its drop there is over *max_drop*, shrink it.
+
+        The search data chose the plan, so its drop there is biased low (of hundreds of
+        measured plans the smallest within the budget is the luckiest); the held-out
+        samples chose nothing, so their drop is an unbiased estimate.  It is a point
+        estimate (no margin: the search data's margin already bounds the noise, and a
+        quarter of the data could not carry another).  Shrinking takes what the search
+        chooses (*choose*, given a share of the budget: step 2 again on the same trials)
+        within a half, a quarter, then an eighth of the budget on the search data, then the
+        *lossless* plan: at most five held-out runs.  Returns the plan and (held-out samples,
+        its held-out drop), (0, None) without a check.
+        """
+        if self.holdout is None:
+            return plan, (0, None)
+        reference = self.holdout.per_sample(self.model.tensors)
+        baseline = float(np.mean(reference))
+        count = int(np.size(reference))
+        checked: set[tuple] = set()
+        for share in HOLDOUT_SHRINK:
+            if 0 < share < 1:
+                self.log(f"choosing again within {share:g} x the budget on the search data")
+                plan = choose(share)
+            elif share == 0:
+                plan = self._measured_plan(lossless)
+            key = self._plan_key(plan["trials"])
+            if key in checked:
+                continue
+            checked.add(key)
+            changed = not all(t.candidate.label == "lossless" for t in plan["trials"].values())
+            drop = self.holdout.drop(baseline, float(np.mean(self.holdout.per_sample(self._combined(plan["trials"]))))) if changed else 0.0
+            # A held-out drop is a count over N (2 strips of 100 are 1.0 - 0.98 = 0.020000000000000018):
+            # a drop of exactly the budget must fit, so compare with a rounding tolerance.
+            fits = drop <= max_drop + HOLDOUT_TOLERANCE
+            self.log(f"checked on the {count:,} held-out samples: {plan['bytes']:,} bytes, measured {self._words(drop)} there: "
+                     + ("within the budget" if fits else "over the budget, shrinking"))
+            if fits:
+                return plan, (count, drop)
+        return plan, (count, drop)
 
     def _front_words(self, name: str, front: list[Trial]) -> str:
         """The step-1 summary of one tensor in words."""

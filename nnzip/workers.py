@@ -58,7 +58,11 @@ M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 4 * 2**20
 
 
 def bound_malloc() -> None:
-    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (a no-op off Linux or without glibc)."""
+    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD` (a no-op off Linux or without glibc).
+
+    Process-wide, so only the ``nnzip`` command's entry point (:func:`nnzip.cli.main`) calls
+    it: an application that imports nnzip keeps its own allocator settings.
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -74,9 +78,9 @@ def workers(jobs: int | None, scheduler: Scheduler | None = None) -> Iterator[Wo
     Threads suffice: the compiled coders release the GIL (numba ``nogil=True``) and numpy
     does for large operations, so no data is copied between processes.  With *scheduler*,
     the tensors go to that dask cluster's workers instead (:mod:`nnzip.distributed`) and
-    *jobs* is not used.  Fixes glibc's mmap threshold first (:func:`bound_malloc`).
+    *jobs* is not used.  (The ``nnzip`` command also fixes glibc's mmap threshold,
+    :func:`bound_malloc`; a library call leaves its caller's allocator as it is.)
     """
-    bound_malloc()
     if scheduler is not None:
         # The dask transport sits below this module (it never imports it or the encoder), so the
         # pool is made here around its Cluster; imported on demand, as dask is an optional extra.

@@ -288,6 +288,11 @@ def test_rule3_7_dropped(tmp_path, capsys, dropped):
     {"search": {**SEARCH, "evaluations": -1}},
     {"search": {**SEARCH, "metric": None}},
     {"search": {k: v for k, v in SEARCH.items() if k != "seconds"}},
+    {"search": {**SEARCH, "holdout_samples": 100}},
+    {"search": {**SEARCH, "holdout_drop": 0.01}},
+    {"search": {**SEARCH, "holdout_samples": 0, "holdout_drop": 0.01}},
+    {"search": {**SEARCH, "holdout_samples": 1.5, "holdout_drop": 0.01}},
+    {"search": {**SEARCH, "holdout_samples": 100, "holdout_drop": "x"}},
     {"overrides": ["x" * 1024] * 1100},
 ], ids=short_id)
 def test_rule3_8_plan(tmp_path, capsys, plan):

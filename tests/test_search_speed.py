@@ -152,6 +152,7 @@ def test_verbose_search_log_is_in_words(tmp_path, capsys):
     assert any("float16 on " in line and "'s bias" in line for line in tries)
     assert any("combining choices whose drops add up to" in line and ("within the budget" in line or "over the budget" in line) for line in lines)
     assert any("to store it" in line and "smaller than lossless" in line for line in lines)
+    assert any("checked on the 500 held-out samples: " in line and "within the budget" in line for line in lines), lines[-5:]
     # without -v, no line per candidate; the summary lines stay
     status = cli.main(["compress", str(SAMPLES / "softmax.h5"), "-o", str(output), "-f", "--data", str(VAL_DATA), "--max-drop", "0.01"])
     out, err = capsys.readouterr()

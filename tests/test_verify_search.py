@@ -86,6 +86,9 @@ def test_budget_search_meets_the_budget_on_held_out_data(tmp_path, capsys):
     info = api.inspect(nnz)
     search = info["plan"]["search"]
     assert search["drop"] <= 0.005 and search["metric"] == "accuracy"
+    # a quarter of the 2,000 samples held out of the search (--holdout's default), and the plan within the budget there too
+    assert search["holdout_samples"] == 500 and search["holdout_drop"] <= 0.005
+    assert "checked on 500 samples held out of the search" in run(capsys, "inspect", nnz)[1]
     assert info["ratio"] > 4  # far smaller than the lossless file (about 1.15x)
     status, out, _ = run(capsys, "verify", nnz, "--data", TEST_DATA, "--original", SAMPLES / "softmax.h5", "--json")
     verified = json.loads(out)
