@@ -497,8 +497,7 @@ class BudgetSearch:
                 options[name] = _pareto(baseline_trial, tried[name][1:])
                 self.log(self._front_words(name, options[name]))
             best = self._choose(options, max_drop, progress, tried)
-            best, held = self._confirm(best, max_drop, lambda share: self._choose(options, max_drop * share, None, tried),
-                                       {n: t[0] for n, t in options.items()})
+            best, held = self._confirm(best, max_drop, options, tried)
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
@@ -515,19 +514,19 @@ class BudgetSearch:
         return SearchResult(encoded, choices, self.baseline, best["measured"], best["raw_drop"], best["drop"], self.margin,
                             self.evaluator.metric, self.evaluations, time.monotonic() - started, *held)
 
-    def _confirm(self, plan: dict, max_drop: float, choose: Callable[[float], dict],
-                 lossless: dict[str, Trial]) -> tuple[dict, tuple[int, float | None]]:
+    def _confirm(self, plan: dict, max_drop: float, options: dict[str, list[Trial]],
+                 tried: dict[str, list[Trial]]) -> tuple[dict, tuple[int, float | None]]:
         """Check *plan* on the held-out samples; while its drop there is over *max_drop*, shrink it.
 
         The search data chose the plan, so its drop there is biased low (of hundreds of
         measured plans the smallest within the budget is the luckiest); the held-out
         samples chose nothing, so their drop is an unbiased estimate.  It is a point
         estimate (no margin: the search data's margin already bounds the noise, and a
-        quarter of the data could not carry another).  Shrinking takes what the search
-        chooses (*choose*, given a share of the budget: step 2 again on the same trials)
-        within a half, a quarter, then an eighth of the budget on the search data, then the
-        *lossless* plan: at most five held-out runs.  Returns the plan and (held-out samples,
-        its held-out drop), (0, None) without a check.
+        quarter of the data could not carry another).  Shrinking takes what :meth:`_choose`
+        picks from the same *options* and *tried* (step 2 again, no new trials) within a
+        half, a quarter, then an eighth of the budget on the search data, then the lossless
+        plan: at most five held-out runs.  Returns the plan and (held-out samples, its
+        held-out drop), (0, None) without a check.
         """
         if self.holdout is None:
             return plan, (0, None)
@@ -538,9 +537,9 @@ class BudgetSearch:
         for share in HOLDOUT_SHRINK:
             if 0 < share < 1:
                 self.log(f"choosing again within {share:g} x the budget on the search data")
-                plan = choose(share)
+                plan = self._choose(options, max_drop * share, None, tried)
             elif share == 0:
-                plan = self._measured_plan(lossless)
+                plan = self._measured_plan({name: trials[0] for name, trials in options.items()})
             key = self._plan_key(plan["trials"])
             if key in checked:
                 continue
