@@ -65,10 +65,10 @@ def encode_with_budget(model: Model, filename: str, budget: Budget, progress: Pr
     held = None
     if budget.holdout and not budget.eval_hook:  # a hook scores the data its own way: nothing to hold out
         data, held = split_holdout(data, budget.holdout)
-        if held is None and budget.log:
-            budget.log(f"{len(data.x):,} samples: too few to hold any out, so the plan is not checked on data the search did not see")
     evaluator = make_evaluator(model, data, budget.eval_hook, budget.metric)
     holdout = None if held is None else make_evaluator(model, held, None, evaluator.metric)
+    if budget.log and budget.holdout and holdout is None and not budget.eval_hook:
+        budget.log(f"{len(data.x):,} samples: too few to hold any out, so the plan is not checked on data the search did not see")
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     search = BudgetSearch(model, evaluator, data, budget.log, budget.margin, jobs, budget.every_tensor, budget.detail, holdout)
     result = search.run(budget.max_drop, progress)
